@@ -1,0 +1,157 @@
+#pragma once
+// Reading PNG and JPEG (whatever stb_image reads) from a file or memory, with the size checked
+// before any large allocation and a typed error for every kind of bad input.
+
+#include <tilekit/detail/stb.hpp>
+#include <tilekit/error.hpp>
+#include <tilekit/image.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+struct image_info {
+    int width = 0;
+    int height = 0;
+    int channels = 0;        // channels in the file: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA
+    bool sixteen_bit = false;  // 16-bit PNG; decoded to 8 bits
+    std::string format;      // "png", "jpeg" or "other"
+};
+
+struct decode_limits {
+    // Images with more pixels than this are refused before decoding (1 Gpx = 4 GiB as RGBA).
+    std::uint64_t max_pixels = std::uint64_t{1} << 30;
+    // Files larger than this are refused before they are read.
+    std::uint64_t max_file_bytes = std::uint64_t{2} << 30;
+};
+
+namespace detail {
+
+inline std::string describe_format(const std::uint8_t* data, std::size_t size) {
+    static const std::uint8_t png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (size >= 8 && std::memcmp(data, png_signature, 8) == 0) return "png";
+    if (size >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff) return "jpeg";
+    return "other";
+}
+
+// stb decodes many truncated files without complaint (JPEG pads with grey), so check that the
+// container is complete before trusting a decode: PNG must hold an IEND chunk, JPEG an EOI marker.
+inline bool container_is_complete(const std::string& format, const std::uint8_t* data, std::size_t size) {
+    if (format == "png") {
+        std::size_t pos = 8;
+        while (pos + 12 <= size) {
+            std::uint32_t length = (std::uint32_t{data[pos]} << 24) | (std::uint32_t{data[pos + 1]} << 16) |
+                                   (std::uint32_t{data[pos + 2]} << 8) | std::uint32_t{data[pos + 3]};
+            if (std::memcmp(data + pos + 4, "IEND", 4) == 0) return true;
+            if (length > size - pos - 12) return false;
+            pos += 12 + static_cast<std::size_t>(length);
+        }
+        return false;
+    }
+    if (format == "jpeg") {
+        // The EOI marker ends the stream; tolerate a little trailing padding some writers add.
+        std::size_t end = size;
+        std::size_t scanned = 0;
+        while (end >= 2 && scanned < 4096) {
+            if (data[end - 2] == 0xff && data[end - 1] == 0xd9) return true;
+            --end;
+            ++scanned;
+        }
+        return false;
+    }
+    return true;
+}
+
+inline std::string size_text(std::uint64_t width, std::uint64_t height) {
+    return std::to_string(width) + "x" + std::to_string(height);
+}
+
+}  // namespace detail
+
+// Reads the header only: dimensions, channels and format, without decoding pixels.
+inline image_info read_image_info(const std::uint8_t* data, std::size_t size) {
+    if (size == 0) throw error(errc::empty_input, "image is empty (0 bytes)");
+    if (size > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+        throw error(errc::image_too_large, "image file is " + std::to_string(size) + " bytes; the decoder reads at most 2 GiB");
+    image_info info;
+    info.format = detail::describe_format(data, size);
+    const int length = static_cast<int>(size);
+    if (!stbi_info_from_memory(data, length, &info.width, &info.height, &info.channels)) {
+        const char* reason = stbi_failure_reason();
+        if (info.format == "other") throw error(errc::not_an_image, "input is not a PNG or JPEG image");
+        const bool truncated = !detail::container_is_complete(info.format, data, size);
+        throw error(truncated ? errc::truncated_image : errc::corrupt_image,
+                    std::string("cannot read ") + info.format + " header" + (truncated ? " (file is truncated)" : "") +
+                        ": " + (reason ? reason : "unknown reason"));
+    }
+    info.sixteen_bit = stbi_is_16_bit_from_memory(data, length) != 0;
+    return info;
+}
+
+inline image_info read_image_info(const std::vector<std::uint8_t>& bytes) {
+    return read_image_info(bytes.data(), bytes.size());
+}
+
+// Decodes an image held in memory. The channel count of the file is kept; 16-bit becomes 8-bit.
+inline image_buffer decode_image(const std::uint8_t* data, std::size_t size, const decode_limits& limits = {}) {
+    const image_info info = read_image_info(data, size);
+    const std::uint64_t pixels = std::uint64_t(info.width) * std::uint64_t(info.height);
+    if (pixels > limits.max_pixels)
+        throw error(errc::image_too_large, "image is " + detail::size_text(info.width, info.height) + " = " +
+                                               std::to_string(pixels) + " pixels, over the limit of " +
+                                               std::to_string(limits.max_pixels) + " pixels");
+    if (!detail::container_is_complete(info.format, data, size))
+        throw error(errc::truncated_image, info.format + " image is truncated (" + std::to_string(size) +
+                                               " bytes; the end of the image is missing)");
+    int width = 0, height = 0, channels = 0;
+    std::unique_ptr<stbi_uc, void (*)(void*)> decoded(
+        stbi_load_from_memory(data, static_cast<int>(size), &width, &height, &channels, 0), stbi_image_free);
+    if (!decoded) {
+        const char* reason = stbi_failure_reason();
+        throw error(errc::corrupt_image, info.format + " image " + detail::size_text(info.width, info.height) +
+                                             " cannot be decoded: " + (reason ? reason : "unknown reason"));
+    }
+    // Adopt stb's buffer rather than copying it: the decoded image is the one large allocation.
+    return image_buffer::adopt(decoded.release(), width, height, channels, stbi_image_free);
+}
+
+inline image_buffer decode_image(const std::vector<std::uint8_t>& bytes, const decode_limits& limits = {}) {
+    return decode_image(bytes.data(), bytes.size(), limits);
+}
+
+// Reads a whole file, refusing files over `max_bytes`.
+inline std::vector<std::uint8_t> read_file_bytes(const std::string& path,
+                                                 std::uint64_t max_bytes = std::uint64_t{2} << 30) {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    if (!in) throw error(errc::io_error, "cannot open '" + path + "'");
+    const std::streamoff end = in.tellg();
+    if (end < 0) throw error(errc::io_error, "cannot read '" + path + "' (not a regular file?)");
+    const auto size = static_cast<std::uint64_t>(end);
+    if (size > max_bytes)
+        throw error(errc::image_too_large, "'" + path + "' is " + std::to_string(size) + " bytes, over the limit of " +
+                                               std::to_string(max_bytes) + " bytes");
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+    in.seekg(0);
+    if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
+        throw error(errc::io_error, "cannot read '" + path + "'");
+    return bytes;
+}
+
+inline image_buffer decode_image_file(const std::string& path, const decode_limits& limits = {}) {
+    const std::vector<std::uint8_t> bytes = read_file_bytes(path, limits.max_file_bytes);
+    try {
+        return decode_image(bytes, limits);
+    } catch (const error& e) {
+        throw error(e.code(), "'" + path + "': " + e.what());
+    }
+}
+
+TILEKIT_NAMESPACE_END

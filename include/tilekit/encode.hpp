@@ -1,0 +1,67 @@
+#pragma once
+// Tile encoders built on stb_image_write. An encoder is a value type with:
+//   std::string extension() const;        // "png", "jpg"
+//   std::string content_type() const;     // "image/png"
+//   bool supports_alpha() const;          // false: the tiler flattens alpha onto the background
+//   void encode(const image_view&, std::vector<std::uint8_t>& out) const;   // thread-safe
+// Faster encoders with the same shape live in <tilekit/fast_codecs.hpp>.
+
+#include <tilekit/detail/stb.hpp>
+#include <tilekit/error.hpp>
+#include <tilekit/image.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+namespace detail {
+inline void append_to_vector(void* context, void* data, int size) {
+    auto* out = static_cast<std::vector<std::uint8_t>*>(context);
+    const auto* bytes = static_cast<const std::uint8_t*>(data);
+    out->insert(out->end(), bytes, bytes + size);
+}
+}  // namespace detail
+
+// Lossless PNG with stb's adaptive row filters and its built-in deflate.
+class stb_png_encoder {
+public:
+    std::string extension() const { return "png"; }
+    std::string content_type() const { return "image/png"; }
+    bool supports_alpha() const noexcept { return true; }
+
+    void encode(const image_view& tile, std::vector<std::uint8_t>& out) const {
+        out.clear();
+        if (!stbi_write_png_to_func(detail::append_to_vector, &out, tile.width, tile.height, tile.channels,
+                                    tile.pixels, static_cast<int>(tile.stride)))
+            throw error(errc::invalid_argument, "PNG encoding failed");
+    }
+};
+
+// Baseline JPEG; alpha is flattened by the tiler before it gets here.
+class stb_jpeg_encoder {
+public:
+    explicit stb_jpeg_encoder(int quality = 85) : quality_(quality) {
+        if (quality < 1 || quality > 100)
+            throw error(errc::invalid_argument, "JPEG quality must be 1..100, got " + std::to_string(quality));
+    }
+    std::string extension() const { return "jpg"; }
+    std::string content_type() const { return "image/jpeg"; }
+    bool supports_alpha() const noexcept { return false; }
+    int quality() const noexcept { return quality_; }
+
+    void encode(const image_view& tile, std::vector<std::uint8_t>& out) const {
+        out.clear();
+        if (tile.stride != static_cast<std::size_t>(tile.width) * static_cast<std::size_t>(tile.channels))
+            throw error(errc::invalid_argument, "JPEG encoder needs tightly packed rows");
+        if (!stbi_write_jpg_to_func(detail::append_to_vector, &out, tile.width, tile.height, tile.channels,
+                                    tile.pixels, quality_))
+            throw error(errc::invalid_argument, "JPEG encoding failed");
+    }
+
+private:
+    int quality_;
+};
+
+TILEKIT_NAMESPACE_END

@@ -1,0 +1,200 @@
+#pragma once
+// Pyramid layouts: which levels exist, how big each tile is, and what each object is called.
+// A layout is a plain value type; the tiler is templated on it. Both layouts build level k of
+// the pyramid by halving the full-resolution image k times, rounding up (w_k = ceil(W / 2^k)).
+
+#include <tilekit/error.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+struct level_geometry {
+    int index = 0;     // the level's number in object names: Deep Zoom level or XYZ zoom
+    int halvings = 0;  // times the full-resolution image is halved to make this level
+    int width = 0;     // the level image, in pixels
+    int height = 0;
+    int columns = 0;   // tiles across and down
+    int rows = 0;
+
+    std::uint64_t tile_count() const noexcept { return std::uint64_t(columns) * std::uint64_t(rows); }
+};
+
+// The part of a level image that one tile shows, and the size the tile is encoded at.
+struct tile_region {
+    int x = 0;  // top-left corner in level pixels
+    int y = 0;
+    int width = 0;  // pixels taken from the level image (always inside it)
+    int height = 0;
+    int out_width = 0;  // encoded size: equal to width/height, or larger when the layout pads edges
+    int out_height = 0;
+};
+
+namespace detail {
+
+// Smallest n >= 0 with 2^n * unit >= extent.
+inline int ceil_log2_ratio(std::int64_t extent, std::int64_t unit) {
+    int n = 0;
+    while ((unit << n) < extent) ++n;
+    return n;
+}
+
+inline int halve_up(int extent, int halvings) {
+    return static_cast<int>((std::int64_t(extent) + (std::int64_t{1} << halvings) - 1) >> halvings);
+}
+
+inline int div_up(int a, int b) { return (a + b - 1) / b; }
+
+inline void check_image_size(int width, int height) {
+    if (width <= 0 || height <= 0)
+        throw error(errc::invalid_argument,
+                    "image size must be positive, got " + std::to_string(width) + "x" + std::to_string(height));
+}
+
+}  // namespace detail
+
+// Deep Zoom, as OpenSeadragon reads and `vips dzsave` writes: levels 0..ceil(log2(max(W,H))),
+// level 0 is 1x1; tiles step by tile_size and carry `overlap` extra pixels on interior edges
+// only; edge tiles are cropped. Objects: {basename}.dzi and {basename}_files/{level}/{col}_{row}.{ext}.
+class deep_zoom_layout {
+public:
+    explicit deep_zoom_layout(int tile_size = 254, int overlap = 1, std::string basename = "image")
+        : tile_size_(tile_size), overlap_(overlap), basename_(std::move(basename)) {
+        if (tile_size < 1 || tile_size > 8192)
+            throw error(errc::invalid_argument, "tile size must be 1..8192, got " + std::to_string(tile_size));
+        if (overlap < 0 || overlap > tile_size)
+            throw error(errc::invalid_argument, "overlap must be 0..tile size, got " + std::to_string(overlap));
+        if (basename_.empty() || basename_.find_first_of("/\\") != std::string::npos || basename_ == "." ||
+            basename_ == "..")
+            throw error(errc::invalid_argument, "Deep Zoom basename must be a plain file name, got '" + basename_ + "'");
+    }
+
+    static constexpr const char* name() noexcept { return "dz"; }
+    int tile_size() const noexcept { return tile_size_; }
+    int overlap() const noexcept { return overlap_; }
+    const std::string& basename() const noexcept { return basename_; }
+    bool pads_edges() const noexcept { return false; }
+
+    // Levels ordered from full resolution (halvings 0) down to 1x1.
+    std::vector<level_geometry> levels(int width, int height) const {
+        detail::check_image_size(width, height);
+        const int max_level = detail::ceil_log2_ratio(std::max(width, height), 1);
+        std::vector<level_geometry> result;
+        for (int halvings = 0; halvings <= max_level; ++halvings) {
+            level_geometry level;
+            level.index = max_level - halvings;
+            level.halvings = halvings;
+            level.width = detail::halve_up(width, halvings);
+            level.height = detail::halve_up(height, halvings);
+            level.columns = detail::div_up(level.width, tile_size_);
+            level.rows = detail::div_up(level.height, tile_size_);
+            result.push_back(level);
+        }
+        return result;
+    }
+
+    tile_region region(const level_geometry& level, int column, int row) const {
+        tile_region r;
+        axis(level.width, column, r.x, r.width);
+        axis(level.height, row, r.y, r.height);
+        r.out_width = r.width;
+        r.out_height = r.height;
+        return r;
+    }
+
+    std::string tile_key(const level_geometry& level, int column, int row, const std::string& extension) const {
+        return basename_ + "_files/" + std::to_string(level.index) + "/" + std::to_string(column) + "_" +
+               std::to_string(row) + "." + extension;
+    }
+
+    std::string tile_url_template(const std::string& extension) const {
+        return basename_ + "_files/{level}/{col}_{row}." + extension;
+    }
+
+    std::string manifest_key() const { return basename_ + ".dzi"; }
+
+    std::string manifest(int width, int height, const std::string& extension) const {
+        return "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+               "<Image xmlns=\"http://schemas.microsoft.com/deepzoom/2008\" Format=\"" +
+               extension + "\" Overlap=\"" + std::to_string(overlap_) + "\" TileSize=\"" + std::to_string(tile_size_) +
+               "\">\n  <Size Width=\"" + std::to_string(width) + "\" Height=\"" + std::to_string(height) +
+               "\"/>\n</Image>\n";
+    }
+
+private:
+    void axis(int extent, int index, int& start, int& length) const {
+        const std::int64_t first = std::int64_t(index) * tile_size_;
+        const std::int64_t begin = std::max<std::int64_t>(0, first - overlap_);
+        const std::int64_t end = std::min<std::int64_t>(extent, first + tile_size_ + overlap_);
+        start = static_cast<int>(begin);
+        length = static_cast<int>(end - begin);
+    }
+
+    int tile_size_;
+    int overlap_;
+    std::string basename_;
+};
+
+// XYZ for Leaflet (L.CRS.Simple) and other slippy-map viewers, the grid of
+// `gdal2tiles.py -p raster --xyz`: zoom 0 shows the whole image in one tile, zoom N is full
+// resolution, the image is anchored top-left, every tile is tile_size square (edges padded).
+// Objects: {z}/{x}/{y}.{ext}.
+class xyz_layout {
+public:
+    explicit xyz_layout(int tile_size = 256) : tile_size_(tile_size) {
+        if (tile_size < 1 || tile_size > 8192)
+            throw error(errc::invalid_argument, "tile size must be 1..8192, got " + std::to_string(tile_size));
+    }
+
+    static constexpr const char* name() noexcept { return "xyz"; }
+    int tile_size() const noexcept { return tile_size_; }
+    int overlap() const noexcept { return 0; }
+    bool pads_edges() const noexcept { return true; }
+
+    std::vector<level_geometry> levels(int width, int height) const {
+        detail::check_image_size(width, height);
+        const int max_zoom = detail::ceil_log2_ratio(std::max(width, height), tile_size_);
+        std::vector<level_geometry> result;
+        for (int halvings = 0; halvings <= max_zoom; ++halvings) {
+            level_geometry level;
+            level.index = max_zoom - halvings;
+            level.halvings = halvings;
+            level.width = detail::halve_up(width, halvings);
+            level.height = detail::halve_up(height, halvings);
+            level.columns = detail::div_up(level.width, tile_size_);
+            level.rows = detail::div_up(level.height, tile_size_);
+            result.push_back(level);
+        }
+        return result;
+    }
+
+    tile_region region(const level_geometry& level, int column, int row) const {
+        tile_region r;
+        r.x = column * tile_size_;
+        r.y = row * tile_size_;
+        r.width = std::min(tile_size_, level.width - r.x);
+        r.height = std::min(tile_size_, level.height - r.y);
+        r.out_width = tile_size_;
+        r.out_height = tile_size_;
+        return r;
+    }
+
+    std::string tile_key(const level_geometry& level, int column, int row, const std::string& extension) const {
+        return std::to_string(level.index) + "/" + std::to_string(column) + "/" + std::to_string(row) + "." + extension;
+    }
+
+    std::string tile_url_template(const std::string& extension) const { return "{z}/{x}/{y}." + extension; }
+
+    // XYZ has no layout-specific manifest; the tiler's JSON metadata describes it.
+    std::string manifest_key() const { return {}; }
+    std::string manifest(int, int, const std::string&) const { return {}; }
+
+private:
+    int tile_size_;
+};
+
+TILEKIT_NAMESPACE_END

@@ -1,0 +1,65 @@
+#pragma once
+// A thread-safe in-memory sink, for tests and for embedding.
+
+#include <tilekit/key.hpp>
+#include <tilekit/sink.hpp>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+class memory_sink final : public storage_sink {
+public:
+    void put(storage_object object) override {
+        validate_key(object.key);
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++put_count_;
+        std::string key = object.key;
+        objects_[std::move(key)] = std::move(object);
+    }
+
+    void flush() override {}
+
+    std::optional<storage_object> get(const std::string& key) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto found = objects_.find(key);
+        if (found == objects_.end()) return std::nullopt;
+        return found->second;
+    }
+
+    bool contains(const std::string& key) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return objects_.count(key) != 0;
+    }
+
+    std::vector<std::string> keys() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<std::string> result;
+        result.reserve(objects_.size());
+        for (const auto& entry : objects_) result.push_back(entry.first);
+        return result;
+    }
+
+    std::size_t size() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return objects_.size();
+    }
+
+    // Number of put() calls, including overwrites.
+    std::size_t put_count() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return put_count_;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::map<std::string, storage_object> objects_;
+    std::size_t put_count_ = 0;
+};
+
+TILEKIT_NAMESPACE_END
