@@ -6,6 +6,7 @@
 #include <tilekit/error.hpp>
 #include <tilekit/image.hpp>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -131,7 +132,7 @@ inline image_buffer decode_image(const std::vector<std::uint8_t>& bytes, const d
 inline std::vector<std::uint8_t> read_file_bytes(const std::string& path,
                                                  std::uint64_t max_bytes = std::uint64_t{2} << 30) {
     std::ifstream in(path, std::ios::binary | std::ios::ate);
-    if (!in) throw error(errc::io_error, "cannot open '" + path + "'");
+    if (!in) throw error(errc::io_error, "cannot open '" + path + "': " + std::strerror(errno));
     const std::streamoff end = in.tellg();
     if (end < 0) throw error(errc::io_error, "cannot read '" + path + "' (not a regular file?)");
     const auto size = static_cast<std::uint64_t>(end);

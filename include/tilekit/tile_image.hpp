@@ -33,12 +33,13 @@ struct pyramid_options {
 inline const char* to_string(layout_type layout) noexcept { return layout == layout_type::xyz ? "xyz" : "dz"; }
 inline const char* to_string(tile_format format) noexcept { return format == tile_format::jpeg ? "jpg" : "png"; }
 
-template <class Codecs = stb_codecs, class Sink>
-pyramid_metadata tile_image(const image_view& image, Sink& sink, const pyramid_options& options) {
+// Tiles the rows of any row source (see tiler.hpp) with the layout and format in `options`.
+template <class Codecs = stb_codecs, class Sink, class RowSource>
+pyramid_metadata tile_rows(RowSource& source, Sink& sink, const pyramid_options& options) {
     const auto run = [&](const auto& layout) {
         if (options.format == tile_format::jpeg)
-            return generate_pyramid(image, layout, typename Codecs::jpeg(options.quality), sink, options.tiling);
-        return generate_pyramid(image, layout, typename Codecs::png(), sink, options.tiling);
+            return generate_pyramid_from_rows(source, layout, typename Codecs::jpeg(options.quality), sink, options.tiling);
+        return generate_pyramid_from_rows(source, layout, typename Codecs::png(), sink, options.tiling);
     };
     if (options.layout == layout_type::xyz) {
         if (options.overlap > 0)
@@ -47,6 +48,13 @@ pyramid_metadata tile_image(const image_view& image, Sink& sink, const pyramid_o
     }
     return run(deep_zoom_layout(options.tile_size ? options.tile_size : 254, options.overlap < 0 ? 1 : options.overlap,
                                 options.basename));
+}
+
+template <class Codecs = stb_codecs, class Sink>
+pyramid_metadata tile_image(const image_view& image, Sink& sink, const pyramid_options& options) {
+    if (!image.pixels) throw error(errc::invalid_argument, "tile_image: the image has no pixels");
+    image_row_source source(image);
+    return tile_rows<Codecs>(source, sink, options);
 }
 
 // Decodes `path` (refusing images over `limits`) and tiles it.
