@@ -1,7 +1,8 @@
 #pragma once
 // Writes each object to root/key. Every file is written to a temporary name in the same
 // directory and then renamed over the target, so a reader (or a crash) never sees a truncated
-// object. Keys are validated first: nothing can be written outside the root.
+// object. Keys are validated first: nothing can be written outside the root. Files are not
+// fsync'ed (a pyramid is thousands of files); durability across power loss is the filesystem's.
 
 #include <tilekit/error.hpp>
 #include <tilekit/key.hpp>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <random>
 #include <string>
 #include <system_error>
 #include <unordered_set>
@@ -34,7 +36,8 @@ public:
         const std::filesystem::path target = root_ / object.key;
         ensure_directory(target.parent_path());
         const std::filesystem::path temporary =
-            target.parent_path() / ("." + target.filename().string() + ".tmp" + std::to_string(next_temp_id_++));
+            target.parent_path() /
+            ("." + target.filename().string() + ".tmp-" + instance_tag_ + "-" + std::to_string(next_temp_id_++));
         write_file(temporary, object);
         std::error_code ec;
         std::filesystem::rename(temporary, target, ec);
@@ -77,6 +80,12 @@ private:
     std::filesystem::path root_;
     std::mutex mutex_;
     std::unordered_set<std::string> known_directories_;
+    // Temporary names carry a random tag per sink, so two processes writing into the same
+    // directory never share a temporary file.
+    std::string instance_tag_ = [] {
+        std::random_device random;
+        return std::to_string(random()) + std::to_string(random());
+    }();
     std::atomic<unsigned long long> next_temp_id_{0};
 };
 
