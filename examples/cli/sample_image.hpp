@@ -2,7 +2,7 @@
 // A generated, map-like sample image (terrain colours, hill shading, water, a graticule), so
 // the demo and tests need no downloaded data. Deterministic: the same size gives the same pixels.
 
-#include <tilekit/image.hpp>
+#include <tilekit/tilekit.hpp>
 
 #include <algorithm>
 #include <cmath>

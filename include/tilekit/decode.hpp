@@ -2,6 +2,7 @@
 // Reading PNG and JPEG (whatever stb_image reads) from a file or memory, with the size checked
 // before any large allocation and a typed error for every kind of bad input.
 
+#include <tilekit/detail/png_writer.hpp>
 #include <tilekit/detail/stb.hpp>
 #include <tilekit/error.hpp>
 #include <tilekit/image.hpp>
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <memory>
@@ -75,6 +77,73 @@ inline std::string size_text(std::uint64_t width, std::uint64_t height) {
     return std::to_string(width) + "x" + std::to_string(height);
 }
 
+inline std::uint32_t read_be32(const std::uint8_t* p) noexcept {
+    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+
+// Width and height as the header states them (PNG IHDR, JPEG SOFn), read without stb: stb
+// refuses headers over its own limits (2^24 a side, 2^30 bytes decoded) without telling the
+// size, and the pixel limit must be checked before anything is decoded.
+inline bool header_dimensions(const std::string& format, const std::uint8_t* data, std::size_t size,
+                              std::uint64_t& width, std::uint64_t& height) {
+    if (format == "png") {
+        if (size < 24 || std::memcmp(data + 12, "IHDR", 4) != 0) return false;
+        width = read_be32(data + 16);
+        height = read_be32(data + 20);
+        return width > 0 && height > 0;
+    }
+    if (format != "jpeg") return false;
+    std::size_t pos = 2;
+    while (pos + 4 <= size) {
+        if (data[pos] != 0xff) return false;
+        const std::uint8_t marker = data[pos + 1];
+        if (marker == 0xff) {  // fill byte
+            ++pos;
+            continue;
+        }
+        if (marker == 0x01 || (marker >= 0xd0 && marker <= 0xd8)) {  // markers without a length
+            pos += 2;
+            continue;
+        }
+        if (marker == 0xd9 || marker == 0xda) return false;  // no frame header before the data
+        if (marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc) {
+            if (pos + 9 > size) return false;
+            height = (std::uint64_t{data[pos + 5]} << 8) | data[pos + 6];
+            width = (std::uint64_t{data[pos + 7]} << 8) | data[pos + 8];
+            return width > 0 && height > 0;
+        }
+        const std::size_t length = (std::size_t{data[pos + 2]} << 8) | data[pos + 3];
+        if (length < 2) return false;
+        pos += 2 + length;
+    }
+    return false;
+}
+
+inline void refuse_over_limit(std::uint64_t width, std::uint64_t height, const decode_limits& limits) {
+    const std::uint64_t pixels = width * height;
+    if (pixels > limits.max_pixels)
+        throw error(errc::image_too_large, "image is " + size_text(width, height) + " = " + std::to_string(pixels) +
+                                               " pixels, over the limit of " + std::to_string(limits.max_pixels) +
+                                               " pixels");
+}
+
+// Name of the first critical PNG chunk (IHDR, PLTE, IDAT, IEND) whose CRC does not match its
+// contents, or empty. stb_image does not check CRCs, and damaged compressed data often still
+// inflates to the right length. Ancillary chunks are not checked (libpng only warns on those).
+inline std::string png_chunk_with_bad_crc(const std::uint8_t* data, std::size_t size) {
+    std::size_t pos = 8;
+    while (pos + 12 <= size) {
+        const std::uint32_t length = read_be32(data + pos);
+        if (length > size - pos - 12) return {};  // truncation is reported separately
+        const bool critical = (data[pos + 4] & 0x20) == 0;  // upper-case first letter
+        if (critical && crc32_update(0, data + pos + 4, std::size_t{length} + 4) != read_be32(data + pos + 8 + length))
+            return std::string(reinterpret_cast<const char*>(data + pos + 4), 4);
+        if (std::memcmp(data + pos + 4, "IEND", 4) == 0) return {};
+        pos += 12 + static_cast<std::size_t>(length);
+    }
+    return {};
+}
+
 }  // namespace detail
 
 // Reads the header only: dimensions, channels and format, without decoding pixels.
@@ -88,6 +157,11 @@ inline image_info read_image_info(const std::uint8_t* data, std::size_t size) {
     if (!stbi_info_from_memory(data, length, &info.width, &info.height, &info.channels)) {
         const char* reason = stbi_failure_reason();
         if (info.format == "other") throw error(errc::not_an_image, "input is not a PNG or JPEG image");
+        std::uint64_t width = 0, height = 0;
+        if (detail::header_dimensions(info.format, data, size, width, height) && width * height > (std::uint64_t{1} << 28))
+            throw error(errc::image_too_large, "image is " + detail::size_text(width, height) + " = " +
+                                                   std::to_string(width * height) +
+                                                   " pixels, more than the decoder (stb_image) can hold");
         const bool truncated = !detail::container_is_complete(info.format, data, size);
         throw error(truncated ? errc::truncated_image : errc::corrupt_image,
                     std::string("cannot read ") + info.format + " header" + (truncated ? " (file is truncated)" : "") +
@@ -103,15 +177,22 @@ inline image_info read_image_info(const std::vector<std::uint8_t>& bytes) {
 
 // Decodes an image held in memory. The channel count of the file is kept; 16-bit becomes 8-bit.
 inline image_buffer decode_image(const std::uint8_t* data, std::size_t size, const decode_limits& limits = {}) {
+    if (size > 0) {  // the limit first, from the header alone
+        std::uint64_t header_width = 0, header_height = 0;
+        if (detail::header_dimensions(detail::describe_format(data, size), data, size, header_width, header_height))
+            detail::refuse_over_limit(header_width, header_height, limits);
+    }
     const image_info info = read_image_info(data, size);
-    const std::uint64_t pixels = std::uint64_t(info.width) * std::uint64_t(info.height);
-    if (pixels > limits.max_pixels)
-        throw error(errc::image_too_large, "image is " + detail::size_text(info.width, info.height) + " = " +
-                                               std::to_string(pixels) + " pixels, over the limit of " +
-                                               std::to_string(limits.max_pixels) + " pixels");
+    detail::refuse_over_limit(std::uint64_t(info.width), std::uint64_t(info.height), limits);
     if (!detail::container_is_complete(info.format, data, size))
         throw error(errc::truncated_image, info.format + " image is truncated (" + std::to_string(size) +
                                                " bytes; the end of the image is missing)");
+    if (info.format == "png") {
+        const std::string bad_chunk = detail::png_chunk_with_bad_crc(data, size);
+        if (!bad_chunk.empty())
+            throw error(errc::corrupt_image, "png image " + detail::size_text(info.width, info.height) +
+                                                 " is damaged: the CRC of its " + bad_chunk + " chunk does not match");
+    }
     int width = 0, height = 0, channels = 0;
     std::unique_ptr<stbi_uc, void (*)(void*)> decoded(
         stbi_load_from_memory(data, static_cast<int>(size), &width, &height, &channels, 0), stbi_image_free);
@@ -133,6 +214,9 @@ inline std::vector<std::uint8_t> read_file_bytes(const std::string& path,
                                                  std::uint64_t max_bytes = std::uint64_t{2} << 30) {
     std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) throw error(errc::io_error, "cannot open '" + path + "': " + std::strerror(errno));
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))  // opens fine on Linux, then reports a bogus size
+        throw error(errc::io_error, "cannot read '" + path + "': it is a directory");
     const std::streamoff end = in.tellg();
     if (end < 0) throw error(errc::io_error, "cannot read '" + path + "' (not a regular file?)");
     const auto size = static_cast<std::uint64_t>(end);

@@ -13,7 +13,7 @@ namespace detail {
 class progress_reporter {
 public:
     progress_reporter(progress_callback callback, std::uint64_t total)
-        : callback_(std::move(callback)), total_(total), step_(total / 1000 == 0 ? 1 : total / 1000) {}
+        : callback_(std::move(callback)), total_(total), step_(total <= 1000 ? 1 : (total + 999) / 1000) {}
 
     void tile_finished() {
         const std::uint64_t done = done_.fetch_add(1, std::memory_order_relaxed) + 1;

@@ -1,0 +1,1929 @@
+#pragma once
+// tilekit 0.1.0: single-header distribution, generated from include/tilekit/tilekit.hpp
+// by tools/amalgamate.py. Do not edit: change include/tilekit/ and rerun the script.
+
+// tilekit: turn a large image into a Deep Zoom or XYZ tile pyramid and publish it to storage.
+// This umbrella header is the core: it needs only the standard library, stb and nlohmann_json.
+// Optional parts have their own headers and targets (see README).
+
+// #include <tilekit/version.hpp>
+// The single source of truth for tilekit's version (CMake and meson read it from here).
+
+#define TILEKIT_VERSION_MAJOR 0
+#define TILEKIT_VERSION_MINOR 1
+#define TILEKIT_VERSION_PATCH 0
+#define TILEKIT_VERSION "0.1.0"
+// #include <tilekit/config.hpp>
+// Every user-overridable TILEKIT_* macro, with its default.
+//
+//   TILEKIT_ASSERT(x)            internal invariant check; defaults to assert().
+//   TILEKIT_STB_IMPLEMENTATION   define in exactly one TU to compile stb_image and stb_image_write
+//                                there (only when not linking a library that already has them,
+//                                such as Debian's libstb: see README "How stb reaches the linker").
+//   TILEKIT_NO_INCLUDE_STB       the caller has already included stb_image.h / stb_image_write.h.
+//
+// No public type changes shape with any of these macros.
+
+// #include <tilekit/version.hpp>
+
+#ifndef TILEKIT_ASSERT
+#include <cassert>
+#define TILEKIT_ASSERT(x) assert(x)
+#endif
+
+// Public names live in an inline namespace named after the ABI version, so two copies of
+// tilekit embedded in different libraries cannot silently merge.
+#define TILEKIT_NAMESPACE_BEGIN \
+    namespace tilekit {         \
+    inline namespace v0 {
+#define TILEKIT_NAMESPACE_END \
+    }                         \
+    }
+
+#if defined(TILEKIT_DETECTED_VERSION) && TILEKIT_DETECTED_VERSION != TILEKIT_VERSION_MINOR
+#warning "two different versions of tilekit are included in this translation unit"
+#endif
+#define TILEKIT_DETECTED_VERSION TILEKIT_VERSION_MINOR
+// #include <tilekit/error.hpp>
+// One exception type with a machine-readable code, so callers can both print and branch.
+
+// #include <tilekit/config.hpp>
+
+#include <stdexcept>
+#include <string>
+
+TILEKIT_NAMESPACE_BEGIN
+
+enum class errc {
+    invalid_argument,  // options out of range, bad sizes
+    empty_input,       // zero bytes where an image was expected
+    not_an_image,      // bytes are not PNG/JPEG/any format the decoder knows
+    truncated_image,   // the file stops before the image ends
+    corrupt_image,     // the image is damaged or unsupported
+    image_too_large,   // over the configured pixel limit (checked before decoding)
+    invalid_key,       // a storage key that is unsafe or malformed
+    io_error,          // the filesystem refused
+    storage_error,     // a storage sink failed to store an object
+    cancelled,         // the caller cancelled the run
+};
+
+inline const char* to_string(errc code) noexcept {
+    switch (code) {
+        case errc::invalid_argument: return "invalid_argument";
+        case errc::empty_input: return "empty_input";
+        case errc::not_an_image: return "not_an_image";
+        case errc::truncated_image: return "truncated_image";
+        case errc::corrupt_image: return "corrupt_image";
+        case errc::image_too_large: return "image_too_large";
+        case errc::invalid_key: return "invalid_key";
+        case errc::io_error: return "io_error";
+        case errc::storage_error: return "storage_error";
+        case errc::cancelled: return "cancelled";
+    }
+    return "unknown";
+}
+
+class error : public std::runtime_error {
+public:
+    error(errc code, const std::string& message) : std::runtime_error(message), code_(code) {}
+    errc code() const noexcept { return code_; }
+
+private:
+    errc code_;
+};
+
+// Thrown when a run stops because its cancellation token was triggered.
+class cancelled_error : public error {
+public:
+    cancelled_error() : error(errc::cancelled, "tiling was cancelled") {}
+};
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/image.hpp>
+// Interleaved 8-bit images: 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels.
+
+// #include <tilekit/error.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <string>
+
+TILEKIT_NAMESPACE_BEGIN
+
+// A non-owning view of rows of pixels; rows are `stride` bytes apart.
+struct image_view {
+    const std::uint8_t* pixels = nullptr;
+    int width = 0;
+    int height = 0;
+    int channels = 0;
+    std::size_t stride = 0;
+
+    const std::uint8_t* row(int y) const noexcept { return pixels + static_cast<std::size_t>(y) * stride; }
+    bool has_alpha() const noexcept { return channels == 2 || channels == 4; }
+};
+
+// An owning, tightly packed image.
+class image_buffer {
+public:
+    image_buffer() = default;
+    using free_function = void (*)(void*);
+
+    // A zero-filled image.
+    image_buffer(int width, int height, int channels) : width_(width), height_(height), channels_(channels) {
+        check_shape(width, height, channels);
+        pixels_.reset(static_cast<std::uint8_t*>(std::calloc(byte_size(), 1)));
+        if (!pixels_) throw std::bad_alloc();
+    }
+
+    // Takes ownership of `pixels` (tightly packed), released later with `release`.
+    static image_buffer adopt(std::uint8_t* pixels, int width, int height, int channels, free_function release) {
+        image_buffer image;
+        image.pixels_ = std::unique_ptr<std::uint8_t[], free_function>(pixels, release);
+        check_shape(width, height, channels);
+        image.width_ = width;
+        image.height_ = height;
+        image.channels_ = channels;
+        return image;
+    }
+
+    int width() const noexcept { return width_; }
+    int height() const noexcept { return height_; }
+    int channels() const noexcept { return channels_; }
+    std::size_t stride() const noexcept { return static_cast<std::size_t>(width_) * static_cast<std::size_t>(channels_); }
+    std::uint8_t* data() noexcept { return pixels_.get(); }
+    const std::uint8_t* data() const noexcept { return pixels_.get(); }
+    std::uint8_t* row(int y) noexcept { return pixels_.get() + static_cast<std::size_t>(y) * stride(); }
+    const std::uint8_t* row(int y) const noexcept { return pixels_.get() + static_cast<std::size_t>(y) * stride(); }
+    bool empty() const noexcept { return !pixels_; }
+    std::size_t byte_size() const noexcept { return stride() * static_cast<std::size_t>(height_); }
+
+    image_view view() const noexcept { return image_view{pixels_.get(), width_, height_, channels_, stride()}; }
+    operator image_view() const noexcept { return view(); }
+
+private:
+    int width_ = 0;
+    int height_ = 0;
+    int channels_ = 0;
+    std::unique_ptr<std::uint8_t[], free_function> pixels_{nullptr, std::free};
+
+    static void check_shape(int width, int height, int channels) {
+        if (width <= 0 || height <= 0 || channels < 1 || channels > 4)
+            throw error(errc::invalid_argument, "image_buffer: bad dimensions " + std::to_string(width) + "x" +
+                                                    std::to_string(height) + "x" + std::to_string(channels));
+    }
+};
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/decode.hpp>
+// Reading PNG and JPEG (whatever stb_image reads) from a file or memory, with the size checked
+// before any large allocation and a typed error for every kind of bad input.
+
+// #include <tilekit/detail/png_writer.hpp>
+// A small PNG writer: scanline filtering and the chunk container, with the deflate step
+// supplied by the caller (libdeflate, zlib or stb), so compression can be swapped for speed.
+
+// #include <tilekit/config.hpp>
+// #include <tilekit/image.hpp>
+
+#include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+// PNG row filters; `adaptive` picks, per row, the filter with the smallest sum of absolute
+// values (the heuristic libpng recommends).
+enum class png_filter { none = 0, sub = 1, up = 2, average = 3, paeth = 4, adaptive = 5 };
+
+namespace detail {
+
+inline std::uint32_t crc32_update(std::uint32_t crc, const std::uint8_t* data, std::size_t size) noexcept {
+    static const std::array<std::uint32_t, 256> table = [] {
+        std::array<std::uint32_t, 256> t{};
+        for (std::uint32_t n = 0; n < 256; ++n) {
+            std::uint32_t c = n;
+            for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+            t[n] = c;
+        }
+        return t;
+    }();
+    crc = ~crc;
+    for (std::size_t i = 0; i < size; ++i) crc = table[(crc ^ data[i]) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+inline void put_be32(std::vector<std::uint8_t>& out, std::uint32_t value) {
+    out.push_back(static_cast<std::uint8_t>(value >> 24));
+    out.push_back(static_cast<std::uint8_t>(value >> 16));
+    out.push_back(static_cast<std::uint8_t>(value >> 8));
+    out.push_back(static_cast<std::uint8_t>(value));
+}
+
+// Appends a chunk whose data already sits at out[data_offset..]; fills in length and CRC.
+inline void close_chunk(std::vector<std::uint8_t>& out, std::size_t header_offset) {
+    const std::size_t data_size = out.size() - header_offset - 8;
+    const auto length = static_cast<std::uint32_t>(data_size);
+    out[header_offset] = static_cast<std::uint8_t>(length >> 24);
+    out[header_offset + 1] = static_cast<std::uint8_t>(length >> 16);
+    out[header_offset + 2] = static_cast<std::uint8_t>(length >> 8);
+    out[header_offset + 3] = static_cast<std::uint8_t>(length);
+    put_be32(out, crc32_update(0, out.data() + header_offset + 4, data_size + 4));
+}
+
+inline std::size_t open_chunk(std::vector<std::uint8_t>& out, const char type[4]) {
+    const std::size_t header = out.size();
+    put_be32(out, 0);
+    out.insert(out.end(), type, type + 4);
+    return header;
+}
+
+inline std::uint8_t paeth_predictor(int a, int b, int c) noexcept {
+    const int p = a + b - c;
+    const int pa = std::abs(p - a), pb = std::abs(p - b), pc = std::abs(p - c);
+    if (pa <= pb && pa <= pc) return static_cast<std::uint8_t>(a);
+    return static_cast<std::uint8_t>(pb <= pc ? b : c);
+}
+
+// Filters one row into out[0] = filter type, out[1..] = filtered bytes. `prior` is the row
+// above (all zeros for the first row); bpp is bytes per pixel.
+inline void filter_row(png_filter filter, const std::uint8_t* row, const std::uint8_t* prior, std::size_t length, int bpp,
+                       std::uint8_t* out) noexcept {
+    out[0] = static_cast<std::uint8_t>(filter);
+    std::uint8_t* f = out + 1;
+    const std::size_t step = static_cast<std::size_t>(bpp);
+    switch (filter) {
+        case png_filter::sub:
+            for (std::size_t i = 0; i < step && i < length; ++i) f[i] = row[i];
+            for (std::size_t i = step; i < length; ++i) f[i] = static_cast<std::uint8_t>(row[i] - row[i - step]);
+            break;
+        case png_filter::up:
+            for (std::size_t i = 0; i < length; ++i) f[i] = static_cast<std::uint8_t>(row[i] - prior[i]);
+            break;
+        case png_filter::average:
+            for (std::size_t i = 0; i < step && i < length; ++i) f[i] = static_cast<std::uint8_t>(row[i] - (prior[i] >> 1));
+            for (std::size_t i = step; i < length; ++i)
+                f[i] = static_cast<std::uint8_t>(row[i] - ((unsigned{row[i - step]} + prior[i]) >> 1));
+            break;
+        case png_filter::paeth:
+            for (std::size_t i = 0; i < step && i < length; ++i) f[i] = static_cast<std::uint8_t>(row[i] - prior[i]);
+            for (std::size_t i = step; i < length; ++i)
+                f[i] = static_cast<std::uint8_t>(row[i] - paeth_predictor(row[i - step], prior[i], prior[i - step]));
+            break;
+        default:
+            std::memcpy(f, row, length);
+            break;
+    }
+}
+
+inline std::uint64_t filtered_cost(const std::uint8_t* filtered, std::size_t length) noexcept {
+    std::uint64_t sum = 0;
+    for (std::size_t i = 0; i < length; ++i) {
+        const auto v = static_cast<std::int8_t>(filtered[i]);
+        sum += static_cast<std::uint64_t>(v < 0 ? -v : v);
+    }
+    return sum;
+}
+
+// The filtered scanlines of an image: the bytes a PNG's zlib stream compresses.
+inline void filter_image(const image_view& image, png_filter filter, std::vector<std::uint8_t>& out) {
+    const std::size_t length = static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.channels);
+    out.resize((length + 1) * static_cast<std::size_t>(image.height));
+    std::vector<std::uint8_t> zeros(length, 0);
+    std::vector<std::uint8_t> candidate(filter == png_filter::adaptive ? length + 1 : 0);
+    for (int y = 0; y < image.height; ++y) {
+        const std::uint8_t* row = image.row(y);
+        const std::uint8_t* prior = y ? image.row(y - 1) : zeros.data();
+        std::uint8_t* dest = out.data() + (length + 1) * static_cast<std::size_t>(y);
+        if (filter != png_filter::adaptive) {
+            filter_row(filter, row, prior, length, image.channels, dest);
+            continue;
+        }
+        std::uint64_t best = ~std::uint64_t{0};
+        for (int f = 0; f <= 4; ++f) {
+            filter_row(static_cast<png_filter>(f), row, prior, length, image.channels, candidate.data());
+            const std::uint64_t cost = filtered_cost(candidate.data() + 1, length);
+            if (cost < best) {
+                best = cost;
+                std::memcpy(dest, candidate.data(), length + 1);
+            }
+        }
+    }
+}
+
+// Writes a PNG; `compress(const uint8_t* data, size_t size, std::vector<uint8_t>& out)`
+// must append a zlib stream (RFC 1950) of the data to out.
+template <class Compress>
+void write_png(const image_view& image, png_filter filter, Compress&& compress, std::vector<std::uint8_t>& out,
+               std::vector<std::uint8_t>& scratch) {
+    static const std::uint8_t signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    static const std::uint8_t color_types[5] = {0, 0, 4, 2, 6};  // by channel count
+    out.clear();
+    out.insert(out.end(), signature, signature + 8);
+    std::size_t chunk = open_chunk(out, "IHDR");
+    put_be32(out, static_cast<std::uint32_t>(image.width));
+    put_be32(out, static_cast<std::uint32_t>(image.height));
+    const std::uint8_t header_tail[5] = {8, color_types[image.channels], 0, 0, 0};
+    out.insert(out.end(), header_tail, header_tail + 5);
+    close_chunk(out, chunk);
+
+    filter_image(image, filter, scratch);
+    chunk = open_chunk(out, "IDAT");
+    compress(scratch.data(), scratch.size(), out);
+    close_chunk(out, chunk);
+
+    chunk = open_chunk(out, "IEND");
+    close_chunk(out, chunk);
+}
+
+}  // namespace detail
+TILEKIT_NAMESPACE_END
+// #include <tilekit/detail/stb.hpp>
+// Brings in stb_image and stb_image_write declarations, and their implementations in the one
+// TU that defines TILEKIT_STB_IMPLEMENTATION. Debian's libstb already contains them, so the
+// CMake and meson targets link it and nobody needs to define anything.
+
+#ifndef TILEKIT_NO_INCLUDE_STB
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wdouble-promotion"
+#endif
+#ifdef TILEKIT_STB_IMPLEMENTATION
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#endif
+#if __has_include(<stb_image.h>)
+#include <stb_image.h>
+#include <stb_image_write.h>
+#else
+#include <stb/stb_image.h>
+#include <stb/stb_image_write.h>
+#endif
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+// #include <tilekit/error.hpp>
+// #include <tilekit/image.hpp>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+struct image_info {
+    int width = 0;
+    int height = 0;
+    int channels = 0;        // channels in the file: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA
+    bool sixteen_bit = false;  // 16-bit PNG; decoded to 8 bits
+    std::string format;      // "png", "jpeg" or "other"
+};
+
+struct decode_limits {
+    // Images with more pixels than this are refused before decoding (1 Gpx = 4 GiB as RGBA).
+    std::uint64_t max_pixels = std::uint64_t{1} << 30;
+    // Files larger than this are refused before they are read.
+    std::uint64_t max_file_bytes = std::uint64_t{2} << 30;
+};
+
+namespace detail {
+
+inline std::string describe_format(const std::uint8_t* data, std::size_t size) {
+    static const std::uint8_t png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (size >= 8 && std::memcmp(data, png_signature, 8) == 0) return "png";
+    if (size >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff) return "jpeg";
+    return "other";
+}
+
+// stb decodes many truncated files without complaint (JPEG pads with grey), so check that the
+// container is complete before trusting a decode: PNG must hold an IEND chunk, JPEG an EOI marker.
+inline bool container_is_complete(const std::string& format, const std::uint8_t* data, std::size_t size) {
+    if (format == "png") {
+        std::size_t pos = 8;
+        while (pos + 12 <= size) {
+            std::uint32_t length = (std::uint32_t{data[pos]} << 24) | (std::uint32_t{data[pos + 1]} << 16) |
+                                   (std::uint32_t{data[pos + 2]} << 8) | std::uint32_t{data[pos + 3]};
+            if (std::memcmp(data + pos + 4, "IEND", 4) == 0) return true;
+            if (length > size - pos - 12) return false;
+            pos += 12 + static_cast<std::size_t>(length);
+        }
+        return false;
+    }
+    if (format == "jpeg") {
+        // The EOI marker ends the stream; tolerate a little trailing padding some writers add.
+        std::size_t end = size;
+        std::size_t scanned = 0;
+        while (end >= 2 && scanned < 4096) {
+            if (data[end - 2] == 0xff && data[end - 1] == 0xd9) return true;
+            --end;
+            ++scanned;
+        }
+        return false;
+    }
+    return true;
+}
+
+inline std::string size_text(std::uint64_t width, std::uint64_t height) {
+    return std::to_string(width) + "x" + std::to_string(height);
+}
+
+inline std::uint32_t read_be32(const std::uint8_t* p) noexcept {
+    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+
+// Width and height as the header states them (PNG IHDR, JPEG SOFn), read without stb: stb
+// refuses headers over its own limits (2^24 a side, 2^30 bytes decoded) without telling the
+// size, and the pixel limit must be checked before anything is decoded.
+inline bool header_dimensions(const std::string& format, const std::uint8_t* data, std::size_t size,
+                              std::uint64_t& width, std::uint64_t& height) {
+    if (format == "png") {
+        if (size < 24 || std::memcmp(data + 12, "IHDR", 4) != 0) return false;
+        width = read_be32(data + 16);
+        height = read_be32(data + 20);
+        return width > 0 && height > 0;
+    }
+    if (format != "jpeg") return false;
+    std::size_t pos = 2;
+    while (pos + 4 <= size) {
+        if (data[pos] != 0xff) return false;
+        const std::uint8_t marker = data[pos + 1];
+        if (marker == 0xff) {  // fill byte
+            ++pos;
+            continue;
+        }
+        if (marker == 0x01 || (marker >= 0xd0 && marker <= 0xd8)) {  // markers without a length
+            pos += 2;
+            continue;
+        }
+        if (marker == 0xd9 || marker == 0xda) return false;  // no frame header before the data
+        if (marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc) {
+            if (pos + 9 > size) return false;
+            height = (std::uint64_t{data[pos + 5]} << 8) | data[pos + 6];
+            width = (std::uint64_t{data[pos + 7]} << 8) | data[pos + 8];
+            return width > 0 && height > 0;
+        }
+        const std::size_t length = (std::size_t{data[pos + 2]} << 8) | data[pos + 3];
+        if (length < 2) return false;
+        pos += 2 + length;
+    }
+    return false;
+}
+
+inline void refuse_over_limit(std::uint64_t width, std::uint64_t height, const decode_limits& limits) {
+    const std::uint64_t pixels = width * height;
+    if (pixels > limits.max_pixels)
+        throw error(errc::image_too_large, "image is " + size_text(width, height) + " = " + std::to_string(pixels) +
+                                               " pixels, over the limit of " + std::to_string(limits.max_pixels) +
+                                               " pixels");
+}
+
+// Name of the first critical PNG chunk (IHDR, PLTE, IDAT, IEND) whose CRC does not match its
+// contents, or empty. stb_image does not check CRCs, and damaged compressed data often still
+// inflates to the right length. Ancillary chunks are not checked (libpng only warns on those).
+inline std::string png_chunk_with_bad_crc(const std::uint8_t* data, std::size_t size) {
+    std::size_t pos = 8;
+    while (pos + 12 <= size) {
+        const std::uint32_t length = read_be32(data + pos);
+        if (length > size - pos - 12) return {};  // truncation is reported separately
+        const bool critical = (data[pos + 4] & 0x20) == 0;  // upper-case first letter
+        if (critical && crc32_update(0, data + pos + 4, std::size_t{length} + 4) != read_be32(data + pos + 8 + length))
+            return std::string(reinterpret_cast<const char*>(data + pos + 4), 4);
+        if (std::memcmp(data + pos + 4, "IEND", 4) == 0) return {};
+        pos += 12 + static_cast<std::size_t>(length);
+    }
+    return {};
+}
+
+}  // namespace detail
+
+// Reads the header only: dimensions, channels and format, without decoding pixels.
+inline image_info read_image_info(const std::uint8_t* data, std::size_t size) {
+    if (size == 0) throw error(errc::empty_input, "image is empty (0 bytes)");
+    if (size > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+        throw error(errc::image_too_large, "image file is " + std::to_string(size) + " bytes; the decoder reads at most 2 GiB");
+    image_info info;
+    info.format = detail::describe_format(data, size);
+    const int length = static_cast<int>(size);
+    if (!stbi_info_from_memory(data, length, &info.width, &info.height, &info.channels)) {
+        const char* reason = stbi_failure_reason();
+        if (info.format == "other") throw error(errc::not_an_image, "input is not a PNG or JPEG image");
+        std::uint64_t width = 0, height = 0;
+        if (detail::header_dimensions(info.format, data, size, width, height) && width * height > (std::uint64_t{1} << 28))
+            throw error(errc::image_too_large, "image is " + detail::size_text(width, height) + " = " +
+                                                   std::to_string(width * height) +
+                                                   " pixels, more than the decoder (stb_image) can hold");
+        const bool truncated = !detail::container_is_complete(info.format, data, size);
+        throw error(truncated ? errc::truncated_image : errc::corrupt_image,
+                    std::string("cannot read ") + info.format + " header" + (truncated ? " (file is truncated)" : "") +
+                        ": " + (reason ? reason : "unknown reason"));
+    }
+    info.sixteen_bit = stbi_is_16_bit_from_memory(data, length) != 0;
+    return info;
+}
+
+inline image_info read_image_info(const std::vector<std::uint8_t>& bytes) {
+    return read_image_info(bytes.data(), bytes.size());
+}
+
+// Decodes an image held in memory. The channel count of the file is kept; 16-bit becomes 8-bit.
+inline image_buffer decode_image(const std::uint8_t* data, std::size_t size, const decode_limits& limits = {}) {
+    if (size > 0) {  // the limit first, from the header alone
+        std::uint64_t header_width = 0, header_height = 0;
+        if (detail::header_dimensions(detail::describe_format(data, size), data, size, header_width, header_height))
+            detail::refuse_over_limit(header_width, header_height, limits);
+    }
+    const image_info info = read_image_info(data, size);
+    detail::refuse_over_limit(std::uint64_t(info.width), std::uint64_t(info.height), limits);
+    if (!detail::container_is_complete(info.format, data, size))
+        throw error(errc::truncated_image, info.format + " image is truncated (" + std::to_string(size) +
+                                               " bytes; the end of the image is missing)");
+    if (info.format == "png") {
+        const std::string bad_chunk = detail::png_chunk_with_bad_crc(data, size);
+        if (!bad_chunk.empty())
+            throw error(errc::corrupt_image, "png image " + detail::size_text(info.width, info.height) +
+                                                 " is damaged: the CRC of its " + bad_chunk + " chunk does not match");
+    }
+    int width = 0, height = 0, channels = 0;
+    std::unique_ptr<stbi_uc, void (*)(void*)> decoded(
+        stbi_load_from_memory(data, static_cast<int>(size), &width, &height, &channels, 0), stbi_image_free);
+    if (!decoded) {
+        const char* reason = stbi_failure_reason();
+        throw error(errc::corrupt_image, info.format + " image " + detail::size_text(info.width, info.height) +
+                                             " cannot be decoded: " + (reason ? reason : "unknown reason"));
+    }
+    // Adopt stb's buffer rather than copying it: the decoded image is the one large allocation.
+    return image_buffer::adopt(decoded.release(), width, height, channels, stbi_image_free);
+}
+
+inline image_buffer decode_image(const std::vector<std::uint8_t>& bytes, const decode_limits& limits = {}) {
+    return decode_image(bytes.data(), bytes.size(), limits);
+}
+
+// Reads a whole file, refusing files over `max_bytes`.
+inline std::vector<std::uint8_t> read_file_bytes(const std::string& path,
+                                                 std::uint64_t max_bytes = std::uint64_t{2} << 30) {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    if (!in) throw error(errc::io_error, "cannot open '" + path + "': " + std::strerror(errno));
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))  // opens fine on Linux, then reports a bogus size
+        throw error(errc::io_error, "cannot read '" + path + "': it is a directory");
+    const std::streamoff end = in.tellg();
+    if (end < 0) throw error(errc::io_error, "cannot read '" + path + "' (not a regular file?)");
+    const auto size = static_cast<std::uint64_t>(end);
+    if (size > max_bytes)
+        throw error(errc::image_too_large, "'" + path + "' is " + std::to_string(size) + " bytes, over the limit of " +
+                                               std::to_string(max_bytes) + " bytes");
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+    in.seekg(0);
+    if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
+        throw error(errc::io_error, "cannot read '" + path + "'");
+    return bytes;
+}
+
+inline image_buffer decode_image_file(const std::string& path, const decode_limits& limits = {}) {
+    const std::vector<std::uint8_t> bytes = read_file_bytes(path, limits.max_file_bytes);
+    try {
+        return decode_image(bytes, limits);
+    } catch (const error& e) {
+        throw error(e.code(), "'" + path + "': " + e.what());
+    }
+}
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/layout.hpp>
+// Pyramid layouts: which levels exist, how big each tile is, and what each object is called.
+// A layout is a plain value type; the tiler is templated on it. Both layouts build level k of
+// the pyramid by halving the full-resolution image k times, rounding up (w_k = ceil(W / 2^k)).
+
+// #include <tilekit/error.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+struct level_geometry {
+    int index = 0;     // the level's number in object names: Deep Zoom level or XYZ zoom
+    int halvings = 0;  // times the full-resolution image is halved to make this level
+    int width = 0;     // the level image, in pixels
+    int height = 0;
+    int columns = 0;   // tiles across and down
+    int rows = 0;
+
+    std::uint64_t tile_count() const noexcept { return std::uint64_t(columns) * std::uint64_t(rows); }
+};
+
+// The part of a level image that one tile shows, and the size the tile is encoded at.
+struct tile_region {
+    int x = 0;  // top-left corner in level pixels
+    int y = 0;
+    int width = 0;  // pixels taken from the level image (always inside it)
+    int height = 0;
+    int out_width = 0;  // encoded size: equal to width/height, or larger when the layout pads edges
+    int out_height = 0;
+};
+
+namespace detail {
+
+// Smallest n >= 0 with 2^n * unit >= extent.
+inline int ceil_log2_ratio(std::int64_t extent, std::int64_t unit) {
+    int n = 0;
+    while ((unit << n) < extent) ++n;
+    return n;
+}
+
+inline int halve_up(int extent, int halvings) {
+    return static_cast<int>((std::int64_t(extent) + (std::int64_t{1} << halvings) - 1) >> halvings);
+}
+
+inline int div_up(int a, int b) { return (a + b - 1) / b; }
+
+inline void check_image_size(int width, int height) {
+    if (width <= 0 || height <= 0)
+        throw error(errc::invalid_argument,
+                    "image size must be positive, got " + std::to_string(width) + "x" + std::to_string(height));
+}
+
+}  // namespace detail
+
+// Deep Zoom, as OpenSeadragon reads and `vips dzsave` writes: levels 0..ceil(log2(max(W,H))),
+// level 0 is 1x1; tiles step by tile_size and carry `overlap` extra pixels on interior edges
+// only; edge tiles are cropped. Objects: {basename}.dzi and {basename}_files/{level}/{col}_{row}.{ext}.
+class deep_zoom_layout {
+public:
+    explicit deep_zoom_layout(int tile_size = 254, int overlap = 1, std::string basename = "image")
+        : tile_size_(tile_size), overlap_(overlap), basename_(std::move(basename)) {
+        if (tile_size < 1 || tile_size > 8192)
+            throw error(errc::invalid_argument, "tile size must be 1..8192, got " + std::to_string(tile_size));
+        if (overlap < 0 || overlap > tile_size)
+            throw error(errc::invalid_argument, "overlap must be 0..tile size, got " + std::to_string(overlap));
+        if (basename_.empty() || basename_.find_first_of("/\\") != std::string::npos || basename_ == "." ||
+            basename_ == "..")
+            throw error(errc::invalid_argument, "Deep Zoom basename must be a plain file name, got '" + basename_ + "'");
+    }
+
+    static constexpr const char* name() noexcept { return "dz"; }
+    int tile_size() const noexcept { return tile_size_; }
+    int overlap() const noexcept { return overlap_; }
+    const std::string& basename() const noexcept { return basename_; }
+    bool pads_edges() const noexcept { return false; }
+
+    // Levels ordered from full resolution (halvings 0) down to 1x1.
+    std::vector<level_geometry> levels(int width, int height) const {
+        detail::check_image_size(width, height);
+        const int max_level = detail::ceil_log2_ratio(std::max(width, height), 1);
+        std::vector<level_geometry> result;
+        for (int halvings = 0; halvings <= max_level; ++halvings) {
+            level_geometry level;
+            level.index = max_level - halvings;
+            level.halvings = halvings;
+            level.width = detail::halve_up(width, halvings);
+            level.height = detail::halve_up(height, halvings);
+            level.columns = detail::div_up(level.width, tile_size_);
+            level.rows = detail::div_up(level.height, tile_size_);
+            result.push_back(level);
+        }
+        return result;
+    }
+
+    tile_region region(const level_geometry& level, int column, int row) const {
+        tile_region r;
+        axis(level.width, column, r.x, r.width);
+        axis(level.height, row, r.y, r.height);
+        r.out_width = r.width;
+        r.out_height = r.height;
+        return r;
+    }
+
+    std::string tile_key(const level_geometry& level, int column, int row, const std::string& extension) const {
+        return basename_ + "_files/" + std::to_string(level.index) + "/" + std::to_string(column) + "_" +
+               std::to_string(row) + "." + extension;
+    }
+
+    std::string tile_url_template(const std::string& extension) const {
+        return basename_ + "_files/{level}/{col}_{row}." + extension;
+    }
+
+    std::string manifest_key() const { return basename_ + ".dzi"; }
+
+    std::string manifest(int width, int height, const std::string& extension) const {
+        return "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+               "<Image xmlns=\"http://schemas.microsoft.com/deepzoom/2008\" Format=\"" +
+               extension + "\" Overlap=\"" + std::to_string(overlap_) + "\" TileSize=\"" + std::to_string(tile_size_) +
+               "\">\n  <Size Width=\"" + std::to_string(width) + "\" Height=\"" + std::to_string(height) +
+               "\"/>\n</Image>\n";
+    }
+
+private:
+    void axis(int extent, int index, int& start, int& length) const {
+        const std::int64_t first = std::int64_t(index) * tile_size_;
+        const std::int64_t begin = std::max<std::int64_t>(0, first - overlap_);
+        const std::int64_t end = std::min<std::int64_t>(extent, first + tile_size_ + overlap_);
+        start = static_cast<int>(begin);
+        length = static_cast<int>(end - begin);
+    }
+
+    int tile_size_;
+    int overlap_;
+    std::string basename_;
+};
+
+// XYZ for Leaflet (L.CRS.Simple) and other slippy-map viewers, the grid of
+// `gdal2tiles.py -p raster --xyz`: zoom 0 shows the whole image in one tile, zoom N is full
+// resolution, the image is anchored top-left, every tile is tile_size square (edges padded).
+// Objects: {z}/{x}/{y}.{ext}.
+class xyz_layout {
+public:
+    explicit xyz_layout(int tile_size = 256) : tile_size_(tile_size) {
+        if (tile_size < 1 || tile_size > 8192)
+            throw error(errc::invalid_argument, "tile size must be 1..8192, got " + std::to_string(tile_size));
+    }
+
+    static constexpr const char* name() noexcept { return "xyz"; }
+    int tile_size() const noexcept { return tile_size_; }
+    int overlap() const noexcept { return 0; }
+    bool pads_edges() const noexcept { return true; }
+
+    std::vector<level_geometry> levels(int width, int height) const {
+        detail::check_image_size(width, height);
+        const int max_zoom = detail::ceil_log2_ratio(std::max(width, height), tile_size_);
+        std::vector<level_geometry> result;
+        for (int halvings = 0; halvings <= max_zoom; ++halvings) {
+            level_geometry level;
+            level.index = max_zoom - halvings;
+            level.halvings = halvings;
+            level.width = detail::halve_up(width, halvings);
+            level.height = detail::halve_up(height, halvings);
+            level.columns = detail::div_up(level.width, tile_size_);
+            level.rows = detail::div_up(level.height, tile_size_);
+            result.push_back(level);
+        }
+        return result;
+    }
+
+    tile_region region(const level_geometry& level, int column, int row) const {
+        tile_region r;
+        r.x = column * tile_size_;
+        r.y = row * tile_size_;
+        r.width = std::min(tile_size_, level.width - r.x);
+        r.height = std::min(tile_size_, level.height - r.y);
+        r.out_width = tile_size_;
+        r.out_height = tile_size_;
+        return r;
+    }
+
+    std::string tile_key(const level_geometry& level, int column, int row, const std::string& extension) const {
+        return std::to_string(level.index) + "/" + std::to_string(column) + "/" + std::to_string(row) + "." + extension;
+    }
+
+    std::string tile_url_template(const std::string& extension) const { return "{z}/{x}/{y}." + extension; }
+
+    // XYZ has no layout-specific manifest; the tiler's JSON metadata describes it.
+    std::string manifest_key() const { return {}; }
+    std::string manifest(int, int, const std::string&) const { return {}; }
+
+private:
+    int tile_size_;
+};
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/encode.hpp>
+// Tile encoders built on stb_image_write. An encoder is a value type with:
+//   std::string extension() const;        // "png", "jpg"
+//   std::string content_type() const;     // "image/png"
+//   bool supports_alpha() const;          // false: the tiler flattens alpha onto the background
+//   void encode(const image_view&, std::vector<std::uint8_t>& out) const;   // thread-safe
+// Faster encoders with the same shape live in <tilekit/fast_codecs.hpp>.
+
+// #include <tilekit/detail/stb.hpp>
+// #include <tilekit/error.hpp>
+// #include <tilekit/image.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+namespace detail {
+inline void append_to_vector(void* context, void* data, int size) {
+    auto* out = static_cast<std::vector<std::uint8_t>*>(context);
+    const auto* bytes = static_cast<const std::uint8_t*>(data);
+    out->insert(out->end(), bytes, bytes + size);
+}
+}  // namespace detail
+
+// Lossless PNG with stb's adaptive row filters and its built-in deflate.
+class stb_png_encoder {
+public:
+    std::string extension() const { return "png"; }
+    std::string content_type() const { return "image/png"; }
+    bool supports_alpha() const noexcept { return true; }
+
+    void encode(const image_view& tile, std::vector<std::uint8_t>& out) const {
+        out.clear();
+        if (!stbi_write_png_to_func(detail::append_to_vector, &out, tile.width, tile.height, tile.channels,
+                                    tile.pixels, static_cast<int>(tile.stride)))
+            throw error(errc::invalid_argument, "PNG encoding failed");
+    }
+};
+
+// Baseline JPEG; alpha is flattened by the tiler before it gets here.
+class stb_jpeg_encoder {
+public:
+    explicit stb_jpeg_encoder(int quality = 85) : quality_(quality) {
+        if (quality < 1 || quality > 100)
+            throw error(errc::invalid_argument, "JPEG quality must be 1..100, got " + std::to_string(quality));
+    }
+    std::string extension() const { return "jpg"; }
+    std::string content_type() const { return "image/jpeg"; }
+    bool supports_alpha() const noexcept { return false; }
+    int quality() const noexcept { return quality_; }
+
+    void encode(const image_view& tile, std::vector<std::uint8_t>& out) const {
+        out.clear();
+        if (tile.stride != static_cast<std::size_t>(tile.width) * static_cast<std::size_t>(tile.channels))
+            throw error(errc::invalid_argument, "JPEG encoder needs tightly packed rows");
+        if (!stbi_write_jpg_to_func(detail::append_to_vector, &out, tile.width, tile.height, tile.channels,
+                                    tile.pixels, quality_))
+            throw error(errc::invalid_argument, "JPEG encoding failed");
+    }
+
+private:
+    int quality_;
+};
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/progress.hpp>
+// Progress reporting and cooperative cancellation for a tiling run.
+
+// #include <tilekit/config.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+TILEKIT_NAMESPACE_BEGIN
+
+struct tile_progress {
+    std::uint64_t tiles_done = 0;   // tiles encoded and handed to the sink (skipped blanks count)
+    std::uint64_t tiles_total = 0;  // tiles in the whole pyramid
+};
+
+// Called with non-decreasing tiles_done, from one thread at a time, at most about a thousand
+// times per run and always once with tiles_done == tiles_total when the tiles are done.
+using progress_callback = std::function<void(const tile_progress&)>;
+
+// A cheap, copyable handle: every copy sees cancel() from any other copy, from any thread.
+class cancel_token {
+public:
+    void cancel() noexcept { state_->store(true, std::memory_order_relaxed); }
+    bool is_cancelled() const noexcept { return state_->load(std::memory_order_relaxed); }
+
+private:
+    std::shared_ptr<std::atomic<bool>> state_ = std::make_shared<std::atomic<bool>>(false);
+};
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/key.hpp>
+// Storage keys are relative paths made of '/'-separated segments. Anything that could escape a
+// directory or mean different things to different stores is refused up front.
+
+// #include <tilekit/error.hpp>
+
+#include <string>
+#include <string_view>
+
+TILEKIT_NAMESPACE_BEGIN
+
+// Empty string when the key is acceptable, otherwise why it is not.
+inline std::string key_problem(std::string_view key) {
+    if (key.empty()) return "key is empty";
+    if (key.size() > 1024) return "key is longer than 1024 bytes";
+    if (key.front() == '/') return "key is absolute";
+    for (const char ch : key) {
+        if (ch == '\0') return "key contains a NUL byte";
+        if (ch == '\\') return "key contains a backslash";
+        if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) return "key contains a control character";
+    }
+    std::size_t start = 0;
+    while (start <= key.size()) {
+        std::size_t end = key.find('/', start);
+        if (end == std::string_view::npos) end = key.size();
+        const std::string_view segment = key.substr(start, end - start);
+        if (segment.empty()) return "key has an empty path segment";
+        if (segment == "..") return "key contains a '..' segment";
+        if (segment == ".") return "key contains a '.' segment";
+        start = end + 1;
+    }
+    return {};
+}
+
+// Throws tilekit::error(errc::invalid_key) naming the key and the problem.
+inline void validate_key(std::string_view key) {
+    const std::string problem = key_problem(key);
+    if (!problem.empty()) {
+        std::string shown;
+        for (const char ch : key.substr(0, 200)) shown += (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ? '?' : ch;
+        throw error(errc::invalid_key, "invalid storage key '" + shown + "': " + problem);
+    }
+}
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/sink.hpp>
+// The storage sink: where finished objects go. The tiler is templated on the sink type, so any
+// type with these two members works; storage_sink is the same contract as a base class for
+// code that chooses a sink at run time.
+//
+//   void put(storage_object object);  // may be called from several threads at once; throws
+//                                     // tilekit::error for failures it can see right away
+//   void flush();                     // waits until everything put so far is stored, then
+//                                     // throws the first failure (naming its key), if any
+
+// #include <tilekit/config.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+struct storage_object {
+    std::string key;                 // relative, '/'-separated; see validate_key()
+    std::vector<std::uint8_t> body;
+    std::string content_type;        // e.g. "image/png"
+    std::string cache_control;       // e.g. "public, max-age=86400"; empty for none
+};
+
+class storage_sink {
+public:
+    virtual ~storage_sink() = default;
+    virtual void put(storage_object object) = 0;
+    virtual void flush() = 0;
+};
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/sinks/memory_sink.hpp>
+// A thread-safe in-memory sink, for tests and for embedding.
+
+// #include <tilekit/key.hpp>
+// #include <tilekit/sink.hpp>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+class memory_sink final : public storage_sink {
+public:
+    void put(storage_object object) override {
+        validate_key(object.key);
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++put_count_;
+        std::string key = object.key;
+        objects_[std::move(key)] = std::move(object);
+    }
+
+    void flush() override {}
+
+    std::optional<storage_object> get(const std::string& key) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto found = objects_.find(key);
+        if (found == objects_.end()) return std::nullopt;
+        return found->second;
+    }
+
+    bool contains(const std::string& key) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return objects_.count(key) != 0;
+    }
+
+    std::vector<std::string> keys() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<std::string> result;
+        result.reserve(objects_.size());
+        for (const auto& entry : objects_) result.push_back(entry.first);
+        return result;
+    }
+
+    std::size_t size() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return objects_.size();
+    }
+
+    // Number of put() calls, including overwrites.
+    std::size_t put_count() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return put_count_;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::map<std::string, storage_object> objects_;
+    std::size_t put_count_ = 0;
+};
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/sinks/filesystem_sink.hpp>
+// Writes each object to root/key. Every file is written to a temporary name in the same
+// directory and then renamed over the target, so a reader (or a crash) never sees a truncated
+// object. Keys are validated first: nothing can be written outside the root. Files are not
+// fsync'ed (a pyramid is thousands of files); durability across power loss is the filesystem's.
+
+// #include <tilekit/error.hpp>
+// #include <tilekit/key.hpp>
+// #include <tilekit/sink.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <string>
+#include <system_error>
+#include <unordered_set>
+
+TILEKIT_NAMESPACE_BEGIN
+
+class filesystem_sink final : public storage_sink {
+public:
+    explicit filesystem_sink(std::filesystem::path root) : root_(std::move(root)) {
+        std::error_code ec;
+        std::filesystem::create_directories(root_, ec);
+        if (ec) throw error(errc::io_error, "cannot create directory '" + root_.string() + "': " + ec.message());
+    }
+
+    const std::filesystem::path& root() const noexcept { return root_; }
+
+    void put(storage_object object) override {
+        validate_key(object.key);
+        const std::filesystem::path target = root_ / object.key;
+        ensure_directory(target.parent_path());
+        const std::filesystem::path temporary =
+            target.parent_path() /
+            ("." + target.filename().string() + ".tmp-" + instance_tag_ + "-" + std::to_string(next_temp_id_++));
+        write_file(temporary, object);
+        std::error_code ec;
+        std::filesystem::rename(temporary, target, ec);
+        if (ec) {
+            std::filesystem::remove(temporary, ec);
+            throw error(errc::io_error, "cannot store '" + object.key + "': rename failed: " + ec.message());
+        }
+    }
+
+    // Writes are synchronous, so there is nothing left to wait for.
+    void flush() override {}
+
+private:
+    void ensure_directory(const std::filesystem::path& directory) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (known_directories_.count(directory.string())) return;
+        }
+        std::error_code ec;
+        std::filesystem::create_directories(directory, ec);
+        if (ec) throw error(errc::io_error, "cannot create directory '" + directory.string() + "': " + ec.message());
+        std::lock_guard<std::mutex> lock(mutex_);
+        known_directories_.insert(directory.string());
+    }
+
+    static void write_file(const std::filesystem::path& path, const storage_object& object) {
+        std::FILE* file = std::fopen(path.c_str(), "wb");
+        if (!file)
+            throw error(errc::io_error, "cannot store '" + object.key + "': " + std::strerror(errno));
+        const std::size_t written = object.body.empty() ? 0 : std::fwrite(object.body.data(), 1, object.body.size(), file);
+        const int write_errno = errno;
+        const bool closed = std::fclose(file) == 0;
+        if (written != object.body.size() || !closed) {
+            std::error_code ignored;
+            std::filesystem::remove(path, ignored);
+            throw error(errc::io_error, "cannot store '" + object.key + "': " + std::strerror(write_errno));
+        }
+    }
+
+    std::filesystem::path root_;
+    std::mutex mutex_;
+    std::unordered_set<std::string> known_directories_;
+    // Temporary names carry a random tag per sink, so two processes writing into the same
+    // directory never share a temporary file.
+    std::string instance_tag_ = [] {
+        std::random_device random;
+        return std::to_string(random()) + std::to_string(random());
+    }();
+    std::atomic<unsigned long long> next_temp_id_{0};
+};
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/metadata.hpp>
+// The JSON document written beside every pyramid (and returned by the tiler).
+
+// #include <tilekit/layout.hpp>
+// #include <tilekit/version.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+struct pyramid_metadata {
+    std::string layout;          // "dz" or "xyz"
+    std::string format;          // tile file extension: "png" or "jpg"
+    int width = 0;               // full-resolution image
+    int height = 0;
+    int channels = 0;            // of the source image
+    int tile_size = 0;
+    int overlap = 0;
+    int levels = 0;              // number of levels (Deep Zoom) or zooms (XYZ)
+    int min_level = 0;
+    int max_level = 0;           // full resolution
+    std::uint64_t tile_count = 0;     // tiles written
+    std::uint64_t skipped_tiles = 0;  // blank tiles not written (skip_blank_tiles)
+    std::uint64_t total_bytes = 0;    // bytes of all tiles written
+    std::string tile_url_template;    // relative to the pyramid's prefix
+    std::string manifest;             // layout manifest key relative to the prefix ("image.dzi"), or empty
+    std::vector<level_geometry> level_sizes;  // lowest level first
+};
+
+inline void to_json(nlohmann::json& j, const level_geometry& level) {
+    j = nlohmann::json{{"level", level.index}, {"width", level.width},    {"height", level.height},
+                       {"columns", level.columns}, {"rows", level.rows}};
+}
+
+inline void from_json(const nlohmann::json& j, level_geometry& level) {
+    j.at("level").get_to(level.index);
+    j.at("width").get_to(level.width);
+    j.at("height").get_to(level.height);
+    j.at("columns").get_to(level.columns);
+    j.at("rows").get_to(level.rows);
+}
+
+inline void to_json(nlohmann::json& j, const pyramid_metadata& m) {
+    j = nlohmann::json{{"generator", std::string("tilekit ") + TILEKIT_VERSION},
+                       {"layout", m.layout},
+                       {"format", m.format},
+                       {"width", m.width},
+                       {"height", m.height},
+                       {"channels", m.channels},
+                       {"tile_size", m.tile_size},
+                       {"overlap", m.overlap},
+                       {"levels", m.levels},
+                       {"min_level", m.min_level},
+                       {"max_level", m.max_level},
+                       {"tile_count", m.tile_count},
+                       {"skipped_tiles", m.skipped_tiles},
+                       {"total_bytes", m.total_bytes},
+                       {"tile_url_template", m.tile_url_template},
+                       {"manifest", m.manifest},
+                       {"level_sizes", m.level_sizes}};
+}
+
+inline void from_json(const nlohmann::json& j, pyramid_metadata& m) {
+    j.at("layout").get_to(m.layout);
+    j.at("format").get_to(m.format);
+    j.at("width").get_to(m.width);
+    j.at("height").get_to(m.height);
+    m.channels = j.value("channels", 0);
+    j.at("tile_size").get_to(m.tile_size);
+    j.at("overlap").get_to(m.overlap);
+    j.at("levels").get_to(m.levels);
+    j.at("min_level").get_to(m.min_level);
+    j.at("max_level").get_to(m.max_level);
+    j.at("tile_count").get_to(m.tile_count);
+    m.skipped_tiles = j.value("skipped_tiles", std::uint64_t{0});
+    j.at("total_bytes").get_to(m.total_bytes);
+    m.tile_url_template = j.value("tile_url_template", std::string());
+    m.manifest = j.value("manifest", std::string());
+    if (j.contains("level_sizes")) j.at("level_sizes").get_to(m.level_sizes);
+}
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/tiler.hpp>
+// The pyramid tiler: a row-streaming pipeline in the manner of libvips. A row source hands
+// full-resolution rows top to bottom; each level keeps only the band of rows its current tile
+// row needs, cuts tiles as soon as the band is complete, and feeds every pair of its rows,
+// reduced 2x2, to the next level. Tiles are encoded on a pool of threads and handed to the sink
+// as they are made; the layout's manifest and the JSON metadata are written last, after the
+// sink has confirmed every tile, so their presence means the pyramid is complete.
+
+// #include <tilekit/detail/downsample.hpp>
+// The 2x2 box filter that makes each pyramid level from the one above it. With an alpha
+// channel the colour is averaged weighted by alpha (premultiplied), so fully transparent
+// pixels - whatever colour they hold - do not bleed dark fringes into lower levels. An odd
+// last column or row is paired with itself, so edge pixels are averaged exactly.
+
+// #include <tilekit/config.hpp>
+
+#include <cstdint>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace detail {
+
+template <int Channels>
+inline void downsample_pixel(const std::uint8_t* p00, const std::uint8_t* p01, const std::uint8_t* p10,
+                             const std::uint8_t* p11, std::uint8_t* out) noexcept {
+    constexpr bool has_alpha = Channels == 2 || Channels == 4;
+    if constexpr (!has_alpha) {
+        for (int c = 0; c < Channels; ++c)
+            out[c] = static_cast<std::uint8_t>((p00[c] + p01[c] + p10[c] + p11[c] + 2) >> 2);
+    } else {
+        constexpr int a = Channels - 1;
+        const unsigned alpha_sum = unsigned{p00[a]} + p01[a] + p10[a] + p11[a];
+        if (alpha_sum == 0) {
+            for (int c = 0; c < Channels; ++c) out[c] = 0;
+            return;
+        }
+        for (int c = 0; c < a; ++c) {
+            const unsigned weighted = unsigned{p00[c]} * p00[a] + unsigned{p01[c]} * p01[a] +
+                                      unsigned{p10[c]} * p10[a] + unsigned{p11[c]} * p11[a];
+            out[c] = static_cast<std::uint8_t>((weighted + alpha_sum / 2) / alpha_sum);
+        }
+        out[a] = static_cast<std::uint8_t>((alpha_sum + 2) >> 2);
+    }
+}
+
+// Reduces two rows (`lower` may equal `upper` for an odd last row) of `width` pixels to one
+// row of ceil(width / 2) pixels.
+template <int Channels>
+inline void downsample_rows(const std::uint8_t* upper, const std::uint8_t* lower, int width, std::uint8_t* out) noexcept {
+    const int pairs = width / 2;
+    for (int x = 0; x < pairs; ++x) {
+        const std::uint8_t* u = upper + 2 * x * Channels;
+        const std::uint8_t* l = lower + 2 * x * Channels;
+        downsample_pixel<Channels>(u, u + Channels, l, l + Channels, out + x * Channels);
+    }
+    if (width % 2) {
+        const std::uint8_t* u = upper + (width - 1) * Channels;
+        const std::uint8_t* l = lower + (width - 1) * Channels;
+        downsample_pixel<Channels>(u, u, l, l, out + pairs * Channels);
+    }
+}
+
+inline void downsample_rows(int channels, const std::uint8_t* upper, const std::uint8_t* lower, int width,
+                            std::uint8_t* out) noexcept {
+    switch (channels) {
+        case 1: downsample_rows<1>(upper, lower, width, out); break;
+        case 2: downsample_rows<2>(upper, lower, width, out); break;
+        case 3: downsample_rows<3>(upper, lower, width, out); break;
+        default: downsample_rows<4>(upper, lower, width, out); break;
+    }
+}
+
+}  // namespace detail
+TILEKIT_NAMESPACE_END
+// #include <tilekit/detail/progress_reporter.hpp>
+// Turns per-tile completions from many threads into a short, monotonic series of callbacks.
+
+// #include <tilekit/progress.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace detail {
+
+class progress_reporter {
+public:
+    progress_reporter(progress_callback callback, std::uint64_t total)
+        : callback_(std::move(callback)), total_(total), step_(total <= 1000 ? 1 : (total + 999) / 1000) {}
+
+    void tile_finished() {
+        const std::uint64_t done = done_.fetch_add(1, std::memory_order_relaxed) + 1;
+        if (!callback_ || (done % step_ != 0 && done != total_)) return;
+        std::lock_guard<std::mutex> lock(mutex_);
+        const std::uint64_t now = done_.load(std::memory_order_relaxed);
+        if (now <= reported_) return;  // a later thread already reported a higher count
+        reported_ = now;
+        callback_(tile_progress{now, total_});
+    }
+
+    std::uint64_t done() const noexcept { return done_.load(std::memory_order_relaxed); }
+
+private:
+    progress_callback callback_;
+    const std::uint64_t total_;
+    const std::uint64_t step_;
+    std::atomic<std::uint64_t> done_{0};
+    std::mutex mutex_;
+    std::uint64_t reported_ = 0;
+};
+
+}  // namespace detail
+TILEKIT_NAMESPACE_END
+// #include <tilekit/detail/task_pool.hpp>
+// A fixed set of worker threads with a bounded queue. When the queue is full the submitting
+// thread runs the task itself, which both bounds memory (at most `capacity` finished-but-unsent
+// tiles wait) and keeps every core busy. The first exception from a task is kept and rethrown
+// by wait(); later tasks are then dropped.
+
+// #include <tilekit/config.hpp>
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace detail {
+
+class task_pool {
+public:
+    task_pool(unsigned workers, std::size_t capacity) : capacity_(capacity == 0 ? 1 : capacity) {
+        threads_.reserve(workers);
+        for (unsigned i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
+    }
+
+    task_pool(const task_pool&) = delete;
+    task_pool& operator=(const task_pool&) = delete;
+
+    ~task_pool() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stopping_ = true;
+            queue_.clear();
+        }
+        wake_workers_.notify_all();
+        for (auto& thread : threads_) thread.join();
+    }
+
+    void submit(std::function<void()> task) {
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            if (failure_) return;
+            if (!threads_.empty() && queue_.size() < capacity_) {
+                queue_.push_back(std::move(task));
+                ++pending_;
+                lock.unlock();
+                wake_workers_.notify_one();
+                return;
+            }
+            ++pending_;
+        }
+        run(task);
+    }
+
+    // Waits for every submitted task, then rethrows the first failure.
+    void wait() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        all_done_.wait(lock, [this] { return pending_ == 0; });
+        if (failure_) std::rethrow_exception(failure_);
+    }
+
+    bool failed() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return failure_ != nullptr;
+    }
+
+private:
+    void run(std::function<void()>& task) {
+        try {
+            task();
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!failure_) failure_ = std::current_exception();
+            pending_ -= queue_.size();
+            queue_.clear();
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (--pending_ == 0) all_done_.notify_all();
+    }
+
+    void work() {
+        for (;;) {
+            std::function<void()> task;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_workers_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+                if (stopping_) return;
+                task = std::move(queue_.front());
+                queue_.pop_front();
+            }
+            run(task);
+        }
+    }
+
+    const std::size_t capacity_;
+    mutable std::mutex mutex_;
+    std::condition_variable wake_workers_;
+    std::condition_variable all_done_;
+    std::deque<std::function<void()>> queue_;
+    std::vector<std::thread> threads_;
+    std::size_t pending_ = 0;
+    std::exception_ptr failure_;
+    bool stopping_ = false;
+};
+
+}  // namespace detail
+TILEKIT_NAMESPACE_END
+// #include <tilekit/detail/tile_pixels.hpp>
+// Cutting one tile out of a level's row band: crop, pad to the layout's tile size, add an alpha
+// channel for transparent padding, or flatten alpha onto a background for encoders without it.
+
+// #include <tilekit/config.hpp>
+// #include <tilekit/layout.hpp>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+struct rgba_color {
+    std::uint8_t r = 255;
+    std::uint8_t g = 255;
+    std::uint8_t b = 255;
+    std::uint8_t a = 255;
+};
+
+namespace detail {
+
+struct tile_pixel_format {
+    int source_channels = 0;
+    int tile_channels = 0;
+    rgba_color fill;          // padding colour (transparent when the tile has alpha and no background was set)
+    bool flatten = false;     // source alpha is composited onto `fill` (encoder has no alpha)
+};
+
+// The channel count of a tile: encoders without alpha get gray or RGB; padded edges with no
+// background colour get an alpha channel so the padding can be transparent.
+inline tile_pixel_format choose_tile_format(int source_channels, bool encoder_has_alpha, bool padded,
+                                            const rgba_color* background) {
+    tile_pixel_format format;
+    format.source_channels = source_channels;
+    const bool source_alpha = source_channels == 2 || source_channels == 4;
+    const int color_channels = source_channels <= 2 ? 1 : 3;
+    if (!encoder_has_alpha) {
+        format.tile_channels = color_channels;
+        format.fill = background ? *background : rgba_color{};
+        format.fill.a = 255;
+        format.flatten = source_alpha;
+    } else if (padded && !background && !source_alpha) {
+        format.tile_channels = color_channels + 1;
+        format.fill = rgba_color{0, 0, 0, 0};
+    } else {
+        format.tile_channels = source_channels;
+        format.fill = background ? *background : rgba_color{0, 0, 0, 0};
+    }
+    return format;
+}
+
+inline void fill_pixel(const rgba_color& color, int channels, std::uint8_t* out) {
+    const auto luma = static_cast<std::uint8_t>((77u * color.r + 150u * color.g + 29u * color.b + 128u) >> 8);
+    switch (channels) {
+        case 1: out[0] = luma; break;
+        case 2: out[0] = luma; out[1] = color.a; break;
+        case 3: out[0] = color.r; out[1] = color.g; out[2] = color.b; break;
+        default: out[0] = color.r; out[1] = color.g; out[2] = color.b; out[3] = color.a; break;
+    }
+}
+
+inline std::uint8_t blend(std::uint8_t value, std::uint8_t alpha, std::uint8_t background) {
+    return static_cast<std::uint8_t>((unsigned{value} * alpha + unsigned{background} * (255u - alpha) + 127u) / 255u);
+}
+
+// Copies `width` source pixels into a tile row of `format.tile_channels`.
+inline void convert_row(const std::uint8_t* in, int width, const tile_pixel_format& format, std::uint8_t* out) {
+    const int sc = format.source_channels;
+    const int tc = format.tile_channels;
+    if (sc == tc) {
+        std::memcpy(out, in, static_cast<std::size_t>(width) * static_cast<std::size_t>(sc));
+        return;
+    }
+    if (format.flatten) {  // 2 -> 1 or 4 -> 3
+        const std::uint8_t bg[3] = {format.fill.r, format.fill.g, format.fill.b};
+        const std::uint8_t bg_gray = static_cast<std::uint8_t>(
+            (77u * format.fill.r + 150u * format.fill.g + 29u * format.fill.b + 128u) >> 8);
+        for (int x = 0; x < width; ++x, in += sc, out += tc) {
+            const std::uint8_t alpha = in[sc - 1];
+            for (int c = 0; c < tc; ++c) out[c] = blend(in[c], alpha, tc == 1 ? bg_gray : bg[c]);
+        }
+        return;
+    }
+    // 1 -> 2 or 3 -> 4: opaque pixels gain an alpha channel.
+    for (int x = 0; x < width; ++x, in += sc, out += tc) {
+        for (int c = 0; c < sc; ++c) out[c] = in[c];
+        out[sc] = 255;
+    }
+}
+
+// True when every source pixel of the region is fully transparent.
+inline bool region_is_blank(const std::uint8_t* const* rows, const tile_region& region, int channels) {
+    if (channels != 2 && channels != 4) return false;
+    for (int y = 0; y < region.height; ++y) {
+        const std::uint8_t* p = rows[y] + static_cast<std::size_t>(region.x) * channels + channels - 1;
+        for (int x = 0; x < region.width; ++x, p += channels)
+            if (*p != 0) return false;
+    }
+    return true;
+}
+
+// Builds the tile's pixels (tightly packed) from the region's source rows.
+inline void assemble_tile(const std::uint8_t* const* rows, const tile_region& region, const tile_pixel_format& format,
+                          std::vector<std::uint8_t>& out) {
+    const int tc = format.tile_channels;
+    const std::size_t tile_stride = static_cast<std::size_t>(region.out_width) * static_cast<std::size_t>(tc);
+    out.resize(tile_stride * static_cast<std::size_t>(region.out_height));
+    const bool padded = region.out_width != region.width || region.out_height != region.height;
+    std::vector<std::uint8_t> fill_row;
+    if (padded) {
+        fill_row.resize(tile_stride);
+        for (int x = 0; x < region.out_width; ++x) fill_pixel(format.fill, tc, fill_row.data() + x * tc);
+    }
+    for (int y = 0; y < region.out_height; ++y) {
+        std::uint8_t* out_row = out.data() + static_cast<std::size_t>(y) * tile_stride;
+        if (y >= region.height) {
+            std::memcpy(out_row, fill_row.data(), tile_stride);
+            continue;
+        }
+        const std::uint8_t* in_row = rows[y] + static_cast<std::size_t>(region.x) * format.source_channels;
+        convert_row(in_row, region.width, format, out_row);
+        if (region.width < region.out_width)
+            std::memcpy(out_row + static_cast<std::size_t>(region.width) * tc, fill_row.data(),
+                        tile_stride - static_cast<std::size_t>(region.width) * tc);
+    }
+}
+
+}  // namespace detail
+TILEKIT_NAMESPACE_END
+// #include <tilekit/error.hpp>
+// #include <tilekit/image.hpp>
+// #include <tilekit/layout.hpp>
+// #include <tilekit/metadata.hpp>
+// #include <tilekit/progress.hpp>
+// #include <tilekit/sink.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+struct tile_options {
+    std::string prefix;                        // prepended to every key, e.g. "maps/42/" (keep the slash)
+    std::string metadata_key = "pyramid.json";  // relative to prefix; written last
+    unsigned threads = 0;                      // encoder threads; 0 = one per core
+    bool skip_blank_tiles = false;             // do not write tiles whose pixels are all alpha 0
+    std::optional<rgba_color> background;      // padding (XYZ) and alpha flattening (JPEG; default white)
+    std::string tile_cache_control = "public, max-age=86400";
+    std::string manifest_cache_control = "no-cache";
+    progress_callback on_progress;
+    cancel_token cancel;
+};
+
+// Hands the rows of an image in memory to the tiler; a streaming decoder can take its place.
+// A row source has width(), height(), channels() and next_row(), which returns a pointer to the
+// next row, valid until the following call.
+class image_row_source {
+public:
+    explicit image_row_source(const image_view& image) : image_(image) {}
+    int width() const noexcept { return image_.width; }
+    int height() const noexcept { return image_.height; }
+    int channels() const noexcept { return image_.channels; }
+    const std::uint8_t* next_row() { return image_.row(next_++); }
+
+private:
+    image_view image_;
+    int next_ = 0;
+};
+
+namespace detail {
+
+template <class Layout, class Encoder, class Sink>
+class pyramid_builder {
+public:
+    pyramid_builder(const Layout& layout, const Encoder& encoder, Sink& sink, const tile_options& options, int width,
+                    int height, int channels)
+        : layout_(layout),
+          encoder_(encoder),
+          sink_(sink),
+          options_(options),
+          channels_(channels),
+          extension_(encoder.extension()),
+          content_type_(encoder.content_type()),
+          cancel_(options.cancel) {
+        if (channels < 1 || channels > 4)
+            throw error(errc::invalid_argument, "images must have 1..4 channels, got " + std::to_string(channels));
+        const std::vector<level_geometry> levels = layout.levels(width, height);
+        std::uint64_t total = 0;
+        for (const level_geometry& level : levels) {
+            stages_.emplace_back(make_stage(level));
+            total += level.tile_count();
+        }
+        total_tiles_ = total;
+        const rgba_color* background = options.background ? &*options.background : nullptr;
+        interior_format_ = choose_tile_format(channels, encoder.supports_alpha(), false, background);
+        edge_format_ = choose_tile_format(channels, encoder.supports_alpha(), layout.pads_edges(), background);
+    }
+
+    template <class RowSource>
+    pyramid_metadata run(RowSource& source) {
+        progress_reporter progress(options_.on_progress, total_tiles_);
+        progress_ = &progress;
+        unsigned threads = options_.threads ? options_.threads : std::thread::hardware_concurrency();
+        if (threads == 0) threads = 1;
+        // The calling thread streams rows and runs tasks itself when the queue is full, so with
+        // one thread requested no worker is started at all.
+        detail::task_pool pool(threads > 1 ? threads : 0, std::size_t{threads} * 4);
+        pool_ = &pool;
+
+        const int height = stages_.front().geometry.height;
+        for (int y = 0; y < height; ++y) {
+            if (cancel_.is_cancelled() || pool.failed()) break;
+            push_row(0, source.next_row());
+        }
+        pool.wait();
+        if (cancel_.is_cancelled()) throw cancelled_error();
+        sink_.flush();
+        if (cancel_.is_cancelled()) throw cancelled_error();
+        return finish();
+    }
+
+private:
+    struct stage {
+        level_geometry geometry;
+        std::size_t row_bytes = 0;
+        std::vector<std::uint8_t> band;  // rows band_first .. band_first + band_rows - 1
+        int band_first = 0;
+        int band_rows = 0;
+        int next_tile_row = 0;
+        int rows_received = 0;
+        std::vector<std::uint8_t> pending;  // the upper row of the next 2x2 reduction
+        bool has_pending = false;
+        std::vector<std::uint8_t> reduced;  // output row for the next level
+    };
+
+    stage make_stage(const level_geometry& level) const {
+        stage s;
+        s.geometry = level;
+        s.row_bytes = static_cast<std::size_t>(level.width) * static_cast<std::size_t>(channels_);
+        int tallest = 0;
+        for (int r = 0; r < level.rows; ++r) tallest = std::max(tallest, layout_.region(level, 0, r).height);
+        s.band.resize(s.row_bytes * static_cast<std::size_t>(tallest));
+        return s;
+    }
+
+    void push_row(std::size_t index, const std::uint8_t* row) {
+        stage& s = stages_[index];
+        std::memcpy(s.band.data() + s.row_bytes * static_cast<std::size_t>(s.band_rows), row, s.row_bytes);
+        ++s.band_rows;
+        ++s.rows_received;
+        emit_ready_tile_rows(s);
+
+        if (index + 1 == stages_.size()) return;
+        const bool last_row = s.rows_received == s.geometry.height;
+        if (!s.has_pending && !last_row) {
+            s.pending.assign(row, row + s.row_bytes);
+            s.has_pending = true;
+            return;
+        }
+        const std::uint8_t* upper = s.has_pending ? s.pending.data() : row;  // odd last row pairs with itself
+        s.reduced.resize(stages_[index + 1].row_bytes);
+        downsample_rows(channels_, upper, row, s.geometry.width, s.reduced.data());
+        s.has_pending = false;
+        push_row(index + 1, s.reduced.data());
+    }
+
+    void emit_ready_tile_rows(stage& s) {
+        const level_geometry& level = s.geometry;
+        while (s.next_tile_row < level.rows) {
+            const tile_region first = layout_.region(level, 0, s.next_tile_row);
+            if (s.band_first + s.band_rows < first.y + first.height) return;
+            emit_tile_row(s, s.next_tile_row);
+            ++s.next_tile_row;
+            if (s.next_tile_row == level.rows) return;
+            const int keep_from = layout_.region(level, 0, s.next_tile_row).y;
+            const int drop = keep_from - s.band_first;
+            if (drop > 0) {
+                const int kept = s.band_rows - drop;
+                std::memmove(s.band.data(), s.band.data() + s.row_bytes * static_cast<std::size_t>(drop),
+                             s.row_bytes * static_cast<std::size_t>(kept));
+                s.band_first = keep_from;
+                s.band_rows = kept;
+            }
+        }
+    }
+
+    void emit_tile_row(stage& s, int row) {
+        const level_geometry& level = s.geometry;
+        std::vector<const std::uint8_t*> rows;
+        for (int column = 0; column < level.columns; ++column) {
+            const tile_region region = layout_.region(level, column, row);
+            rows.resize(static_cast<std::size_t>(region.height));
+            for (int y = 0; y < region.height; ++y)
+                rows[static_cast<std::size_t>(y)] =
+                    s.band.data() + s.row_bytes * static_cast<std::size_t>(region.y + y - s.band_first);
+            if (options_.skip_blank_tiles && region_is_blank(rows.data(), region, channels_)) {
+                skipped_tiles_.fetch_add(1, std::memory_order_relaxed);
+                progress_->tile_finished();
+                continue;
+            }
+            const bool padded = region.out_width != region.width || region.out_height != region.height;
+            const tile_pixel_format& format = padded ? edge_format_ : interior_format_;
+            std::vector<std::uint8_t> pixels;
+            assemble_tile(rows.data(), region, format, pixels);
+            std::string key = options_.prefix + layout_.tile_key(level, column, row, extension_);
+            pool_->submit([this, pixels = std::move(pixels), key = std::move(key), region, channels = format.tile_channels]() mutable {
+                if (cancel_.is_cancelled()) return;
+                storage_object object;
+                object.key = std::move(key);
+                encoder_.encode(image_view{pixels.data(), region.out_width, region.out_height, channels,
+                                           static_cast<std::size_t>(region.out_width) * static_cast<std::size_t>(channels)},
+                                object.body);
+                object.content_type = content_type_;
+                object.cache_control = options_.tile_cache_control;
+                const std::uint64_t bytes = object.body.size();
+                sink_.put(std::move(object));
+                written_tiles_.fetch_add(1, std::memory_order_relaxed);
+                written_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+                progress_->tile_finished();
+            });
+        }
+    }
+
+    pyramid_metadata finish() {
+        pyramid_metadata m;
+        const level_geometry& full = stages_.front().geometry;
+        m.layout = Layout::name();
+        m.format = extension_;
+        m.width = full.width;
+        m.height = full.height;
+        m.channels = channels_;
+        m.tile_size = layout_.tile_size();
+        m.overlap = layout_.overlap();
+        m.levels = static_cast<int>(stages_.size());
+        m.min_level = stages_.back().geometry.index;
+        m.max_level = full.index;
+        m.tile_count = written_tiles_.load();
+        m.skipped_tiles = skipped_tiles_.load();
+        m.total_bytes = written_bytes_.load();
+        m.tile_url_template = layout_.tile_url_template(extension_);
+        m.manifest = layout_.manifest_key();
+        for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) m.level_sizes.push_back(it->geometry);
+
+        if (!m.manifest.empty()) {
+            const std::string text = layout_.manifest(m.width, m.height, extension_);
+            put_manifest(m.manifest, text, "application/xml");
+            sink_.flush();  // the layout manifest lands before the metadata that declares completion
+        }
+        put_manifest(options_.metadata_key, nlohmann::json(m).dump(2) + "\n", "application/json");
+        sink_.flush();
+        return m;
+    }
+
+    void put_manifest(const std::string& key, const std::string& text, const char* content_type) {
+        storage_object object;
+        object.key = options_.prefix + key;
+        object.body.assign(text.begin(), text.end());
+        object.content_type = content_type;
+        object.cache_control = options_.manifest_cache_control;
+        sink_.put(std::move(object));
+    }
+
+    const Layout& layout_;
+    const Encoder& encoder_;
+    Sink& sink_;
+    const tile_options& options_;
+    const int channels_;
+    const std::string extension_;
+    const std::string content_type_;
+    cancel_token cancel_;
+    std::vector<stage> stages_;
+    std::uint64_t total_tiles_ = 0;
+    tile_pixel_format interior_format_;
+    tile_pixel_format edge_format_;
+    progress_reporter* progress_ = nullptr;
+    task_pool* pool_ = nullptr;
+    std::atomic<std::uint64_t> written_tiles_{0};
+    std::atomic<std::uint64_t> skipped_tiles_{0};
+    std::atomic<std::uint64_t> written_bytes_{0};
+};
+
+}  // namespace detail
+
+// Tiles the rows of `source` into `sink`. Returns the pyramid's metadata, which is also written
+// (last) as options.metadata_key. Throws tilekit::error on bad options, cancelled_error when
+// cancelled, and whatever the sink throws; in every failure case no manifest is written.
+template <class Layout, class Encoder, class Sink, class RowSource>
+pyramid_metadata generate_pyramid_from_rows(RowSource& source, const Layout& layout, const Encoder& encoder, Sink& sink,
+                                            const tile_options& options = {}) {
+    detail::pyramid_builder<Layout, Encoder, Sink> builder(layout, encoder, sink, options, source.width(),
+                                                           source.height(), source.channels());
+    return builder.run(source);
+}
+
+template <class Layout, class Encoder, class Sink>
+pyramid_metadata generate_pyramid(const image_view& image, const Layout& layout, const Encoder& encoder, Sink& sink,
+                                  const tile_options& options = {}) {
+    if (!image.pixels) throw error(errc::invalid_argument, "generate_pyramid: the image has no pixels");
+    image_row_source source(image);
+    return generate_pyramid_from_rows(source, layout, encoder, sink, options);
+}
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/tile_image.hpp>
+// The run-time front door: layout and format chosen by value (from a CLI flag or a request)
+// instead of by template argument. Codecs is a set of encoder types: stb_codecs here (core),
+// fast_codecs in <tilekit/fast_codecs.hpp>.
+
+// #include <tilekit/decode.hpp>
+// #include <tilekit/encode.hpp>
+// #include <tilekit/layout.hpp>
+// #include <tilekit/tiler.hpp>
+
+#include <string>
+
+TILEKIT_NAMESPACE_BEGIN
+
+enum class layout_type { deep_zoom, xyz };
+enum class tile_format { png, jpeg };
+
+struct stb_codecs {
+    using png = stb_png_encoder;
+    using jpeg = stb_jpeg_encoder;
+};
+
+struct pyramid_options {
+    layout_type layout = layout_type::deep_zoom;
+    tile_format format = tile_format::png;
+    int tile_size = 0;         // 0: 254 for Deep Zoom (256 with overlap), 256 for XYZ
+    int overlap = -1;          // -1: 1 for Deep Zoom; XYZ allows only 0
+    int quality = 85;          // JPEG quality 1..100
+    std::string basename = "image";  // Deep Zoom: {basename}.dzi and {basename}_files/
+    tile_options tiling;       // prefix, threads, progress, cancellation, ...
+};
+
+inline const char* to_string(layout_type layout) noexcept { return layout == layout_type::xyz ? "xyz" : "dz"; }
+inline const char* to_string(tile_format format) noexcept { return format == tile_format::jpeg ? "jpg" : "png"; }
+
+// Tiles the rows of any row source (see tiler.hpp) with the layout and format in `options`.
+template <class Codecs = stb_codecs, class Sink, class RowSource>
+pyramid_metadata tile_rows(RowSource& source, Sink& sink, const pyramid_options& options) {
+    const auto run = [&](const auto& layout) {
+        if (options.format == tile_format::jpeg)
+            return generate_pyramid_from_rows(source, layout, typename Codecs::jpeg(options.quality), sink, options.tiling);
+        return generate_pyramid_from_rows(source, layout, typename Codecs::png(), sink, options.tiling);
+    };
+    if (options.layout == layout_type::xyz) {
+        if (options.overlap > 0)
+            throw error(errc::invalid_argument, "the XYZ layout has no overlap (got " + std::to_string(options.overlap) + ")");
+        return run(xyz_layout(options.tile_size ? options.tile_size : 256));
+    }
+    return run(deep_zoom_layout(options.tile_size ? options.tile_size : 254, options.overlap < 0 ? 1 : options.overlap,
+                                options.basename));
+}
+
+template <class Codecs = stb_codecs, class Sink>
+pyramid_metadata tile_image(const image_view& image, Sink& sink, const pyramid_options& options) {
+    if (!image.pixels) throw error(errc::invalid_argument, "tile_image: the image has no pixels");
+    image_row_source source(image);
+    return tile_rows<Codecs>(source, sink, options);
+}
+
+// Decodes `path` (refusing images over `limits`) and tiles it.
+template <class Codecs = stb_codecs, class Sink>
+pyramid_metadata tile_image_file(const std::string& path, Sink& sink, const pyramid_options& options,
+                                 const decode_limits& limits = {}) {
+    const image_buffer image = decode_image_file(path, limits);
+    return tile_image<Codecs>(image.view(), sink, options);
+}
+
+TILEKIT_NAMESPACE_END
