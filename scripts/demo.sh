@@ -22,9 +22,8 @@ cat <<MSG
 Done. Two pyramids of $out/sample.png (6000x4000):
   $out/dz/image.dzi + $out/dz/image_files/{level}/{col}_{row}.png   Deep Zoom (OpenSeadragon)
   $out/xyz/{z}/{x}/{y}.jpg                                           XYZ (Leaflet, L.CRS.Simple)
-Each has a pyramid.json (written last: its presence means the pyramid is complete):
-$(cat "$out/dz.json" | head -n 20)
-  ...
+Each has a pyramid.json, written last: its presence means the pyramid is complete.
+$(for f in dz xyz; do python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("  %-4s %dx%d, %d levels, %d tiles, %d bytes" % (sys.argv[2], m["width"], m["height"], m["levels"], m["tile_count"], m["total_bytes"]))' "$out/$f.json" "$f"; done)
 To view: serve the folder (python3 -m http.server -d $out 8000) and point OpenSeadragon at
 /dz/image.dzi, or Leaflet at /xyz/{z}/{x}/{y}.jpg with the L.CRS.Simple snippet in README.md.
 MSG
