@@ -9,11 +9,27 @@ packages=(
     libdeflate-dev libturbojpeg0-dev libpng-dev libjpeg62-turbo-dev  # tilekit::fast_codecs
     libvips-tools gdal-bin python3-gdal                         # reference tilers the tests compare against
     fonts-dejavu-core time                                      # bench: test images, GNU time
+    libssl-dev libcurl4-openssl-dev                             # tilekit::s3 (OpenSSL 3 libcrypto, libcurl)
+    nodejs npm python3-botocore                                 # S3 test peer: s3rver (npm) behind a botocore verifier
+    rclone                                                      # bench: upload baseline (awscli: see below)
 )
+# awscli, the other upload baseline, is not listed: Debian 12's is the v2 line (2.9.19-1, with
+# python3-awscrt); the S3 research measured awscli 1.x from pip.
+
+# NodeSource's nodejs package bundles npm and conflicts with Debian's npm package (apt cannot
+# install both), so an npm command already on PATH counts as installed.
+satisfied_by_command() {
+    case $1 in
+        npm) command -v npm >/dev/null ;;
+        *) return 1 ;;
+    esac
+}
 
 missing=()
 for package in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' && continue
+    satisfied_by_command "$package" && continue
+    missing+=("$package")
 done
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install-deps: all ${#packages[@]} packages are installed"
@@ -27,4 +43,4 @@ if [ "$(id -u)" -ne 0 ]; then
     sudo=(sudo)
 fi
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"

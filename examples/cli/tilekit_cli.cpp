@@ -3,11 +3,21 @@
 //   tilekit tile INPUT OUTDIR [--layout dz|xyz] [--tile-size N] [--overlap N] [--format png|jpg]
 //                [--quality Q] [--threads N] [--skip-blank] [--background RRGGBB[AA]]
 //                [--basename NAME] [--max-pixels N]
+//   tilekit tile INPUT s3://BUCKET/PREFIX/ [...]  uploads the tiles straight to S3 / R2
+//   tilekit presign s3://BUCKET/KEY [--expires S] [--method GET|PUT|HEAD]
+//   tilekit get s3://BUCKET/KEY FILE
+//   tilekit put FILE s3://BUCKET/KEY [--content-type T]
+//   tilekit upload DIR s3://BUCKET/PREFIX/      uploads a directory tree with the S3 sink
 //   tilekit sample OUTPUT.png [--size WxH]     writes a generated map-like test image
+//
+// S3 endpoint and credentials come from the environment (AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)
+// or from --endpoint URL, --region R, --r2-account ID, --virtual-host, --concurrency N.
 //
 // Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.
 
 #include <tilekit/fast_codecs.hpp>
+#include <tilekit/s3.hpp>
 #include <tilekit/streaming_decode.hpp>
 #include <tilekit/tilekit.hpp>
 
@@ -16,6 +26,8 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstring>
+#include <filesystem>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -31,7 +43,14 @@ const char* const usage_text =
     "usage: tilekit tile INPUT OUTDIR [--layout dz|xyz] [--tile-size N] [--overlap N]\n"
     "                    [--format png|jpg] [--quality Q] [--threads N] [--skip-blank]\n"
     "                    [--background RRGGBB[AA]] [--basename NAME] [--max-pixels N]\n"
-    "       tilekit sample OUTPUT.png [--size WxH]\n";
+    "       tilekit tile INPUT s3://BUCKET/PREFIX/ [same options]\n"
+    "       tilekit presign s3://BUCKET/KEY [--expires SECONDS] [--method GET|PUT|HEAD]\n"
+    "       tilekit get s3://BUCKET/KEY FILE\n"
+    "       tilekit put FILE s3://BUCKET/KEY [--content-type TYPE]\n"
+    "       tilekit upload DIR s3://BUCKET/PREFIX/\n"
+    "       tilekit sample OUTPUT.png [--size WxH]\n"
+    "S3 options: --endpoint URL --region R --r2-account ID --virtual-host --concurrency N --allow-http\n"
+    "(credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)\n";
 
 struct usage_error : std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -81,6 +100,58 @@ private:
     std::chrono::steady_clock::time_point start_;
 };
 
+struct s3_location {
+    std::string bucket;
+    std::string key;  // object key, or prefix for `tile`
+};
+
+bool is_s3_url(const std::string& text) { return text.rfind("s3://", 0) == 0; }
+
+s3_location parse_s3_url(const std::string& text) {
+    if (!is_s3_url(text)) throw usage_error("expected s3://BUCKET/KEY, got '" + text + "'");
+    const std::string rest = text.substr(5);
+    const std::size_t slash = rest.find('/');
+    s3_location where{rest.substr(0, slash), slash == std::string::npos ? std::string() : rest.substr(slash + 1)};
+    if (where.bucket.empty()) throw usage_error("no bucket in '" + text + "'");
+    return where;
+}
+
+// S3 settings from the environment, overridden by flags.
+struct s3_flags {
+    std::string endpoint, region, r2_account;
+    bool virtual_host = false;
+    bool allow_http = false;
+    unsigned concurrency = 0;
+
+    // Consumes an S3 flag at args[i]; false when args[i] is not one.
+    bool take(const std::vector<std::string>& args, std::size_t& i) {
+        const std::string& arg = args[i];
+        const auto value = [&]() -> const std::string& {
+            if (i + 1 >= args.size()) throw usage_error(arg + " needs a value");
+            return args[++i];
+        };
+        if (arg == "--endpoint") endpoint = value();
+        else if (arg == "--region") region = value();
+        else if (arg == "--r2-account") r2_account = value();
+        else if (arg == "--virtual-host") virtual_host = true;
+        else if (arg == "--allow-http") allow_http = true;
+        else if (arg == "--concurrency") concurrency = static_cast<unsigned>(parse_number(arg, value(), 1, 1024));
+        else return false;
+        return true;
+    }
+
+    tilekit::s3::config config(const std::string& bucket) const {
+        namespace s3 = tilekit::s3;
+        if (!endpoint.empty()) setenv("AWS_ENDPOINT_URL_S3", endpoint.c_str(), 1);
+        if (!region.empty()) setenv("AWS_REGION", region.c_str(), 1);
+        s3::config c = s3::config_from_environment(bucket);
+        if (!r2_account.empty()) c.target = s3::r2_endpoint(r2_account);
+        if (virtual_host) c.style = s3::addressing::virtual_host;
+        c.allow_insecure_http = allow_http;
+        return c;
+    }
+};
+
 volatile std::sig_atomic_t interrupted = 0;
 extern "C" void on_interrupt(int) { interrupted = 1; }
 
@@ -88,7 +159,9 @@ int run_tile(const std::vector<std::string>& args) {
     std::vector<std::string> positional;
     tilekit::pyramid_options options;
     tilekit::decode_limits limits;
+    s3_flags s3;
     for (std::size_t i = 0; i < args.size(); ++i) {
+        if (s3.take(args, i)) continue;
         const std::string& arg = args[i];
         const auto value = [&]() -> const std::string& {
             if (i + 1 >= args.size()) throw usage_error(arg + " needs a value");
@@ -151,9 +224,98 @@ int run_tile(const std::vector<std::string>& args) {
         }
     } joiner{finished, watcher};
 
-    tilekit::filesystem_sink sink(positional[1]);
-    const tilekit::pyramid_metadata result = tilekit::tile_file<tilekit::fast_codecs>(positional[0], sink, options, limits);
+    tilekit::pyramid_metadata result;
+    if (is_s3_url(positional[1])) {
+        const s3_location where = parse_s3_url(positional[1]);
+        options.tiling.prefix = where.key.empty() || where.key.back() == '/' ? where.key : where.key + "/";
+        tilekit::s3::sink_options sink_options;
+        if (s3.concurrency) sink_options.concurrency = s3.concurrency;
+        tilekit::s3::s3_sink sink(s3.config(where.bucket), sink_options);
+        result = tilekit::tile_file<tilekit::fast_codecs>(positional[0], sink, options, limits);
+    } else {
+        tilekit::filesystem_sink sink(positional[1]);
+        result = tilekit::tile_file<tilekit::fast_codecs>(positional[0], sink, options, limits);
+    }
     std::cout << nlohmann::json(result).dump(2) << std::endl;
+    return 0;
+}
+
+std::string content_type_of(const std::string& path) {
+    const auto ends_with = [&](const char* suffix) {
+        const std::size_t n = std::strlen(suffix);
+        return path.size() >= n && path.compare(path.size() - n, n, suffix) == 0;
+    };
+    if (ends_with(".png")) return "image/png";
+    if (ends_with(".jpg") || ends_with(".jpeg")) return "image/jpeg";
+    if (ends_with(".json")) return "application/json";
+    if (ends_with(".dzi") || ends_with(".xml")) return "application/xml";
+    return "application/octet-stream";
+}
+
+// Uploads every regular file under `root` to PREFIX/relative/path through the S3 sink.
+int upload_tree(const std::string& root, const s3_location& where, const s3_flags& s3) {
+    tilekit::s3::sink_options options;
+    if (s3.concurrency) options.concurrency = s3.concurrency;
+    tilekit::s3::s3_sink sink(s3.config(where.bucket), options);
+    const std::string prefix = where.key.empty() || where.key.back() == '/' ? where.key : where.key + "/";
+    std::uint64_t files = 0, bytes = 0;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
+        if (!entry.is_regular_file()) continue;
+        tilekit::storage_object object;
+        object.key = prefix + std::filesystem::relative(entry.path(), root).generic_string();
+        object.body = tilekit::read_file_bytes(entry.path().string());
+        object.content_type = content_type_of(object.key);
+        bytes += object.body.size();
+        ++files;
+        sink.put(std::move(object));
+    }
+    sink.flush();
+    const tilekit::s3::sink_stats stats = sink.stats();
+    std::cout << nlohmann::json{{"files", files}, {"bytes", bytes}, {"retries", stats.retries}}.dump() << std::endl;
+    return 0;
+}
+
+// presign / get / put / upload: small S3 commands around tilekit::s3::client and s3_sink.
+int run_s3_command(const std::string& command, const std::vector<std::string>& args) {
+    std::vector<std::string> positional;
+    s3_flags s3;
+    long expires = 3600;
+    std::string method = "GET";
+    std::string content_type = "application/octet-stream";
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        if (s3.take(args, i)) continue;
+        const std::string& arg = args[i];
+        const auto value = [&]() -> const std::string& {
+            if (i + 1 >= args.size()) throw usage_error(arg + " needs a value");
+            return args[++i];
+        };
+        if (arg == "--expires" && command == "presign") expires = parse_number(arg, value(), 1, 604800);
+        else if (arg == "--method" && command == "presign") method = value();
+        else if (arg == "--content-type" && command == "put") content_type = value();
+        else if (arg.size() > 1 && arg[0] == '-') throw usage_error("unknown option '" + arg + "'");
+        else positional.push_back(arg);
+    }
+    if (command == "presign") {
+        if (positional.size() != 1) throw usage_error("presign needs s3://BUCKET/KEY");
+        if (method != "GET" && method != "PUT" && method != "HEAD") throw usage_error("--method must be GET, PUT or HEAD");
+        const s3_location where = parse_s3_url(positional[0]);
+        tilekit::s3::client client(s3.config(where.bucket));
+        std::cout << client.presign(method, where.key, std::chrono::seconds(expires)) << std::endl;
+        return 0;
+    }
+    if (positional.size() != 2) throw usage_error(command + " needs two arguments");
+    if (command == "upload") return upload_tree(positional[0], parse_s3_url(positional[1]), s3);
+    if (command == "get") {
+        const s3_location where = parse_s3_url(positional[0]);
+        tilekit::s3::client client(s3.config(where.bucket));
+        client.get_to_file(where.key, positional[1]);
+        return 0;
+    }
+    const s3_location where = parse_s3_url(positional[1]);
+    tilekit::s3::client client(s3.config(where.bucket));
+    tilekit::s3::put_options put;
+    put.content_type = content_type;
+    client.put(where.key, tilekit::read_file_bytes(positional[0]), put);
     return 0;
 }
 
@@ -198,6 +360,8 @@ int main(int argc, char** argv) {
         const std::vector<std::string> rest(args.begin() + 1, args.end());
         if (args[0] == "tile") return run_tile(rest);
         if (args[0] == "sample") return run_sample(rest);
+        if (args[0] == "presign" || args[0] == "get" || args[0] == "put" || args[0] == "upload")
+            return run_s3_command(args[0], rest);
         throw usage_error("unknown command '" + args[0] + "'");
     } catch (const usage_error& e) {
         std::cerr << "tilekit: " << e.what() << "\n" << usage_text;

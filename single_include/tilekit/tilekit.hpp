@@ -65,6 +65,8 @@ enum class errc {
     io_error,          // the filesystem refused
     storage_error,     // a storage sink failed to store an object
     cancelled,         // the caller cancelled the run
+    access_denied,     // storage refused the credentials or the signature (never retried)
+    not_found,         // no such bucket or object
 };
 
 inline const char* to_string(errc code) noexcept {
@@ -79,6 +81,8 @@ inline const char* to_string(errc code) noexcept {
         case errc::io_error: return "io_error";
         case errc::storage_error: return "storage_error";
         case errc::cancelled: return "cancelled";
+        case errc::access_denied: return "access_denied";
+        case errc::not_found: return "not_found";
     }
     return "unknown";
 }

@@ -3,13 +3,30 @@
 // into one program fails if any non-template function in a header lacks `inline`.
 
 #include <tilekit/fast_codecs.hpp>
+#include <tilekit/s3.hpp>
 #include <tilekit/streaming_decode.hpp>
 #include <tilekit/tilekit.hpp>
 
 #include <cstdint>
+#include <string>
 
 std::uint64_t odr_tiles_a();
 std::uint64_t odr_tiles_b();
+std::string odr_s3_a();
+std::string odr_s3_b();
+
+// Used by both TUs (with different keys), so both emit the S3 part's inline functions.
+inline std::string odr_s3_authorization(const std::string& key) {
+    const tilekit::s3::signer signer({"AKIDEXAMPLE", "secret", ""}, "auto", "s3");
+    tilekit::s3::request_to_sign request;
+    request.method = "PUT";
+    request.encoded_path = "/bucket/" + tilekit::s3::detail::uri_encode(key, true);
+    request.query = "x-id=PutObject";
+    request.payload_hash = tilekit::s3::detail::sha256_hex(key);
+    request.headers = {{"host", "127.0.0.1:9000"}, {"x-amz-content-sha256", request.payload_hash},
+                       {"x-amz-date", "20250101T000000Z"}};
+    return signer.authorization(signer.sign(request, "20250101T000000Z"));
+}
 
 // Used by both TUs, with different codecs, so both instantiate the tiler.
 template <class Codecs>

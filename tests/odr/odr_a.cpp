@@ -3,10 +3,15 @@
 #include <cstdio>
 
 std::uint64_t odr_tiles_a() { return odr_tile_count<tilekit::stb_codecs>(tilekit::layout_type::deep_zoom); }
+std::string odr_s3_a() { return odr_s3_authorization("a/0_0.png"); }
 
 int main() {
     const std::uint64_t a = odr_tiles_a();
     const std::uint64_t b = odr_tiles_b();
-    std::printf("odr: %llu + %llu tiles\n", static_cast<unsigned long long>(a), static_cast<unsigned long long>(b));
-    return a > 0 && b > 0 ? 0 : 1;
+    const std::string s3_a = odr_s3_a();
+    const std::string s3_b = odr_s3_b();
+    const bool s3_ok = !s3_a.empty() && !s3_b.empty() && s3_a != s3_b;
+    std::printf("odr: %llu + %llu tiles, s3 %s\n", static_cast<unsigned long long>(a),
+                static_cast<unsigned long long>(b), s3_ok ? "ok" : "FAILED");
+    return a > 0 && b > 0 && s3_ok ? 0 : 1;
 }

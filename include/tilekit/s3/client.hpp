@@ -1,0 +1,250 @@
+#pragma once
+// A blocking S3 client: PUT, GET (to memory or a file), HEAD, DELETE and presigned URLs, with
+// retries (full-jitter backoff, re-signed every attempt, Retry-After honoured) and the clock
+// corrected once when the server says RequestTimeTooSkewed. Thread-safe; connections are kept
+// alive in a small pool of curl handles. Also downloads by presigned URL, used verbatim.
+
+#include <tilekit/error.hpp>
+#include <tilekit/s3/config.hpp>
+#include <tilekit/s3/detail/curl.hpp>
+#include <tilekit/s3/detail/transfer.hpp>
+#include <tilekit/s3/error.hpp>
+#include <tilekit/s3/request.hpp>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace s3 {
+
+struct put_options {
+    std::string content_type = "application/octet-stream";
+    std::string cache_control;
+    bool content_md5 = true;     // the server verifies the body (BadDigest otherwise)
+    bool if_none_match = false;  // create only: 412 when the key exists
+};
+
+struct object_info {
+    std::uint64_t size = 0;
+    std::string etag;
+};
+
+namespace detail {
+
+// Curl handles kept for reuse, so keep-alive connections survive between calls.
+class easy_pool {
+public:
+    easy_handle acquire() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!idle_.empty()) {
+                easy_handle easy = std::move(idle_.back());
+                idle_.pop_back();
+                curl_easy_reset(easy.get());
+                return easy;
+            }
+        }
+        return make_easy();
+    }
+    void release(easy_handle easy) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (idle_.size() < 16) idle_.push_back(std::move(easy));
+    }
+
+private:
+    std::mutex mutex_;
+    std::vector<easy_handle> idle_;
+};
+
+// Runs one request to completion with retries. `prepare` is called before every attempt with
+// the response to fill (to reset a download file, for example).
+template <class Sign, class Prepare>
+response run_with_retries(easy_pool& pool, const retry_policy& policy, const timeouts& limits, clock_offset& clock,
+                          const std::string& method, const std::string& key, const std::uint8_t* body,
+                          std::size_t body_size, Sign&& sign, Prepare&& prepare, bool accept_412_on_retry = false) {
+    thread_local std::mt19937_64 random{std::random_device{}()};
+    bool clock_fixed = false;
+    for (int attempt = 1;; ++attempt) {
+        const http_request request = sign(clock.now());
+        const header_slist headers = make_slist(request.headers);
+        upload_cursor upload{body, body_size, 0};
+        response answer;
+        prepare(answer);
+        easy_handle easy = pool.acquire();
+        setup_easy(easy.get(), request, headers, &upload, answer, limits);
+        answer.curl_code = curl_easy_perform(easy.get());
+        curl_easy_getinfo(easy.get(), CURLINFO_RESPONSE_CODE, &answer.status);
+        curl_off_t length = -1;
+        if (curl_easy_getinfo(easy.get(), CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) == CURLE_OK && length >= 0)
+            answer.content_length = static_cast<std::uint64_t>(length);
+        pool.release(std::move(easy));
+        if (accept_412_on_retry && attempt > 1 && answer.status == 412) answer.status = 200;  // our earlier try landed
+        const verdict v = judge(answer);
+        if (v == verdict::done) return answer;
+        if (v == verdict::fix_clock_and_retry && !clock_fixed) {
+            clock_fixed = true;
+            clock.set_seconds(skew_from_date(answer.date));
+            continue;
+        }
+        if (v != verdict::retry || attempt >= policy.max_attempts) throw make_error(method, key, answer, attempt);
+        std::this_thread::sleep_for(backoff(policy, attempt, answer, random));
+    }
+}
+
+}  // namespace detail
+
+class client {
+public:
+    explicit client(config c, retry_policy retry = {}, timeouts limits = {})
+        : signer_(std::move(c)), retry_(retry), limits_(limits) {
+        detail::curl_global();
+    }
+
+    const request_signer& signer() const noexcept { return signer_; }
+    const config& settings() const noexcept { return signer_.settings(); }
+    clock_offset& clock() noexcept { return clock_; }
+
+    void put(const std::string& key, const std::uint8_t* data, std::size_t size, const put_options& options = {}) {
+        detail::check_object_key(key);
+        const std::string payload_hash = detail::sha256_hex(data, size);
+        header_list headers = put_headers(data, size, options);
+        detail::run_with_retries(
+            pool_, retry_, limits_, clock_, "PUT", key, data, size,
+            [&](auto now) { return signer_.sign("PUT", key, "", headers, payload_hash, now); }, [](detail::response&) {},
+            options.if_none_match);
+    }
+
+    void put(const std::string& key, const std::vector<std::uint8_t>& data, const put_options& options = {}) {
+        put(key, data.data(), data.size(), options);
+    }
+
+    // The object's bytes; refuses objects larger than max_bytes.
+    std::vector<std::uint8_t> get(const std::string& key, std::uint64_t max_bytes = std::uint64_t{1} << 30) {
+        detail::check_object_key(key);
+        const detail::response answer = detail::run_with_retries(
+            pool_, retry_, limits_, clock_, "GET", key, nullptr, 0,
+            [&](auto now) { return signer_.sign("GET", key, "", {}, empty_hash(), now); },
+            [&](detail::response& r) { r.max_body = max_bytes; });
+        return std::vector<std::uint8_t>(answer.body.begin(), answer.body.end());
+    }
+
+    // Streams the object into `path` (through a temporary file, renamed when complete).
+    void get_to_file(const std::string& key, const std::string& path, std::uint64_t max_bytes = std::uint64_t{1} << 34) {
+        detail::check_object_key(key);
+        download_to_file(path, max_bytes, "GET", key,
+                         [&](auto now) { return signer_.sign("GET", key, "", {}, empty_hash(), now); });
+    }
+
+    // Size and ETag, or nothing when the object does not exist.
+    std::optional<object_info> head(const std::string& key) {
+        detail::check_object_key(key);
+        try {
+            const detail::response answer = detail::run_with_retries(
+                pool_, retry_, limits_, clock_, "HEAD", key, nullptr, 0,
+                [&](auto now) { return signer_.sign("HEAD", key, "", {}, empty_hash(), now); },
+                [](detail::response&) {});
+            object_info info;
+            info.etag = answer.etag;
+            info.size = answer.content_length;
+            return info;
+        } catch (const s3_error& e) {
+            if (e.http_status() == 404) return std::nullopt;
+            throw;
+        }
+    }
+
+    void remove(const std::string& key) {
+        detail::check_object_key(key);
+        detail::run_with_retries(
+            pool_, retry_, limits_, clock_, "DELETE", key, nullptr, 0,
+            [&](auto now) { return signer_.sign("DELETE", key, "", {}, empty_hash(), now); }, [](detail::response&) {});
+    }
+
+    std::string presign(const std::string& method, const std::string& key, std::chrono::seconds expires) const {
+        return signer_.presign(method, key, expires, clock_.now());
+    }
+
+    // Downloads a presigned URL, used verbatim (never re-encoded), into memory or a file.
+    std::vector<std::uint8_t> download_url(const std::string& url, std::uint64_t max_bytes = std::uint64_t{1} << 30) {
+        const detail::response answer = detail::run_with_retries(
+            pool_, retry_, limits_, clock_, "GET", redact(url), nullptr, 0, [&](auto) { return http_request{"GET", url, {}}; },
+            [&](detail::response& r) { r.max_body = max_bytes; });
+        return std::vector<std::uint8_t>(answer.body.begin(), answer.body.end());
+    }
+
+    void download_url_to_file(const std::string& url, const std::string& path,
+                              std::uint64_t max_bytes = std::uint64_t{1} << 34) {
+        download_to_file(path, max_bytes, "GET", redact(url), [&](auto) { return http_request{"GET", url, {}}; });
+    }
+
+    // A presigned URL without its signature and credential, for error messages.
+    static std::string redact(const std::string& url) {
+        const std::size_t query = url.find('?');
+        return query == std::string::npos ? url : url.substr(0, query) + "?<presigned>";
+    }
+
+private:
+    static const std::string& empty_hash() {
+        static const std::string hash = detail::sha256_hex(std::string_view());
+        return hash;
+    }
+
+    header_list put_headers(const std::uint8_t* data, std::size_t size, const put_options& options) const {
+        header_list headers;
+        if (!options.content_type.empty()) headers.emplace_back("content-type", options.content_type);
+        if (!options.cache_control.empty()) headers.emplace_back("cache-control", options.cache_control);
+        if (options.content_md5) headers.emplace_back("content-md5", detail::content_md5(data, size));
+        if (options.if_none_match) headers.emplace_back("if-none-match", "*");
+        headers.emplace_back("Expect", "");  // no 100-continue round trip
+        return headers;
+    }
+
+    template <class Sign>
+    void download_to_file(const std::string& path, std::uint64_t max_bytes, const std::string& method,
+                          const std::string& what, Sign&& sign) {
+        const std::string temporary = path + ".part";
+        struct file_guard {
+            std::FILE* file = nullptr;
+            std::string path;
+            bool keep = false;
+            ~file_guard() {
+                if (file) std::fclose(file);
+                if (!keep) std::remove(path.c_str());
+            }
+        } guard{nullptr, temporary, false};
+        detail::run_with_retries(pool_, retry_, limits_, clock_, method, what, nullptr, 0, sign,
+                                 [&](detail::response& r) {
+                                     if (guard.file) std::fclose(guard.file);
+                                     guard.file = std::fopen(temporary.c_str(), "wb");  // each attempt starts over
+                                     if (!guard.file)
+                                         throw error(errc::io_error, "cannot write '" + temporary + "': " + std::strerror(errno));
+                                     r.file = guard.file;
+                                     r.max_body = max_bytes;
+                                 });
+        const bool closed = std::fclose(guard.file) == 0;
+        guard.file = nullptr;
+        if (!closed) throw error(errc::io_error, "cannot write '" + temporary + "'");
+        std::error_code ec;
+        std::filesystem::rename(temporary, path, ec);
+        if (ec) throw error(errc::io_error, "cannot rename '" + temporary + "' to '" + path + "': " + ec.message());
+        guard.keep = true;
+    }
+
+    request_signer signer_;
+    retry_policy retry_;
+    timeouts limits_;
+    clock_offset clock_;
+    detail::easy_pool pool_;
+};
+
+}  // namespace s3
+TILEKIT_NAMESPACE_END

@@ -1,0 +1,270 @@
+// The S3 path against a real S3 server on loopback: s3rver behind tests/s3peer's SigV4 verifier
+// (botocore recomputes every signature). Hidden tag: run by tests/s3peer/run-with-peer.sh, which
+// starts three peers and exports S3PEER_*: a clean one, a flaky one (20% 5xx and 5% dropped
+// connections on PUT) and a broken one (every PUT fails); faults hit PUTs only, so reading back
+// through the same peer is reliable. Without them the tests are skipped with a message, unless
+// CI=true, where a missing peer is a failure.
+
+#include "test_helpers.hpp"
+
+#include <tilekit/s3.hpp>
+
+#include <cstdlib>
+
+using namespace tilekit;
+
+namespace {
+
+std::string env(const char* name) {
+    const char* value = std::getenv(name);
+    return value ? value : "";
+}
+
+// The peer's settings, or nullopt (with a skip message) when it is not running.
+std::optional<s3::config> peer_config(const char* endpoint_variable = "S3PEER_ENDPOINT") {
+    if (env(endpoint_variable).empty()) {
+        if (env("CI") == "true") FAIL(endpoint_variable << " is not set: the S3 peer must run in CI");
+        WARN(endpoint_variable << " is not set: skipping (run tests/s3peer/run-with-peer.sh)");
+        SUCCEED("skipped");
+        return std::nullopt;
+    }
+    s3::config c;
+    c.target = s3::parse_endpoint(env(endpoint_variable), env("S3PEER_REGION"));
+    c.bucket = env("S3PEER_BUCKET");
+    c.creds.access_key_id = env("S3PEER_ACCESS_KEY");
+    c.creds.secret_access_key = env("S3PEER_SECRET_KEY");
+    return c;
+}
+
+std::string unique_prefix(const std::string& test) {
+    static std::atomic<int> counter{0};
+    return "t/" + test + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "/";
+}
+
+std::vector<std::uint8_t> random_bytes(std::size_t size, std::uint32_t seed) {
+    tkt::rng random(seed);
+    std::vector<std::uint8_t> out(size);
+    for (auto& b : out) b = static_cast<std::uint8_t>(random.range(0, 255));
+    return out;
+}
+
+template <class F>
+std::optional<s3::s3_error> s3_error_of(F&& f) {
+    try {
+        f();
+    } catch (const s3::s3_error& e) {
+        return e;
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+TEST_CASE("S3 PUT, GET, HEAD and DELETE round-trip binary bodies and awkward keys", "[.s3-live]") {
+    const auto config = peer_config();
+    if (!config) return;
+    s3::client client(*config);
+    const std::string prefix = unique_prefix("roundtrip");
+    const std::vector<std::string> keys = {"plain.bin",          "with space/file name.png", "plus+sign+.txt",
+                                           "marks!'()*.dat",     "utf8/ü-ñ-中文-🙂.bin",     "deep/a/b/c/d/e/f/g/h.bin",
+                                           "tilde~_-.ext",       "equals=and&amp;.bin"};
+    std::uint32_t seed = 1;
+    for (const std::string& name : keys) {
+        const std::string key = prefix + name;
+        INFO(key);
+        for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{70000}}) {
+            const auto body = random_bytes(size, seed++);
+            client.put(key, body);
+            CHECK(client.get(key) == body);
+            const auto info = client.head(key);
+            REQUIRE(info.has_value());
+            CHECK(info->size == size);
+        }
+        client.remove(key);
+        CHECK_FALSE(client.head(key).has_value());
+    }
+    const auto missing = s3_error_of([&] { client.get(prefix + "missing"); });
+    REQUIRE(missing);
+    CHECK(missing->code() == errc::not_found);
+    CHECK(missing->http_status() == 404);
+}
+
+TEST_CASE("S3 GET streams to a file, with a size limit and no file left on failure", "[.s3-live]") {
+    const auto config = peer_config();
+    if (!config) return;
+    s3::client client(*config);
+    const std::string key = unique_prefix("download") + "big.bin";
+    const auto body = random_bytes(3 << 20, 7);
+    client.put(key, body);
+    tkt::temp_dir dir;
+    const std::string path = (dir.path() / "out.bin").string();
+    client.get_to_file(key, path);
+    CHECK(tkt::read_file(path) == body);
+
+    const std::string limited = (dir.path() / "limited.bin").string();
+    const auto too_big = s3_error_of([&] { client.get_to_file(key, limited, 1 << 20); });
+    REQUIRE(too_big);
+    CHECK(std::string(too_big->what()).find("limit") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(limited));
+    CHECK_FALSE(std::filesystem::exists(limited + ".part"));
+    const auto missing = s3_error_of([&] { client.get_to_file(key + ".nope", limited); });
+    REQUIRE(missing);
+    CHECK(missing->code() == errc::not_found);
+    CHECK_FALSE(std::filesystem::exists(limited));
+}
+
+TEST_CASE("a wrong secret is a clear auth error, not retried, and never printed", "[.s3-live]") {
+    auto config = peer_config();
+    if (!config) return;
+    config->creds.secret_access_key = "definitely-not-the-secret";
+    s3::client client(*config);
+    const std::string key = unique_prefix("auth") + "x.bin";
+    const auto failure = s3_error_of([&] { client.put(key, random_bytes(10, 3)); });
+    REQUIRE(failure);
+    const std::string message = failure->what();
+    INFO(message);
+    CHECK(failure->code() == errc::access_denied);
+    CHECK(failure->http_status() == 403);
+    CHECK(failure->s3_code() == "SignatureDoesNotMatch");
+    CHECK(failure->key() == key);
+    CHECK(message.find(key) != std::string::npos);
+    CHECK(message.find("attempts") == std::string::npos);  // one attempt only
+    CHECK(message.find("definitely-not-the-secret") == std::string::npos);
+
+    config->creds.access_key_id = "unknown-key-id";
+    s3::client stranger(*config);
+    const auto unknown = s3_error_of([&] { stranger.put(key, random_bytes(10, 3)); });
+    REQUIRE(unknown);
+    CHECK(unknown->code() == errc::access_denied);
+    CHECK(unknown->s3_code() == "InvalidAccessKeyId");
+}
+
+TEST_CASE("a skewed clock is corrected from the server's Date and the request retried", "[.s3-live]") {
+    const auto config = peer_config();
+    if (!config) return;
+    s3::client client(*config);
+    client.clock().set_seconds(-3600);  // an hour slow: S3 allows 15 minutes
+    const std::string key = unique_prefix("skew") + "x.bin";
+    const auto body = random_bytes(100, 4);
+    client.put(key, body);
+    CHECK(std::llabs(client.clock().seconds()) < 120);
+    CHECK(client.get(key) == body);
+}
+
+TEST_CASE("presigned GET and PUT work; tampered and expired ones fail", "[.s3-live]") {
+    const auto config = peer_config();
+    if (!config) return;
+    s3::client client(*config);
+    const std::string key = unique_prefix("presign") + "sp ace+plus/ü(1)!.png";
+    const auto body = random_bytes(5000, 5);
+    client.put(key, body);
+
+    const std::string url = client.presign("GET", key, std::chrono::seconds(300));
+    CHECK(client.download_url(url) == body);
+
+    std::string tampered = url;
+    tampered[tampered.size() - 1] = tampered.back() == '0' ? '1' : '0';
+    const auto bad_signature = s3_error_of([&] { client.download_url(tampered); });
+    REQUIRE(bad_signature);
+    CHECK(bad_signature->code() == errc::access_denied);
+    CHECK(std::string(bad_signature->what()).find("X-Amz-Signature") == std::string::npos);  // URL redacted
+
+    std::string longer = url;
+    const std::size_t expires = longer.find("X-Amz-Expires=300");
+    REQUIRE(expires != std::string::npos);
+    longer.replace(expires, 17, "X-Amz-Expires=301");
+    CHECK(s3_error_of([&] { client.download_url(longer); }).has_value());
+
+    s3::client past(*config);
+    past.clock().set_seconds(-7200);  // signed two hours ago, valid for one minute
+    const auto expired = s3_error_of([&] { client.download_url(past.presign("GET", key, std::chrono::seconds(60))); });
+    REQUIRE(expired);
+    CHECK(expired->code() == errc::access_denied);
+
+    // Presigned PUT with plain libcurl: what a browser or another service would do.
+    const std::string put_key = unique_prefix("presign") + "uploaded by url.bin";
+    const std::string put_url = client.presign("PUT", put_key, std::chrono::seconds(300));
+    const auto upload = random_bytes(2048, 6);
+    tkt::temp_dir dir;
+    tkt::write_file(dir.path() / "up.bin", upload);
+    const std::string command = "curl -sf -o /dev/null -X PUT --data-binary @" +
+                                tkt::shell_quote((dir.path() / "up.bin").string()) + " " + tkt::shell_quote(put_url);
+    CHECK(std::system(command.c_str()) == 0);
+    CHECK(client.get(put_key) == upload);
+}
+
+namespace {
+
+// Tiles a generated image into `sink` and returns the metadata.
+pyramid_metadata tile_into(storage_sink& sink, const std::string& prefix, int tile_size = 64) {
+    static const image_buffer image = tkt::make_image(1500, 1100, 3, 42, 20);
+    pyramid_options options;
+    options.tile_size = tile_size;
+    options.overlap = 1;
+    options.format = tile_format::png;
+    options.tiling.prefix = prefix;
+    options.tiling.threads = 2;
+    return tile_image<fast_codecs>(image.view(), sink, options);
+}
+
+void check_same_objects(s3::client& client, const memory_sink& reference, const std::string& prefix) {
+    const std::vector<std::string> keys = reference.keys();
+    REQUIRE(keys.size() > 400);
+    std::size_t identical = 0;
+    for (const std::string& key : keys) identical += client.get(key) == reference.get(key)->body;
+    CHECK(identical == keys.size());
+    (void)prefix;
+}
+
+}  // namespace
+
+TEST_CASE("a whole pyramid uploads through the S3 sink, byte-identical", "[.s3-live]") {
+    const auto config = peer_config();
+    if (!config) return;
+    const std::string prefix = unique_prefix("pyramid");
+    memory_sink reference;
+    tile_into(reference, prefix);
+    s3::s3_sink sink(*config);
+    const pyramid_metadata meta = tile_into(sink, prefix);
+    CHECK(sink.stats().objects == meta.tile_count + 2);  // tiles + image.dzi + pyramid.json
+    s3::client client(*config);
+    check_same_objects(client, reference, prefix);
+}
+
+TEST_CASE("with injected 5xx and dropped connections every object still arrives intact", "[.s3-live]") {
+    const auto flaky = peer_config("S3PEER_FLAKY_ENDPOINT");
+    if (!flaky) return;
+    const std::string prefix = unique_prefix("flaky");
+    memory_sink reference;
+    tile_into(reference, prefix);
+    s3::sink_options options;
+    options.retry.base_delay = std::chrono::milliseconds(5);
+    options.retry.max_delay = std::chrono::milliseconds(200);
+    options.retry.max_retry_after = std::chrono::milliseconds(200);
+    s3::s3_sink sink(*flaky, options);
+    tile_into(sink, prefix);
+    CHECK(sink.stats().retries > 0);
+    s3::client client(*flaky);
+    check_same_objects(client, reference, prefix);
+}
+
+TEST_CASE("when every request fails the upload fails clearly and no manifest exists", "[.s3-live]") {
+    const auto broken = peer_config("S3PEER_BROKEN_ENDPOINT");
+    if (!broken) return;
+    const std::string prefix = unique_prefix("broken");
+    s3::sink_options options;
+    options.retry.max_attempts = 3;
+    options.retry.base_delay = std::chrono::milliseconds(1);
+    options.retry.max_delay = std::chrono::milliseconds(10);
+    options.retry.max_retry_after = std::chrono::milliseconds(10);
+    s3::s3_sink sink(*broken, options);
+    const auto failure = s3_error_of([&] { tile_into(sink, prefix); });
+    REQUIRE(failure);
+    INFO(failure->what());
+    CHECK(failure->code() == errc::storage_error);
+    CHECK(failure->key().rfind(prefix, 0) == 0);
+    CHECK(std::string(failure->what()).find("3 attempts") != std::string::npos);
+    s3::client client(*broken);
+    CHECK_FALSE(client.head(prefix + "pyramid.json").has_value());
+    CHECK_FALSE(client.head(prefix + "image.dzi").has_value());
+}
