@@ -10,6 +10,7 @@ packages=(
     libvips-tools gdal-bin python3-gdal                         # reference tilers the tests compare against
     fonts-dejavu-core time                                      # bench: test images, GNU time
     libssl-dev libcurl4-openssl-dev                             # tilekit::s3 (OpenSSL 3 libcrypto, libcurl)
+    libsqlite3-dev                                              # tilekit::sqlite (the durable job store)
     nodejs npm python3-botocore                                 # S3 test peer: s3rver (npm) behind a botocore verifier
     rclone                                                      # bench: upload baseline (awscli: see below)
 )

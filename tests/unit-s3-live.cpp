@@ -7,7 +7,10 @@
 
 #include "test_helpers.hpp"
 
+#include <tilekit/fast_codecs.hpp>
+#include <tilekit/tile_generation.hpp>
 #include <tilekit/s3.hpp>
+#include <tilekit/sqlite.hpp>
 
 #include <cstdlib>
 
@@ -267,4 +270,64 @@ TEST_CASE("when every request fails the upload fails clearly and no manifest exi
     s3::client client(*broken);
     CHECK_FALSE(client.head(prefix + "pyramid.json").has_value());
     CHECK_FALSE(client.head(prefix + "image.dzi").has_value());
+}
+
+TEST_CASE("the tile-generation job downloads from and uploads to the S3 peer", "[.s3-live]") {
+    const auto config = peer_config();
+    if (!config) return;
+    s3::client client(*config);
+    const std::string root = unique_prefix("job");
+    std::vector<std::uint8_t> png;
+    libdeflate_png_encoder().encode(tkt::make_image(1100, 800, 4, 17, 20).view(), png);
+    client.put(root + "uploads/base map.png", png);
+
+    tkt::temp_dir scratch;
+    jobs::sqlite_job_store store((scratch.path() / "jobs.db").string());  // the embedded default store
+    const auto run = [&](jobs::image_source& source, const std::string& slug) {
+        const jobs::job_record job = store.create({jobs::tile_generation_job, "p-" + slug, "v1", "tester"});
+        jobs::tile_generation_request request;
+        request.job_id = job.id;
+        request.source_key = root + "uploads/base map.png";
+        request.project_slug = slug;
+        request.version = {1, "draft"};
+        request.prefix_template = root + "mp/{slug}/uploads/tiles/";
+        request.scratch_root = scratch.path() / "work";
+        request.tiling.tile_size = 128;
+        s3::s3_sink sink(*config);
+        return jobs::run_tile_generation_job<fast_codecs>(store, source, sink, request);
+    };
+
+    s3::object_source signed_get(client);
+    const jobs::job_record by_get = run(signed_get, "signed-get");
+    INFO(by_get.error);
+    REQUIRE(by_get.status == jobs::job_status::completed);
+    const std::string tiles = by_get.result.at("tiles_path");
+    const auto metadata = nlohmann::json::parse(tkt::as_string(client.get(tiles + "pyramid.json")));
+    CHECK(metadata.at("width") == 1100);
+    CHECK(metadata.at("tile_count") == by_get.result.at("tile_count"));
+    CHECK(client.head(tiles + "image_files/0/0_0.png").has_value());
+    CHECK(store.get(by_get.id)->status == jobs::job_status::completed);  // as read back from SQLite
+
+    s3::presigned_url_source by_url(client, client.presign("GET", root + "uploads/base map.png", std::chrono::minutes(5)));
+    CHECK(run(by_url, "presigned").status == jobs::job_status::completed);
+
+    s3::presigned_url_source tampered(client, client.presign("GET", root + "uploads/base map.png", std::chrono::minutes(5)) + "0");
+    const jobs::job_record denied = run(tampered, "tampered");
+    CHECK(denied.status == jobs::job_status::failed);
+    CHECK(denied.error.find("403") != std::string::npos);
+    CHECK_FALSE(client.head(root + "mp/tampered/uploads/tiles/pyramid.json").has_value());
+
+    jobs::memory_job_store other;
+    s3::object_source missing(client);
+    const jobs::job_record job = other.create({jobs::tile_generation_job, "p", "v", "t"});
+    jobs::tile_generation_request request;
+    request.job_id = job.id;
+    request.source_key = root + "uploads/missing.png";
+    request.project_slug = "missing";
+    request.version = {1, "draft"};
+    request.scratch_root = scratch.path();
+    s3::s3_sink sink(*config);
+    const jobs::job_record failed = jobs::run_tile_generation_job<fast_codecs>(other, missing, sink, request);
+    CHECK(failed.status == jobs::job_status::failed);
+    CHECK(failed.error.find("NoSuchKey") != std::string::npos);
 }

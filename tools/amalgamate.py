@@ -8,7 +8,7 @@
 Every `#include <tilekit/...>` is replaced by the file it names, once, recursively and in order;
 a `// #include <tilekit/...>` marker stays behind so the output reads (and diffs) like the
 sources. Other includes pass through untouched. An add-on header (fast_codecs.hpp,
-streaming_decode.hpp, s3.hpp) opens with `#include "tilekit.hpp"` and inlines only the headers that the
+streaming_decode.hpp, s3.hpp, sqlite.hpp) opens with `#include "tilekit.hpp"` and inlines only the headers that the
 core does not already contain. The output is deterministic: no timestamps, LF line endings.
 
 Limits: a tilekit include must sit at file scope (not inside #if/#ifdef: inlining it "once" would
@@ -34,6 +34,8 @@ OUTPUTS = {
     "fast_codecs.hpp": ("tilekit/fast_codecs.hpp", "tilekit.hpp"),
     "streaming_decode.hpp": ("tilekit/streaming_decode.hpp", "tilekit.hpp"),
     "s3.hpp": ("tilekit/s3.hpp", "tilekit.hpp"),
+    "sqlite.hpp": ("tilekit/sqlite.hpp", "tilekit.hpp"),
+    "tile_generation.hpp": ("tilekit/tile_generation.hpp", "streaming_decode.hpp"),
 }
 
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*[<"](tilekit/[^>"]+)[>"]')

@@ -10,3 +10,4 @@
 #include <tilekit/s3/request.hpp>
 #include <tilekit/s3/client.hpp>
 #include <tilekit/s3/sink.hpp>
+#include <tilekit/s3/source.hpp>

@@ -18,3 +18,4 @@
 #include <tilekit/metadata.hpp>
 #include <tilekit/tiler.hpp>
 #include <tilekit/tile_image.hpp>
+#include <tilekit/jobs.hpp>

@@ -1016,6 +1016,12 @@ public:
 
     void flush() override {}
 
+    // Removes an object; true when it existed.
+    bool remove(const std::string& key) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return objects_.erase(key) != 0;
+    }
+
     std::optional<storage_object> get(const std::string& key) const {
         std::lock_guard<std::mutex> lock(mutex_);
         const auto found = objects_.find(key);
@@ -1105,6 +1111,15 @@ public:
 
     // Writes are synchronous, so there is nothing left to wait for.
     void flush() override {}
+
+    // Removes an object; true when it existed.
+    bool remove(const std::string& key) {
+        validate_key(key);
+        std::error_code ec;
+        const bool removed = std::filesystem::remove(root_ / key, ec);
+        if (ec) throw error(errc::io_error, "cannot remove '" + key + "': " + ec.message());
+        return removed;
+    }
 
 private:
     void ensure_directory(const std::filesystem::path& directory) {
@@ -1930,4 +1945,707 @@ pyramid_metadata tile_image_file(const std::string& path, Sink& sink, const pyra
     return tile_image<Codecs>(image.view(), sink, options);
 }
 
+TILEKIT_NAMESPACE_END
+// #include <tilekit/jobs.hpp>
+// Jobs: the job record and its state machine, the job-store interface with an in-memory store,
+// progress written per stage, the draft-version guard and job sources. Core: standard library
+// and nlohmann_json only. The durable SQLite store is <tilekit/sqlite.hpp>; the tile-generation
+// job itself is <tilekit/jobs/tile_generation.hpp> (it streams the source through libpng/libjpeg).
+
+// #include <tilekit/jobs/job.hpp>
+// The job record: what a service shows its users about a background job (queued, running with
+// a percentage and a message, completed with a result, failed with the reason), and its JSON.
+
+// #include <tilekit/error.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <optional>
+#include <string>
+
+#if __has_include(<sys/random.h>)
+#include <sys/random.h>
+#include <sys/types.h>
+#endif
+
+TILEKIT_NAMESPACE_BEGIN
+namespace jobs {
+
+enum class job_status { queued, running, completed, failed, cancelled };
+
+inline const char* to_string(job_status status) noexcept {
+    switch (status) {
+        case job_status::queued: return "queued";
+        case job_status::running: return "running";
+        case job_status::completed: return "completed";
+        case job_status::failed: return "failed";
+        case job_status::cancelled: return "cancelled";
+    }
+    return "unknown";
+}
+
+inline job_status parse_job_status(const std::string& text) {
+    for (job_status s : {job_status::queued, job_status::running, job_status::completed, job_status::failed,
+                         job_status::cancelled})
+        if (text == to_string(s)) return s;
+    throw error(errc::invalid_argument, "unknown job status '" + text + "'");
+}
+
+inline bool is_terminal(job_status status) noexcept {
+    return status == job_status::completed || status == job_status::failed || status == job_status::cancelled;
+}
+
+inline const char* const tile_generation_job = "tile_generation";
+
+struct job_record {
+    std::string id;                    // random UUID v4
+    std::string job_type = tile_generation_job;
+    job_status status = job_status::queued;
+    int progress = 0;                  // 0..100, never decreases
+    std::string message;
+    nlohmann::json result;             // null until completed
+    std::string error;                 // set when failed or cancelled
+    std::string project_id;
+    std::string version_id;
+    std::string created_by;
+    std::string created_at;            // UTC, ISO 8601 ("2026-11-28T23:07:16.123Z")
+    std::optional<std::string> started_at;
+    std::optional<std::string> completed_at;
+};
+
+// Thrown for an illegal state change (completing a failed job, progress going down, ...).
+class job_state_error : public error {
+public:
+    explicit job_state_error(const std::string& message) : error(errc::invalid_argument, message) {}
+};
+
+// Thrown when a job id does not exist.
+class job_not_found : public error {
+public:
+    explicit job_not_found(const std::string& id) : error(errc::not_found, "job '" + id + "' not found") {}
+};
+
+namespace detail {
+
+// 16 bytes from the kernel's CSPRNG (getrandom, else /dev/urandom).
+inline void random_bytes(unsigned char* out, std::size_t size) {
+#if __has_include(<sys/random.h>)
+    std::size_t got = 0;
+    while (got < size) {
+        const ssize_t n = getrandom(out + got, size - got, 0);
+        if (n <= 0) break;
+        got += static_cast<std::size_t>(n);
+    }
+    if (got == size) return;
+#endif
+    std::ifstream urandom("/dev/urandom", std::ios::binary);
+    if (!urandom.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(size)))
+        throw error(errc::io_error, "no cryptographic random source (getrandom, /dev/urandom)");
+}
+
+}  // namespace detail
+
+// A random (version 4) UUID from a cryptographic source.
+inline std::string new_job_id() {
+    unsigned char b[16];
+    detail::random_bytes(b, sizeof b);
+    b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
+    b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
+    char text[37];
+    std::snprintf(text, sizeof text, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+                  b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    return text;
+}
+
+inline bool is_uuid(const std::string& text) {
+    if (text.size() != 36) return false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return false;
+    }
+    return true;
+}
+
+// Now, UTC, ISO 8601 with milliseconds.
+inline std::string utc_now_iso8601() {
+    const auto now = std::chrono::system_clock::now();
+    const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+    const auto millis =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+    std::tm utc{};
+    gmtime_r(&seconds, &utc);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &utc);
+    char out[40];
+    std::snprintf(out, sizeof out, "%s.%03dZ", text, static_cast<int>(millis));
+    return out;
+}
+
+inline void to_json(nlohmann::json& j, const job_record& r) {
+    const auto optional_text = [](const std::optional<std::string>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
+    j = nlohmann::json{{"id", r.id},
+                       {"job_type", r.job_type},
+                       {"status", to_string(r.status)},
+                       {"progress", r.progress},
+                       {"message", r.message},
+                       {"result", r.result},
+                       {"error", r.error.empty() ? nlohmann::json() : nlohmann::json(r.error)},
+                       {"project_id", r.project_id},
+                       {"version_id", r.version_id},
+                       {"created_by", r.created_by},
+                       {"created_at", r.created_at},
+                       {"started_at", optional_text(r.started_at)},
+                       {"completed_at", optional_text(r.completed_at)}};
+}
+
+inline void from_json(const nlohmann::json& j, job_record& r) {
+    const auto optional_text = [&](const char* name) -> std::optional<std::string> {
+        if (!j.contains(name) || j.at(name).is_null()) return std::nullopt;
+        return j.at(name).get<std::string>();
+    };
+    j.at("id").get_to(r.id);
+    j.at("job_type").get_to(r.job_type);
+    r.status = parse_job_status(j.at("status").get<std::string>());
+    j.at("progress").get_to(r.progress);
+    if (r.progress < 0 || r.progress > 100) throw error(errc::invalid_argument, "job progress out of range in JSON");
+    r.message = j.value("message", std::string());
+    r.result = j.contains("result") ? j.at("result") : nlohmann::json();
+    r.error = j.contains("error") && !j.at("error").is_null() ? j.at("error").get<std::string>() : std::string();
+    r.project_id = j.value("project_id", std::string());
+    r.version_id = j.value("version_id", std::string());
+    r.created_by = j.value("created_by", std::string());
+    r.created_at = j.value("created_at", std::string());
+    r.started_at = optional_text("started_at");
+    r.completed_at = optional_text("completed_at");
+}
+
+}  // namespace jobs
+TILEKIT_NAMESPACE_END
+// #include <tilekit/jobs/job_store.hpp>
+// The job-store interface, and the state machine every store enforces:
+//   queued -> running -> completed | failed | cancelled;   queued -> failed | cancelled
+// Progress never goes down, terminal states stay terminal, and an illegal change throws
+// job_state_error instead of corrupting the record. All methods are thread-safe.
+
+// #include <tilekit/jobs/job.hpp>
+
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace jobs {
+
+struct new_job {
+    std::string job_type = tile_generation_job;
+    std::string project_id;
+    std::string version_id;
+    std::string created_by;
+    std::string message = "Queued";
+};
+
+class job_store {
+public:
+    virtual ~job_store() = default;
+
+    // Creates a queued job with a fresh id. At most one queued or running job of a type exists
+    // per (project, version): a second one is refused with job_state_error (errc::invalid_argument).
+    virtual job_record create(const new_job& job) = 0;
+    virtual std::optional<job_record> get(const std::string& id) const = 0;
+    virtual std::vector<job_record> list_by_project(const std::string& project_id) const = 0;  // newest first
+    virtual std::vector<job_record> list_by_status(job_status status) const = 0;               // oldest first
+
+    virtual job_record start(const std::string& id, const std::string& message) = 0;  // queued -> running
+    // running only; the same value updates the message; `progress` below the current value is ignored (never an error: progress
+    // from several streams may arrive out of order), above 100 is an error.
+    virtual job_record report_progress(const std::string& id, int progress, const std::string& message) = 0;
+    virtual job_record complete(const std::string& id, const nlohmann::json& result, const std::string& message) = 0;
+    virtual job_record fail(const std::string& id, const std::string& error) = 0;    // queued/running -> failed
+    virtual job_record cancel(const std::string& id, const std::string& reason) = 0;  // queued/running -> cancelled
+};
+
+namespace detail {
+
+inline void require_status(const job_record& job, std::initializer_list<job_status> allowed, const char* action) {
+    for (job_status s : allowed)
+        if (job.status == s) return;
+    throw job_state_error(std::string("cannot ") + action + " job '" + job.id + "': it is " + to_string(job.status));
+}
+
+// Applies one transition to a record in memory; every store uses these so they agree exactly.
+inline void apply_start(job_record& job, const std::string& message) {
+    require_status(job, {job_status::queued}, "start");
+    job.status = job_status::running;
+    job.message = message;
+    job.started_at = utc_now_iso8601();
+}
+
+inline void apply_progress(job_record& job, int progress, const std::string& message) {
+    require_status(job, {job_status::running}, "report progress of");
+    if (progress < 0 || progress > 100)
+        throw job_state_error("progress must be 0..100, got " + std::to_string(progress));
+    if (progress >= job.progress) {
+        job.progress = progress;
+        job.message = message;
+    }
+}
+
+inline void apply_complete(job_record& job, const nlohmann::json& result, const std::string& message) {
+    require_status(job, {job_status::running}, "complete");
+    job.status = job_status::completed;
+    job.progress = 100;
+    job.message = message;
+    job.result = result;
+    job.completed_at = utc_now_iso8601();
+}
+
+inline void apply_end(job_record& job, job_status status, const std::string& reason) {
+    if (status != job_status::failed && status != job_status::cancelled)
+        throw error(errc::invalid_argument, "apply_end: status must be failed or cancelled");
+    require_status(job, {job_status::queued, job_status::running}, status == job_status::failed ? "fail" : "cancel");
+    job.status = status;
+    job.error = reason;
+    job.message = status == job_status::failed ? "Failed" : "Cancelled";
+    job.completed_at = utc_now_iso8601();
+}
+
+inline job_record make_job(const new_job& job) {
+    if (job.job_type.empty() || job.project_id.empty() || job.version_id.empty())
+        throw error(errc::invalid_argument, "a job needs a job_type, a project_id and a version_id");
+    job_record r;
+    r.id = new_job_id();
+    r.job_type = job.job_type;
+    r.project_id = job.project_id;
+    r.version_id = job.version_id;
+    r.created_by = job.created_by;
+    r.message = job.message;
+    r.created_at = utc_now_iso8601();
+    return r;
+}
+
+}  // namespace detail
+}  // namespace jobs
+TILEKIT_NAMESPACE_END
+// #include <tilekit/jobs/memory_store.hpp>
+// An in-memory job store: for tests and small embeddings that need no durability. One mutex
+// guards everything, so every method is atomic with respect to every other; transitions go
+// through the shared detail::apply_* helpers so this store and the SQLite one agree exactly.
+// Jobs are never evicted: a long-lived embedding that creates many jobs should use a durable store.
+
+// #include <tilekit/jobs/job_store.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace jobs {
+
+class memory_job_store final : public job_store {
+public:
+    memory_job_store() = default;
+    memory_job_store(const memory_job_store&) = delete;
+    memory_job_store& operator=(const memory_job_store&) = delete;
+
+    job_record create(const new_job& job) override {
+        job_record record = detail::make_job(job);  // the random id is drawn outside the lock
+        std::lock_guard<std::mutex> lock(mutex_);
+        const version_key key = active_key(record);
+        const auto active = active_.find(key);
+        if (active != active_.end()) {
+            const job_record& other = jobs_.at(active->second).record;
+            throw job_state_error("a " + other.job_type + " job is already " + to_string(other.status) +
+                                  " for project '" + other.project_id + "' version '" + other.version_id +
+                                  "' (job '" + other.id + "')");
+        }
+        // A UUID v4 collision is astronomically unlikely, but overwriting a job would lose it silently.
+        if (jobs_.count(record.id)) throw job_state_error("job id '" + record.id + "' already exists");
+        jobs_.emplace(record.id, entry{record, next_sequence_++});
+        active_.emplace(key, record.id);
+        return record;
+    }
+
+    std::optional<job_record> get(const std::string& id) const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto it = jobs_.find(id);
+        if (it == jobs_.end()) return std::nullopt;
+        return it->second.record;
+    }
+
+    std::vector<job_record> list_by_project(const std::string& project_id) const override {
+        return list([&](const job_record& r) { return r.project_id == project_id; }, /*newest_first=*/true);
+    }
+
+    std::vector<job_record> list_by_status(job_status status) const override {
+        return list([&](const job_record& r) { return r.status == status; }, /*newest_first=*/false);
+    }
+
+    job_record start(const std::string& id, const std::string& message) override {
+        return update(id, [&](job_record& r) { detail::apply_start(r, message); });
+    }
+
+    job_record report_progress(const std::string& id, int progress, const std::string& message) override {
+        return update(id, [&](job_record& r) { detail::apply_progress(r, progress, message); });
+    }
+
+    job_record complete(const std::string& id, const nlohmann::json& result, const std::string& message) override {
+        return update(id, [&](job_record& r) { detail::apply_complete(r, result, message); });
+    }
+
+    job_record fail(const std::string& id, const std::string& error) override {
+        return update(id, [&](job_record& r) { detail::apply_end(r, job_status::failed, error); });
+    }
+
+    job_record cancel(const std::string& id, const std::string& reason) override {
+        return update(id, [&](job_record& r) { detail::apply_end(r, job_status::cancelled, reason); });
+    }
+
+private:
+    struct entry {
+        job_record record;
+        std::uint64_t sequence;  // insertion order: breaks created_at ties (timestamps are per millisecond)
+    };
+
+    // The one-active-job rule is per (type, project, version).
+    using version_key = std::tuple<std::string, std::string, std::string>;
+    static version_key active_key(const job_record& r) { return {r.job_type, r.project_id, r.version_id}; }
+
+    // Applies a transition to a copy and stores it only if the helper did not throw, so an illegal
+    // change never leaves a half-updated record behind.
+    template <class Apply>
+    job_record update(const std::string& id, Apply&& apply) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto it = jobs_.find(id);
+        if (it == jobs_.end()) throw job_not_found(id);
+        job_record changed = it->second.record;
+        apply(changed);
+        if (is_terminal(changed.status) && !is_terminal(it->second.record.status)) {
+            const auto active = active_.find(active_key(changed));
+            if (active != active_.end() && active->second == id) active_.erase(active);
+        }
+        it->second.record = changed;
+        return changed;
+    }
+
+    template <class Match>
+    std::vector<job_record> list(Match&& match, bool newest_first) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<const entry*> found;
+        for (const auto& item : jobs_)
+            if (match(item.second.record)) found.push_back(&item.second);
+        // ISO 8601 UTC timestamps of one fixed width sort as text.
+        std::sort(found.begin(), found.end(), [&](const entry* a, const entry* b) {
+            const int order = a->record.created_at.compare(b->record.created_at);
+            if (order != 0) return newest_first ? order > 0 : order < 0;
+            return newest_first ? a->sequence > b->sequence : a->sequence < b->sequence;
+        });
+        std::vector<job_record> out;
+        out.reserve(found.size());
+        for (const entry* e : found) out.push_back(e->record);
+        return out;
+    }
+
+    mutable std::mutex mutex_;
+    std::unordered_map<std::string, entry> jobs_;
+    std::map<version_key, std::string> active_;  // -> id of the queued or running job
+    std::uint64_t next_sequence_ = 0;
+};
+
+}  // namespace jobs
+TILEKIT_NAMESPACE_END
+// #include <tilekit/jobs/version_guard.hpp>
+// The draft-version guard: only a draft version may (re)generate its tiles, so a published or
+// archived pyramid is never overwritten. Apply it before a job is created and again when the
+// job starts, because the version may have been published in between.
+
+// #include <tilekit/error.hpp>
+
+#include <string>
+#include <utility>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace jobs {
+
+inline const char* const draft_version_status = "draft";
+
+// What the service knows about the version a request is for.
+struct version_info {
+    int number = 0;
+    std::string status;  // "draft", "published", "archived", ... (compared exactly, case-sensitive)
+};
+
+// A distinct type so a service can map it to its own response (for example HTTP 409), while
+// what() keeps the sentence the service this replaces showed its users.
+class version_not_draft : public error {
+public:
+    explicit version_not_draft(const version_info& version)
+        : error(errc::invalid_argument, "Can only generate tiles for draft versions: version " +
+                                            std::to_string(version.number) + " is " +
+                                            (version.status.empty() ? "of unknown status" : "'" + version.status + "'")),
+          version_(version) {}
+
+    const version_info& version() const noexcept { return version_; }
+
+private:
+    version_info version_;
+};
+
+inline bool is_draft(const version_info& version) noexcept { return version.status == draft_version_status; }
+
+inline void require_draft(const version_info& version) {
+    if (!is_draft(version)) throw version_not_draft(version);
+}
+
+}  // namespace jobs
+TILEKIT_NAMESPACE_END
+// #include <tilekit/jobs/progress.hpp>
+// Job progress as the service this replaces showed it: each stage owns a share of the bar
+//   download 0-10, generating tiles 10-80, uploading 80-95, finalising 95-100
+// and the store is written from a background thread at most every `interval` (and only when
+// the whole percent or the message changed), never per tile, so a slow store cannot slow the
+// tiler. Because tilekit uploads while it tiles, "Generating tiles" counts tiles handed to the
+// sink, whose queue is bounded: the bar follows the slower of the two streams, and the
+// "Uploading" share covers only the uploads still in flight when the last tile is made.
+
+// #include <tilekit/jobs/job_store.hpp>
+// #include <tilekit/progress.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace jobs {
+
+struct stage {
+    int begin;
+    int end;
+};
+
+namespace stages {
+constexpr stage download{0, 10};
+constexpr stage tiling{10, 80};
+constexpr stage upload{80, 95};
+constexpr stage finalize{95, 100};
+}  // namespace stages
+
+// The bar position of `fraction` (0..1) of a stage.
+inline int stage_percent(const stage& s, double fraction) {
+    fraction = std::clamp(fraction, 0.0, 1.0);
+    return s.begin + static_cast<int>((s.end - s.begin) * fraction);
+}
+
+// Holds the latest percent and message and writes them to the store from its own thread.
+// If the store refuses (the job was cancelled or failed by someone else), `on_refused` runs once
+// so the caller can stop its work.
+class progress_writer {
+public:
+    progress_writer(job_store& store, std::string job_id, std::chrono::milliseconds interval,
+                    std::function<void()> on_refused = {})
+        : store_(store), job_id_(std::move(job_id)), interval_(interval), on_refused_(std::move(on_refused)) {
+        thread_ = std::thread([this] { run(); });
+    }
+
+    progress_writer(const progress_writer&) = delete;
+    progress_writer& operator=(const progress_writer&) = delete;
+
+    ~progress_writer() { stop(); }
+
+    // Cheap and thread-safe; a lower percent than already set is ignored (monotonic bar).
+    // A milestone (the start of a stage) is always written, in order, even when later values
+    // arrive before the writer wakes; other values are coalesced into the latest.
+    void set(int percent, const std::string& message, bool milestone = false) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (percent < percent_) return;
+        if (percent == percent_ && message == message_) return;
+        percent_ = percent;
+        message_ = message;
+        dirty_ = true;
+        if (milestone) milestones_.emplace_back(percent, message);
+    }
+
+    // Writes what is pending now and stops the thread.
+    void stop() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (stopping_) return;
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();
+        write_pending();
+    }
+
+    std::size_t writes() const noexcept { return writes_.load(); }
+
+private:
+    void run() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        while (!stopping_) {
+            wake_.wait_for(lock, interval_, [this] { return stopping_; });
+            if (stopping_) break;
+            lock.unlock();
+            write_pending();
+            lock.lock();
+        }
+    }
+
+    void write_pending() {
+        std::vector<std::pair<int, std::string>> batch;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!dirty_ || refused_) return;
+            dirty_ = false;
+            batch.assign(milestones_.begin(), milestones_.end());
+            milestones_.clear();
+            if (batch.empty() || batch.back().first != percent_ || batch.back().second != message_)
+                batch.emplace_back(percent_, message_);
+        }
+        try {
+            for (const auto& [percent, message] : batch) {
+                store_.report_progress(job_id_, percent, message);
+                ++writes_;
+            }
+        } catch (const error&) {
+            bool first = false;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                first = !refused_;
+                refused_ = true;
+            }
+            if (first && on_refused_) on_refused_();
+        }
+    }
+
+    job_store& store_;
+    const std::string job_id_;
+    const std::chrono::milliseconds interval_;
+    std::function<void()> on_refused_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    int percent_ = -1;
+    std::string message_;
+    std::vector<std::pair<int, std::string>> milestones_;
+    bool dirty_ = false;
+    bool refused_ = false;
+    bool stopping_ = false;
+    std::atomic<std::size_t> writes_{0};
+    std::thread thread_;
+};
+
+}  // namespace jobs
+TILEKIT_NAMESPACE_END
+// #include <tilekit/jobs/source.hpp>
+// Where a job's source image comes from. A source makes the image behind a storage key
+// available as a local file for the streaming decoders, refusing anything over a size limit.
+// Files it creates live in the scratch directory the job gives it, and the job removes them.
+
+// #include <tilekit/error.hpp>
+// #include <tilekit/key.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace jobs {
+
+class image_source {
+public:
+    virtual ~image_source() = default;
+    // The path of a local file holding the image at `key`; throws tilekit::error (not_found,
+    // image_too_large, access_denied, storage_error, ...) with a message a user can act on.
+    virtual std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir,
+                              std::uint64_t max_bytes) = 0;
+};
+
+namespace detail {
+
+inline void refuse_oversized(const std::string& key, std::uint64_t size, std::uint64_t max_bytes) {
+    if (size > max_bytes)
+        throw error(errc::image_too_large, "source image '" + key + "' is " + std::to_string(size) +
+                                               " bytes, over the limit of " + std::to_string(max_bytes) + " bytes");
+}
+
+}  // namespace detail
+
+// Images under a root directory, read in place (nothing is copied).
+class filesystem_source final : public image_source {
+public:
+    explicit filesystem_source(std::filesystem::path root) : root_(std::move(root)) {}
+
+    std::string fetch(const std::string& key, const std::filesystem::path&, std::uint64_t max_bytes) override {
+        validate_key(key);
+        const std::filesystem::path path = root_ / key;
+        std::error_code ec;
+        const auto size = std::filesystem::file_size(path, ec);
+        if (ec) throw error(errc::not_found, "source image '" + key + "' not found");
+        detail::refuse_oversized(key, size, max_bytes);
+        return path.string();
+    }
+
+private:
+    std::filesystem::path root_;
+};
+
+// Images held in memory (tests, embedding); written to the scratch directory when fetched.
+class memory_source final : public image_source {
+public:
+    void add(const std::string& key, std::vector<std::uint8_t> bytes) {
+        validate_key(key);
+        std::lock_guard<std::mutex> lock(mutex_);
+        objects_[key] = std::move(bytes);
+    }
+
+    std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
+        std::vector<std::uint8_t> bytes;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const auto found = objects_.find(key);
+            if (found == objects_.end()) throw error(errc::not_found, "source image '" + key + "' not found");
+            bytes = found->second;
+        }
+        detail::refuse_oversized(key, bytes.size(), max_bytes);
+        const std::filesystem::path path = scratch_dir / "source";
+        std::FILE* file = std::fopen(path.c_str(), "wb");
+        const bool ok = file && std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
+        if (file && std::fclose(file) != 0) throw error(errc::io_error, "cannot write '" + path.string() + "'");
+        if (!ok) throw error(errc::io_error, "cannot write '" + path.string() + "'");
+        return path.string();
+    }
+
+private:
+    std::mutex mutex_;
+    std::map<std::string, std::vector<std::uint8_t>> objects_;
+};
+
+}  // namespace jobs
 TILEKIT_NAMESPACE_END

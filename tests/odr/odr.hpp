@@ -4,6 +4,7 @@
 
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/s3.hpp>
+#include <tilekit/sqlite.hpp>
 #include <tilekit/streaming_decode.hpp>
 #include <tilekit/tilekit.hpp>
 
@@ -14,6 +15,20 @@ std::uint64_t odr_tiles_a();
 std::uint64_t odr_tiles_b();
 std::string odr_s3_a();
 std::string odr_s3_b();
+std::string odr_sqlite_a();
+std::string odr_sqlite_b();
+
+// Used by both TUs, so both emit the SQLite job store's inline functions. ":memory:" keeps it off
+// the disk (and out of WAL mode, which an in-memory database cannot use).
+inline std::string odr_sqlite_job(const std::string& project) {
+    tilekit::jobs::sqlite_job_store store(":memory:");
+    tilekit::jobs::new_job job;
+    job.project_id = project;
+    job.version_id = "v1";
+    const std::string id = store.create(job).id;
+    store.start(id, "go");
+    return store.complete(id, {{"project", project}}, "done").result.dump();
+}
 
 // Used by both TUs (with different keys), so both emit the S3 part's inline functions.
 inline std::string odr_s3_authorization(const std::string& key) {

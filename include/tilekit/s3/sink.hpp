@@ -46,8 +46,9 @@ struct sink_stats {
 
 class s3_sink final : public storage_sink {
 public:
-    explicit s3_sink(config c, sink_options options = {})
-        : signer_(std::move(c)), options_(options), slots_(std::max(1u, options.concurrency)) {
+    explicit s3_sink(const config& c, sink_options options = {})
+        : signer_(c), remover_(c, options.retry, options.limits), options_(options),
+          slots_(std::max(1u, options.concurrency)) {
         detail::curl_global();
         multi_ = curl_multi_init();
         if (!multi_) throw error(errc::storage_error, "libcurl: cannot create a multi handle");
@@ -100,6 +101,9 @@ public:
         changed_.wait(lock, [&] { return ready_.empty() && delayed_.empty() && in_flight_ == 0; });
         if (failure_) std::rethrow_exception(failure_);
     }
+
+    // Deletes an object right away (a blocking DELETE with the same settings).
+    void remove(const std::string& key) { remover_.remove(key); }
 
     sink_stats stats() const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -241,6 +245,7 @@ private:
     }
 
     request_signer signer_;
+    client remover_;
     sink_options options_;
     clock_offset clock_;
     std::vector<slot> slots_;           // touched by the loop thread only

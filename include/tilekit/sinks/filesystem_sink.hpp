@@ -50,6 +50,15 @@ public:
     // Writes are synchronous, so there is nothing left to wait for.
     void flush() override {}
 
+    // Removes an object; true when it existed.
+    bool remove(const std::string& key) {
+        validate_key(key);
+        std::error_code ec;
+        const bool removed = std::filesystem::remove(root_ / key, ec);
+        if (ec) throw error(errc::io_error, "cannot remove '" + key + "': " + ec.message());
+        return removed;
+    }
+
 private:
     void ensure_directory(const std::filesystem::path& directory) {
         {

@@ -25,6 +25,12 @@ public:
 
     void flush() override {}
 
+    // Removes an object; true when it existed.
+    bool remove(const std::string& key) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return objects_.erase(key) != 0;
+    }
+
     std::optional<storage_object> get(const std::string& key) const {
         std::lock_guard<std::mutex> lock(mutex_);
         const auto found = objects_.find(key);
