@@ -10,7 +10,7 @@
 // test case once per SECTION, so every section gets its own store. Worker threads never call
 // Catch2 assertions (they are not thread-safe): they count, and the main thread checks.
 
-#include <tilekit/jobs/job_store.hpp>
+#include <tilekit/tilekit.hpp>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>

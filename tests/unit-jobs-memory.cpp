@@ -1,7 +1,6 @@
 // The in-memory job store against the job-store conformance suite, and the draft-version guard.
 
-#include <tilekit/jobs/memory_store.hpp>
-#include <tilekit/jobs/version_guard.hpp>
+#include <tilekit/tilekit.hpp>
 
 #include "job_store_conformance.hpp"
 

@@ -166,8 +166,14 @@ private:
             int running = 0;
             curl_multi_perform(multi_, &running);
             int queued = 0;
-            while (CURLMsg* message = curl_multi_info_read(multi_, &queued))
-                if (message->msg == CURLMSG_DONE) finish(message->easy_handle, message->data.result);
+            bool finished_any = false;
+            while (CURLMsg* message = curl_multi_info_read(multi_, &queued)) {
+                if (message->msg != CURLMSG_DONE) continue;
+                finish(message->easy_handle, message->data.result);
+                finished_any = true;
+            }
+            // Freed slots are refilled at once: polling now could sleep with work queued.
+            if (finished_any) continue;
             curl_multi_poll(multi_, nullptr, 0, static_cast<int>(wait_ms), nullptr);
         }
     }
