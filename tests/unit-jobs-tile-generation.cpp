@@ -151,6 +151,8 @@ TEST_CASE("every failure ends the job failed with a message, no manifest and no 
         const job_record done = run(f, f.request_for(f.new_job_record()), f.sink);
         CHECK(done.status == job_status::failed);
         CHECK(done.error.find("truncated") != std::string::npos);
+        CHECK(done.error.find("uploads/map.png") != std::string::npos);  // the key, not a local path
+        CHECK(done.error.find(f.scratch.str()) == std::string::npos);
         CHECK_FALSE(f.has_manifest());
         CHECK(f.scratch_is_empty());
 

@@ -161,12 +161,20 @@ job_record run_tile_generation_job(job_store& store, image_source& source, Sink&
         throw;
     }
     progress_writer progress(store, request.job_id, request.progress_interval, [cancel]() mutable { cancel.cancel(); });
+    std::string local_path;  // never shown to users: errors name the storage key instead
+    const auto user_message = [&](std::string message) {
+        if (!local_path.empty())
+            for (std::size_t at = message.find(local_path); at != std::string::npos; at = message.find(local_path, at))
+                message.replace(at, local_path.size(), request.source_key);
+        return message;
+    };
     try {
         const std::string prefix = detail::expand_prefix(request);
         const detail::scratch_directory scratch(request.scratch_root, request.job_id);
 
         progress.set(5, "Downloading source image...", true);
         const std::string path = source.fetch(request.source_key, scratch.path(), request.max_source_bytes);
+        local_path = path;
         if (cancel.is_cancelled()) throw cancelled_error();
         progress.set(stages::download.end, "Generating tiles... 0%", true);
 
@@ -200,7 +208,7 @@ job_record run_tile_generation_job(job_store& store, image_source& source, Sink&
         progress.stop();
         const auto current = store.get(request.job_id);
         if (current && is_terminal(current->status)) return *current;
-        return store.fail(request.job_id, e.what());
+        return store.fail(request.job_id, user_message(e.what()));
     } catch (...) {
         progress.stop();
         return store.fail(request.job_id, "unknown error while generating tiles");

@@ -1,0 +1,230 @@
+#include "catalog.hpp"
+
+#include <tilekit/jobs/job.hpp>
+#include <tilekit/s3/sigv4.hpp>
+
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+
+#include <functional>
+
+namespace tilekit_service {
+
+std::string new_uuid() { return tilekit::jobs::new_job_id(); }
+std::string now_iso8601() { return tilekit::jobs::utc_now_iso8601(); }
+std::string sha256_hex(const std::string& text) { return tilekit::s3::detail::sha256_hex(text); }
+
+void to_json(nlohmann::json& j, const project& p) {
+    j = {{"id", p.id}, {"slug", p.slug}, {"name", p.name}, {"owner_id", p.owner_id}, {"created_at", p.created_at}};
+}
+void to_json(nlohmann::json& j, const version& v) {
+    j = {{"id", v.id},         {"project_id", v.project_id}, {"number", v.number},
+         {"status", v.status}, {"created_at", v.created_at},
+         {"published_at", v.published_at.empty() ? nlohmann::json() : nlohmann::json(v.published_at)}};
+}
+void to_json(nlohmann::json& j, const asset& a) {
+    j = {{"id", a.id},           {"project_id", a.project_id},     {"type", a.type},
+         {"storage_key", a.storage_key}, {"content_type", a.content_type}, {"filename", a.filename},
+         {"size", a.size},       {"created_at", a.created_at}};
+}
+
+namespace {
+
+// A prepared statement, finalized on scope exit; binds text and integers by position.
+class statement {
+public:
+    statement(sqlite3* db, const char* sql) : db_(db) {
+        if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK)
+            throw std::runtime_error(std::string("catalog: prepare failed: ") + sqlite3_errmsg(db));
+    }
+    ~statement() { sqlite3_finalize(stmt_); }
+    statement& bind(int i, const std::string& v) {
+        sqlite3_bind_text(stmt_, i, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+        return *this;
+    }
+    statement& bind(int i, long long v) {
+        sqlite3_bind_int64(stmt_, i, v);
+        return *this;
+    }
+    bool row() {
+        const int rc = sqlite3_step(stmt_);
+        if (rc == SQLITE_ROW) return true;
+        if (rc == SQLITE_DONE) return false;
+        if ((rc & 0xff) == SQLITE_CONSTRAINT) throw catalog_conflict(sqlite3_errmsg(db_));
+        throw std::runtime_error(std::string("catalog: ") + sqlite3_errmsg(db_));
+    }
+    std::string text(int c) const {
+        const auto* p = sqlite3_column_text(stmt_, c);
+        return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(stmt_, c)))
+                 : std::string();
+    }
+    long long integer(int c) const { return sqlite3_column_int64(stmt_, c); }
+
+private:
+    sqlite3* db_;
+    sqlite3_stmt* stmt_ = nullptr;
+};
+
+const char* const project_columns = "id, slug, name, owner_id, created_at";
+project read_project(const statement& s) { return {s.text(0), s.text(1), s.text(2), s.text(3), s.text(4)}; }
+
+const char* const version_columns = "id, project_id, number, status, created_at, published_at";
+version read_version(const statement& s) {
+    return {s.text(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4), s.text(5)};
+}
+
+}  // namespace
+
+catalog::catalog(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+        SQLITE_OK) {
+        const std::string message = db_ ? sqlite3_errmsg(db_) : "out of memory";
+        sqlite3_close(db_);
+        throw std::runtime_error("cannot open catalog '" + path + "': " + message);
+    }
+    sqlite3_busy_timeout(db_, 5000);
+    exec("PRAGMA journal_mode=WAL");
+    exec("PRAGMA foreign_keys=ON");
+    exec("CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
+         "token_sha256 TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL)");
+    exec("CREATE TABLE IF NOT EXISTS projects (id TEXT PRIMARY KEY, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL, "
+         "owner_id TEXT NOT NULL REFERENCES users(id), created_at TEXT NOT NULL)");
+    exec("CREATE TABLE IF NOT EXISTS versions (id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id), "
+         "number INTEGER NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL, published_at TEXT, "
+         "UNIQUE(project_id, number))");
+    exec("CREATE TABLE IF NOT EXISTS assets (id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id), "
+         "type TEXT NOT NULL, storage_key TEXT NOT NULL, content_type TEXT NOT NULL, filename TEXT NOT NULL, "
+         "size INTEGER NOT NULL, created_at TEXT NOT NULL)");
+}
+
+catalog::~catalog() { sqlite3_close(db_); }
+
+void catalog::exec(const char* sql) {
+    char* message = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &message) != SQLITE_OK) {
+        const std::string text = message ? message : "unknown error";
+        sqlite3_free(message);
+        throw std::runtime_error(std::string("catalog: ") + text);
+    }
+}
+
+user catalog::add_user(const std::string& name, const std::string& token) {
+    if (token.size() < 16) throw std::runtime_error("a token needs at least 16 characters");
+    std::lock_guard<std::mutex> lock(mutex_);
+    user u{new_uuid(), name};
+    statement(db_, "INSERT INTO users (id, name, token_sha256, created_at) VALUES (?, ?, ?, ?)")
+        .bind(1, u.id).bind(2, name).bind(3, sha256_hex(token)).bind(4, now_iso8601()).row();
+    return u;
+}
+
+std::optional<user> catalog::authenticate(const std::string& token) const {
+    if (token.empty()) return std::nullopt;
+    const std::string hash = sha256_hex(token);
+    std::lock_guard<std::mutex> lock(mutex_);
+    // The lookup is by the hash of a random token (what leaks through its timing is useless);
+    // the stored hash is then compared in constant time all the same.
+    statement s(db_, "SELECT id, name, token_sha256 FROM users WHERE token_sha256 = ?");
+    s.bind(1, hash);
+    if (!s.row()) return std::nullopt;
+    const std::string stored = s.text(2);
+    if (stored.size() != hash.size() || CRYPTO_memcmp(stored.data(), hash.data(), hash.size()) != 0) return std::nullopt;
+    return user{s.text(0), s.text(1)};
+}
+
+project catalog::create_project(const std::string& slug, const std::string& name, const std::string& owner_id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    project p{new_uuid(), slug, name, owner_id, now_iso8601()};
+    statement(db_, "INSERT INTO projects (id, slug, name, owner_id, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(1, p.id).bind(2, p.slug).bind(3, p.name).bind(4, p.owner_id).bind(5, p.created_at).row();
+    return p;
+}
+
+std::optional<project> catalog::find_project(const std::string& slug) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    statement s(db_, (std::string("SELECT ") + project_columns + " FROM projects WHERE slug = ?").c_str());
+    s.bind(1, slug);
+    if (!s.row()) return std::nullopt;
+    return read_project(s);
+}
+
+std::optional<project> catalog::project_by_id(const std::string& id) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    statement s(db_, (std::string("SELECT ") + project_columns + " FROM projects WHERE id = ?").c_str());
+    s.bind(1, id);
+    if (!s.row()) return std::nullopt;
+    return read_project(s);
+}
+
+std::vector<project> catalog::projects_of(const std::string& owner_id) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    statement s(db_, (std::string("SELECT ") + project_columns + " FROM projects WHERE owner_id = ? ORDER BY slug").c_str());
+    s.bind(1, owner_id);
+    std::vector<project> out;
+    while (s.row()) out.push_back(read_project(s));
+    return out;
+}
+
+version catalog::create_version(const std::string& project_id, int number, const std::string& status) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (number == 0) {
+        statement s(db_, "SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE project_id = ?");
+        s.bind(1, project_id);
+        s.row();
+        number = static_cast<int>(s.integer(0));
+    }
+    version v{new_uuid(), project_id, number, status, now_iso8601(), status == "published" ? now_iso8601() : ""};
+    statement s(db_, "INSERT INTO versions (id, project_id, number, status, created_at, published_at) "
+                     "VALUES (?, ?, ?, ?, ?, NULLIF(?, ''))");
+    s.bind(1, v.id).bind(2, v.project_id).bind(3, static_cast<long long>(v.number)).bind(4, v.status).bind(5, v.created_at)
+        .bind(6, v.published_at);
+    s.row();
+    return v;
+}
+
+std::optional<version> catalog::find_version(const std::string& project_id, int number) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    statement s(db_, (std::string("SELECT ") + version_columns + " FROM versions WHERE project_id = ? AND number = ?").c_str());
+    s.bind(1, project_id).bind(2, static_cast<long long>(number));
+    if (!s.row()) return std::nullopt;
+    return read_version(s);
+}
+
+std::vector<version> catalog::versions_of(const std::string& project_id) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    statement s(db_, (std::string("SELECT ") + version_columns + " FROM versions WHERE project_id = ? ORDER BY number").c_str());
+    s.bind(1, project_id);
+    std::vector<version> out;
+    while (s.row()) out.push_back(read_version(s));
+    return out;
+}
+
+version catalog::publish(const version& v) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    version out = v;
+    out.status = "published";
+    out.published_at = now_iso8601();
+    statement(db_, "UPDATE versions SET status = 'published', published_at = ? WHERE id = ?")
+        .bind(1, out.published_at).bind(2, v.id).row();
+    return out;
+}
+
+asset catalog::add_asset(const asset& a) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    statement(db_, "INSERT INTO assets (id, project_id, type, storage_key, content_type, filename, size, created_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(1, a.id).bind(2, a.project_id).bind(3, a.type).bind(4, a.storage_key).bind(5, a.content_type)
+        .bind(6, a.filename).bind(7, static_cast<long long>(a.size)).bind(8, a.created_at).row();
+    return a;
+}
+
+std::optional<asset> catalog::find_asset(const std::string& id) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    statement s(db_, "SELECT id, project_id, type, storage_key, content_type, filename, size, created_at FROM assets WHERE id = ?");
+    s.bind(1, id);
+    if (!s.row()) return std::nullopt;
+    asset a{s.text(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5), s.text(7)};
+    a.size = static_cast<std::uint64_t>(s.integer(6));
+    return a;
+}
+
+}  // namespace tilekit_service

@@ -1,0 +1,152 @@
+#include "config.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+
+#ifndef TILEKIT_SERVICE_VIEWER_DIR
+#define TILEKIT_SERVICE_VIEWER_DIR "examples/http_service/viewer"
+#endif
+
+namespace tilekit_service {
+
+const char* const usage_text =
+    "usage: tilekit-service [serve] [options]        run the HTTP service\n"
+    "       tilekit-service add-user NAME [--token T] [options]  create a user, print its bearer token\n"
+    "options (environment variable in brackets):\n"
+    "  --host H                 listen address (TILEKIT_HOST, default 127.0.0.1)\n"
+    "  --port N                 listen port (TILEKIT_PORT, default 8080)\n"
+    "  --data-dir DIR           catalog.db, jobs.db, storage/, scratch/ (TILEKIT_DATA_DIR, default ./tilekit-data)\n"
+    "  --catalog-db FILE        (TILEKIT_CATALOG_DB)   --jobs-db FILE (TILEKIT_JOBS_DB)\n"
+    "  --storage-root DIR       filesystem storage (TILEKIT_STORAGE_ROOT)\n"
+    "  --viewer-dir DIR         viewer page and static files (TILEKIT_VIEWER_DIR)\n"
+    "  --s3-bucket B            store in S3/R2 instead (TILEKIT_S3_BUCKET; AWS_ACCESS_KEY_ID,\n"
+    "                           AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3)\n"
+    "  --workers N              concurrent jobs (TILEKIT_WORKERS, default 2)\n"
+    "  --queue N                waiting jobs before 503 (TILEKIT_QUEUE, default 16)\n"
+    "  --tiler-threads N        encoder threads per job, 0 = cores (TILEKIT_TILER_THREADS)\n"
+    "  --http-threads N         (TILEKIT_HTTP_THREADS, default 16)\n"
+    "  --max-upload-bytes N     (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
+    "  --grace-seconds N        SIGTERM grace for running jobs (TILEKIT_GRACE_SECONDS, default 20)\n"
+    "  --prefix-template T      (TILEKIT_PREFIX_TEMPLATE, default mp/{slug}/uploads/tiles/{version}/)\n"
+    "  --layout dz|xyz          (TILEKIT_LAYOUT)   --format png|jpg (TILEKIT_FORMAT)\n";
+
+namespace {
+
+long number(const std::string& name, const std::string& text, long low, long high) {
+    char* end = nullptr;
+    errno = 0;
+    const long value = std::strtol(text.c_str(), &end, 10);
+    if (text.empty() || *end != '\0' || errno != 0 || value < low || value > high)
+        throw config_error{name + " expects a number in " + std::to_string(low) + ".." + std::to_string(high) +
+                           ", got '" + text + "'"};
+    return value;
+}
+
+// One setting: its flag and its environment variable.
+struct setting {
+    const char* flag;
+    const char* env;
+    void (*apply)(service_config&, const std::string& name, const std::string& value);
+};
+
+const setting settings[] = {
+    {"--host", "TILEKIT_HOST", [](service_config& c, const std::string&, const std::string& v) { c.host = v; }},
+    {"--port", "TILEKIT_PORT",
+     [](service_config& c, const std::string& n, const std::string& v) { c.port = static_cast<int>(number(n, v, 0, 65535)); }},
+    {"--data-dir", "TILEKIT_DATA_DIR", [](service_config& c, const std::string&, const std::string& v) { c.data_dir = v; }},
+    {"--catalog-db", "TILEKIT_CATALOG_DB", [](service_config& c, const std::string&, const std::string& v) { c.catalog_db = v; }},
+    {"--jobs-db", "TILEKIT_JOBS_DB", [](service_config& c, const std::string&, const std::string& v) { c.jobs_db = v; }},
+    {"--storage-root", "TILEKIT_STORAGE_ROOT",
+     [](service_config& c, const std::string&, const std::string& v) { c.storage_root = v; }},
+    {"--viewer-dir", "TILEKIT_VIEWER_DIR", [](service_config& c, const std::string&, const std::string& v) { c.viewer_dir = v; }},
+    {"--s3-bucket", "TILEKIT_S3_BUCKET", [](service_config& c, const std::string&, const std::string& v) { c.s3_bucket = v; }},
+    {"--workers", "TILEKIT_WORKERS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.workers = static_cast<unsigned>(number(n, v, 1, 256)); }},
+    {"--queue", "TILEKIT_QUEUE",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.queue_capacity = static_cast<unsigned>(number(n, v, 0, 100000));
+     }},
+    {"--tiler-threads", "TILEKIT_TILER_THREADS",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.tiler_threads = static_cast<unsigned>(number(n, v, 0, 1024));
+     }},
+    {"--http-threads", "TILEKIT_HTTP_THREADS",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.http_threads = static_cast<unsigned>(number(n, v, 1, 1024));
+     }},
+    {"--max-upload-bytes", "TILEKIT_MAX_UPLOAD_BYTES",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.max_upload_bytes = static_cast<std::uint64_t>(number(n, v, 1024, 1L << 40));
+     }},
+    {"--grace-seconds", "TILEKIT_GRACE_SECONDS",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.shutdown_grace_seconds = static_cast<int>(number(n, v, 0, 3600));
+     }},
+    {"--prefix-template", "TILEKIT_PREFIX_TEMPLATE",
+     [](service_config& c, const std::string&, const std::string& v) { c.prefix_template = v; }},
+    {"--layout", "TILEKIT_LAYOUT",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         if (v != "dz" && v != "xyz") throw config_error{n + " must be dz or xyz, got '" + v + "'"};
+         c.layout = v;
+     }},
+    {"--format", "TILEKIT_FORMAT",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         if (v != "png" && v != "jpg") throw config_error{n + " must be png or jpg, got '" + v + "'"};
+         c.format = v;
+     }},
+};
+
+}  // namespace
+
+service_config load_config(const std::vector<std::string>& args) {
+    service_config c;
+    for (const setting& s : settings)
+        if (const char* value = std::getenv(s.env)) s.apply(c, s.env, value);
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        const setting* found = nullptr;
+        for (const setting& s : settings)
+            if (args[i] == s.flag) found = &s;
+        if (!found) throw config_error{"unknown option '" + args[i] + "'"};
+        if (i + 1 >= args.size()) throw config_error{args[i] + " needs a value"};
+        found->apply(c, args[i], args[i + 1]);
+        ++i;
+    }
+    const std::filesystem::path data(c.data_dir);
+    if (c.catalog_db.empty()) c.catalog_db = (data / "catalog.db").string();
+    if (c.jobs_db.empty()) c.jobs_db = (data / "jobs.db").string();
+    if (c.storage_root.empty()) c.storage_root = (data / "storage").string();
+    if (c.viewer_dir.empty()) c.viewer_dir = TILEKIT_SERVICE_VIEWER_DIR;
+    return c;
+}
+
+std::string describe(const service_config& c) {
+    std::ostringstream out;
+    out << "tilekit-service configuration:\n"
+        << "  listen           " << c.host << ":" << c.port << "\n"
+        << "  data dir         " << c.data_dir << "\n"
+        << "  catalog db       " << c.catalog_db << "\n"
+        << "  jobs db          " << c.jobs_db << "\n";
+    if (c.s3_bucket.empty()) {
+        out << "  storage          filesystem " << c.storage_root << "\n";
+    } else {
+        const char* endpoint = std::getenv("AWS_ENDPOINT_URL_S3");
+        if (!endpoint) endpoint = std::getenv("AWS_ENDPOINT_URL");
+        const char* key = std::getenv("AWS_ACCESS_KEY_ID");
+        out << "  storage          s3 bucket " << c.s3_bucket << " endpoint " << (endpoint ? endpoint : "(AWS default)")
+            << " access key " << (key && *key ? std::string(key).substr(0, 4) + "..." : "(unset)")
+            << " (secret not shown)\n";
+    }
+    out << "  viewer dir       " << c.viewer_dir << "\n"
+        << "  workers / queue  " << c.workers << " / " << c.queue_capacity << "\n"
+        << "  tiler threads    " << c.tiler_threads << (c.tiler_threads ? "" : " (one per core)") << "\n"
+        << "  http threads     " << c.http_threads << "\n"
+        << "  max upload       " << c.max_upload_bytes << " bytes\n"
+        << "  shutdown grace   " << c.shutdown_grace_seconds << " s\n"
+        << "  tile prefix      " << c.prefix_template << "\n"
+        << "  layout / format  " << c.layout << " / " << c.format << "\n";
+    return out.str();
+}
+
+}  // namespace tilekit_service

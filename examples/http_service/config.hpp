@@ -1,0 +1,43 @@
+#pragma once
+// The service's configuration: defaults, then environment variables, then command-line flags.
+// describe() prints it without secrets.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tilekit_service {
+
+struct service_config {
+    std::string host = "127.0.0.1";
+    int port = 8080;
+    std::string data_dir = "tilekit-data";   // catalog.db, jobs.db, storage/, scratch/
+    std::string catalog_db;                 // default: <data_dir>/catalog.db
+    std::string jobs_db;                    // default: <data_dir>/jobs.db
+    std::string storage_root;               // filesystem storage; default: <data_dir>/storage
+    std::string viewer_dir;                 // default: the source tree's examples/http_service/viewer
+    std::string s3_bucket;                  // non-empty: S3 / R2 storage (credentials from AWS_*)
+    unsigned workers = 2;                   // concurrent tile-generation jobs
+    unsigned queue_capacity = 16;           // jobs waiting for a worker; beyond that: 503
+    unsigned tiler_threads = 0;             // encoder threads per job; 0 = one per core
+    unsigned http_threads = 16;
+    std::uint64_t max_upload_bytes = std::uint64_t{256} << 20;
+    std::uint64_t max_json_bytes = 64 << 10;
+    int shutdown_grace_seconds = 20;
+    std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";
+    std::string layout = "dz";              // dz | xyz
+    std::string format = "png";             // png | jpg
+};
+
+// Thrown for a bad flag or variable; main prints it with the usage text and exits 2.
+struct config_error {
+    std::string message;
+};
+
+extern const char* const usage_text;
+
+// `args` excludes the program name. Fills the derived paths.
+service_config load_config(const std::vector<std::string>& args);
+std::string describe(const service_config& config);
+
+}  // namespace tilekit_service

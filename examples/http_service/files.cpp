@@ -1,0 +1,118 @@
+// The viewer page, its static files (from --viewer-dir) and the tiles (from storage). All of
+// them need a token like the API; a browser presents it as ?token= or as the cookie that the
+// viewer page sets (see auth.hpp).
+
+#include "auth.hpp"
+#include "catalog.hpp"
+#include "config.hpp"
+#include "routes.hpp"
+#include "storage.hpp"
+
+#include <tilekit/error.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+namespace tilekit_service {
+
+namespace {
+
+std::string static_content_type(const std::string& path) {
+    const std::string ext = std::filesystem::path(path).extension().string();
+    if (ext == ".html") return "text/html; charset=utf-8";
+    if (ext == ".js" || ext == ".mjs") return "text/javascript; charset=utf-8";
+    if (ext == ".css") return "text/css; charset=utf-8";
+    if (ext == ".svg") return "image/svg+xml";
+    if (ext == ".map" || ext == ".json") return "application/json";
+    if (ext == ".woff2") return "font/woff2";
+    if (ext == ".ico") return "image/x-icon";
+    return content_type_for(path);
+}
+
+// `relative` under `root`, or empty when it is missing or would leave the root.
+std::filesystem::path file_under(const std::filesystem::path& root, const std::string& relative) {
+    if (relative.empty() || relative.front() == '/' || relative.find('\\') != std::string::npos ||
+        relative.find('\0') != std::string::npos)
+        return {};
+    for (const auto& part : std::filesystem::path(relative))
+        if (part == ".." || part == ".") return {};
+    std::error_code ec;
+    const auto base = std::filesystem::weakly_canonical(root, ec);
+    const auto full = std::filesystem::weakly_canonical(root / relative, ec);
+    if (ec) return {};
+    const std::string b = base.string() + "/";
+    if (full.string().compare(0, b.size(), b) != 0) return {};
+    if (!std::filesystem::is_regular_file(full, ec)) return {};
+    return full;
+}
+
+bool read_whole(const std::filesystem::path& path, std::string& out) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return false;
+    out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return true;
+}
+
+// The project slug a tile key belongs to, by the prefix template ("mp/{slug}/..."); empty when
+// the template has no {slug} or the key does not fit it.
+std::string slug_of_key(const std::string& prefix_template, const std::string& key) {
+    const std::size_t at = prefix_template.find("{slug}");
+    if (at == std::string::npos) return "";
+    const std::string before = prefix_template.substr(0, at);
+    if (key.compare(0, before.size(), before) != 0) return "";
+    const std::size_t end = key.find('/', before.size());
+    return end == std::string::npos ? "" : key.substr(before.size(), end - before.size());
+}
+
+}  // namespace
+
+void install_file_routes(httplib::Server& server, service_context& context) {
+    service_context* const c = &context;
+
+    server.Get("/projects/([^/]+)/versions/([^/]+)/viewer", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        if (!valid_slug(req.matches[1])) return send_error(res, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
+        if (!parse_version_number(req.matches[2])) return send_error(res, 422, "Invalid version number: a positive integer");
+        const auto p = c->db.find_project(req.matches[1]);
+        if (!p || p->owner_id != who->id) return send_error(res, 404, "Project not found");
+        if (!c->db.find_version(p->id, parse_version_number(req.matches[2]))) return send_error(res, 404, "Version not found");
+        std::string page;
+        if (!read_whole(std::filesystem::path(c->config.viewer_dir) / "index.html", page))
+            return send_error(res, 404, "Viewer not installed (no index.html in " + c->config.viewer_dir + ")");
+        if (req.has_param("token"))  // so the page's own requests (scripts, tiles) carry it
+            res.set_header("Set-Cookie", std::string(token_cookie) + "=" + presented_token(req) +
+                                             "; Path=/; HttpOnly; SameSite=Strict");
+        res.set_header("Cache-Control", "no-store");
+        res.set_header("Referrer-Policy", "no-referrer");
+        res.set_content(page, "text/html; charset=utf-8");
+    });
+
+    server.Get("/static/(.+)", [c](const httplib::Request& req, httplib::Response& res) {
+        if (!require_user(c->db, req, res)) return;
+        const auto path = file_under(c->config.viewer_dir, req.matches[1]);
+        std::string body;
+        if (path.empty() || !read_whole(path, body)) return send_error(res, 404, "Not found");
+        res.set_header("Cache-Control", "no-cache");
+        res.set_content(body, static_content_type(path.string()));
+    });
+
+    server.Get("/tiles/(.+)", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const std::string key = req.matches[1];
+        if (!tilekit::key_problem(key).empty()) return send_error(res, 400, "Invalid tile key");
+        const std::string slug = slug_of_key(c->config.prefix_template, key);
+        if (c->config.prefix_template.find("{slug}") != std::string::npos) {
+            const auto p = valid_slug(slug) ? c->db.find_project(slug) : std::nullopt;
+            if (!p || p->owner_id != who->id) return send_error(res, 404, "Not found");
+        }
+        const auto object = c->store.get(key);
+        if (!object) return send_error(res, 404, "Not found");
+        res.set_header("Cache-Control", cache_control_for(key));
+        res.set_content(reinterpret_cast<const char*>(object->body.data()), object->body.size(), object->content_type);
+    });
+}
+
+}  // namespace tilekit_service

@@ -1,0 +1,146 @@
+// tilekit-service: a small reference HTTP service that embeds tilekit (see README.md,
+// "The reference HTTP service"). main wires the parts together and owns the lifecycle:
+// SIGTERM/SIGINT stop accepting requests, running jobs get a grace period, and jobs that
+// cannot finish are failed as interrupted.
+
+#include "auth.hpp"
+#include "catalog.hpp"
+#include "config.hpp"
+#include "routes.hpp"
+#include "storage.hpp"
+#include "workers.hpp"
+
+#include <tilekit/sqlite.hpp>
+
+#include <httplib.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <pthread.h>
+#include <thread>
+
+namespace {
+
+using namespace tilekit_service;
+
+void prepare_directories(const service_config& config) {
+    for (const std::string& path : {config.data_dir, std::filesystem::path(config.catalog_db).parent_path().string(),
+                                    std::filesystem::path(config.jobs_db).parent_path().string()})
+        if (!path.empty()) std::filesystem::create_directories(path);
+}
+
+int add_user(std::vector<std::string> args) {
+    if (args.empty() || args[0].empty() || args[0][0] == '-') throw config_error{"add-user needs a NAME"};
+    const std::string name = args[0];
+    std::string token;
+    args.erase(args.begin());
+    for (std::size_t i = 0; i + 1 < args.size(); ++i)
+        if (args[i] == "--token") {
+            token = args[i + 1];
+            args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
+            break;
+        }
+    const service_config config = load_config(args);
+    prepare_directories(config);
+    if (token.empty()) token = new_token();
+    catalog db(config.catalog_db);
+    const user u = db.add_user(name, token);
+    std::cerr << "created user '" << u.name << "' (" << u.id << ") in " << config.catalog_db << "\n";
+    std::cout << token << std::endl;  // shown once; only its SHA-256 is stored
+    return 0;
+}
+
+int serve(const std::vector<std::string>& args) {
+    // Block the stop signals in every thread; one thread waits for them with sigwait.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    const service_config config = load_config(args);
+    std::cerr << describe(config);
+    prepare_directories(config);
+
+    catalog db(config.catalog_db);
+    // Opening the store fails jobs that a killed process left running ("interrupted: ...").
+    tilekit::jobs::sqlite_job_store jobs(config.jobs_db);
+    for (const auto& job : jobs.recovered_on_open())
+        std::cerr << "tilekit-service: job " << job.id << " failed: " << job.error << "\n";
+    // Jobs queued by a previous process never started and never will: fail them as well.
+    for (const auto& job : jobs.list_by_status(tilekit::jobs::job_status::queued))
+        jobs.fail(job.id, "interrupted: the service stopped before this job started");
+    std::unique_ptr<storage> store = make_storage(config);
+    worker_pool pool(config.workers, config.queue_capacity);
+    std::atomic<bool> stopping{false};
+    service_context context{config, db, jobs, *store, pool, stopping};
+
+    httplib::Server server;
+    const unsigned http_threads = config.http_threads;
+    server.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
+    server.set_payload_max_length(static_cast<std::size_t>(config.max_upload_bytes));
+    server.set_read_timeout(30);
+    install_common_handlers(server);
+    install_api_routes(server, context);
+    install_file_routes(server, context);
+
+    int port = config.port;
+    if (port == 0) {
+        port = server.bind_to_any_port(config.host);
+        if (port < 0) throw std::runtime_error("cannot bind " + config.host);
+    } else if (!server.bind_to_port(config.host, port)) {
+        throw std::runtime_error("cannot bind " + config.host + ":" + std::to_string(port));
+    }
+    std::cerr << "tilekit-service: listening on http://" << config.host << ":" << port << "\n";
+    std::cout << "listening " << port << std::endl;
+
+    std::thread signal_waiter([&] {
+        int received = 0;
+        sigwait(&stop_signals, &received);
+        std::cerr << "tilekit-service: signal " << received << ", stopping (grace " << config.shutdown_grace_seconds
+                  << " s)\n";
+        stopping = true;
+        server.stop();
+    });
+    server.listen_after_bind();
+    stopping = true;
+
+    pool.shutdown(std::chrono::seconds(config.shutdown_grace_seconds), [&](const std::string& id, bool was_running) {
+        try {
+            jobs.fail(id, was_running ? "interrupted: the service shut down before the job finished"
+                                      : "interrupted: the service shut down before the job started");
+        } catch (const std::exception& e) {
+            std::cerr << "tilekit-service: job " << id << ": " << e.what() << "\n";
+        }
+    });
+    if (signal_waiter.joinable()) {
+        pthread_kill(signal_waiter.native_handle(), SIGTERM);  // wakes it if listen ended otherwise
+        signal_waiter.join();
+    }
+    std::cerr << "tilekit-service: stopped\n";
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    try {
+        if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+            std::cout << usage_text;
+            return 0;
+        }
+        if (!args.empty() && args[0] == "add-user") return add_user({args.begin() + 1, args.end()});
+        if (!args.empty() && args[0] == "serve") args.erase(args.begin());
+        return serve(args);
+    } catch (const config_error& e) {
+        std::cerr << "tilekit-service: " << e.message << "\n" << usage_text;
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "tilekit-service: " << e.what() << "\n";
+        return 1;
+    }
+}

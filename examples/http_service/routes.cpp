@@ -1,0 +1,384 @@
+// The JSON API. Every handler checks in the same order: token (401), the shape of the path and
+// query (422), then existence and access (404: another user's project is "not found" too),
+// then the state rules (400/409), then capacity (503).
+
+#include "routes.hpp"
+
+#include "auth.hpp"
+#include "catalog.hpp"
+#include "config.hpp"
+#include "storage.hpp"
+#include "workers.hpp"
+
+#include <tilekit/fast_codecs.hpp>
+#include <tilekit/sqlite.hpp>
+#include <tilekit/tile_generation.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+
+namespace tilekit_service {
+
+using nlohmann::json;
+namespace jobs = tilekit::jobs;
+
+void send_json(httplib::Response& response, int status, const json& body) {
+    response.status = status;
+    response.set_header("Cache-Control", "no-store");
+    response.set_content(body.dump(), "application/json");
+}
+
+void send_error(httplib::Response& response, int status, const std::string& detail) {
+    send_json(response, status, json{{"detail", detail}});
+}
+
+bool valid_slug(const std::string& slug) {
+    return !slug.empty() && slug.size() <= 64 &&
+           slug.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos;
+}
+
+int parse_version_number(const std::string& text) {
+    if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos) return 0;
+    return std::stoi(text);
+}
+
+namespace {
+
+// The request body as a JSON object, or nullopt after writing 400/413/422.
+std::optional<json> json_body(const service_context& c, const httplib::Request& request, httplib::Response& response) {
+    if (request.body.size() > c.config.max_json_bytes) {
+        send_error(response, 413, "Request body too large (limit " + std::to_string(c.config.max_json_bytes) + " bytes)");
+        return std::nullopt;
+    }
+    if (request.body.empty()) return json::object();
+    json body = json::parse(request.body, nullptr, false);
+    if (body.is_discarded()) {
+        send_error(response, 400, "Malformed JSON body");
+        return std::nullopt;
+    }
+    if (!body.is_object()) {
+        send_error(response, 422, "The JSON body must be an object");
+        return std::nullopt;
+    }
+    return body;
+}
+
+// The project behind a slug if `who` may access it (the owner), else 422/404 written.
+std::optional<project> accessible_project(const service_context& c, const user& who, const std::string& slug,
+                                          httplib::Response& response) {
+    if (!valid_slug(slug)) {
+        send_error(response, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
+        return std::nullopt;
+    }
+    std::optional<project> p = c.db.find_project(slug);
+    if (!p || p->owner_id != who.id) {
+        send_error(response, 404, "Project not found");
+        return std::nullopt;
+    }
+    return p;
+}
+
+std::string lower(std::string text) {
+    std::transform(text.begin(), text.end(), text.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    return text;
+}
+
+json job_json(const jobs::job_record& job) {
+    json j = job;
+    if (job.status == jobs::job_status::completed && job.result.is_object() && job.result.contains("tiles_path"))
+    {
+        j["result"]["tiles_url"] = "/tiles/" + job.result["tiles_path"].get<std::string>();
+        for (const char* name : {"manifest", "metadata"})
+            if (job.result.contains(name) && job.result[name].is_string() && !job.result[name].get<std::string>().empty())
+                j["result"][std::string(name) + "_url"] = "/tiles/" + job.result[name].get<std::string>();
+    }
+    return j;
+}
+
+// The version, its project, its latest job and the newest completed job's pyramid.
+json version_view(const service_context& c, const project& p, const version& v) {
+    json out = v;
+    out["project"] = {{"id", p.id}, {"slug", p.slug}, {"name", p.name}};
+    out["viewer_url"] = "/projects/" + p.slug + "/versions/" + std::to_string(v.number) + "/viewer";
+    out["latest_job"] = nullptr;
+    out["job_id"] = nullptr;
+    out["job_status"] = nullptr;
+    out["tiles"] = nullptr;
+    for (const jobs::job_record& job : c.jobs.list_by_project(p.id)) {  // newest first
+        if (job.version_id != v.id) continue;
+        if (out["latest_job"].is_null()) {
+            out["latest_job"] = job_json(job);
+            out["job_id"] = job.id;
+            out["job_status"] = jobs::to_string(job.status);
+        }
+        if (job.status == jobs::job_status::completed) {
+            out["tiles"] = job_json(job)["result"];
+            out["tiles"]["job_id"] = job.id;
+            break;
+        }
+    }
+    return out;
+}
+
+bool is_png(const std::string& b) { return b.size() >= 8 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0; }
+bool is_jpeg(const std::string& b) { return b.size() >= 3 && b.compare(0, 3, "\xff\xd8\xff") == 0; }
+
+// Runs on a worker thread: re-reads the version (the draft guard runs again at start) and
+// tiles the asset into storage under the version's prefix.
+void run_job(service_context& c, const std::string& job_id, const project& p, const version& queued_version,
+             const asset& source, tilekit::cancel_token cancel) {
+    const std::optional<version> current = c.db.find_version(p.id, queued_version.number);
+    jobs::tile_generation_request request;
+    request.job_id = job_id;
+    request.source_key = source.storage_key;
+    request.project_slug = p.slug;
+    request.version = {queued_version.number, current ? current->status : std::string("deleted")};
+    request.prefix_template = c.config.prefix_template;
+    request.tiling.layout = c.config.layout == "xyz" ? tilekit::layout_type::xyz : tilekit::layout_type::deep_zoom;
+    request.tiling.format = c.config.format == "jpg" ? tilekit::tile_format::jpeg : tilekit::tile_format::png;
+    request.tiling.tiling.threads = c.config.tiler_threads;
+    request.max_source_bytes = c.config.max_upload_bytes;
+    request.scratch_root = std::filesystem::path(c.config.data_dir) / "scratch";
+    std::error_code ec;
+    std::filesystem::create_directories(request.scratch_root, ec);
+    std::unique_ptr<tilekit::storage_sink> sink = c.store.make_sink();
+    const jobs::job_record done =
+        jobs::run_tile_generation_job<tilekit::fast_codecs>(c.jobs, c.store.source(), *sink, request, cancel);
+    std::fprintf(stderr, "tilekit-service: job %s %s%s%s\n", job_id.c_str(), jobs::to_string(done.status),
+                 done.error.empty() ? "" : ": ", done.error.c_str());
+}
+
+}  // namespace
+
+void install_api_routes(httplib::Server& server, service_context& context) {
+    service_context* const c = &context;
+
+    server.Get("/health", [c](const httplib::Request&, httplib::Response& res) {
+        const worker_pool::stats s = c->pool.snapshot();
+        const bool stopping = c->stopping.load() || s.stopping;
+        send_json(res, stopping ? 503 : 200,
+                  {{"status", stopping ? "stopping" : "ok"},
+                   {"workers", s.workers},
+                   {"queue_capacity", s.capacity},
+                   {"queued", s.queued},
+                   {"running", s.running},
+                   {"storage", c->store.describe()}});
+    });
+
+    server.Get("/projects", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        send_json(res, 200, c->db.projects_of(who->id));
+    });
+
+    server.Post("/projects", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const auto body = json_body(*c, req, res);
+        if (!body) return;
+        if (!body->contains("slug") || !(*body)["slug"].is_string()) return send_error(res, 422, "Field 'slug' (string) is required");
+        const std::string slug = (*body)["slug"];
+        if (!valid_slug(slug)) return send_error(res, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
+        std::string name = slug;
+        if (body->contains("name")) {
+            if (!(*body)["name"].is_string() || (*body)["name"].get<std::string>().size() > 200)
+                return send_error(res, 422, "Field 'name' must be a string of at most 200 characters");
+            name = (*body)["name"];
+        }
+        try {
+            send_json(res, 201, c->db.create_project(slug, name, who->id));
+        } catch (const catalog_conflict&) {
+            send_error(res, 409, "Project slug already exists");
+        }
+    });
+
+    server.Get("/projects/([^/]+)", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        if (!p) return;
+        json out = *p;
+        out["versions"] = c->db.versions_of(p->id);
+        send_json(res, 200, out);
+    });
+
+    server.Post("/projects/([^/]+)/versions", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const auto body = json_body(*c, req, res);
+        if (!body) return;
+        int number = 0;
+        if (body->contains("number")) {
+            const json& n = (*body)["number"];
+            if (!n.is_number_integer() || n.get<long long>() < 1 || n.get<long long>() > 999999999)
+                return send_error(res, 422, "Field 'number' must be an integer in 1..999999999");
+            number = n.get<int>();
+        }
+        std::string status = "draft";
+        if (body->contains("status")) {
+            if (!(*body)["status"].is_string()) return send_error(res, 422, "Field 'status' must be 'draft' or 'published'");
+            status = (*body)["status"];
+            if (status != "draft" && status != "published")
+                return send_error(res, 422, "Field 'status' must be 'draft' or 'published'");
+        }
+        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        if (!p) return;
+        try {
+            send_json(res, 201, c->db.create_version(p->id, number, status));
+        } catch (const catalog_conflict&) {
+            send_error(res, 409, "Version already exists");
+        }
+    });
+
+    server.Get("/projects/([^/]+)/versions/([^/]+)", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const int number = parse_version_number(req.matches[2]);
+        if (!valid_slug(req.matches[1])) return send_error(res, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
+        if (!number) return send_error(res, 422, "Invalid version number: a positive integer");
+        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        if (!p) return;
+        const auto v = c->db.find_version(p->id, number);
+        if (!v) return send_error(res, 404, "Version not found");
+        send_json(res, 200, version_view(*c, *p, *v));
+    });
+
+    server.Post("/projects/([^/]+)/versions/([^/]+)/publish", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const int number = parse_version_number(req.matches[2]);
+        if (!valid_slug(req.matches[1])) return send_error(res, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
+        if (!number) return send_error(res, 422, "Invalid version number: a positive integer");
+        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        if (!p) return;
+        const auto v = c->db.find_version(p->id, number);
+        if (!v) return send_error(res, 404, "Version not found");
+        if (v->status != "draft") return send_error(res, 409, "Only draft versions can be published");
+        send_json(res, 200, c->db.publish(*v));
+    });
+
+    server.Post("/projects/([^/]+)/assets", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const std::string type = req.has_param("type") ? req.get_param_value("type") : "";
+        if (type.empty() || type.size() > 32 || type.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string::npos)
+            return send_error(res, 422, "Query parameter 'type' is required ([a-z_], e.g. base_map)");
+        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        if (!p) return;
+        // A raw body (Content-Type image/png or image/jpeg), or the first file of a multipart form.
+        const std::string* bytes = &req.body;
+        std::string filename = req.has_param("filename") ? req.get_param_value("filename") : "";
+        if (req.is_multipart_form_data() && !req.files.empty()) {
+            bytes = &req.files.begin()->second.content;
+            if (filename.empty()) filename = req.files.begin()->second.filename;
+        }
+        if (bytes->empty()) return send_error(res, 422, "The request body (the image) is empty");
+        const bool png = is_png(*bytes), jpeg = is_jpeg(*bytes);
+        if (type == "base_map" && !png && !jpeg) return send_error(res, 415, "A base map must be a PNG or JPEG image");
+        asset a;
+        a.id = new_uuid();
+        a.project_id = p->id;
+        a.type = type;
+        a.content_type = png ? "image/png" : jpeg ? "image/jpeg" : "application/octet-stream";
+        a.storage_key = "mp/" + p->slug + "/uploads/assets/" + a.id + (png ? ".png" : jpeg ? ".jpg" : ".bin");
+        a.filename = filename.substr(0, 200);
+        a.size = bytes->size();
+        a.created_at = now_iso8601();
+        tilekit::storage_object object;
+        object.key = a.storage_key;
+        object.body.assign(bytes->begin(), bytes->end());
+        object.content_type = a.content_type;
+        c->store.put(std::move(object));
+        send_json(res, 201, c->db.add_asset(a));
+    });
+
+    server.Post("/projects/([^/]+)/versions/([^/]+)/generate-tiles", [c](const httplib::Request& req,
+                                                                          httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const std::string slug = req.matches[1];
+        const int number = parse_version_number(req.matches[2]);
+        const std::string asset_id = lower(req.has_param("asset_id") ? req.get_param_value("asset_id") : "");
+        if (!valid_slug(slug)) return send_error(res, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
+        if (!number) return send_error(res, 422, "Invalid version number: a positive integer");
+        if (!jobs::is_uuid(asset_id)) return send_error(res, 422, "Query parameter 'asset_id' must be a UUID");
+        const auto p = accessible_project(*c, *who, slug, res);
+        if (!p) return;
+        const auto v = c->db.find_version(p->id, number);
+        if (!v) return send_error(res, 404, "Version not found");
+        if (!jobs::is_draft({v->number, v->status})) return send_error(res, 400, "Can only generate tiles for draft versions");
+        const auto a = c->db.find_asset(asset_id);
+        if (!a || a->project_id != p->id || a->type != "base_map") return send_error(res, 400, "Invalid base map asset");
+        if (c->stopping.load() || !c->pool.try_reserve()) {
+            res.set_header("Retry-After", "5");
+            return send_error(res, 503, "Too many tile generation jobs; try again later");
+        }
+        jobs::job_record job;
+        try {
+            job = c->jobs.create({jobs::tile_generation_job, p->id, v->id, who->id, "Queued"});
+        } catch (const jobs::job_state_error&) {
+            c->pool.release();
+            return send_error(res, 409, "A tile generation job is already queued or running for this version");
+        } catch (...) {
+            c->pool.release();
+            throw;
+        }
+        const project proj = *p;
+        const version ver = *v;
+        const asset source = *a;
+        const std::string id = job.id;
+        c->pool.submit(id, [c, id, proj, ver, source](tilekit::cancel_token cancel) { run_job(*c, id, proj, ver, source, cancel); });
+        send_json(res, 202, {{"job_id", job.id}, {"status", "queued"}, {"message", "Tile generation started"}});
+    });
+
+    server.Get("/projects/([^/]+)/jobs", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        if (!p) return;
+        json out = json::array();
+        for (const jobs::job_record& job : c->jobs.list_by_project(p->id)) out.push_back(job_json(job));
+        send_json(res, 200, out);
+    });
+
+    server.Get("/jobs/([^/]+)", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const std::string id = lower(req.matches[1]);
+        if (!jobs::is_uuid(id)) return send_error(res, 422, "Invalid job id: a UUID");
+        const auto job = c->jobs.get(id);
+        const auto p = job ? c->db.project_by_id(job->project_id) : std::nullopt;
+        if (!job || !p || p->owner_id != who->id) return send_error(res, 404, "Job not found");
+        send_json(res, 200, job_json(*job));
+    });
+}
+
+void install_common_handlers(httplib::Server& server) {
+    server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+        if (!res.body.empty()) return;
+        const char* detail = res.status == 404   ? "Not found"
+                             : res.status == 405 ? "Method not allowed"
+                             : res.status == 413 ? "Request body too large"
+                             : res.status == 400 ? "Bad request (a POST needs Content-Length, 0 for an empty body)"
+                                                 : "Error";
+        res.set_content(json{{"detail", detail}}.dump(), "application/json");
+    });
+    server.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown exception";
+        try {
+            if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+            what = e.what();
+        } catch (...) {
+        }
+        std::fprintf(stderr, "tilekit-service: %s %s failed: %s\n", req.method.c_str(), req.path.c_str(), what.c_str());
+        send_error(res, 500, "Internal server error");
+    });
+    server.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+        std::fprintf(stderr, "%s %s %d\n", req.method.c_str(), req.path.c_str(), res.status);
+    });
+}
+
+}  // namespace tilekit_service

@@ -1,0 +1,43 @@
+#pragma once
+// Where assets and tiles live: a directory (the default) or an S3 / R2 bucket. Both go through
+// tilekit's own sinks and job sources, so uploads and jobs use the same storage layer.
+
+#include <tilekit/jobs/source.hpp>
+#include <tilekit/sink.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tilekit_service {
+
+struct service_config;
+
+struct stored_object {
+    std::vector<std::uint8_t> body;
+    std::string content_type;
+};
+
+class storage {
+public:
+    virtual ~storage() = default;
+    virtual std::string describe() const = 0;
+    // Stores one object (an uploaded asset) and waits until it is stored.
+    virtual void put(tilekit::storage_object object) = 0;
+    // A fresh sink for one job (each job flushes its own).
+    virtual std::unique_ptr<tilekit::storage_sink> make_sink() = 0;
+    virtual tilekit::jobs::image_source& source() = 0;
+    // Reads an object back for /tiles/; nullopt when it does not exist.
+    virtual std::optional<stored_object> get(const std::string& key) = 0;
+};
+
+std::unique_ptr<storage> make_storage(const service_config& config);
+
+// image/png, image/jpeg, application/json, application/xml (.dzi/.xml), else octet-stream.
+std::string content_type_for(const std::string& key);
+// Tiles: tilekit's tile rule ("public, max-age=86400"); manifests: "no-cache".
+std::string cache_control_for(const std::string& key);
+
+}  // namespace tilekit_service

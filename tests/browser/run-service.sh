@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Runs the viewer's headless-Chromium test (run.sh / viewer.test.js) against the real
+# tilekit-service instead of the mock:
+#
+#   tests/browser/run-service.sh SERVICE_BINARY TILEKIT_CLI_BINARY
+#
+# Builds nothing. Starts the service on a free loopback port with a temporary data directory,
+# creates a user and token, project "browser", a draft version 1 with a job on a generated
+# sample (Deep Zoom: the service's layout is per process, --layout, not per job, so XYZ is not
+# tested here) and a draft version 2 whose base-map asset is a corrupt PNG (the sample's
+# signature and IHDR, then junk) so that its job fails. Exits with the test's status.
+#
+# By default the sample is 3000x2000; its job takes ~0.3 s, less than the page's 1 s poll, so
+# the script waits for both jobs to end and runs the test without VIEWER_EXPECT_PROGRESS.
+# RUN_SERVICE_SIZE=12000x8000 RUN_SERVICE_PROGRESS=1 runs the test as soon as the jobs are
+# started and requires the progress bar to be seen running (that job takes ~4 s here with the
+# --workers 1 --tiler-threads 1 the service is given; generating the sample takes ~10 s).
+# Other knobs: RUN_SERVICE_KEEP=1 keeps the work directory; VIEWER_FAILED_TEXT, CHROMIUM,
+# VIEWER_OUT and VIEWER_TIMEOUT_MS go to run.sh / viewer.test.js.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+viewer="$root/examples/http_service/viewer"
+log() { printf 'run-service.sh: %s\n' "$*" >&2; }
+
+[ $# -eq 2 ] || { echo "usage: $0 SERVICE_BINARY TILEKIT_CLI_BINARY" >&2; exit 2; }
+service="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+cli="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
+[ -x "$service" ] || { log "not executable: $service"; exit 2; }
+[ -x "$cli" ] || { log "not executable: $cli"; exit 2; }
+command -v curl >/dev/null || { log "curl is required"; exit 2; }
+
+# The viewer's vendor/ files must exist before the service serves the page (run.sh would do
+# this too, but only after the jobs have started).
+if [ ! -f "$viewer/vendor/leaflet/leaflet.js" ] || [ ! -f "$viewer/vendor/openseadragon/openseadragon.min.js" ]; then
+  log "npm ci in $viewer"
+  (cd "$viewer" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/tilekit-browser-service.XXXXXX")"
+data="$work/data"
+mkdir -p "$data"
+pid=""
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  if [ "${RUN_SERVICE_KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
+  return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+size="${RUN_SERVICE_SIZE:-3000x2000}"
+progress="${RUN_SERVICE_PROGRESS:-0}"
+
+# Inputs first, so that nothing slow sits between starting the jobs and opening the browser.
+"$cli" sample "$work/sample.png" --size "$size" >"$work/cli.log" 2>&1 || { cat "$work/cli.log" >&2; exit 1; }
+# Corrupt PNG: the sample's signature and IHDR chunk (33 bytes, a valid header), then junk.
+{ head -c 33 "$work/sample.png"; head -c 4096 /dev/zero | tr '\0' 'x'; } >"$work/corrupt.png"
+
+token="$("$service" add-user browser-test --data-dir "$data" 2>>"$work/add-user.log")" \
+  || { cat "$work/add-user.log" >&2; exit 1; }
+[ -n "$token" ] || { log "add-user printed no token"; exit 1; }
+
+"$service" --data-dir "$data" --host 127.0.0.1 --port 0 --viewer-dir "$viewer" --layout dz --format png \
+  --workers 1 --tiler-threads 1 >"$work/service.out" 2>"$work/service.log" &
+pid=$!
+port=""
+for _ in $(seq 200); do
+  if [ -s "$work/service.out" ]; then
+    read -r word port _ <"$work/service.out" || true
+    [ "$word" = listening ] && [ -n "$port" ] && break
+    port=""
+  fi
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.05
+done
+[ -n "$port" ] || { log "the service did not start:"; cat "$work/service.log" >&2; exit 1; }
+base="http://127.0.0.1:$port"
+log "service at $base (pid $pid, work dir $work)"
+
+api() {  # api METHOD PATH [curl args...] -> body on stdout; fails on HTTP >= 400
+  local method=$1 path=$2; shift 2
+  local out code
+  out=$(curl -sS -X "$method" -H "Authorization: Bearer $token" -w '\n%{http_code}' "$@" "$base$path")
+  code=${out##*$'\n'}
+  out=${out%$'\n'*}
+  if [ "$code" -ge 400 ]; then log "$method $path: HTTP $code $out"; return 1; fi
+  printf '%s' "$out"
+}
+field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+slug=browser
+api POST /projects -H 'Content-Type: application/json' -d "{\"slug\":\"$slug\",\"name\":\"Browser test\"}" >/dev/null
+v_ok=$(api POST "/projects/$slug/versions" -H 'Content-Type: application/json' -d '{"status":"draft"}' | field number)
+v_bad=$(api POST "/projects/$slug/versions" -H 'Content-Type: application/json' -d '{"status":"draft"}' | field number)
+a_ok=$(api POST "/projects/$slug/assets?type=base_map&filename=sample.png" -H 'Content-Type: image/png' \
+       --data-binary "@$work/sample.png" | field id)
+a_bad=$(api POST "/projects/$slug/assets?type=base_map&filename=corrupt.png" -H 'Content-Type: image/png' \
+        --data-binary "@$work/corrupt.png" | field id)
+job_ok=$(api POST "/projects/$slug/versions/$v_ok/generate-tiles?asset_id=$a_ok" -d '' | field job_id)
+job_bad=$(api POST "/projects/$slug/versions/$v_bad/generate-tiles?asset_id=$a_bad" -d '' | field job_id)
+log "jobs started: $slug/$v_ok (dz) $job_ok, $slug/$v_bad (corrupt PNG) $job_bad"
+
+job_state() { api GET "/jobs/$1" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["status"], j["progress"], j["error"] or "")'; }
+if [ "$progress" != 1 ]; then
+  # A 3000x2000 job takes ~0.3 s, less than the page's 1 s poll: wait for the jobs instead.
+  for j in "$job_ok" "$job_bad"; do
+    for _ in $(seq 1200); do
+      case "$(job_state "$j")" in completed*|failed*|cancelled*) break ;; esac
+      sleep 0.1
+    done
+  done
+fi
+
+status=0
+VIEWER_BASE_URL="$base" VIEWER_TOKEN="$token" \
+VIEWER_TARGETS="$slug/$v_ok:dz" VIEWER_EXPECT_PROGRESS="$progress" \
+VIEWER_FAILED_TARGET="$slug/$v_bad" VIEWER_FAILED_TEXT="${VIEWER_FAILED_TEXT:-cannot read header PNG}" \
+  "$here/run.sh" || status=$?
+
+for j in "$job_ok" "$job_bad"; do
+  log "job $j: $(job_state "$j" || true)"
+done
+if [ "$status" -ne 0 ]; then log "service log:"; tail -n 30 "$work/service.log" >&2; fi
+exit "$status"

@@ -1,0 +1,483 @@
+#!/usr/bin/env python3
+"""End-to-end tests of examples/http_service (tilekit-service) over real HTTP on loopback.
+
+Usage: test_service.py SERVICE_BINARY TILEKIT_CLI_BINARY [TEST_NAME ...]
+Python 3 standard library only. Each test starts its own service on a free port with a
+temporary data directory and stops it afterwards.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.parse
+
+SERVICE = os.path.abspath(sys.argv[1])
+CLI = os.path.abspath(sys.argv[2])
+SELECTED = sys.argv[3:]
+WORK = tempfile.mkdtemp(prefix="tilekit-http-test-")
+SAMPLES = {}
+
+
+def sample(size):
+    """A generated PNG (tilekit sample), cached per size."""
+    if size not in SAMPLES:
+        path = os.path.join(WORK, "sample-%s.png" % size)
+        subprocess.run([CLI, "sample", path, "--size", size], check=True, stderr=subprocess.DEVNULL)
+        with open(path, "rb") as f:
+            SAMPLES[size] = f.read()
+    return SAMPLES[size]
+
+
+class Service:
+    def __init__(self, data_dir=None, args=(), env=None):
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="data-", dir=WORK)
+        self.args = list(args)
+        self.env = dict(os.environ, **(env or {}))
+        self.process = None
+        self.port = None
+
+    def add_user(self, name):
+        out = subprocess.run([SERVICE, "add-user", name, "--data-dir", self.data_dir], check=True,
+                             capture_output=True, text=True, env=self.env)
+        return out.stdout.strip()
+
+    def start(self):
+        self.log = open(os.path.join(self.data_dir, "service.log"), "ab")
+        self.process = subprocess.Popen([SERVICE, "--data-dir", self.data_dir, "--port", "0", *self.args],
+                                        stdout=subprocess.PIPE, stderr=self.log, env=self.env)
+        line = self.process.stdout.readline().decode()
+        assert line.startswith("listening "), "service did not start: %r (see %s)" % (line, self.log.name)
+        self.port = int(line.split()[1])
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=timeout)
+        if self.process:
+            self.process.stdout.close()
+            self.log.close()
+        self.process = None
+
+    def request(self, method, path, token=None, body=None, headers=None, raw=False):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        data = body
+        if isinstance(body, (dict, list)):
+            data = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        if data is None and method == "POST":
+            data = b""
+        connection.request(method, path, body=data, headers=h)
+        response = connection.getresponse()
+        payload = response.read()
+        connection.close()
+        if raw:
+            return response.status, dict((k.lower(), v) for k, v in response.getheaders()), payload
+        try:
+            parsed = json.loads(payload) if payload else None
+        except ValueError:
+            parsed = payload
+        return response.status, parsed
+
+    # The whole flow's building blocks.
+    def project(self, token, slug):
+        status, body = self.request("POST", "/projects", token, {"slug": slug, "name": slug.title()})
+        assert status == 201, (status, body)
+        return body
+
+    def version(self, token, slug, status="draft", number=None):
+        payload = {"status": status}
+        if number is not None:
+            payload["number"] = number
+        code, body = self.request("POST", "/projects/%s/versions" % slug, token, payload)
+        assert code == 201, (code, body)
+        return body
+
+    def asset(self, token, slug, image, type_="base_map"):
+        code, body = self.request("POST", "/projects/%s/assets?type=%s" % (slug, type_), token, image,
+                                  {"Content-Type": "image/png"})
+        assert code == 201, (code, body)
+        return body
+
+    def generate(self, token, slug, number, asset_id):
+        return self.request("POST", "/projects/%s/versions/%s/generate-tiles?asset_id=%s" % (slug, number, asset_id), token)
+
+    def wait_job(self, token, job_id, timeout=120, until=("completed", "failed", "cancelled")):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status, job = self.request("GET", "/jobs/" + job_id, token)
+            assert status == 200, (status, job)
+            if job["status"] in until:
+                return job
+            time.sleep(0.05)
+        raise AssertionError("job %s not done after %ss: %r" % (job_id, timeout, job))
+
+
+def expect(actual, status, detail=None):
+    code, body = actual
+    assert code == status, "expected %s, got %s %r" % (status, code, body)
+    if detail is not None:
+        assert isinstance(body, dict) and body.get("detail") == detail, "expected detail %r, got %r" % (detail, body)
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
+
+def test_full_flow():
+    s = Service().start()
+    try:
+        token = s.add_user("alice")
+        expect(s.request("GET", "/health"), 200)
+        s.project(token, "flow-map")
+        v = s.version(token, "flow-map")
+        assert v["number"] == 1 and v["status"] == "draft"
+        a = s.asset(token, "flow-map", sample("900x700"))
+        body = expect(s.generate(token, "flow-map", 1, a["id"]), 202)
+        assert body["status"] == "queued" and body["message"] == "Tile generation started", body
+        job = s.wait_job(token, body["job_id"])
+        assert job["status"] == "completed", job
+        for field in ("id", "job_type", "status", "progress", "message", "result", "error", "created_at", "completed_at"):
+            assert field in job, field
+        assert job["progress"] == 100 and job["error"] is None and job["job_type"] == "tile_generation"
+        result = job["result"]
+        assert result["tiles_path"] == "mp/flow-map/uploads/tiles/1/", result
+        assert result["tiles_url"] == "/tiles/mp/flow-map/uploads/tiles/1/", result
+        assert result["width"] == 900 and result["height"] == 700
+        # The version view the viewer reads.
+        view = expect(s.request("GET", "/projects/flow-map/versions/1", token), 200)
+        assert view["job_id"] == job["id"] and view["job_status"] == "completed", view
+        assert view["tiles"]["tiles_url"] == "/tiles/mp/flow-map/uploads/tiles/1/", view
+        # Tiles back, with content types and cache headers.
+        code, headers, payload = s.request("GET", result["tiles_url"] + "pyramid.json", token, raw=True)
+        assert code == 200 and headers["content-type"] == "application/json", (code, headers)
+        assert headers["cache-control"] == "no-cache", headers
+        meta = json.loads(payload)
+        assert meta["width"] == 900, meta
+        code, headers, payload = s.request("GET", result["tiles_url"] + "image.dzi", token, raw=True)
+        assert code == 200 and headers["content-type"] == "application/xml" and b"<Image" in payload, (code, headers)
+        code, headers, payload = s.request("GET", result["tiles_url"] + "image_files/0/0_0.png", token, raw=True)
+        assert code == 200 and headers["content-type"] == "image/png" and payload[:4] == b"\x89PNG", (code, headers)
+        assert headers["cache-control"] == "public, max-age=86400", headers
+        # Browser-style token (query) works for GET.
+        code, _, _ = s.request("GET", result["tiles_url"] + "pyramid.json?token=" + token, raw=True)
+        assert code == 200
+        # The viewer page (when the viewer is installed) sets the token cookie that its scripts
+        # and tile requests then carry.
+        code, headers, page = s.request("GET", "/projects/flow-map/versions/1/viewer?token=" + token, raw=True)
+        if code == 200:
+            assert headers["content-type"].startswith("text/html"), headers
+            cookie = headers["set-cookie"].split(";")[0]
+            assert cookie == "tilekit_token=" + token and "HttpOnly" in headers["set-cookie"], headers
+            code, headers, _ = s.request("GET", "/static/viewer.js", headers={"Cookie": cookie}, raw=True)
+            assert code == 200 and "javascript" in headers["content-type"], (code, headers)
+            code, _, _ = s.request("GET", result["tiles_url"] + "image.dzi", headers={"Cookie": cookie}, raw=True)
+            assert code == 200, code
+        else:
+            assert code == 404, code  # no viewer/index.html in this checkout
+        # Jobs of the project.
+        jobs = expect(s.request("GET", "/projects/flow-map/jobs", token), 200)
+        assert [j["id"] for j in jobs] == [job["id"]]
+        # Publish, then the draft guard refuses.
+        published = expect(s.request("POST", "/projects/flow-map/versions/1/publish", token), 200)
+        assert published["status"] == "published"
+        expect(s.generate(token, "flow-map", 1, a["id"]), 400, "Can only generate tiles for draft versions")
+        expect(s.request("POST", "/projects/flow-map/versions/1/publish", token), 409)
+    finally:
+        s.stop()
+
+
+def test_error_paths():
+    s = Service(args=["--max-upload-bytes", "2000000"]).start()
+    try:
+        token = s.add_user("alice")
+        s.project(token, "errs")
+        s.project(token, "other-proj")
+        s.version(token, "errs")                       # 1 draft
+        s.version(token, "errs", status="published")   # 2 published
+        a = s.asset(token, "errs", sample("300x200"))
+        foreign = s.asset(token, "other-proj", sample("300x200"))
+        code, notmap = s.request("POST", "/projects/errs/assets?type=overlay", token, b"hello",
+                                 {"Content-Type": "application/octet-stream"})
+        assert code == 201, (code, notmap)
+        missing = "00000000-0000-4000-8000-000000000000"
+        gen = lambda slug, number, asset, tok=token: s.generate(tok, slug, number, asset)
+        # 401 first, even for malformed input.
+        expect(gen("errs", 1, a["id"], None), 401)
+        expect(gen("BAD_slug", "x", "nope", None), 401)
+        expect(gen("errs", 1, a["id"], "wrong-token-wrong-token"), 401)
+        # 422 for malformed slug / version / UUID.
+        expect(gen("Bad_Slug", 1, a["id"]), 422)
+        expect(gen("a" * 65, 1, a["id"]), 422)
+        expect(gen("errs", "abc", a["id"]), 422)
+        expect(gen("errs", 0, a["id"]), 422)
+        expect(gen("errs", -1, a["id"]), 422)
+        expect(gen("errs", 1, "not-a-uuid"), 422)
+        expect(s.request("POST", "/projects/errs/versions/1/generate-tiles", token), 422)
+        # 404s.
+        expect(gen("no-such-project", 1, a["id"]), 404, "Project not found")
+        expect(gen("errs", 99, a["id"]), 404, "Version not found")
+        # 400s.
+        expect(gen("errs", 2, a["id"]), 400, "Can only generate tiles for draft versions")
+        expect(gen("errs", 1, missing), 400, "Invalid base map asset")
+        expect(gen("errs", 1, foreign["id"]), 400, "Invalid base map asset")
+        expect(gen("errs", 1, notmap["id"]), 400, "Invalid base map asset")
+        # Jobs.
+        expect(s.request("GET", "/jobs/" + missing), 401)
+        expect(s.request("GET", "/jobs/" + missing, token), 404, "Job not found")
+        expect(s.request("GET", "/jobs/not-a-uuid", token), 422)
+        # Malformed JSON and bodies.
+        expect(s.request("POST", "/projects", token, b"{not json", {"Content-Type": "application/json"}), 400)
+        expect(s.request("POST", "/projects", token, b"[1,2]", {"Content-Type": "application/json"}), 422)
+        expect(s.request("POST", "/projects", token, {"slug": 5}), 422)
+        expect(s.request("POST", "/projects", token, {"slug": "Has Spaces"}), 422)
+        expect(s.request("POST", "/projects", token, {"slug": "errs"}), 409)
+        expect(s.request("POST", "/projects/errs/versions", token, {"number": "one"}), 422)
+        expect(s.request("POST", "/projects/errs/versions", token, {"status": "weird"}), 422)
+        expect(s.request("POST", "/projects/errs/versions", token, {"number": 1}), 409)
+        expect(s.request("POST", "/projects", token, b"{" + b" " * 70000 + b"}", {"Content-Type": "application/json"}), 413)
+        # Uploads: type required, images only for base maps, size limit.
+        expect(s.request("POST", "/projects/errs/assets", token, sample("300x200"), {"Content-Type": "image/png"}), 422)
+        expect(s.request("POST", "/projects/errs/assets?type=base_map", token, b"GIF89a....",
+                         {"Content-Type": "image/gif"}), 415)
+        expect(s.request("POST", "/projects/errs/assets?type=base_map", token, b"", {"Content-Type": "image/png"}), 422)
+        code, _ = s.request("POST", "/projects/errs/assets?type=base_map", token, b"\x89PNG\r\n\x1a\n" + b"0" * 2100000,
+                            {"Content-Type": "image/png"})
+        assert code == 413, code
+        # Unknown routes are JSON too; /health needs no token.
+        expect(s.request("GET", "/nope", token), 404)
+        expect(s.request("GET", "/health"), 200)
+        # Path traversal on /tiles and /static.
+        for path in ("/tiles/mp/errs/../../catalog.db", "/tiles/mp/errs/%2e%2e/%2e%2e/catalog.db", "/tiles/../catalog.db",
+                     "/static/../../catalog.db", "/static/%2e%2e/%2e%2e/README.md", "/tiles//etc/passwd"):
+            conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+            conn.putrequest("GET", path, skip_accept_encoding=True)
+            conn.putheader("Authorization", "Bearer " + token)
+            conn.endheaders()
+            r = conn.getresponse()
+            payload = r.read()
+            conn.close()
+            assert r.status in (400, 403, 404), (path, r.status)
+            assert b"CREATE TABLE" not in payload and b"SQLite" not in payload, path
+    finally:
+        s.stop()
+
+
+def test_auth():
+    s = Service().start()
+    try:
+        alice = s.add_user("alice")
+        bob = s.add_user("bob")
+        s.project(alice, "alice-map")
+        s.version(alice, "alice-map")
+        a = s.asset(alice, "alice-map", sample("300x200"))
+        job = expect(s.generate(alice, "alice-map", 1, a["id"]), 202)
+        s.wait_job(alice, job["job_id"])
+        for method, path in (("GET", "/projects"), ("POST", "/projects"), ("GET", "/jobs/" + job["job_id"]),
+                             ("GET", "/projects/alice-map/jobs"), ("GET", "/projects/alice-map/versions/1"),
+                             ("POST", "/projects/alice-map/versions"), ("POST", "/projects/alice-map/versions/1/publish"),
+                             ("POST", "/projects/alice-map/assets?type=base_map"),
+                             ("GET", "/tiles/mp/alice-map/uploads/tiles/1/pyramid.json"),
+                             ("GET", "/projects/alice-map/versions/1/viewer")):
+            code, body = s.request(method, path)  # missing
+            assert code == 401 and body.get("detail"), (method, path, code, body)
+            code, body = s.request(method, path, "x" * 64)  # wrong
+            assert code == 401, (method, path, code, body)
+            code, body = s.request(method, path, headers={"Authorization": "Basic " + alice})  # wrong scheme
+            assert code == 401, (method, path, code, body)
+        # Bob's token: alice's things are "not found".
+        expect(s.request("GET", "/jobs/" + job["job_id"], bob), 404, "Job not found")
+        expect(s.request("GET", "/projects/alice-map/jobs", bob), 404, "Project not found")
+        expect(s.generate(bob, "alice-map", 1, a["id"]), 404, "Project not found")
+        expect(s.request("GET", "/projects/alice-map/versions/1", bob), 404)
+        expect(s.request("POST", "/projects/alice-map/versions/1/publish", bob), 404)
+        expect(s.request("GET", "/tiles/mp/alice-map/uploads/tiles/1/pyramid.json", bob), 404)
+        # Bob cannot use alice's asset from his own project either.
+        s.project(bob, "bob-map")
+        s.version(bob, "bob-map")
+        expect(s.generate(bob, "bob-map", 1, a["id"]), 400, "Invalid base map asset")
+        assert [p["slug"] for p in expect(s.request("GET", "/projects", bob), 200)] == ["bob-map"]
+        # POST does not take the token from the query string.
+        expect(s.request("POST", "/projects?token=" + alice, None, {"slug": "via-query"}), 401)
+        # Tokens are stored hashed: the raw token is not in the catalog file.
+        with open(os.path.join(s.data_dir, "catalog.db"), "rb") as f:
+            assert alice.encode() not in f.read()
+    finally:
+        s.stop()
+
+
+def test_twenty_jobs():
+    s = Service(args=["--workers", "4", "--queue", "32", "--tiler-threads", "2"]).start()
+    try:
+        token = s.add_user("alice")
+        s.project(token, "many")
+        a = s.asset(token, "many", sample("400x300"))
+        for n in range(1, 21):
+            s.version(token, "many", number=n)
+        results = [None] * 20
+
+        def submit(i):
+            results[i] = s.generate(token, "many", i + 1, a["id"])
+
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ids = [expect(r, 202)["job_id"] for r in results]
+        assert len(set(ids)) == 20
+        for i, job_id in enumerate(ids):
+            job = s.wait_job(token, job_id)
+            assert job["status"] == "completed", job
+            assert job["result"]["tiles_path"] == "mp/many/uploads/tiles/%d/" % (i + 1)
+            code, _, _ = s.request("GET", "/tiles/" + job["result"]["tiles_path"] + "pyramid.json", token, raw=True)
+            assert code == 200
+        assert len(expect(s.request("GET", "/projects/many/jobs", token), 200)) == 20
+    finally:
+        s.stop()
+
+
+def test_queue_full():
+    s = Service(args=["--workers", "1", "--queue", "1", "--tiler-threads", "1"]).start()
+    try:
+        token = s.add_user("alice")
+        s.project(token, "busy")
+        a = s.asset(token, "busy", sample("3000x3000"))
+        for n in range(1, 6):
+            s.version(token, "busy", number=n)
+        responses = []
+        for n in range(1, 6):
+            code, headers, payload = s.request("POST", "/projects/busy/versions/%d/generate-tiles?asset_id=%s" % (n, a["id"]),
+                                               token, raw=True)
+            responses.append((code, headers, json.loads(payload)))
+        codes = [r[0] for r in responses]
+        assert codes.count(202) >= 2 and codes.count(503) >= 1, codes
+        for code, headers, body in responses:
+            if code == 503:
+                assert headers.get("retry-after"), headers
+                assert body["detail"], body
+        # No job was left behind for the refused requests.
+        jobs = expect(s.request("GET", "/projects/busy/jobs", token), 200)
+        assert len(jobs) == codes.count(202), (codes, len(jobs))
+        for code, _, body in responses:
+            if code == 202:
+                assert s.wait_job(token, body["job_id"], timeout=300)["status"] == "completed"
+        # Once drained, the service accepts again.
+        refused = [i + 1 for i, r in enumerate(responses) if r[0] == 503]
+        expect(s.generate(token, "busy", refused[0], a["id"]), 202)
+    finally:
+        s.stop()
+
+
+def start_slow_job(s, token, slug):
+    s.project(token, slug)
+    s.version(token, slug)
+    a = s.asset(token, slug, sample("6000x6000"))
+    job_id = expect(s.generate(token, slug, 1, a["id"]), 202)["job_id"]
+    s.wait_job(token, job_id, until=("running", "completed", "failed"))
+    job = s.request("GET", "/jobs/" + job_id, token)[1]
+    assert job["status"] == "running", job
+    return job_id
+
+
+def test_restart_mid_job():
+    s = Service(args=["--workers", "1", "--tiler-threads", "1"]).start()
+    token = s.add_user("alice")
+    try:
+        job_id = start_slow_job(s, token, "crash")
+        time.sleep(0.3)
+    finally:
+        s.stop(signal.SIGKILL)
+    s.start()
+    try:
+        job = expect(s.request("GET", "/jobs/" + job_id, token), 200)
+        assert job["status"] == "failed" and job["error"].startswith("interrupted"), job
+        assert job["completed_at"], job
+        # The version can be tiled again.
+        a = expect(s.request("GET", "/projects/crash/versions/1", token), 200)
+        assert a["job_status"] == "failed"
+    finally:
+        s.stop()
+
+
+def test_sigterm_grace():
+    s = Service(args=["--workers", "1", "--queue", "4", "--tiler-threads", "1", "--grace-seconds", "0"]).start()
+    token = s.add_user("alice")
+    job_id = start_slow_job(s, token, "term")
+    s.version(token, "term")
+    a2 = s.asset(token, "term", sample("300x200"))
+    queued = expect(s.generate(token, "term", 2, a2["id"]), 202)["job_id"]
+    s.stop(signal.SIGTERM, timeout=60)
+    s.start()
+    try:
+        for jid in (job_id, queued):
+            job = expect(s.request("GET", "/jobs/" + jid, token), 200)
+            assert job["status"] == "failed" and job["error"].startswith("interrupted"), job
+    finally:
+        s.stop()
+
+
+def test_s3_flow():
+    """The whole flow with S3 storage against the test peer (skipped without S3PEER_ENDPOINT)."""
+    if not os.environ.get("S3PEER_ENDPOINT"):
+        print("SKIP test_s3_flow: no S3PEER_ENDPOINT (run under tests/s3peer/run-with-peer.sh)")
+        return
+    env = {"AWS_ACCESS_KEY_ID": os.environ["S3PEER_ACCESS_KEY"], "AWS_SECRET_ACCESS_KEY": os.environ["S3PEER_SECRET_KEY"],
+           "AWS_REGION": os.environ.get("S3PEER_REGION", "auto"), "AWS_ENDPOINT_URL_S3": os.environ["S3PEER_ENDPOINT"],
+           "TILEKIT_S3_BUCKET": os.environ.get("S3PEER_BUCKET", "tiles")}
+    s = Service(env=env).start()
+    try:
+        token = s.add_user("alice")
+        health = expect(s.request("GET", "/health"), 200)
+        assert health["storage"].startswith("s3 "), health
+        slug = "s3-flow-%d" % os.getpid()
+        s.project(token, slug)
+        s.version(token, slug)
+        a = s.asset(token, slug, sample("900x700"))
+        job = s.wait_job(token, expect(s.generate(token, slug, 1, a["id"]), 202)["job_id"])
+        assert job["status"] == "completed", job
+        code, headers, payload = s.request("GET", job["result"]["tiles_url"] + "image_files/0/0_0.png", token, raw=True)
+        assert code == 200 and headers["content-type"] == "image/png" and payload[:4] == b"\x89PNG", (code, headers)
+        code, _, payload = s.request("GET", job["result"]["tiles_url"] + "pyramid.json", token, raw=True)
+        assert code == 200 and json.loads(payload)["width"] == 900
+        expect(s.request("GET", job["result"]["tiles_url"] + "nope.png", token), 404)
+    finally:
+        s.stop()
+
+
+TESTS = [test_full_flow, test_error_paths, test_auth, test_twenty_jobs, test_queue_full, test_restart_mid_job,
+         test_sigterm_grace, test_s3_flow]
+
+
+def main():
+    failed = 0
+    for test in TESTS:
+        if SELECTED and test.__name__ not in SELECTED:
+            continue
+        started = time.time()
+        try:
+            test()
+            print("PASS %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s" % test.__name__, flush=True)
+            traceback.print_exc()
+    if failed:
+        print("%d test(s) failed; service logs kept under %s" % (failed, WORK))
+        return 1
+    shutil.rmtree(WORK, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
