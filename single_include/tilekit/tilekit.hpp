@@ -669,6 +669,23 @@ inline void check_image_size(int width, int height) {
                     "image size must be positive, got " + std::to_string(width) + "x" + std::to_string(height));
 }
 
+// Levels 0..top, each the full-resolution image halved (rounding up) top - index times,
+// ordered from full resolution down; both layouts differ only in `top`.
+inline std::vector<level_geometry> halving_levels(int width, int height, int top, int tile_size) {
+    std::vector<level_geometry> result;
+    for (int halvings = 0; halvings <= top; ++halvings) {
+        level_geometry level;
+        level.index = top - halvings;
+        level.halvings = halvings;
+        level.width = halve_up(width, halvings);
+        level.height = halve_up(height, halvings);
+        level.columns = div_up(level.width, tile_size);
+        level.rows = div_up(level.height, tile_size);
+        result.push_back(level);
+    }
+    return result;
+}
+
 }  // namespace detail
 
 // Deep Zoom, as OpenSeadragon reads and `vips dzsave` writes: levels 0..ceil(log2(max(W,H))),
@@ -696,19 +713,7 @@ public:
     // Levels ordered from full resolution (halvings 0) down to 1x1.
     std::vector<level_geometry> levels(int width, int height) const {
         detail::check_image_size(width, height);
-        const int max_level = detail::ceil_log2_ratio(std::max(width, height), 1);
-        std::vector<level_geometry> result;
-        for (int halvings = 0; halvings <= max_level; ++halvings) {
-            level_geometry level;
-            level.index = max_level - halvings;
-            level.halvings = halvings;
-            level.width = detail::halve_up(width, halvings);
-            level.height = detail::halve_up(height, halvings);
-            level.columns = detail::div_up(level.width, tile_size_);
-            level.rows = detail::div_up(level.height, tile_size_);
-            result.push_back(level);
-        }
-        return result;
+        return detail::halving_levels(width, height, detail::ceil_log2_ratio(std::max(width, height), 1), tile_size_);
     }
 
     tile_region region(const level_geometry& level, int column, int row) const {
@@ -771,19 +776,8 @@ public:
 
     std::vector<level_geometry> levels(int width, int height) const {
         detail::check_image_size(width, height);
-        const int max_zoom = detail::ceil_log2_ratio(std::max(width, height), tile_size_);
-        std::vector<level_geometry> result;
-        for (int halvings = 0; halvings <= max_zoom; ++halvings) {
-            level_geometry level;
-            level.index = max_zoom - halvings;
-            level.halvings = halvings;
-            level.width = detail::halve_up(width, halvings);
-            level.height = detail::halve_up(height, halvings);
-            level.columns = detail::div_up(level.width, tile_size_);
-            level.rows = detail::div_up(level.height, tile_size_);
-            result.push_back(level);
-        }
-        return result;
+        return detail::halving_levels(width, height, detail::ceil_log2_ratio(std::max(width, height), tile_size_),
+                                      tile_size_);
     }
 
     tile_region region(const level_geometry& level, int column, int row) const {
