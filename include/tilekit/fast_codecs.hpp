@@ -9,6 +9,7 @@
 #endif
 
 #include <tilekit/detail/png_writer.hpp>
+#include <tilekit/encode.hpp>
 #include <tilekit/error.hpp>
 #include <tilekit/image.hpp>
 
@@ -94,10 +95,7 @@ private:
 // Baseline JPEG through libjpeg-turbo; 4:2:0 chroma below quality 90, 4:4:4 from 90 up (as vips).
 class turbojpeg_encoder {
 public:
-    explicit turbojpeg_encoder(int quality = 85) : quality_(quality) {
-        if (quality < 1 || quality > 100)
-            throw error(errc::invalid_argument, "JPEG quality must be 1..100, got " + std::to_string(quality));
-    }
+    explicit turbojpeg_encoder(int quality = 85) : quality_(detail::checked_jpeg_quality(quality)) {}
     std::string extension() const { return "jpg"; }
     std::string content_type() const { return "image/jpeg"; }
     bool supports_alpha() const noexcept { return false; }

@@ -830,6 +830,13 @@ inline void append_to_vector(void* context, void* data, int size) {
     const auto* bytes = static_cast<const std::uint8_t*>(data);
     out->insert(out->end(), bytes, bytes + size);
 }
+
+// Every JPEG encoder takes the same quality range.
+inline int checked_jpeg_quality(int quality) {
+    if (quality < 1 || quality > 100)
+        throw error(errc::invalid_argument, "JPEG quality must be 1..100, got " + std::to_string(quality));
+    return quality;
+}
 }  // namespace detail
 
 // Lossless PNG with stb's adaptive row filters and its built-in deflate.
@@ -850,10 +857,7 @@ public:
 // Baseline JPEG; alpha is flattened by the tiler before it gets here.
 class stb_jpeg_encoder {
 public:
-    explicit stb_jpeg_encoder(int quality = 85) : quality_(quality) {
-        if (quality < 1 || quality > 100)
-            throw error(errc::invalid_argument, "JPEG quality must be 1..100, got " + std::to_string(quality));
-    }
+    explicit stb_jpeg_encoder(int quality = 85) : quality_(detail::checked_jpeg_quality(quality)) {}
     std::string extension() const { return "jpg"; }
     std::string content_type() const { return "image/jpeg"; }
     bool supports_alpha() const noexcept { return false; }
