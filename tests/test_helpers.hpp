@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <limits>
 #include <map>
 #include <memory>
@@ -97,6 +98,13 @@ inline bytes pixels_of(const tilekit::image_view& view) {
 
 // ---------------------------------------------------------------------------------------------
 // Decoding tiles with stb_image (independent of tilekit's decoder).
+
+// The image as a PNG file in memory (stb's encoder: lossless, independent of the fast codecs).
+inline bytes png_of(const tilekit::image_view& image) {
+    bytes png;
+    tilekit::stb_png_encoder().encode(image, png);
+    return png;
+}
 
 struct decoded_image {
     int width = 0;
@@ -305,6 +313,45 @@ inline bytes make_png(std::uint32_t width, std::uint32_t height, int bit_depth, 
     png_chunk(png, "IEND", {});
     return png;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Errors and skips.
+
+// The exception of type E thrown by f, or nullopt when f succeeds (other exceptions propagate).
+template <class E = tilekit::error, class F>
+std::optional<E> exception_of(F&& f) {
+    try {
+        f();
+    } catch (const E& e) {
+        return e;
+    }
+    return std::nullopt;
+}
+
+// The error code thrown by f, or nullopt when it succeeds; `message` receives what().
+template <class F>
+std::optional<tilekit::errc> error_of(F&& f, std::string* message = nullptr) {
+    const auto caught = exception_of<tilekit::error>(std::forward<F>(f));
+    if (caught && message) *message = caught->what();
+    return caught ? std::optional<tilekit::errc>(caught->code()) : std::nullopt;
+}
+
+// TILEKIT_REQUIRE_TESTDATA=1 (set by .ci/run) turns every missing test input into a failure.
+inline bool testdata_required() {
+    const char* value = std::getenv("TILEKIT_REQUIRE_TESTDATA");
+    return value && std::string(value) == "1";
+}
+
+// Call when a test cannot run because an optional input (a test suite, a reference tool, a
+// peer) is missing, then return from the test. It fails the test when the inputs are required;
+// otherwise it prints the marker that the test's own ctest entry maps to "Skipped"
+// (SKIP_REGULAR_EXPRESSION), so a skip is never reported as a pass.
+#define TILEKIT_SKIP_TEST(reason)                                                        \
+    do {                                                                                 \
+        if (::tkt::testdata_required()) FAIL("required test input missing: " << reason); \
+        std::cout << "TILEKIT-TEST-SKIPPED: " << reason << std::endl;                    \
+        WARN("skipped: " << reason);                                                     \
+    } while (false)
 
 // ---------------------------------------------------------------------------------------------
 // Files, directories and external tools.

@@ -7,17 +7,7 @@ using namespace tilekit;
 
 namespace {
 
-// The error code thrown by f, or nullopt when it succeeds.
-template <class F>
-std::optional<errc> error_of(F&& f, std::string* message = nullptr) {
-    try {
-        f();
-    } catch (const tilekit::error& e) {
-        if (message) *message = e.what();
-        return e.code();
-    }
-    return std::nullopt;
-}
+using tkt::error_of;
 
 std::string describe(const std::optional<errc>& code) { return code ? to_string(*code) : "success"; }
 
@@ -241,7 +231,7 @@ TEST_CASE("Files: missing files and directories are io_error, good files decode"
     CHECK(message.find("no-such-file.png") != std::string::npos);
     CHECK(error_of([&] { read_file_bytes(missing); }) == errc::io_error);
     memory_sink sink;
-    CHECK(error_of([&] { tile_image_file(missing, sink, pyramid_options{}); }) == errc::io_error);
+    CHECK(error_of([&] { tile_file(missing, sink, pyramid_options{}); }) == errc::io_error);
     CHECK(sink.size() == 0);
     // A directory is not an image file.
     CHECK(error_of([&] { decode_image_file(dir.str()); }) == errc::io_error);
@@ -296,7 +286,7 @@ TEST_CASE("16-bit PNGs (hand-built) decode to 8 bits per channel", "[decode][png
         CHECK(bad == 0);
         // and it tiles
         memory_sink sink;
-        const pyramid_metadata m = tile_image(image.view(), sink, pyramid_options{});
+        const pyramid_metadata m = generate_pyramid(image, deep_zoom_layout(), stb_png_encoder(), sink);
         CHECK(m.channels == v.channels);
         CHECK(tkt::decode_object(sink, "image_files/3/0_0.png").channels == v.channels);
     }

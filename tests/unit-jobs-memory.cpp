@@ -1,6 +1,6 @@
 // The in-memory job store against the job-store conformance suite, and the draft-version guard.
 
-#include <tilekit/tilekit.hpp>
+#include <tilekit/jobs.hpp>
 
 #include "job_store_conformance.hpp"
 
@@ -43,7 +43,7 @@ TEST_CASE("require_draft lets only draft versions through", "[jobs][version_guar
             CHECK(what.rfind("Can only generate tiles for draft versions", 0) == 0);
             CHECK(what.find('7') != std::string::npos);
             if (!status.empty()) CHECK(what.find(status) != std::string::npos);
-            CHECK(e.code() == tilekit::errc::invalid_argument);
+            CHECK(e.code() == tilekit::errc::not_a_draft);
             CHECK(e.version().number == 7);
             CHECK(e.version().status == status);
         }

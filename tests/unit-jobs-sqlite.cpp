@@ -6,6 +6,7 @@
 #include <tilekit/sqlite.hpp>
 
 #include "job_store_conformance.hpp"
+#include "test_helpers.hpp"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -35,25 +36,11 @@ namespace {
 using namespace tilekit::jobs;
 namespace fs = std::filesystem;
 
-class scratch_dir {
+// A temporary directory for database files.
+class scratch_dir : public tkt::temp_dir {
 public:
-    scratch_dir() {
-        std::string pattern = (fs::temp_directory_path() / "tilekit-jobs-sqlite-XXXXXX").string();
-        std::vector<char> buffer(pattern.begin(), pattern.end());
-        buffer.push_back('\0');
-        REQUIRE(::mkdtemp(buffer.data()) != nullptr);
-        path_ = buffer.data();
-    }
-    ~scratch_dir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    scratch_dir(const scratch_dir&) = delete;
-    scratch_dir& operator=(const scratch_dir&) = delete;
-    std::string file(const std::string& name) const { return (path_ / name).string(); }
-
-private:
-    fs::path path_;
+    scratch_dir() : tkt::temp_dir("tilekit-jobs-sqlite") {}
+    std::string file(const std::string& name) const { return (path() / name).string(); }
 };
 
 // Raw SQL on the file, through a connection of its own (as another program would).
@@ -271,8 +258,8 @@ TEST_CASE("sqlite_job_store keeps every job and field across reopening", "[jobs]
     const auto owner = store.owner(running);
     REQUIRE(owner);
     CHECK(owner->pid == static_cast<std::int64_t>(::getpid()));
-    CHECK(owner->host == tilekit::jobs::detail::host_name());
-    CHECK(owner->start_time == tilekit::jobs::detail::read_proc_stat(0)->start_time);
+    CHECK(owner->host == tilekit::detail::host_name());
+    CHECK(owner->start_time == tilekit::detail::read_proc_stat(0)->start_time);
     CHECK_FALSE(store.owner(queued));
     CHECK_FALSE(store.owner("no-such-job"));
 }
@@ -525,7 +512,7 @@ TEST_CASE("sqlite_job_store: a job whose process was killed is failed as interru
           "[jobs][sqlite][recovery]") {
     scratch_dir dir;
     const std::string path = dir.file("jobs.db");
-    const std::string host = tilekit::jobs::detail::host_name();
+    const std::string host = tilekit::detail::host_name();
     std::string mine;
     {
         sqlite_job_store store(path);
@@ -640,11 +627,11 @@ TEST_CASE("sqlite_job_store judges owners by pid, start time, boot id and host",
     CHECK(store.get(ids[3])->error.find("(pid " + std::to_string(dead) + " on host ") != std::string::npos);
 
     // Another live process with a different start time than recorded: its pid was reused.
-    if (const auto init = tilekit::jobs::detail::read_proc_stat(1)) {
-        tilekit::jobs::job_owner owner{tilekit::jobs::detail::host_name(), 1, init->start_time, ""};
-        const tilekit::jobs::job_owner self = tilekit::jobs::detail::this_process();
-        CHECK_FALSE(tilekit::jobs::detail::owner_is_gone(owner, self));
+    if (const auto init = tilekit::detail::read_proc_stat(1)) {
+        tilekit::jobs::job_owner owner{tilekit::detail::host_name(), 1, init->start_time, ""};
+        const tilekit::jobs::job_owner self = tilekit::detail::this_process();
+        CHECK_FALSE(tilekit::detail::owner_is_gone(owner, self));
         owner.start_time += 1;
-        CHECK(tilekit::jobs::detail::owner_is_gone(owner, self));
+        CHECK(tilekit::detail::owner_is_gone(owner, self));
     }
 }

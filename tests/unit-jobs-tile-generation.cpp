@@ -6,8 +6,11 @@
 #include "test_helpers.hpp"
 
 #include <tilekit/fast_codecs.hpp>
-#include <tilekit/tile_generation.hpp>
+#include <tilekit/jobs.hpp>
 
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <thread>
 
 using namespace tilekit;
@@ -15,10 +18,11 @@ using namespace tilekit::jobs;
 
 namespace {
 
-// A store that records every progress write, and can be made slow.
+// A store that records every progress write, and can be made slow or made to wait.
 class recording_store final : public job_store {
 public:
     std::chrono::milliseconds delay{0};
+    std::function<void(const std::string& message)> before_progress_write;  // may block
 
     job_record create(const new_job& job) override { return inner.create(job); }
     std::optional<job_record> get(const std::string& id) const override { return inner.get(id); }
@@ -27,6 +31,7 @@ public:
     job_record start(const std::string& id, const std::string& m) override { return inner.start(id, m); }
     job_record report_progress(const std::string& id, int progress, const std::string& message) override {
         if (delay.count()) std::this_thread::sleep_for(delay);
+        if (before_progress_write) before_progress_write(message);
         {
             std::lock_guard<std::mutex> lock(mutex);
             writes.emplace_back(progress, message);
@@ -65,7 +70,7 @@ struct fixture {
         r.scratch_root = scratch.path();
         r.progress_interval = std::chrono::milliseconds(5);
         r.tiling.tile_size = 64;
-        r.tiling.tiling.threads = 2;
+        r.tiling.threads = 2;
         return r;
     }
 
@@ -84,7 +89,7 @@ TEST_CASE("a tile-generation job completes with the pyramid's metadata and monot
     fixture f;
     f.source.add("uploads/map.png", png_of(900, 700));
     const job_record job = f.new_job_record();
-    const job_record done = run_tile_generation_job<fast_codecs>(f.store, f.source, f.sink, f.request_for(job));
+    const job_record done = run_tile_generation_job(f.store, f.source, f.sink, f.request_for(job));
 
     INFO(done.error);
     REQUIRE(done.status == job_status::completed);
@@ -125,14 +130,14 @@ TEST_CASE("a tile-generation job completes with the pyramid's metadata and monot
 }
 
 TEST_CASE("every failure ends the job failed with a message, no manifest and no scratch files", "[jobs]") {
-    struct failing_sink {
-        void put(storage_object object) {
+    struct failing_sink final : storage_sink {
+        void put(storage_object object) override {
             if (object.key.find("/8/") != std::string::npos) throw error(errc::storage_error, "disk full: " + object.key);
         }
-        void flush() {}
+        void flush() override {}
     };
     const auto run = [](fixture& f, tile_generation_request request, auto& sink) {
-        return run_tile_generation_job<fast_codecs>(f.store, f.source, sink, request);
+        return run_tile_generation_job(f.store, f.source, sink, request);
     };
 
     SECTION("missing source key") {
@@ -194,7 +199,7 @@ TEST_CASE("every failure ends the job failed with a message, no manifest and no 
         fixture f;
         f.source.add("uploads/map.png", png_of(900, 700));
         tile_generation_request request = f.request_for(f.new_job_record());
-        request.tiling.tiling.on_progress = [](const tile_progress& p) {
+        request.tiling.on_progress = [](const tile_progress& p) {
             if (p.tiles_done > 10) throw std::runtime_error("callback exploded");
         };
         const job_record done = run(f, request, f.sink);
@@ -220,10 +225,10 @@ TEST_CASE("cancellation ends the job cancelled without a manifest", "[jobs]") {
         f.source.add("uploads/map.png", png_of(1500, 1200));
         tile_generation_request request = f.request_for(f.new_job_record());
         cancel_token cancel;
-        request.tiling.tiling.on_progress = [cancel](const tile_progress& p) mutable {
+        request.tiling.on_progress = [cancel](const tile_progress& p) mutable {
             if (p.tiles_done > 20) cancel.cancel();
         };
-        const job_record done = run_tile_generation_job<fast_codecs>(f.store, f.source, f.sink, request, cancel);
+        const job_record done = run_tile_generation_job(f.store, f.source, f.sink, request, cancel);
         CHECK(done.status == job_status::cancelled);
         CHECK_FALSE(f.has_manifest());
         CHECK(f.scratch_is_empty());
@@ -233,13 +238,13 @@ TEST_CASE("cancellation ends the job cancelled without a manifest", "[jobs]") {
         f.source.add("uploads/map.png", png_of(2000, 1600));
         const job_record job = f.new_job_record();
         tile_generation_request request = f.request_for(job);
-        request.tiling.tiling.threads = 1;
+        request.tiling.threads = 1;
         std::atomic<bool> cancelled{false};
-        request.tiling.tiling.on_progress = [&](const tile_progress& p) {
+        request.tiling.on_progress = [&](const tile_progress& p) {
             if (p.tiles_done > 20 && !cancelled.exchange(true)) f.store.cancel(job.id, "user asked");
             if (cancelled) std::this_thread::sleep_for(std::chrono::milliseconds(1));
         };
-        const job_record done = run_tile_generation_job<fast_codecs>(f.store, f.source, f.sink, request);
+        const job_record done = run_tile_generation_job(f.store, f.source, f.sink, request);
         CHECK(done.status == job_status::cancelled);
         CHECK(done.error == "user asked");
         CHECK_FALSE(f.has_manifest());
@@ -249,25 +254,45 @@ TEST_CASE("cancellation ends the job cancelled without a manifest", "[jobs]") {
         f.source.add("uploads/map.png", png_of(300, 200));
         const job_record job = f.new_job_record();
         f.store.cancel(job.id, "changed my mind");
-        const job_record done = run_tile_generation_job<fast_codecs>(f.store, f.source, f.sink, f.request_for(job));
+        const job_record done = run_tile_generation_job(f.store, f.source, f.sink, f.request_for(job));
         CHECK(done.status == job_status::cancelled);
         CHECK(f.sink.size() == 0);
     }
 }
 
-TEST_CASE("a slow store does not slow the tiler: progress writes are throttled", "[jobs]") {
+TEST_CASE("a slow store does not slow the tiler: progress writes never wait on the tiler's thread", "[jobs]") {
+    // The store blocks every "Generating tiles" write until the tiler has handed over its last
+    // tile. If any progress write ran on the tiler's thread, the tiler could not get there and
+    // the gate would only open by its timeout.
     fixture f;
-    f.store.delay = std::chrono::milliseconds(150);
     f.source.add("uploads/map.png", png_of(1200, 1000));
+    std::mutex mutex;
+    std::condition_variable opened;
+    bool tiles_done = false;
+    int blocked_writes = 0;
+    bool timed_out = false;
+    f.store.before_progress_write = [&](const std::string& message) {
+        if (message.rfind("Generating tiles", 0) != 0) return;
+        std::unique_lock<std::mutex> lock(mutex);
+        ++blocked_writes;
+        if (!opened.wait_for(lock, std::chrono::seconds(30), [&] { return tiles_done; })) timed_out = true;
+    };
     tile_generation_request request = f.request_for(f.new_job_record());
-    request.progress_interval = std::chrono::milliseconds(100);
-    const auto started = std::chrono::steady_clock::now();
-    const job_record done = run_tile_generation_job<fast_codecs>(f.store, f.source, f.sink, request);
-    const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    request.progress_interval = std::chrono::milliseconds(10);
+    request.tiling.threads = 2;
+    request.tiling.on_progress = [&](const tile_progress& p) {
+        if (p.tiles_done < p.tiles_total) return;
+        std::lock_guard<std::mutex> lock(mutex);
+        tiles_done = true;
+        opened.notify_all();
+    };
+    const job_record done = run_tile_generation_job(f.store, f.source, f.sink, request);
     REQUIRE(done.status == job_status::completed);
-    // Each write costs 150 ms; writes happen at most every 100 ms plus the final one, so the
-    // number of writes is bounded by the run time, not by the number of tiles.
-    CHECK(f.store.writes.size() <= static_cast<std::size_t>(seconds / 0.1) + 3);
+    CHECK(blocked_writes >= 1);  // a write really was held up while the tiles were made
+    CHECK_FALSE(timed_out);
+    // Writes are coalesced: far fewer than one per tile.
+    const auto tiles = nlohmann::json::parse(tkt::as_string(f.sink.get("mp/harbour-map/uploads/tiles/pyramid.json")->body));
+    CHECK(f.store.writes.size() < tiles.at("tile_count").get<std::size_t>() / 4);
 }
 
 TEST_CASE("running again for the same version replaces the pyramid; two at once are refused", "[jobs]") {
@@ -275,20 +300,65 @@ TEST_CASE("running again for the same version replaces the pyramid; two at once 
     f.source.add("uploads/map.png", png_of(900, 700));
     const job_record first = f.new_job_record();
     CHECK_THROWS_AS(f.new_job_record(), job_state_error);  // one active job per version
-    REQUIRE(run_tile_generation_job<fast_codecs>(f.store, f.source, f.sink, f.request_for(first)).status ==
+    REQUIRE(run_tile_generation_job(f.store, f.source, f.sink, f.request_for(first)).status ==
             job_status::completed);
     f.source.add("uploads/map.png", png_of(500, 400));
     const job_record second = f.new_job_record();
     tile_generation_request request = f.request_for(second);
     std::atomic<int> old_manifest_seen{0};
-    request.tiling.tiling.on_progress = [&](const tile_progress&) {
+    request.tiling.on_progress = [&](const tile_progress&) {
         old_manifest_seen += f.has_manifest();  // the old pyramid is withdrawn before tiles change
     };
-    const job_record done = run_tile_generation_job<fast_codecs>(f.store, f.source, f.sink, request);
+    const job_record done = run_tile_generation_job(f.store, f.source, f.sink, request);
     CHECK(old_manifest_seen == 0);
     REQUIRE(done.status == job_status::completed);
     const auto metadata = nlohmann::json::parse(
         tkt::as_string(f.sink.get("mp/harbour-map/uploads/tiles/pyramid.json")->body));
     CHECK(metadata.at("width") == 500);
     CHECK(metadata.at("height") == 400);
+}
+
+TEST_CASE("the result and the old-pyramid removal use the run's real manifest and metadata keys", "[jobs]") {
+    fixture f;
+    f.source.add("uploads/map.png", png_of(600, 400));
+    const auto run = [&](const std::string& basename, const std::string& metadata_key) {
+        tile_generation_request request = f.request_for(f.new_job_record());
+        request.tiling.basename = basename;
+        request.tiling.metadata_key = metadata_key;
+        std::atomic<int> old_manifest_seen{0};
+        request.tiling.on_progress = [&](const tile_progress&) {
+            old_manifest_seen += f.sink.contains("mp/harbour-map/uploads/tiles/chart.dzi") ||
+                                 f.sink.contains("mp/harbour-map/uploads/tiles/meta/chart.json");
+        };
+        const job_record done = run_tile_generation_job(f.store, f.source, f.sink, request);
+        REQUIRE(done.status == job_status::completed);
+        CHECK(old_manifest_seen == 0);  // withdrawn before any tile of the rerun was stored
+        return done.result;
+    };
+    nlohmann::json result = run("chart", "meta/chart.json");
+    CHECK(result.at("manifest") == "mp/harbour-map/uploads/tiles/chart.dzi");
+    CHECK(result.at("metadata") == "mp/harbour-map/uploads/tiles/meta/chart.json");
+    CHECK(f.sink.contains(result.at("manifest").get<std::string>()));
+    CHECK(f.sink.contains(result.at("metadata").get<std::string>()));
+    CHECK_FALSE(f.sink.contains("mp/harbour-map/uploads/tiles/pyramid.json"));
+    // The same keys again: the previous run's manifests are removed first.
+    result = run("chart", "meta/chart.json");
+    CHECK(f.sink.contains(result.at("metadata").get<std::string>()));
+}
+
+TEST_CASE("a sink that cannot delete keeps the default remove(): nothing removed, the job still completes", "[jobs]") {
+    struct append_only_sink final : storage_sink {
+        void put(storage_object object) override { inner.put(std::move(object)); }
+        void flush() override {}
+        memory_sink inner;
+    };
+    fixture f;
+    f.source.add("uploads/map.png", png_of(300, 200));
+    append_only_sink sink;
+    CHECK_FALSE(sink.remove("anything"));
+    const job_record first = run_tile_generation_job(f.store, f.source, sink, f.request_for(f.new_job_record()));
+    REQUIRE(first.status == job_status::completed);
+    const job_record second = run_tile_generation_job(f.store, f.source, sink, f.request_for(f.new_job_record()));
+    REQUIRE(second.status == job_status::completed);
+    CHECK(sink.inner.contains(second.result.at("metadata").get<std::string>()));
 }

@@ -54,11 +54,11 @@ void check_progress(const progress_log& log, std::uint64_t total) {
 
 // A sink that fails on one key: either at once in put(), or later in flush() (as an
 // asynchronous uploader would).
-class failing_sink {
+class failing_sink final : public storage_sink {
 public:
     failing_sink(std::string bad_key, bool fail_in_flush) : bad_key_(std::move(bad_key)), in_flush_(fail_in_flush) {}
 
-    void put(storage_object object) {
+    void put(storage_object object) override {
         if (object.key == bad_key_) {
             if (!in_flush_) throw tilekit::error(errc::storage_error, "refusing " + object.key);
             std::lock_guard<std::mutex> lock(mutex_);
@@ -68,7 +68,7 @@ public:
         inner.put(std::move(object));
     }
 
-    void flush() {
+    void flush() override {
         std::lock_guard<std::mutex> lock(mutex_);
         if (deferred_) throw tilekit::error(errc::storage_error, "upload of " + bad_key_ + " failed");
     }
@@ -83,13 +83,13 @@ private:
 };
 
 // Hands out the rows of an image and counts how many were asked for.
-class counting_row_source {
+class counting_row_source final : public row_source {
 public:
     explicit counting_row_source(const image_view& image) : image_(image) {}
-    int width() const { return image_.width; }
-    int height() const { return image_.height; }
-    int channels() const { return image_.channels; }
-    const std::uint8_t* next_row() { return image_.row(rows_read++); }
+    int width() const override { return image_.width; }
+    int height() const override { return image_.height; }
+    int channels() const override { return image_.channels; }
+    const std::uint8_t* next_row() override { return image_.row(rows_read++); }
     int rows_read = 0;
 
 private:
@@ -188,7 +188,7 @@ TEST_CASE("Cancelling from the progress callback stops the run without manifests
             options.on_progress = [&](const tile_progress& p) {
                 if (p.tiles_done >= p.tiles_total / 4) token.cancel();
             };
-            CHECK_THROWS_AS(generate_pyramid_from_rows(rows, deep_zoom_layout(16, 1), libdeflate_png_encoder(1), sink, options),
+            CHECK_THROWS_AS(generate_pyramid(rows, deep_zoom_layout(16, 1), libdeflate_png_encoder(1), sink, options),
                             cancelled_error);
             CHECK(rows.rows_read > 0);
             CHECK(rows.rows_read < image.height() * 3 / 4);
@@ -200,7 +200,7 @@ TEST_CASE("Cancelling from the progress callback stops the run without manifests
         memory_sink sink;
         tile_options options;
         options.cancel.cancel();
-        CHECK_THROWS_AS(generate_pyramid_from_rows(rows, deep_zoom_layout(), stb_png_encoder(), sink, options),
+        CHECK_THROWS_AS(generate_pyramid(rows, deep_zoom_layout(), stb_png_encoder(), sink, options),
                         cancelled_error);
         CHECK(rows.rows_read == 0);
         CHECK(sink.size() == 0);
@@ -216,12 +216,13 @@ TEST_CASE("Cancelling from the progress callback stops the run without manifests
         CHECK(sink.put_count() == 0);
         CHECK_FALSE(progressed);
     }
-    SECTION("tile_image front door honours the token as well") {
+    SECTION("tile_memory front door honours the token as well") {
         memory_sink sink;
         pyramid_options options;
-        options.tiling.cancel.cancel();
+        options.cancel.cancel();
+        const tkt::bytes png = tkt::png_of(image);
         try {
-            tile_image(image.view(), sink, options);
+            tile_memory(png, sink, options);
             FAIL("not cancelled");
         } catch (const tilekit::error& e) {
             CHECK(e.code() == errc::cancelled);
@@ -278,7 +279,7 @@ TEST_CASE("A sink that fails for one key: the run throws and no manifest is writ
             std::string content_type() const { return "image/png"; }
             bool supports_alpha() const { return true; }
             void encode(const image_view& tile, std::vector<std::uint8_t>& out) const {
-                if (tile.width == 3) throw tilekit::error(errc::invalid_argument, "cannot encode width 3");
+                if (tile.width == 3) throw tilekit::error(errc::encode_failed, "cannot encode width 3");
                 stb_png_encoder().encode(tile, out);
             }
         };

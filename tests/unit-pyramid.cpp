@@ -511,11 +511,12 @@ TEST_CASE("Options: prefix, basename, metadata key, cache control; strided input
     }
 }
 
-TEST_CASE("tile_image front door: defaults and choices by value", "[pyramid][api]") {
+TEST_CASE("tile_memory front door: defaults and choices by value, with either codec set", "[pyramid][api]") {
     const image_buffer source = tkt::make_image(300, 200, 3, 12);
+    const tkt::bytes png = tkt::png_of(source);
     {
         memory_sink sink;
-        const pyramid_metadata m = tile_image(source.view(), sink, pyramid_options{});
+        const pyramid_metadata m = tile_memory<stb_codecs>(png, sink, pyramid_options{});
         CHECK(m.layout == "dz");
         CHECK(m.tile_size == 254);
         CHECK(m.overlap == 1);
@@ -529,7 +530,7 @@ TEST_CASE("tile_image front door: defaults and choices by value", "[pyramid][api
         options.layout = layout_type::xyz;
         options.format = tile_format::jpeg;
         options.quality = 70;
-        const pyramid_metadata m = tile_image<fast_codecs>(source.view(), sink, options);
+        const pyramid_metadata m = tile_memory<fast_codecs>(png, sink, options);
         CHECK(m.layout == "xyz");
         CHECK(m.tile_size == 256);
         CHECK(m.overlap == 0);
@@ -546,7 +547,7 @@ TEST_CASE("tile_image front door: defaults and choices by value", "[pyramid][api
         options.layout = layout_type::xyz;
         options.overlap = 1;
         try {
-            tile_image(source.view(), sink, options);
+            tile_memory(png, sink, options);
             FAIL("XYZ with overlap was accepted");
         } catch (const tilekit::error& e) {
             CHECK(e.code() == errc::invalid_argument);
@@ -559,7 +560,7 @@ TEST_CASE("tile_image front door: defaults and choices by value", "[pyramid][api
         options.basename = "my map";
         options.tile_size = 100;
         options.overlap = 0;
-        const pyramid_metadata m = tile_image<fast_codecs>(source.view(), sink, options);
+        const pyramid_metadata m = tile_memory<fast_codecs>(png, sink, options);
         CHECK(m.tile_size == 100);
         CHECK(m.overlap == 0);
         CHECK(sink.contains("my map.dzi"));

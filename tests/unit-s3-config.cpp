@@ -111,37 +111,37 @@ TEST_CASE("signed requests send exactly what they sign, and refuse bad keys", "[
 }
 
 TEST_CASE("S3 answers are judged: done, retry, fix the clock, or fail with a typed error", "[s3]") {
-    using s3::detail::verdict;
-    s3::detail::response r;
+    using tilekit::detail::s3_verdict;
+    tilekit::detail::s3_response r;
     r.status = 200;
-    CHECK(s3::detail::judge(r) == verdict::done);
+    CHECK(tilekit::detail::judge_s3_response(r) == s3_verdict::done);
     for (long status : {500L, 502L, 503L, 504L, 429L}) {
         r.status = status;
-        CHECK(s3::detail::judge(r) == verdict::retry);
+        CHECK(tilekit::detail::judge_s3_response(r) == s3_verdict::retry);
     }
     r.status = 400;
     r.body = "<Error><Code>RequestTimeout</Code></Error>";
-    CHECK(s3::detail::judge(r) == verdict::retry);
+    CHECK(tilekit::detail::judge_s3_response(r) == s3_verdict::retry);
     r.status = 403;
     r.body = "<Error><Code>RequestTimeTooSkewed</Code><Message>skewed</Message></Error>";
-    CHECK(s3::detail::judge(r) == verdict::fix_clock_and_retry);
+    CHECK(tilekit::detail::judge_s3_response(r) == s3_verdict::fix_clock_and_retry);
     for (const char* code : {"SignatureDoesNotMatch", "AccessDenied", "InvalidAccessKeyId"}) {
         r.body = std::string("<Error><Code>") + code + "</Code><Message>no</Message></Error>";
-        CHECK(s3::detail::judge(r) == verdict::fail);
-        const s3::s3_error e = s3::detail::make_error("PUT", "k.png", r, 1);
+        CHECK(tilekit::detail::judge_s3_response(r) == s3_verdict::fail);
+        const s3::s3_error e = tilekit::detail::make_s3_error("PUT", "k.png", r, 1);
         CHECK(e.code() == errc::access_denied);
         CHECK(e.s3_code() == code);
         CHECK(std::string(e.what()).find("k.png") != std::string::npos);
     }
     r.status = 404;
     r.body = "<Error><Code>NoSuchBucket</Code></Error>";
-    CHECK(s3::detail::make_error("GET", "k", r, 1).code() == errc::not_found);
+    CHECK(tilekit::detail::make_s3_error("GET", "k", r, 1).code() == errc::not_found);
     r.status = 0;
     r.body.clear();
     r.curl_code = CURLE_COULDNT_CONNECT;
-    CHECK(s3::detail::judge(r) == verdict::retry);
+    CHECK(tilekit::detail::judge_s3_response(r) == s3_verdict::retry);
     r.curl_code = CURLE_URL_MALFORMAT;
-    CHECK(s3::detail::judge(r) == verdict::fail);
+    CHECK(tilekit::detail::judge_s3_response(r) == s3_verdict::fail);
 }
 
 TEST_CASE("backoff is full jitter under the cap and honours Retry-After", "[s3]") {
@@ -149,20 +149,20 @@ TEST_CASE("backoff is full jitter under the cap and honours Retry-After", "[s3]"
     policy.base_delay = std::chrono::milliseconds(100);
     policy.max_delay = std::chrono::milliseconds(1000);
     std::mt19937_64 random(1);
-    s3::detail::response r;
+    tilekit::detail::s3_response r;
     long long largest = 0;
     for (int attempt = 1; attempt < 12; ++attempt)
         for (int i = 0; i < 200; ++i) {
-            const long long d = s3::detail::backoff(policy, attempt, r, random).count();
+            const long long d = tilekit::detail::s3_backoff(policy, attempt, r, random).count();
             CHECK(d >= 0);
             CHECK(d <= std::min(1000LL, 100LL << attempt));
             largest = std::max(largest, d);
         }
     CHECK(largest > 500);  // jitter really spreads up to the cap
     r.retry_after = "3";
-    CHECK(s3::detail::backoff(policy, 1, r, random).count() >= 3000);
+    CHECK(tilekit::detail::s3_backoff(policy, 1, r, random).count() >= 3000);
     r.retry_after = "999999";
-    CHECK(s3::detail::backoff(policy, 1, r, random) <= policy.max_retry_after);
+    CHECK(tilekit::detail::s3_backoff(policy, 1, r, random) <= policy.max_retry_after);
 }
 
 TEST_CASE("a server that never answers gives a clear timeout error after bounded retries", "[s3]") {

@@ -4,7 +4,7 @@
 
 #include "test_helpers.hpp"
 
-#include <tilekit/streaming_decode.hpp>
+#include <tilekit/fast_codecs.hpp>
 
 using namespace tilekit;
 
@@ -23,7 +23,7 @@ tkt::bytes encode_jpeg(const image_buffer& image, int quality = 90) {
 }
 
 // Reads every row of a reader into one packed buffer.
-tkt::bytes read_all_rows(image_row_reader& reader) {
+tkt::bytes read_all_rows(row_source& reader) {
     tkt::bytes out;
     const std::size_t row = static_cast<std::size_t>(reader.width()) * static_cast<std::size_t>(reader.channels());
     for (int y = 0; y < reader.height(); ++y) {
@@ -33,16 +33,7 @@ tkt::bytes read_all_rows(image_row_reader& reader) {
     return out;
 }
 
-template <class F>
-std::optional<errc> error_of(F&& f, std::string* message = nullptr) {
-    try {
-        f();
-    } catch (const tilekit::error& e) {
-        if (message) *message = e.what();
-        return e.code();
-    }
-    return std::nullopt;
-}
+using tkt::error_of;
 
 }  // namespace
 
@@ -52,7 +43,7 @@ TEST_CASE("streaming PNG rows equal the whole-image decode, for 1..4 channels", 
         const image_buffer image = tkt::make_image(123, 77, channels, 5 + channels, 30);
         const auto path = dir.path() / ("c" + std::to_string(channels) + ".png");
         tkt::write_file(path, encode_png(image));
-        const auto reader = open_image_file(path.string());
+        const auto reader = fast_codecs::open_file(path.string());
         CHECK(reader->width() == 123);
         CHECK(reader->height() == 77);
         CHECK(reader->channels() == channels);
@@ -70,7 +61,7 @@ TEST_CASE("streaming PNG turns 16-bit into 8-bit like the stb decoder", "[stream
     const tkt::bytes png = tkt::make_png(5, 3, 16, 2, raw, 5 * 3 * 2);
     const auto path = dir.path() / "deep.png";
     tkt::write_file(path, png);
-    const auto reader = open_image_file(path.string());
+    const auto reader = fast_codecs::open_file(path.string());
     REQUIRE(reader->channels() == 3);
     const image_buffer whole = decode_image(png);
     CHECK(read_all_rows(*reader) == tkt::pixels_of(whole.view()));
@@ -83,7 +74,7 @@ TEST_CASE("streaming JPEG rows are close to the whole-image decode", "[streaming
         const tkt::bytes jpg = encode_jpeg(image);
         const auto path = dir.path() / ("c" + std::to_string(channels) + ".jpg");
         tkt::write_file(path, jpg);
-        const auto reader = open_image_file(path.string());
+        const auto reader = fast_codecs::open_file(path.string());
         CHECK(reader->width() == 200);
         CHECK(reader->height() == 131);
         CHECK(reader->channels() == channels);
@@ -96,19 +87,29 @@ TEST_CASE("streaming JPEG rows are close to the whole-image decode", "[streaming
     }
 }
 
-TEST_CASE("tile_file gives the same pyramid as decoding first", "[streaming]") {
+TEST_CASE("tile_file and tile_memory stream, and give the same pyramid as decoding first", "[streaming]") {
     tkt::temp_dir dir;
     const image_buffer image = tkt::make_image(700, 389, 4, 21, 20);
     const auto path = dir.path() / "map.png";
     tkt::write_file(path, encode_png(image));
     pyramid_options options;
-    options.tiling.threads = 2;
-    memory_sink streamed, buffered;
-    const pyramid_metadata a = tile_file<fast_codecs>(path.string(), streamed, options);
-    const pyramid_metadata b = tile_image<fast_codecs>(image.view(), buffered, options);
+    options.threads = 2;
+    // Including <tilekit/fast_codecs.hpp> makes the streaming decoders the default.
+    CHECK(std::string(default_codecs_name()) == "fast");
+    CHECK(dynamic_cast<png_row_reader*>(fast_codecs::open_file(path.string()).get()) != nullptr);
+    CHECK(dynamic_cast<png_row_reader*>(fast_codecs::open_memory(encode_png(image).data(), encode_png(image).size()).get()) != nullptr);
+    memory_sink streamed, from_memory, buffered;
+    const pyramid_metadata a = tile_file(path.string(), streamed, options);
+    const pyramid_metadata c = tile_memory(tkt::read_file(path), from_memory, options);
+    const pyramid_metadata b = generate_pyramid(image, deep_zoom_layout(), libdeflate_png_encoder(), buffered, options);
     CHECK(nlohmann::json(a) == nlohmann::json(b));
+    CHECK(nlohmann::json(c) == nlohmann::json(b));
     REQUIRE(streamed.keys() == buffered.keys());
-    for (const std::string& key : streamed.keys()) CHECK(streamed.get(key)->body == buffered.get(key)->body);
+    REQUIRE(from_memory.keys() == buffered.keys());
+    for (const std::string& key : streamed.keys()) {
+        CHECK(streamed.get(key)->body == buffered.get(key)->body);
+        CHECK(from_memory.get(key)->body == buffered.get(key)->body);
+    }
 }
 
 TEST_CASE("damaged files fail part-way with a typed error and no manifest", "[streaming]") {
@@ -155,7 +156,7 @@ TEST_CASE("the pixel limit is checked from the header before decoding", "[stream
     const auto path = dir.path() / "huge.png";
     tkt::write_file(path, png);
     std::string message;
-    CHECK(error_of([&] { open_image_file(path.string()); }, &message) == errc::image_too_large);
+    CHECK(error_of([&] { fast_codecs::open_file(path.string()); }, &message) == errc::image_too_large);
     CHECK(message.find("100000x100000") != std::string::npos);
     CHECK(message.find(std::to_string(decode_limits{}.max_pixels)) != std::string::npos);
 
@@ -164,16 +165,16 @@ TEST_CASE("the pixel limit is checked from the header before decoding", "[stream
     tkt::write_file(jpg_path, encode_jpeg(image));
     decode_limits tight;
     tight.max_pixels = 64 * 63;
-    CHECK(error_of([&] { open_image_file(jpg_path.string(), tight); }) == errc::image_too_large);
+    CHECK(error_of([&] { fast_codecs::open_file(jpg_path.string(), tight); }) == errc::image_too_large);
     tight.max_pixels = 64 * 64;
-    CHECK_NOTHROW(open_image_file(jpg_path.string(), tight));
+    CHECK_NOTHROW(fast_codecs::open_file(jpg_path.string(), tight));
 }
 
 TEST_CASE("streaming open reports empty, non-image and missing files", "[streaming]") {
     tkt::temp_dir dir;
     tkt::write_file(dir.path() / "empty.png", {});
     tkt::write_file(dir.path() / "text.png", tkt::bytes{'h', 'e', 'l', 'l', 'o', ' ', 'w', 'o', 'r', 'l', 'd'});
-    CHECK(error_of([&] { open_image_file((dir.path() / "empty.png").string()); }) == errc::empty_input);
-    CHECK(error_of([&] { open_image_file((dir.path() / "text.png").string()); }) == errc::not_an_image);
-    CHECK(error_of([&] { open_image_file((dir.path() / "missing.png").string()); }) == errc::io_error);
+    CHECK(error_of([&] { fast_codecs::open_file((dir.path() / "empty.png").string()); }) == errc::empty_input);
+    CHECK(error_of([&] { fast_codecs::open_file((dir.path() / "text.png").string()); }) == errc::not_an_image);
+    CHECK(error_of([&] { fast_codecs::open_file((dir.path() / "missing.png").string()); }) == errc::io_error);
 }

@@ -18,7 +18,6 @@
 
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/s3.hpp>
-#include <tilekit/streaming_decode.hpp>
 #include <tilekit/tilekit.hpp>
 
 #include <unistd.h>
@@ -158,7 +157,6 @@ extern "C" void on_interrupt(int) { interrupted = 1; }
 int run_tile(const std::vector<std::string>& args) {
     std::vector<std::string> positional;
     tilekit::pyramid_options options;
-    tilekit::decode_limits limits;
     s3_flags s3;
     for (std::size_t i = 0; i < args.size(); ++i) {
         if (s3.take(args, i)) continue;
@@ -184,15 +182,15 @@ int run_tile(const std::vector<std::string>& args) {
         } else if (arg == "--quality") {
             options.quality = static_cast<int>(parse_number(arg, value(), 1, 100));
         } else if (arg == "--threads") {
-            options.tiling.threads = static_cast<unsigned>(parse_number(arg, value(), 1, 1024));
+            options.threads = static_cast<unsigned>(parse_number(arg, value(), 1, 1024));
         } else if (arg == "--skip-blank") {
-            options.tiling.skip_blank_tiles = true;
+            options.skip_blank_tiles = true;
         } else if (arg == "--background") {
-            options.tiling.background = parse_color(value());
+            options.background = parse_color(value());
         } else if (arg == "--basename") {
             options.basename = value();
         } else if (arg == "--max-pixels") {
-            limits.max_pixels = static_cast<std::uint64_t>(parse_number(arg, value(), 1, 1L << 40));
+            options.limits.max_pixels = static_cast<std::uint64_t>(parse_number(arg, value(), 1, 1L << 40));
         } else if (arg.size() > 1 && arg[0] == '-') {
             throw usage_error("unknown option '" + arg + "'");
         } else {
@@ -202,13 +200,13 @@ int run_tile(const std::vector<std::string>& args) {
     if (positional.size() != 2) throw usage_error("tile needs INPUT and OUTDIR");
 
     progress_printer printer(isatty(STDERR_FILENO) != 0);
-    options.tiling.on_progress = [&printer](const tilekit::tile_progress& p) { printer(p); };
+    options.on_progress = [&printer](const tilekit::tile_progress& p) { printer(p); };
 
     // Ctrl-C and SIGTERM cancel the run cleanly: no manifest is written for a partial pyramid.
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
     std::atomic<bool> finished{false};
-    tilekit::cancel_token cancel = options.tiling.cancel;
+    tilekit::cancel_token cancel = options.cancel;
     std::thread watcher([&] {
         while (!finished.load()) {
             if (interrupted) cancel.cancel();
@@ -227,30 +225,19 @@ int run_tile(const std::vector<std::string>& args) {
     tilekit::pyramid_metadata result;
     if (is_s3_url(positional[1])) {
         const s3_location where = parse_s3_url(positional[1]);
-        options.tiling.prefix = where.key.empty() || where.key.back() == '/' ? where.key : where.key + "/";
+        options.prefix = where.key.empty() || where.key.back() == '/' ? where.key : where.key + "/";
         tilekit::s3::sink_options sink_options;
         if (s3.concurrency) sink_options.concurrency = s3.concurrency;
         tilekit::s3::s3_sink sink(s3.config(where.bucket), sink_options);
-        result = tilekit::tile_file<tilekit::fast_codecs>(positional[0], sink, options, limits);
+        result = tilekit::tile_file(positional[0], sink, options);
     } else {
         tilekit::filesystem_sink sink(positional[1]);
-        result = tilekit::tile_file<tilekit::fast_codecs>(positional[0], sink, options, limits);
+        result = tilekit::tile_file(positional[0], sink, options);
     }
     std::cout << nlohmann::json(result).dump(2) << std::endl;
     return 0;
 }
 
-std::string content_type_of(const std::string& path) {
-    const auto ends_with = [&](const char* suffix) {
-        const std::size_t n = std::strlen(suffix);
-        return path.size() >= n && path.compare(path.size() - n, n, suffix) == 0;
-    };
-    if (ends_with(".png")) return "image/png";
-    if (ends_with(".jpg") || ends_with(".jpeg")) return "image/jpeg";
-    if (ends_with(".json")) return "application/json";
-    if (ends_with(".dzi") || ends_with(".xml")) return "application/xml";
-    return "application/octet-stream";
-}
 
 // Uploads every regular file under `root` to PREFIX/relative/path through the S3 sink.
 int upload_tree(const std::string& root, const s3_location& where, const s3_flags& s3) {
@@ -264,7 +251,7 @@ int upload_tree(const std::string& root, const s3_location& where, const s3_flag
         tilekit::storage_object object;
         object.key = prefix + std::filesystem::relative(entry.path(), root).generic_string();
         object.body = tilekit::read_file_bytes(entry.path().string());
-        object.content_type = content_type_of(object.key);
+        object.content_type = tilekit::content_type_for_key(object.key);
         bytes += object.body.size();
         ++files;
         sink.put(std::move(object));

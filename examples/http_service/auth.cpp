@@ -2,6 +2,8 @@
 
 #include <tilekit/jobs/job.hpp>
 
+#include <openssl/rand.h>
+
 #include <nlohmann/json.hpp>
 
 namespace tilekit_service {
@@ -47,14 +49,8 @@ std::optional<user> require_user(const catalog& users, const httplib::Request& r
 
 std::string new_token() {
     unsigned char bytes[32];
-    tilekit::jobs::detail::random_bytes(bytes, sizeof bytes);
-    static const char digits[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned char b : bytes) {
-        out += digits[b >> 4];
-        out += digits[b & 15];
-    }
-    return out;
+    if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("no cryptographic random source (OpenSSL RAND_bytes)");
+    return to_hex(bytes, sizeof bytes);
 }
 
 }  // namespace tilekit_service

@@ -1,9 +1,9 @@
 #include "catalog.hpp"
 
 #include <tilekit/jobs/job.hpp>
-#include <tilekit/s3/sigv4.hpp>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include <functional>
@@ -12,7 +12,23 @@ namespace tilekit_service {
 
 std::string new_uuid() { return tilekit::jobs::new_job_id(); }
 std::string now_iso8601() { return tilekit::jobs::utc_now_iso8601(); }
-std::string sha256_hex(const std::string& text) { return tilekit::s3::detail::sha256_hex(text); }
+std::string sha256_hex(const std::string& text) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int size = 0;
+    if (EVP_Digest(text.data(), text.size(), digest, &size, EVP_sha256(), nullptr) != 1)
+        throw tilekit::error(tilekit::errc::crypto_error, "SHA-256 failed (OpenSSL)");
+    return to_hex(digest, size);
+}
+
+std::string to_hex(const unsigned char* bytes, std::size_t size) {
+    static const char digits[] = "0123456789abcdef";
+    std::string hex;
+    for (std::size_t i = 0; i < size; ++i) {
+        hex += digits[bytes[i] >> 4];
+        hex += digits[bytes[i] & 15];
+    }
+    return hex;
+}
 
 void to_json(nlohmann::json& j, const project& p) {
     j = {{"id", p.id}, {"slug", p.slug}, {"name", p.name}, {"owner_id", p.owner_id}, {"created_at", p.created_at}};
@@ -67,6 +83,20 @@ private:
 
 const char* const project_columns = "id, slug, name, owner_id, created_at";
 project read_project(const statement& s) { return {s.text(0), s.text(1), s.text(2), s.text(3), s.text(4)}; }
+
+// The projects WHERE `condition` (one ?, bound to `value`); the caller holds the lock.
+std::vector<project> select_projects(sqlite3* db, const char* condition, const std::string& value) {
+    statement s(db, (std::string("SELECT ") + project_columns + " FROM projects WHERE " + condition).c_str());
+    s.bind(1, value);
+    std::vector<project> out;
+    while (s.row()) out.push_back(read_project(s));
+    return out;
+}
+
+std::optional<project> first(std::vector<project> rows) {
+    if (rows.empty()) return std::nullopt;
+    return std::move(rows.front());
+}
 
 const char* const version_columns = "id, project_id, number, status, created_at, published_at";
 version read_version(const statement& s) {
@@ -141,27 +171,17 @@ project catalog::create_project(const std::string& slug, const std::string& name
 
 std::optional<project> catalog::find_project(const std::string& slug) const {
     std::lock_guard<std::mutex> lock(mutex_);
-    statement s(db_, (std::string("SELECT ") + project_columns + " FROM projects WHERE slug = ?").c_str());
-    s.bind(1, slug);
-    if (!s.row()) return std::nullopt;
-    return read_project(s);
+    return first(select_projects(db_, "slug = ?", slug));  // slug is UNIQUE
 }
 
 std::optional<project> catalog::project_by_id(const std::string& id) const {
     std::lock_guard<std::mutex> lock(mutex_);
-    statement s(db_, (std::string("SELECT ") + project_columns + " FROM projects WHERE id = ?").c_str());
-    s.bind(1, id);
-    if (!s.row()) return std::nullopt;
-    return read_project(s);
+    return first(select_projects(db_, "id = ?", id));
 }
 
 std::vector<project> catalog::projects_of(const std::string& owner_id) const {
     std::lock_guard<std::mutex> lock(mutex_);
-    statement s(db_, (std::string("SELECT ") + project_columns + " FROM projects WHERE owner_id = ? ORDER BY slug").c_str());
-    s.bind(1, owner_id);
-    std::vector<project> out;
-    while (s.row()) out.push_back(read_project(s));
-    return out;
+    return select_projects(db_, "owner_id = ? ORDER BY slug", owner_id);
 }
 
 version catalog::create_version(const std::string& project_id, int number, const std::string& status) {

@@ -81,5 +81,6 @@ private:
 std::string new_uuid();
 std::string now_iso8601();
 std::string sha256_hex(const std::string& text);
+std::string to_hex(const unsigned char* bytes, std::size_t size);  // lower-case
 
 }  // namespace tilekit_service

@@ -18,18 +18,6 @@ namespace tilekit_service {
 
 namespace {
 
-std::string static_content_type(const std::string& path) {
-    const std::string ext = std::filesystem::path(path).extension().string();
-    if (ext == ".html") return "text/html; charset=utf-8";
-    if (ext == ".js" || ext == ".mjs") return "text/javascript; charset=utf-8";
-    if (ext == ".css") return "text/css; charset=utf-8";
-    if (ext == ".svg") return "image/svg+xml";
-    if (ext == ".map" || ext == ".json") return "application/json";
-    if (ext == ".woff2") return "font/woff2";
-    if (ext == ".ico") return "image/x-icon";
-    return content_type_for(path);
-}
-
 // `relative` under `root`, or empty when it is missing or would leave the root.
 std::filesystem::path file_under(const std::filesystem::path& root, const std::string& relative) {
     if (relative.empty() || relative.front() == '/' || relative.find('\\') != std::string::npos ||
@@ -71,13 +59,7 @@ void install_file_routes(httplib::Server& server, service_context& context) {
     service_context* const c = &context;
 
     server.Get("/projects/([^/]+)/versions/([^/]+)/viewer", [c](const httplib::Request& req, httplib::Response& res) {
-        const auto who = require_user(c->db, req, res);
-        if (!who) return;
-        if (!valid_slug(req.matches[1])) return send_error(res, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
-        if (!parse_version_number(req.matches[2])) return send_error(res, 422, "Invalid version number: a positive integer");
-        const auto p = c->db.find_project(req.matches[1]);
-        if (!p || p->owner_id != who->id) return send_error(res, 404, "Project not found");
-        if (!c->db.find_version(p->id, parse_version_number(req.matches[2]))) return send_error(res, 404, "Version not found");
+        if (!version_target_of(*c, req, res)) return;
         std::string page;
         if (!read_whole(std::filesystem::path(c->config.viewer_dir) / "index.html", page))
             return send_error(res, 404, "Viewer not installed (no index.html in " + c->config.viewer_dir + ")");
@@ -95,7 +77,7 @@ void install_file_routes(httplib::Server& server, service_context& context) {
         std::string body;
         if (path.empty() || !read_whole(path, body)) return send_error(res, 404, "Not found");
         res.set_header("Cache-Control", "no-cache");
-        res.set_content(body, static_content_type(path.string()));
+        res.set_content(body, content_type_for(path.string(), content_types::viewer));
     });
 
     server.Get("/tiles/(.+)", [c](const httplib::Request& req, httplib::Response& res) {

@@ -12,7 +12,6 @@
 
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/sqlite.hpp>
-#include <tilekit/tile_generation.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -46,6 +45,60 @@ int parse_version_number(const std::string& text) {
 
 namespace {
 
+const char* const invalid_slug_detail = "Invalid project slug: 1..64 characters of [a-z0-9-]";
+
+}  // namespace
+
+std::optional<project> accessible_project(const service_context& c, const user& who, const std::string& slug,
+                                          httplib::Response& response) {
+    if (!valid_slug(slug)) {
+        send_error(response, 422, invalid_slug_detail);
+        return std::nullopt;
+    }
+    std::optional<project> p = c.db.find_project(slug);
+    if (!p || p->owner_id != who.id) {
+        send_error(response, 404, "Project not found");
+        return std::nullopt;
+    }
+    return p;
+}
+
+std::optional<version_path> parse_version_path(const service_context& c, const httplib::Request& request,
+                                               httplib::Response& response) {
+    std::optional<user> who = require_user(c.db, request, response);
+    if (!who) return std::nullopt;
+    version_path path{std::move(*who), request.matches[1], parse_version_number(request.matches[2])};
+    if (!valid_slug(path.slug)) {
+        send_error(response, 422, invalid_slug_detail);
+        return std::nullopt;
+    }
+    if (!path.number) {
+        send_error(response, 422, "Invalid version number: a positive integer");
+        return std::nullopt;
+    }
+    return path;
+}
+
+std::optional<version_target> find_version_target(const service_context& c, const version_path& path,
+                                                  httplib::Response& response) {
+    std::optional<project> p = accessible_project(c, path.who, path.slug, response);
+    if (!p) return std::nullopt;
+    std::optional<version> v = c.db.find_version(p->id, path.number);
+    if (!v) {
+        send_error(response, 404, "Version not found");
+        return std::nullopt;
+    }
+    return version_target{path.who, std::move(*p), std::move(*v)};
+}
+
+std::optional<version_target> version_target_of(const service_context& c, const httplib::Request& request,
+                                                httplib::Response& response) {
+    const std::optional<version_path> path = parse_version_path(c, request, response);
+    return path ? find_version_target(c, *path, response) : std::nullopt;
+}
+
+namespace {
+
 // The request body as a JSON object, or nullopt after writing 400/413/422.
 std::optional<json> json_body(const service_context& c, const httplib::Request& request, httplib::Response& response) {
     if (request.body.size() > c.config.max_json_bytes) {
@@ -63,21 +116,6 @@ std::optional<json> json_body(const service_context& c, const httplib::Request& 
         return std::nullopt;
     }
     return body;
-}
-
-// The project behind a slug if `who` may access it (the owner), else 422/404 written.
-std::optional<project> accessible_project(const service_context& c, const user& who, const std::string& slug,
-                                          httplib::Response& response) {
-    if (!valid_slug(slug)) {
-        send_error(response, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
-        return std::nullopt;
-    }
-    std::optional<project> p = c.db.find_project(slug);
-    if (!p || p->owner_id != who.id) {
-        send_error(response, 404, "Project not found");
-        return std::nullopt;
-    }
-    return p;
 }
 
 std::string lower(std::string text) {
@@ -138,14 +176,14 @@ void run_job(service_context& c, const std::string& job_id, const project& p, co
     request.prefix_template = c.config.prefix_template;
     request.tiling.layout = c.config.layout == "xyz" ? tilekit::layout_type::xyz : tilekit::layout_type::deep_zoom;
     request.tiling.format = c.config.format == "jpg" ? tilekit::tile_format::jpeg : tilekit::tile_format::png;
-    request.tiling.tiling.threads = c.config.tiler_threads;
+    request.tiling.threads = c.config.tiler_threads;
     request.max_source_bytes = c.config.max_upload_bytes;
     request.scratch_root = std::filesystem::path(c.config.data_dir) / "scratch";
     std::error_code ec;
     std::filesystem::create_directories(request.scratch_root, ec);
     std::unique_ptr<tilekit::storage_sink> sink = c.store.make_sink();
     const jobs::job_record done =
-        jobs::run_tile_generation_job<tilekit::fast_codecs>(c.jobs, c.store.source(), *sink, request, cancel);
+        jobs::run_tile_generation_job(c.jobs, c.store.source(), *sink, request, cancel);
     std::fprintf(stderr, "tilekit-service: job %s %s%s%s\n", job_id.c_str(), jobs::to_string(done.status),
                  done.error.empty() ? "" : ": ", done.error.c_str());
 }
@@ -180,7 +218,7 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         if (!body) return;
         if (!body->contains("slug") || !(*body)["slug"].is_string()) return send_error(res, 422, "Field 'slug' (string) is required");
         const std::string slug = (*body)["slug"];
-        if (!valid_slug(slug)) return send_error(res, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
+        if (!valid_slug(slug)) return send_error(res, 422, invalid_slug_detail);
         std::string name = slug;
         if (body->contains("name")) {
             if (!(*body)["name"].is_string() || (*body)["name"].get<std::string>().size() > 200)
@@ -233,30 +271,16 @@ void install_api_routes(httplib::Server& server, service_context& context) {
     });
 
     server.Get("/projects/([^/]+)/versions/([^/]+)", [c](const httplib::Request& req, httplib::Response& res) {
-        const auto who = require_user(c->db, req, res);
-        if (!who) return;
-        const int number = parse_version_number(req.matches[2]);
-        if (!valid_slug(req.matches[1])) return send_error(res, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
-        if (!number) return send_error(res, 422, "Invalid version number: a positive integer");
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
-        if (!p) return;
-        const auto v = c->db.find_version(p->id, number);
-        if (!v) return send_error(res, 404, "Version not found");
-        send_json(res, 200, version_view(*c, *p, *v));
+        const auto t = version_target_of(*c, req, res);
+        if (!t) return;
+        send_json(res, 200, version_view(*c, t->p, t->v));
     });
 
     server.Post("/projects/([^/]+)/versions/([^/]+)/publish", [c](const httplib::Request& req, httplib::Response& res) {
-        const auto who = require_user(c->db, req, res);
-        if (!who) return;
-        const int number = parse_version_number(req.matches[2]);
-        if (!valid_slug(req.matches[1])) return send_error(res, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
-        if (!number) return send_error(res, 422, "Invalid version number: a positive integer");
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
-        if (!p) return;
-        const auto v = c->db.find_version(p->id, number);
-        if (!v) return send_error(res, 404, "Version not found");
-        if (v->status != "draft") return send_error(res, 409, "Only draft versions can be published");
-        send_json(res, 200, c->db.publish(*v));
+        const auto t = version_target_of(*c, req, res);
+        if (!t) return;
+        if (t->v.status != "draft") return send_error(res, 409, "Only draft versions can be published");
+        send_json(res, 200, c->db.publish(t->v));
     });
 
     server.Post("/projects/([^/]+)/assets", [c](const httplib::Request& req, httplib::Response& res) {
@@ -281,8 +305,8 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         a.id = new_uuid();
         a.project_id = p->id;
         a.type = type;
-        a.content_type = png ? "image/png" : jpeg ? "image/jpeg" : "application/octet-stream";
         a.storage_key = "mp/" + p->slug + "/uploads/assets/" + a.id + (png ? ".png" : jpeg ? ".jpg" : ".bin");
+        a.content_type = content_type_for(a.storage_key);  // by the extension just chosen
         a.filename = filename.substr(0, 200);
         a.size = bytes->size();
         a.created_at = now_iso8601();
@@ -296,28 +320,24 @@ void install_api_routes(httplib::Server& server, service_context& context) {
 
     server.Post("/projects/([^/]+)/versions/([^/]+)/generate-tiles", [c](const httplib::Request& req,
                                                                           httplib::Response& res) {
-        const auto who = require_user(c->db, req, res);
-        if (!who) return;
-        const std::string slug = req.matches[1];
-        const int number = parse_version_number(req.matches[2]);
+        const auto path = parse_version_path(*c, req, res);
+        if (!path) return;
         const std::string asset_id = lower(req.has_param("asset_id") ? req.get_param_value("asset_id") : "");
-        if (!valid_slug(slug)) return send_error(res, 422, "Invalid project slug: 1..64 characters of [a-z0-9-]");
-        if (!number) return send_error(res, 422, "Invalid version number: a positive integer");
         if (!jobs::is_uuid(asset_id)) return send_error(res, 422, "Query parameter 'asset_id' must be a UUID");
-        const auto p = accessible_project(*c, *who, slug, res);
-        if (!p) return;
-        const auto v = c->db.find_version(p->id, number);
-        if (!v) return send_error(res, 404, "Version not found");
-        if (!jobs::is_draft({v->number, v->status})) return send_error(res, 400, "Can only generate tiles for draft versions");
+        const auto t = find_version_target(*c, *path, res);
+        if (!t) return;
+        const project& p = t->p;
+        const version& v = t->v;
+        if (!jobs::is_draft({v.number, v.status})) return send_error(res, 400, "Can only generate tiles for draft versions");
         const auto a = c->db.find_asset(asset_id);
-        if (!a || a->project_id != p->id || a->type != "base_map") return send_error(res, 400, "Invalid base map asset");
+        if (!a || a->project_id != p.id || a->type != "base_map") return send_error(res, 400, "Invalid base map asset");
         if (c->stopping.load() || !c->pool.try_reserve()) {
             res.set_header("Retry-After", "5");
             return send_error(res, 503, "Too many tile generation jobs; try again later");
         }
         jobs::job_record job;
         try {
-            job = c->jobs.create({jobs::tile_generation_job, p->id, v->id, who->id, "Queued"});
+            job = c->jobs.create({jobs::tile_generation_job, p.id, v.id, t->who.id, "Queued"});
         } catch (const jobs::job_state_error&) {
             c->pool.release();
             return send_error(res, 409, "A tile generation job is already queued or running for this version");
@@ -325,8 +345,8 @@ void install_api_routes(httplib::Server& server, service_context& context) {
             c->pool.release();
             throw;
         }
-        const project proj = *p;
-        const version ver = *v;
+        const project proj = p;
+        const version ver = v;
         const asset source = *a;
         const std::string id = job.id;
         c->pool.submit(id, [c, id, proj, ver, source](tilekit::cancel_token cancel) { run_job(*c, id, proj, ver, source, cancel); });

@@ -2,14 +2,16 @@
 // The HTTP endpoints. api_routes: projects, versions, assets, jobs, health (JSON in and out,
 // errors as {"detail": "..."}). file_routes: the viewer page, its static files and the tiles.
 
+#include "catalog.hpp"
+
 #include <tilekit/sqlite.hpp>
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <optional>
 #include <string>
-
 
 namespace tilekit_service {
 
@@ -38,5 +40,36 @@ void send_error(httplib::Response& response, int status, const std::string& deta
 bool valid_slug(const std::string& slug);
 // "1".."999999999" -> the number; anything else -> 0.
 int parse_version_number(const std::string& text);
+
+// The request preamble of the project and version routes, in the order every handler checks:
+// the token (401), the shape of the path (422), then existence and access (404; another user's
+// project is "not found" too). Each returns nullopt after writing the error response.
+
+// The project behind `slug` if `who` owns it (422 for a malformed slug, else 404).
+std::optional<project> accessible_project(const service_context& c, const user& who, const std::string& slug,
+                                          httplib::Response& response);
+
+// /projects/{slug}/versions/{number}/...: who asks, and a well-formed slug and number (the
+// regex groups 1 and 2). 401, then 422; nothing is looked up yet.
+struct version_path {
+    user who;
+    std::string slug;
+    int number = 0;
+};
+std::optional<version_path> parse_version_path(const service_context& c, const httplib::Request& request,
+                                               httplib::Response& response);
+
+// The project (404) and the version (404) that a parsed path names.
+struct version_target {
+    user who;
+    project p;
+    version v;
+};
+std::optional<version_target> find_version_target(const service_context& c, const version_path& path,
+                                                  httplib::Response& response);
+
+// Both steps, for handlers that check nothing of their own in between.
+std::optional<version_target> version_target_of(const service_context& c, const httplib::Request& request,
+                                                httplib::Response& response);
 
 }  // namespace tilekit_service

@@ -28,7 +28,7 @@ public:
         sink_.flush();
     }
     std::unique_ptr<tilekit::storage_sink> make_sink() override { return std::make_unique<tilekit::filesystem_sink>(root_); }
-    tilekit::jobs::image_source& source() override { return source_; }
+    tilekit::image_source& source() override { return source_; }
     std::optional<stored_object> get(const std::string& key) override {
         tilekit::validate_key(key);  // throws for "..", absolute paths, empty segments
         const std::filesystem::path path = std::filesystem::path(root_) / key;
@@ -45,7 +45,7 @@ public:
 private:
     std::string root_;
     tilekit::filesystem_sink sink_;
-    tilekit::jobs::filesystem_source source_;
+    tilekit::filesystem_source source_;
 };
 
 class s3_storage final : public storage {
@@ -60,7 +60,7 @@ public:
         client_.put(object.key, object.body, options);
     }
     std::unique_ptr<tilekit::storage_sink> make_sink() override { return std::make_unique<tilekit::s3::s3_sink>(config_); }
-    tilekit::jobs::image_source& source() override { return source_; }
+    tilekit::image_source& source() override { return source_; }
     std::optional<stored_object> get(const std::string& key) override {
         tilekit::validate_key(key);
         try {
@@ -87,12 +87,25 @@ std::unique_ptr<storage> make_storage(const service_config& config) {
     return std::make_unique<filesystem_storage>(config.storage_root);
 }
 
-std::string content_type_for(const std::string& key) {
-    if (ends_with(key, ".png")) return "image/png";
-    if (ends_with(key, ".jpg") || ends_with(key, ".jpeg")) return "image/jpeg";
-    if (ends_with(key, ".json")) return "application/json";
-    if (ends_with(key, ".dzi") || ends_with(key, ".xml")) return "application/xml";
-    return "application/octet-stream";
+std::string content_type_for(const std::string& name, content_types set) {
+    struct by_extension {
+        const char* extension;
+        const char* type;
+    };
+    static const by_extension viewer_files[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".svg", "image/svg+xml"},
+        {".map", "application/json"},
+        {".woff2", "font/woff2"},
+        {".ico", "image/x-icon"},
+    };
+    if (set == content_types::viewer)
+        for (const by_extension& row : viewer_files)
+            if (ends_with(name, row.extension)) return row.type;
+    return tilekit::content_type_for_key(name);  // what pyramids and uploads consist of
 }
 
 std::string cache_control_for(const std::string& key) {

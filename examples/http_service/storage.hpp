@@ -2,7 +2,7 @@
 // Where assets and tiles live: a directory (the default) or an S3 / R2 bucket. Both go through
 // tilekit's own sinks and job sources, so uploads and jobs use the same storage layer.
 
-#include <tilekit/jobs/source.hpp>
+#include <tilekit/source.hpp>
 #include <tilekit/sink.hpp>
 
 #include <cstdint>
@@ -28,15 +28,19 @@ public:
     virtual void put(tilekit::storage_object object) = 0;
     // A fresh sink for one job (each job flushes its own).
     virtual std::unique_ptr<tilekit::storage_sink> make_sink() = 0;
-    virtual tilekit::jobs::image_source& source() = 0;
+    virtual tilekit::image_source& source() = 0;
     // Reads an object back for /tiles/; nullopt when it does not exist.
     virtual std::optional<stored_object> get(const std::string& key) = 0;
 };
 
 std::unique_ptr<storage> make_storage(const service_config& config);
 
-// image/png, image/jpeg, application/json, application/xml (.dzi/.xml), else octet-stream.
-std::string content_type_for(const std::string& key);
+// The Content-Type for a key or file name, by its extension. `stored` (objects in storage:
+// tiles, manifests, uploads): image/png, image/jpeg, application/json, application/xml
+// (.dzi/.xml). `viewer` (the viewer's own files under /static/) adds .html, .js/.mjs, .css,
+// .svg, .map, .woff2 and .ico. Anything else: application/octet-stream.
+enum class content_types { stored, viewer };
+std::string content_type_for(const std::string& name, content_types set = content_types::stored);
 // Tiles: tilekit's tile rule ("public, max-age=86400"); manifests: "no-cache".
 std::string cache_control_for(const std::string& key);
 

@@ -45,19 +45,39 @@ inline std::string describe_format(const std::uint8_t* data, std::size_t size) {
     return "other";
 }
 
+inline std::uint32_t read_be32(const std::uint8_t* p) noexcept {
+    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+
+struct png_chunk {
+    const std::uint8_t* type;  // 4 bytes
+    std::uint32_t length;
+    const std::uint8_t* data;  // `length` bytes, then the 4-byte CRC
+};
+
+// Calls visit(chunk) for every complete chunk after the signature, in order, while it returns
+// true; stops at the first chunk that does not fit in the data (truncation).
+template <class Visit>
+void for_each_png_chunk(const std::uint8_t* data, std::size_t size, Visit&& visit) {
+    std::size_t pos = 8;
+    while (pos + 12 <= size) {
+        const std::uint32_t length = read_be32(data + pos);
+        if (length > size - pos - 12) return;
+        if (!visit(png_chunk{data + pos + 4, length, data + pos + 8})) return;
+        pos += 12 + static_cast<std::size_t>(length);
+    }
+}
+
 // stb decodes many truncated files without complaint (JPEG pads with grey), so check that the
 // container is complete before trusting a decode: PNG must hold an IEND chunk, JPEG an EOI marker.
 inline bool container_is_complete(const std::string& format, const std::uint8_t* data, std::size_t size) {
     if (format == "png") {
-        std::size_t pos = 8;
-        while (pos + 12 <= size) {
-            std::uint32_t length = (std::uint32_t{data[pos]} << 24) | (std::uint32_t{data[pos + 1]} << 16) |
-                                   (std::uint32_t{data[pos + 2]} << 8) | std::uint32_t{data[pos + 3]};
-            if (std::memcmp(data + pos + 4, "IEND", 4) == 0) return true;
-            if (length > size - pos - 12) return false;
-            pos += 12 + static_cast<std::size_t>(length);
-        }
-        return false;
+        bool has_end = false;
+        for_each_png_chunk(data, size, [&](const png_chunk& chunk) {
+            has_end = std::memcmp(chunk.type, "IEND", 4) == 0;
+            return !has_end;
+        });
+        return has_end;
     }
     if (format == "jpeg") {
         // The EOI marker ends the stream; tolerate a little trailing padding some writers add.
@@ -75,10 +95,6 @@ inline bool container_is_complete(const std::string& format, const std::uint8_t*
 
 inline std::string size_text(std::uint64_t width, std::uint64_t height) {
     return std::to_string(width) + "x" + std::to_string(height);
-}
-
-inline std::uint32_t read_be32(const std::uint8_t* p) noexcept {
-    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
 }
 
 // Width and height as the header states them (PNG IHDR, JPEG SOFn), read without stb: stb
@@ -121,27 +137,24 @@ inline bool header_dimensions(const std::string& format, const std::uint8_t* dat
 
 inline void refuse_over_limit(std::uint64_t width, std::uint64_t height, const decode_limits& limits) {
     const std::uint64_t pixels = width * height;
-    if (pixels > limits.max_pixels)
-        throw error(errc::image_too_large, "image is " + size_text(width, height) + " = " + std::to_string(pixels) +
-                                               " pixels, over the limit of " + std::to_string(limits.max_pixels) +
-                                               " pixels");
+    refuse_over_limit("image " + size_text(width, height), pixels, limits.max_pixels, "pixels");
 }
 
 // Name of the first critical PNG chunk (IHDR, PLTE, IDAT, IEND) whose CRC does not match its
 // contents, or empty. stb_image does not check CRCs, and damaged compressed data often still
 // inflates to the right length. Ancillary chunks are not checked (libpng only warns on those).
 inline std::string png_chunk_with_bad_crc(const std::uint8_t* data, std::size_t size) {
-    std::size_t pos = 8;
-    while (pos + 12 <= size) {
-        const std::uint32_t length = read_be32(data + pos);
-        if (length > size - pos - 12) return {};  // truncation is reported separately
-        const bool critical = (data[pos + 4] & 0x20) == 0;  // upper-case first letter
-        if (critical && crc32_update(0, data + pos + 4, std::size_t{length} + 4) != read_be32(data + pos + 8 + length))
-            return std::string(reinterpret_cast<const char*>(data + pos + 4), 4);
-        if (std::memcmp(data + pos + 4, "IEND", 4) == 0) return {};
-        pos += 12 + static_cast<std::size_t>(length);
-    }
-    return {};
+    std::string bad;
+    for_each_png_chunk(data, size, [&](const png_chunk& chunk) {
+        const bool critical = (chunk.type[0] & 0x20) == 0;  // upper-case first letter
+        const std::uint8_t* crc = chunk.data + chunk.length;
+        if (critical && crc32_update(0, chunk.type, std::size_t{chunk.length} + 4) != read_be32(crc)) {
+            bad.assign(reinterpret_cast<const char*>(chunk.type), 4);
+            return false;
+        }
+        return std::memcmp(chunk.type, "IEND", 4) != 0;
+    });
+    return bad;
 }
 
 }  // namespace detail
@@ -220,9 +233,7 @@ inline std::vector<std::uint8_t> read_file_bytes(const std::string& path,
     const std::streamoff end = in.tellg();
     if (end < 0) throw error(errc::io_error, "cannot read '" + path + "' (not a regular file?)");
     const auto size = static_cast<std::uint64_t>(end);
-    if (size > max_bytes)
-        throw error(errc::image_too_large, "'" + path + "' is " + std::to_string(size) + " bytes, over the limit of " +
-                                               std::to_string(max_bytes) + " bytes");
+    detail::refuse_over_limit("'" + path + "'", size, max_bytes, "bytes");
     std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
     in.seekg(0);
     if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))

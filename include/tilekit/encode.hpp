@@ -1,9 +1,14 @@
 #pragma once
-// Tile encoders built on stb_image_write. An encoder is a value type with:
-//   std::string extension() const;        // "png", "jpg"
-//   std::string content_type() const;     // "image/png"
+// The encoder contract, and tile encoders built on stb_image_write.
+//
+// An encoder is a value type (the tiler is templated on it, so encoding is not a virtual call):
+//   std::string extension() const;        // file extension of the tiles: "png", "jpg"
+//   std::string content_type() const;     // "image/png", "image/jpeg"
 //   bool supports_alpha() const;          // false: the tiler flattens alpha onto the background
-//   void encode(const image_view&, std::vector<std::uint8_t>& out) const;   // thread-safe
+//                                         // and hands over gray or RGB tiles only
+//   void encode(const image_view& tile, std::vector<std::uint8_t>& out) const;
+//       // replaces `out` with the encoded tile; called from several threads at once on one
+//       // encoder, so it must be thread-safe; throws tilekit::error(errc::encode_failed)
 // Faster encoders with the same shape live in <tilekit/fast_codecs.hpp>.
 
 #include <tilekit/detail/stb.hpp>
@@ -42,7 +47,7 @@ public:
         out.clear();
         if (!stbi_write_png_to_func(detail::append_to_vector, &out, tile.width, tile.height, tile.channels,
                                     tile.pixels, static_cast<int>(tile.stride)))
-            throw error(errc::invalid_argument, "PNG encoding failed");
+            throw error(errc::encode_failed, "PNG encoding failed (stb_image_write)");
     }
 };
 
@@ -61,7 +66,7 @@ public:
             throw error(errc::invalid_argument, "JPEG encoder needs tightly packed rows");
         if (!stbi_write_jpg_to_func(detail::append_to_vector, &out, tile.width, tile.height, tile.channels,
                                     tile.pixels, quality_))
-            throw error(errc::invalid_argument, "JPEG encoding failed");
+            throw error(errc::encode_failed, "JPEG encoding failed (stb_image_write)");
     }
 
 private:

@@ -3,6 +3,7 @@
 
 #include <tilekit/config.hpp>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -21,6 +22,11 @@ enum class errc {
     cancelled,         // the caller cancelled the run
     access_denied,     // storage refused the credentials or the signature (never retried)
     not_found,         // no such bucket or object
+    encode_failed,     // a tile encoder (PNG, JPEG) failed
+    crypto_error,      // the cryptographic library (OpenSSL) failed: hashing, HMAC
+    illegal_transition,  // a job state change the state machine forbids (completing a failed job, ...)
+    not_a_draft,       // tiles may only be generated for a draft version
+    duplicate_job,     // a queued or running job already exists for this project version
 };
 
 inline const char* to_string(errc code) noexcept {
@@ -37,6 +43,11 @@ inline const char* to_string(errc code) noexcept {
         case errc::cancelled: return "cancelled";
         case errc::access_denied: return "access_denied";
         case errc::not_found: return "not_found";
+        case errc::encode_failed: return "encode_failed";
+        case errc::crypto_error: return "crypto_error";
+        case errc::illegal_transition: return "illegal_transition";
+        case errc::not_a_draft: return "not_a_draft";
+        case errc::duplicate_job: return "duplicate_job";
     }
     return "unknown";
 }
@@ -55,5 +66,16 @@ class cancelled_error : public error {
 public:
     cancelled_error() : error(errc::cancelled, "tiling was cancelled") {}
 };
+
+namespace detail {
+
+// The one wording of every size limit: "<subject> is N <unit>, over the limit of M <unit>".
+inline void refuse_over_limit(const std::string& subject, std::uint64_t size, std::uint64_t limit, const char* unit) {
+    if (size > limit)
+        throw error(errc::image_too_large, subject + " is " + std::to_string(size) + " " + unit + ", over the limit of " +
+                                               std::to_string(limit) + " " + unit);
+}
+
+}  // namespace detail
 
 TILEKIT_NAMESPACE_END

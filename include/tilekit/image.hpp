@@ -12,6 +12,14 @@
 
 TILEKIT_NAMESPACE_BEGIN
 
+// An 8-bit colour with alpha (background and padding colours); white and opaque by default.
+struct rgba_color {
+    std::uint8_t r = 255;
+    std::uint8_t g = 255;
+    std::uint8_t b = 255;
+    std::uint8_t a = 255;
+};
+
 // A non-owning view of rows of pixels; rows are `stride` bytes apart.
 struct image_view {
     const std::uint8_t* pixels = nullptr;

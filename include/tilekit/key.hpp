@@ -42,4 +42,21 @@ inline void validate_key(std::string_view key) {
     }
 }
 
+// The content type of the objects a pyramid consists of, and of its source images, by the key's
+// extension (case-sensitive, as tilekit writes them); "application/octet-stream" otherwise.
+inline const char* content_type_for_key(std::string_view key) noexcept {
+    struct by_extension {
+        std::string_view extension;
+        const char* type;
+    };
+    static constexpr by_extension table[] = {
+        {".png", "image/png"},        {".jpg", "image/jpeg"},      {".jpeg", "image/jpeg"},
+        {".json", "application/json"}, {".dzi", "application/xml"}, {".xml", "application/xml"},
+    };
+    for (const by_extension& row : table)
+        if (key.size() >= row.extension.size() && key.substr(key.size() - row.extension.size()) == row.extension)
+            return row.type;
+    return "application/octet-stream";
+}
+
 TILEKIT_NAMESPACE_END

@@ -1,7 +1,22 @@
 #pragma once
-// Pyramid layouts: which levels exist, how big each tile is, and what each object is called.
-// A layout is a plain value type; the tiler is templated on it. Both layouts build level k of
-// the pyramid by halving the full-resolution image k times, rounding up (w_k = ceil(W / 2^k)).
+// The layout contract, and the Deep Zoom and XYZ layouts: which levels exist, which pixels each
+// tile shows, and what each object is called.
+//
+// A layout is a value type (the tiler is templated on it) with:
+//   static constexpr const char* name();          // "dz", "xyz": written to pyramid.json
+//   int tile_size() const;  int overlap() const;  // as written to pyramid.json
+//   bool pads_edges() const;                      // true: edge tiles are padded to full size
+//   std::vector<level_geometry> levels(int width, int height) const;
+//       // every level, full resolution first (halvings 0, 1, ...), each level the one before
+//       // halved rounding up: the tiler builds level k+1 by a 2x2 reduction of level k
+//   tile_region region(const level_geometry&, int column, int row) const;
+//       // the level pixels one tile shows (inside the level) and its encoded size; tiles of one
+//       // row share y and height, and rows are cut top to bottom
+//   std::string tile_key(const level_geometry&, int column, int row, const std::string& ext) const;
+//   std::string tile_url_template(const std::string& ext) const;   // for viewers
+//   std::string manifest_key() const;             // the layout's own manifest, or empty for none
+//   std::string manifest(int width, int height, const std::string& ext) const;
+// Keys are relative to the run's prefix and must pass validate_key().
 
 #include <tilekit/error.hpp>
 

@@ -1,12 +1,16 @@
 #pragma once
-// The storage sink: where finished objects go. The tiler is templated on the sink type, so any
-// type with these two members works; storage_sink is the same contract as a base class for
-// code that chooses a sink at run time.
+// The storage-sink contract: where finished objects go. `storage_sink` is the one sink type;
+// memory, filesystem and S3 sinks derive from it, and so does yours. The tiler calls put() once
+// per tile through it: a virtual call is nothing next to encoding the tile (bench/run.sh).
 //
-//   void put(storage_object object);  // may be called from several threads at once; throws
-//                                     // tilekit::error for failures it can see right away
-//   void flush();                     // waits until everything put so far is stored, then
-//                                     // throws the first failure (naming its key), if any
+//   put(object)   may be called from several threads at once; throws tilekit::error for
+//                 failures it can see right away (a bad key, a full disk)
+//   flush()       waits until everything put so far is stored, then throws the first failure
+//                 (naming its key), if any
+//   remove(key)   deletes an object and says whether the sink did. The default is for sinks
+//                 that cannot delete: it removes nothing and returns false. Callers use it to
+//                 retract a previous pyramid's manifests before overwriting its tiles, so a
+//                 sink that cannot delete leaves them in place during a rerun.
 
 #include <tilekit/config.hpp>
 
@@ -28,6 +32,12 @@ public:
     virtual ~storage_sink() = default;
     virtual void put(storage_object object) = 0;
     virtual void flush() = 0;
+    // True when the object is gone because of this call (or, for stores that cannot tell, when
+    // the delete was accepted); false when the sink cannot delete or there was nothing to remove.
+    virtual bool remove(const std::string& key) {
+        static_cast<void>(key);
+        return false;
+    }
 };
 
 TILEKIT_NAMESPACE_END

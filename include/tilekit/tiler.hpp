@@ -15,6 +15,7 @@
 #include <tilekit/layout.hpp>
 #include <tilekit/metadata.hpp>
 #include <tilekit/progress.hpp>
+#include <tilekit/row_source.hpp>
 #include <tilekit/sink.hpp>
 
 #include <atomic>
@@ -23,6 +24,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 TILEKIT_NAMESPACE_BEGIN
@@ -39,28 +41,12 @@ struct tile_options {
     cancel_token cancel;
 };
 
-// Hands the rows of an image in memory to the tiler; a streaming decoder can take its place.
-// A row source has width(), height(), channels() and next_row(), which returns a pointer to the
-// next row, valid until the following call.
-class image_row_source {
-public:
-    explicit image_row_source(const image_view& image) : image_(image) {}
-    int width() const noexcept { return image_.width; }
-    int height() const noexcept { return image_.height; }
-    int channels() const noexcept { return image_.channels; }
-    const std::uint8_t* next_row() { return image_.row(next_++); }
-
-private:
-    image_view image_;
-    int next_ = 0;
-};
-
 namespace detail {
 
-template <class Layout, class Encoder, class Sink>
+template <class Layout, class Encoder>
 class pyramid_builder {
 public:
-    pyramid_builder(const Layout& layout, const Encoder& encoder, Sink& sink, const tile_options& options, int width,
+    pyramid_builder(const Layout& layout, const Encoder& encoder, storage_sink& sink, const tile_options& options, int width,
                     int height, int channels)
         : layout_(layout),
           encoder_(encoder),
@@ -250,7 +236,7 @@ private:
 
     const Layout& layout_;
     const Encoder& encoder_;
-    Sink& sink_;
+    storage_sink& sink_;
     const tile_options& options_;
     const int channels_;
     const std::string extension_;
@@ -269,23 +255,23 @@ private:
 
 }  // namespace detail
 
-// Tiles the rows of `source` into `sink`. Returns the pyramid's metadata, which is also written
-// (last) as options.metadata_key. Throws tilekit::error on bad options, cancelled_error when
-// cancelled, and whatever the sink throws; in every failure case no manifest is written.
-template <class Layout, class Encoder, class Sink, class RowSource>
-pyramid_metadata generate_pyramid_from_rows(RowSource& source, const Layout& layout, const Encoder& encoder, Sink& sink,
-                                            const tile_options& options = {}) {
-    detail::pyramid_builder<Layout, Encoder, Sink> builder(layout, encoder, sink, options, source.width(),
-                                                           source.height(), source.channels());
-    return builder.run(source);
-}
-
-template <class Layout, class Encoder, class Sink>
-pyramid_metadata generate_pyramid(const image_view& image, const Layout& layout, const Encoder& encoder, Sink& sink,
+// The compile-time entry point: tiles `source` with a layout, an encoder and a sink chosen as
+// types (see the contracts in row_source.hpp, layout.hpp, encode.hpp and sink.hpp). `source`
+// is a row source or an image in memory (anything convertible to image_view). Returns the
+// pyramid's metadata, which is also written, last, as options.metadata_key. Throws
+// tilekit::error on bad options, cancelled_error when cancelled, and whatever the source or the
+// sink throws; in every failure case no manifest is written.
+template <class Source, class Layout, class Encoder>
+pyramid_metadata generate_pyramid(Source&& source, const Layout& layout, const Encoder& encoder, storage_sink& sink,
                                   const tile_options& options = {}) {
-    if (!image.pixels) throw error(errc::invalid_argument, "generate_pyramid: the image has no pixels");
-    image_row_source source(image);
-    return generate_pyramid_from_rows(source, layout, encoder, sink, options);
+    if constexpr (std::is_convertible_v<Source, image_view>) {
+        image_row_source rows{image_view(source)};
+        return generate_pyramid(rows, layout, encoder, sink, options);
+    } else {
+        detail::pyramid_builder<Layout, Encoder> builder(layout, encoder, sink, options, source.width(),
+                                                         source.height(), source.channels());
+        return builder.run(source);
+    }
 }
 
 TILEKIT_NAMESPACE_END

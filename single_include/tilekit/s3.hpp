@@ -1,6 +1,22 @@
 #pragma once
-// tilekit 0.1.0: single-header distribution, generated from include/tilekit/s3.hpp
-// by tools/amalgamate.py. Do not edit: change include/tilekit/ and rerun the script.
+// tilekit 0.1.0, single header <tilekit/s3.hpp>: the s3 part.
+// S3 / Cloudflare R2 storage: SigV4 signing (OpenSSL 3 libcrypto), a client and a
+// concurrent upload sink (libcurl), presigned URLs, and image sources that download.
+//
+// Needs tilekit.hpp beside it (it includes it).
+// Link (Debian: libssl-dev libcurl4-openssl-dev):
+//   c++ -std=c++17 -I single_include app.cpp $(pkg-config --cflags --libs stb libcurl libcrypto) -pthread
+// An installed tilekit: `pkg-config tilekit-s3`, or CMake `tilekit::s3`.
+// tilekit-s3.pc also defines TILEKIT_HAS_S3=1 for code that wants to #if on it.
+//
+//   #include <tilekit/s3.hpp>
+//   tilekit::s3::s3_sink sink(tilekit::s3::config_from_environment("my-bucket"));  // AWS_* variables
+//   tilekit::pyramid_options options;
+//   options.prefix = "maps/42/";
+//   tilekit::tile_file("map.png", sink, options);  // uploads while it tiles
+//
+// Generated from include/tilekit/s3.hpp by tools/amalgamate.py. Do not edit: change include/tilekit/
+// and rerun the script.
 
 #include "tilekit.hpp"
 
@@ -13,6 +29,7 @@
 // AWS Signature Version 4 with S3's rules, on OpenSSL 3's non-deprecated interfaces (EVP
 // digests and the one-shot HMAC). Pure functions plus a signer that caches the derived key per
 // day; no I/O. Part of the optional `tilekit::s3` target, the only code that reaches libcrypto.
+// A libcrypto failure throws tilekit::error with errc::crypto_error.
 
 #if !__has_include(<openssl/evp.h>)
 #error "tilekit/s3 needs OpenSSL 3 (Debian: libssl-dev)"
@@ -55,9 +72,10 @@ struct request_to_sign {
     std::string payload_hash;  // hex sha256 of the body, or "UNSIGNED-PAYLOAD"
 };
 
+}  // namespace s3
 namespace detail {
 
-using digest = std::array<unsigned char, 32>;
+using sha256_digest = std::array<unsigned char, 32>;
 
 inline std::string hex(const unsigned char* data, std::size_t size) {
     static const char digits[] = "0123456789abcdef";
@@ -69,35 +87,35 @@ inline std::string hex(const unsigned char* data, std::size_t size) {
     return out;
 }
 
-inline digest sha256(const void* data, std::size_t size) {
-    digest out{};
+inline sha256_digest sha256(const void* data, std::size_t size) {
+    sha256_digest out{};
     unsigned int length = 0;
     if (!EVP_Digest(data, size, out.data(), &length, EVP_sha256(), nullptr) || length != out.size())
-        throw error(errc::invalid_argument, "SHA-256 failed (OpenSSL)");
+        throw error(errc::crypto_error, "SHA-256 failed (OpenSSL)");
     return out;
 }
 
 inline std::string sha256_hex(std::string_view data) {
-    const digest d = sha256(data.data(), data.size());
+    const sha256_digest d = sha256(data.data(), data.size());
     return hex(d.data(), d.size());
 }
 
 inline std::string sha256_hex(const std::uint8_t* data, std::size_t size) {
-    const digest d = sha256(data, size);
+    const sha256_digest d = sha256(data, size);
     return hex(d.data(), d.size());
 }
 
-inline digest hmac_sha256(const void* key, std::size_t key_size, std::string_view data) {
-    digest out{};
+inline sha256_digest hmac_sha256(const void* key, std::size_t key_size, std::string_view data) {
+    sha256_digest out{};
     unsigned int length = 0;
     if (!HMAC(EVP_sha256(), key, static_cast<int>(key_size), reinterpret_cast<const unsigned char*>(data.data()),
               data.size(), out.data(), &length) ||
         length != out.size())
-        throw error(errc::invalid_argument, "HMAC-SHA256 failed (OpenSSL)");
+        throw error(errc::crypto_error, "HMAC-SHA256 failed (OpenSSL)");
     return out;
 }
 
-inline bool is_unreserved(unsigned char ch) {
+inline bool is_uri_unreserved(unsigned char ch) {
     return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
            ch == '_' || ch == '.' || ch == '~';
 }
@@ -110,7 +128,7 @@ inline std::string uri_encode(std::string_view text, bool keep_slash) {
     out.reserve(text.size() * 3);
     for (const char c : text) {
         const auto ch = static_cast<unsigned char>(c);
-        if (is_unreserved(ch) || (keep_slash && ch == '/')) {
+        if (is_uri_unreserved(ch) || (keep_slash && ch == '/')) {
             out += c;
         } else {
             out += '%';
@@ -172,7 +190,7 @@ inline std::string canonical_query(std::string_view query) {
     return out;
 }
 
-inline std::string lower(std::string_view text) {
+inline std::string ascii_lower(std::string_view text) {
     std::string out(text);
     for (char& c : out)
         if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
@@ -196,8 +214,8 @@ inline std::string fold_spaces(std::string_view value) {
 }
 
 // Headers sent but never signed: transport controls that curl or a proxy may change or drop.
-inline bool unsigned_header(const std::string& name) {
-    const std::string lowered = lower(name);
+inline bool is_unsigned_header(const std::string& name) {
+    const std::string lowered = ascii_lower(name);
     return lowered == "expect" || lowered == "user-agent" || lowered == "accept";
 }
 
@@ -207,10 +225,10 @@ struct canonical_header_block {
 };
 
 // Lower-cased, sorted names; repeated headers joined with ',' in their original order.
-inline canonical_header_block canonical_headers(const header_list& headers) {
+inline canonical_header_block canonical_headers(const s3::header_list& headers) {
     std::vector<std::pair<std::string, std::string>> entries;
     for (const auto& [name, value] : headers) {
-        const std::string key = lower(name);
+        const std::string key = ascii_lower(name);
         const std::string folded = fold_spaces(value);
         auto found = std::find_if(entries.begin(), entries.end(), [&](const auto& e) { return e.first == key; });
         if (found == entries.end())
@@ -228,7 +246,7 @@ inline canonical_header_block canonical_headers(const header_list& headers) {
     return block;
 }
 
-inline std::string canonical_request(const request_to_sign& request, const canonical_header_block& headers) {
+inline std::string canonical_request(const s3::request_to_sign& request, const canonical_header_block& headers) {
     return request.method + "\n" + request.encoded_path + "\n" + canonical_query(request.query) + "\n" + headers.text +
            "\n" + headers.signed_headers + "\n" + request.payload_hash;
 }
@@ -244,6 +262,7 @@ inline std::string amz_date(std::chrono::system_clock::time_point when) {
 }
 
 }  // namespace detail
+namespace s3 {
 
 // The pieces of one signature, kept for tests and for debugging a SignatureDoesNotMatch.
 struct signature_parts {
@@ -278,8 +297,8 @@ public:
         parts.credential_scope = date.substr(0, 8) + "/" + region_ + "/" + service_ + "/aws4_request";
         parts.string_to_sign = "AWS4-HMAC-SHA256\n" + date + "\n" + parts.credential_scope + "\n" +
                                detail::sha256_hex(parts.canonical_request);
-        const detail::digest key = signing_key(date.substr(0, 8));
-        const detail::digest mac = detail::hmac_sha256(key.data(), key.size(), parts.string_to_sign);
+        const detail::sha256_digest key = signing_key(date.substr(0, 8));
+        const detail::sha256_digest mac = detail::hmac_sha256(key.data(), key.size(), parts.string_to_sign);
         parts.signature = detail::hex(mac.data(), mac.size());
         return parts;
     }
@@ -290,13 +309,13 @@ public:
                ", SignedHeaders=" + parts.signed_headers + ", Signature=" + parts.signature;
     }
 
-    detail::digest signing_key(const std::string& day) const {
+    detail::sha256_digest signing_key(const std::string& day) const {
         std::lock_guard<std::mutex> lock(cache_mutex_);
         if (day != cached_day_) {
             const std::string secret = "AWS4" + credentials_.secret_access_key;
-            const detail::digest k_date = detail::hmac_sha256(secret.data(), secret.size(), day);
-            const detail::digest k_region = detail::hmac_sha256(k_date.data(), k_date.size(), region_);
-            const detail::digest k_service = detail::hmac_sha256(k_region.data(), k_region.size(), service_);
+            const detail::sha256_digest k_date = detail::hmac_sha256(secret.data(), secret.size(), day);
+            const detail::sha256_digest k_region = detail::hmac_sha256(k_date.data(), k_date.size(), region_);
+            const detail::sha256_digest k_service = detail::hmac_sha256(k_region.data(), k_region.size(), service_);
             cached_key_ = detail::hmac_sha256(k_service.data(), k_service.size(), "aws4_request");
             cached_day_ = day;
         }
@@ -309,7 +328,7 @@ private:
     std::string service_;
     mutable std::mutex cache_mutex_;
     mutable std::string cached_day_;
-    mutable detail::digest cached_key_{};
+    mutable detail::sha256_digest cached_key_{};
 };
 
 }  // namespace s3
@@ -317,11 +336,13 @@ TILEKIT_NAMESPACE_END
 // #include <tilekit/s3/config.hpp>
 // Where objects go and who signs for them: an endpoint (R2 from an account id, AWS by region, or
 // any S3-compatible URL), the bucket, the addressing style and credentials, from explicit
-// values or the standard AWS environment variables.
+// values or the standard AWS environment variables. Also how hard a transfer tries: the retry
+// policy and the timeouts that s3::client and s3::s3_sink take.
 
 // #include <tilekit/error.hpp>
 // #include <tilekit/s3/sigv4.hpp>
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
 
@@ -353,6 +374,29 @@ struct config {
     bool allow_insecure_http = false;     // plain http is accepted for loopback hosts only, unless this is set
 };
 
+// When a failed request is tried again. Retried: broken connections (refused, reset, dropped,
+// failed TLS handshake), timeouts, HTTP 429, 500, 502, 503 and 504, and S3's SlowDown,
+// RequestTimeout, InternalError and ServiceUnavailable. Everything else fails at once: refused
+// credentials or signatures, missing buckets or keys, other HTTP errors. A RequestTimeTooSkewed
+// answer corrects the clock from the server's Date once and tries again. Every attempt is
+// signed afresh.
+struct retry_policy {
+    int max_attempts = 10;                           // per object, first try included
+    std::chrono::milliseconds base_delay{50};        // full jitter: uniform(0, min(max, base * 2^n))
+    std::chrono::milliseconds max_delay{5000};
+    std::chrono::milliseconds max_retry_after{30000};  // a server's Retry-After is honoured up to this
+};
+
+// Limits of one attempt (libcurl's connect, total and low-speed timeouts). A timed-out attempt
+// is retried under retry_policy.
+struct timeouts {
+    long connect_ms = 10000;             // TCP and TLS handshake
+    long request_ms = 120000;            // the whole attempt
+    long low_speed_bytes_per_s = 1024;  // abort a transfer slower than this ...
+    long low_speed_seconds = 30;        // ... for this long
+};
+
+}  // namespace s3
 namespace detail {
 
 inline bool is_loopback(const std::string& host) {
@@ -365,6 +409,7 @@ inline std::string getenv_string(const char* name) {
 }
 
 }  // namespace detail
+namespace s3 {
 
 // Parses "https://host[:port]" (a trailing '/' is allowed; a path is not).
 inline endpoint parse_endpoint(const std::string& url, const std::string& region = "auto") {
@@ -473,10 +518,11 @@ private:
     std::string key_;
 };
 
+}  // namespace s3
 namespace detail {
 
 // The text of the first <tag>...</tag> in an S3 error document (they are flat and small).
-inline std::string xml_element(const std::string& xml, const std::string& tag) {
+inline std::string s3_xml_element(const std::string& xml, const std::string& tag) {
     const std::string open = "<" + tag + ">";
     const std::size_t start = xml.find(open);
     if (start == std::string::npos) return {};
@@ -497,7 +543,6 @@ inline errc classify_s3_code(long status, const std::string& code) {
 }
 
 }  // namespace detail
-}  // namespace s3
 TILEKIT_NAMESPACE_END
 // #include <tilekit/s3/request.hpp>
 // Turning "PUT this key" into the exact URL and headers to send, signed with SigV4 (header auth),
@@ -524,6 +569,7 @@ struct http_request {
     header_list headers;  // as sent; Host comes from the URL (and was signed as such)
 };
 
+}  // namespace s3
 namespace detail {
 
 inline std::string base64(const unsigned char* data, std::size_t size) {
@@ -538,7 +584,7 @@ inline std::string content_md5(const std::uint8_t* data, std::size_t size) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int length = 0;
     if (!EVP_Digest(data, size, md, &length, EVP_md5(), nullptr))
-        throw error(errc::invalid_argument, "MD5 failed (OpenSSL)");
+        throw error(errc::crypto_error, "MD5 failed (OpenSSL)");
     return base64(md, length);
 }
 
@@ -547,6 +593,7 @@ inline std::string content_md5(const std::uint8_t* data, std::size_t size) {
 inline void check_object_key(const std::string& key) { validate_key(key); }
 
 }  // namespace detail
+namespace s3 {
 
 // The server's clock minus ours, learned from RequestTimeTooSkewed answers; shared by requests.
 class clock_offset {
@@ -594,7 +641,7 @@ public:
         request.encoded_path = key.empty() ? (config_.style == addressing::path ? "/" + config_.bucket : "/") : object_path(key);
         request.query = query;
         for (const auto& header : headers)
-            if (!detail::unsigned_header(header.first)) request.headers.push_back(header);
+            if (!detail::is_unsigned_header(header.first)) request.headers.push_back(header);
         request.headers.emplace_back("host", authority());
         request.payload_hash = payload_hash;
         const signature_parts parts = signer_.sign(request, date);
@@ -675,7 +722,6 @@ TILEKIT_NAMESPACE_END
 #include <string>
 
 TILEKIT_NAMESPACE_BEGIN
-namespace s3 {
 namespace detail {
 
 inline void curl_global() {
@@ -703,12 +749,12 @@ struct slist_deleter {
 };
 using header_slist = std::unique_ptr<curl_slist, slist_deleter>;
 
-inline header_slist make_slist(const header_list& headers) {
+inline header_slist make_slist(const s3::header_list& headers) {
     curl_slist* list = nullptr;
     for (const auto& [name, value] : headers) {
         // "Name:" removes a header curl adds by itself (Expect: 100-continue); "Name;" sends an
         // empty value, so a signed empty header really goes on the wire.
-        const std::string line = value.empty() ? (unsigned_header(name) ? name + ":" : name + ";") : name + ": " + value;
+        const std::string line = value.empty() ? (is_unsigned_header(name) ? name + ":" : name + ";") : name + ": " + value;
         curl_slist* grown = curl_slist_append(list, line.c_str());
         if (!grown) {
             curl_slist_free_all(list);
@@ -720,7 +766,7 @@ inline header_slist make_slist(const header_list& headers) {
 }
 
 // What a transfer brought back. The body goes to memory (bounded) or to a file.
-struct response {
+struct s3_response {
     long status = 0;
     CURLcode curl_code = CURLE_OK;
     char curl_message[CURL_ERROR_SIZE] = {0};
@@ -749,8 +795,8 @@ struct response {
     }
 };
 
-inline std::size_t on_body(char* data, std::size_t size, std::size_t count, void* context) {
-    auto* r = static_cast<response*>(context);
+inline std::size_t on_curl_body(char* data, std::size_t size, std::size_t count, void* context) {
+    auto* r = static_cast<s3_response*>(context);
     const std::size_t bytes = size * count;
     r->received += bytes;
     if (r->received > r->max_body) {
@@ -767,22 +813,22 @@ inline std::size_t on_body(char* data, std::size_t size, std::size_t count, void
     return bytes;
 }
 
-inline std::string trim(std::string text) {
+inline std::string trim_header_value(std::string text) {
     while (!text.empty() && (text.back() == '\r' || text.back() == '\n' || text.back() == ' ')) text.pop_back();
     std::size_t start = 0;
     while (start < text.size() && text[start] == ' ') ++start;
     return text.substr(start);
 }
 
-inline std::size_t on_header(char* data, std::size_t size, std::size_t count, void* context) {
-    auto* r = static_cast<response*>(context);
+inline std::size_t on_curl_header(char* data, std::size_t size, std::size_t count, void* context) {
+    auto* r = static_cast<s3_response*>(context);
     const std::size_t bytes = size * count;
     const std::string line(data, bytes);
     const std::size_t colon = line.find(':');
     if (colon != std::string::npos) {
         std::string name = line.substr(0, colon);
         for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        const std::string value = trim(line.substr(colon + 1));
+        const std::string value = trim_header_value(line.substr(colon + 1));
         if (name == "date") r->date = value;
         else if (name == "retry-after") r->retry_after = value;
         else if (name == "etag") r->etag = value;
@@ -800,7 +846,7 @@ struct upload_cursor {
     std::size_t offset = 0;
 };
 
-inline std::size_t on_read(char* buffer, std::size_t size, std::size_t count, void* context) {
+inline std::size_t on_curl_read(char* buffer, std::size_t size, std::size_t count, void* context) {
     auto* cursor = static_cast<upload_cursor*>(context);
     const std::size_t n = std::min(size * count, cursor->size - cursor->offset);
     if (n) std::memcpy(buffer, cursor->data + cursor->offset, n);
@@ -808,7 +854,7 @@ inline std::size_t on_read(char* buffer, std::size_t size, std::size_t count, vo
     return n;
 }
 
-inline int on_seek(void* context, curl_off_t offset, int origin) {
+inline int on_curl_seek(void* context, curl_off_t offset, int origin) {
     auto* cursor = static_cast<upload_cursor*>(context);
     if (origin != SEEK_SET || offset < 0 || static_cast<std::size_t>(offset) > cursor->size) return CURL_SEEKFUNC_CANTSEEK;
     cursor->offset = static_cast<std::size_t>(offset);
@@ -816,13 +862,13 @@ inline int on_seek(void* context, curl_off_t offset, int origin) {
 }
 
 }  // namespace detail
-}  // namespace s3
 TILEKIT_NAMESPACE_END
 // #include <tilekit/s3/detail/transfer.hpp>
 // One HTTP exchange with S3, shared by the blocking client and the concurrent sink: setting up
 // a curl handle for a signed request, judging the answer (done, retry, or fail), the backoff
 // before a retry, and the typed error for a failure.
 
+// #include <tilekit/s3/config.hpp>
 // #include <tilekit/s3/detail/curl.hpp>
 // #include <tilekit/s3/error.hpp>
 // #include <tilekit/s3/request.hpp>
@@ -830,30 +876,15 @@ TILEKIT_NAMESPACE_END
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <random>
 #include <string>
 
 TILEKIT_NAMESPACE_BEGIN
-namespace s3 {
-
-struct retry_policy {
-    int max_attempts = 10;                           // per object, first try included
-    std::chrono::milliseconds base_delay{50};        // full jitter: uniform(0, min(max, base * 2^n))
-    std::chrono::milliseconds max_delay{5000};
-    std::chrono::milliseconds max_retry_after{30000};  // a server's Retry-After is honoured up to this
-};
-
-struct timeouts {
-    long connect_ms = 10000;
-    long request_ms = 120000;
-    long low_speed_bytes_per_s = 1024;  // abort a transfer slower than this ...
-    long low_speed_seconds = 30;        // ... for this long
-};
-
 namespace detail {
 
-inline void setup_easy(CURL* easy, const http_request& request, const header_slist& headers, upload_cursor* upload,
-                       response& answer, const timeouts& limits) {
+inline void setup_easy(CURL* easy, const s3::http_request& request, const header_slist& headers, upload_cursor* upload,
+                       s3_response& answer, const s3::timeouts& limits) {
     curl_easy_setopt(easy, CURLOPT_URL, request.url.c_str());
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.get());
@@ -865,16 +896,16 @@ inline void setup_easy(CURL* easy, const http_request& request, const header_sli
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L);  // send the signed path byte for byte
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, answer.curl_message);
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_curl_body);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &answer);
-    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_curl_header);
     curl_easy_setopt(easy, CURLOPT_HEADERDATA, &answer);
     answer.easy = easy;
     if (request.method == "PUT") {
         curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_curl_read);
         curl_easy_setopt(easy, CURLOPT_READDATA, upload);
-        curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_curl_seek);
         curl_easy_setopt(easy, CURLOPT_SEEKDATA, upload);
         curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(upload ? upload->size : 0));
     } else if (request.method == "HEAD") {
@@ -884,7 +915,7 @@ inline void setup_easy(CURL* easy, const http_request& request, const header_sli
     }
 }
 
-enum class verdict { done, retry, fix_clock_and_retry, fail };
+enum class s3_verdict { done, retry, fix_clock_and_retry, fail };
 
 inline bool retryable_curl_code(CURLcode code) {
     switch (code) {
@@ -903,17 +934,17 @@ inline bool retryable_curl_code(CURLcode code) {
     }
 }
 
-inline verdict judge(const response& answer) {
+inline s3_verdict judge_s3_response(const s3_response& answer) {
     if (answer.curl_code != CURLE_OK)
-        return !answer.body_too_large && retryable_curl_code(answer.curl_code) ? verdict::retry : verdict::fail;
+        return !answer.body_too_large && retryable_curl_code(answer.curl_code) ? s3_verdict::retry : s3_verdict::fail;
     const long status = answer.status;
-    if (status >= 200 && status < 300) return verdict::done;
-    const std::string code = xml_element(answer.body, "Code");
-    if (code == "RequestTimeTooSkewed") return verdict::fix_clock_and_retry;
-    if (status == 500 || status == 502 || status == 503 || status == 504 || status == 429) return verdict::retry;
+    if (status >= 200 && status < 300) return s3_verdict::done;
+    const std::string code = s3_xml_element(answer.body, "Code");
+    if (code == "RequestTimeTooSkewed") return s3_verdict::fix_clock_and_retry;
+    if (status == 500 || status == 502 || status == 503 || status == 504 || status == 429) return s3_verdict::retry;
     if (code == "SlowDown" || code == "RequestTimeout" || code == "InternalError" || code == "ServiceUnavailable")
-        return verdict::retry;
-    return verdict::fail;
+        return s3_verdict::retry;
+    return s3_verdict::fail;
 }
 
 // Server time minus local time, from a Date header; 0 when it cannot be read.
@@ -924,8 +955,8 @@ inline long long skew_from_date(const std::string& date_header) {
     return static_cast<long long>(server) - static_cast<long long>(std::time(nullptr));
 }
 
-inline std::chrono::milliseconds backoff(const retry_policy& policy, int attempt, const response& answer,
-                                         std::mt19937_64& random) {
+inline std::chrono::milliseconds s3_backoff(const s3::retry_policy& policy, int attempt, const s3_response& answer,
+                                            std::mt19937_64& random) {
     const long long cap = std::min<long long>(policy.max_delay.count(),
                                               policy.base_delay.count() << std::min(attempt, 20));
     std::uniform_int_distribution<long long> jitter(0, std::max<long long>(cap, 0));
@@ -937,29 +968,29 @@ inline std::chrono::milliseconds backoff(const retry_policy& policy, int attempt
     return std::chrono::milliseconds(delay);
 }
 
-inline s3_error make_error(const std::string& method, const std::string& key, const response& answer, int attempts) {
+inline s3::s3_error make_s3_error(const std::string& method, const std::string& key, const s3_response& answer,
+                                  int attempts) {
     const std::string what = "S3 " + method + " '" + key + "'";
     const std::string tries = attempts > 1 ? " (after " + std::to_string(attempts) + " attempts)" : "";
     if (answer.body_too_large)
-        return s3_error(errc::storage_error, what + " failed: the response is larger than the limit of " +
-                                                 std::to_string(answer.max_body) + " bytes",
-                        answer.status, "ResponseTooLarge", key);
+        return s3::s3_error(errc::storage_error, what + " failed: the response is larger than the limit of " +
+                                                     std::to_string(answer.max_body) + " bytes",
+                            answer.status, "ResponseTooLarge", key);
     if (answer.curl_code != CURLE_OK) {
         const std::string detail = answer.curl_message[0] ? answer.curl_message : curl_easy_strerror(answer.curl_code);
-        return s3_error(errc::storage_error, what + " failed: " + detail + tries, 0,
-                        "curl:" + std::string(curl_easy_strerror(answer.curl_code)), key);
+        return s3::s3_error(errc::storage_error, what + " failed: " + detail + tries, 0,
+                            "curl:" + std::string(curl_easy_strerror(answer.curl_code)), key);
     }
-    const std::string code = xml_element(answer.body, "Code");
-    const std::string message = xml_element(answer.body, "Message");
+    const std::string code = s3_xml_element(answer.body, "Code");
+    const std::string message = s3_xml_element(answer.body, "Message");
     std::string text = what + " failed: HTTP " + std::to_string(answer.status);
     if (!code.empty()) text += " " + code;
     if (!message.empty()) text += ": " + message;
     text += tries;
-    return s3_error(classify_s3_code(answer.status, code), text, answer.status, code, key);
+    return s3::s3_error(classify_s3_code(answer.status, code), text, answer.status, code, key);
 }
 
 }  // namespace detail
-}  // namespace s3
 TILEKIT_NAMESPACE_END
 // #include <tilekit/s3/error.hpp>
 // #include <tilekit/s3/request.hpp>
@@ -968,6 +999,7 @@ TILEKIT_NAMESPACE_END
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <optional>
@@ -991,6 +1023,7 @@ struct object_info {
     std::string etag;
 };
 
+}  // namespace s3
 namespace detail {
 
 // Curl handles kept for reuse, so keep-alive connections survive between calls.
@@ -1021,16 +1054,17 @@ private:
 // Runs one request to completion with retries. `prepare` is called before every attempt with
 // the response to fill (to reset a download file, for example).
 template <class Sign, class Prepare>
-response run_with_retries(easy_pool& pool, const retry_policy& policy, const timeouts& limits, clock_offset& clock,
-                          const std::string& method, const std::string& key, const std::uint8_t* body,
-                          std::size_t body_size, Sign&& sign, Prepare&& prepare, bool accept_412_on_retry = false) {
+s3_response run_s3_request(easy_pool& pool, const s3::retry_policy& policy, const s3::timeouts& limits,
+                           s3::clock_offset& clock, const std::string& method, const std::string& key,
+                           const std::uint8_t* body, std::size_t body_size, Sign&& sign, Prepare&& prepare,
+                           bool accept_412_on_retry = false) {
     thread_local std::mt19937_64 random{std::random_device{}()};
     bool clock_fixed = false;
     for (int attempt = 1;; ++attempt) {
-        const http_request request = sign(clock.now());
+        const s3::http_request request = sign(clock.now());
         const header_slist headers = make_slist(request.headers);
         upload_cursor upload{body, body_size, 0};
-        response answer;
+        s3_response answer;
         prepare(answer);
         easy_handle easy = pool.acquire();
         setup_easy(easy.get(), request, headers, &upload, answer, limits);
@@ -1041,19 +1075,20 @@ response run_with_retries(easy_pool& pool, const retry_policy& policy, const tim
             answer.content_length = static_cast<std::uint64_t>(length);
         pool.release(std::move(easy));
         if (accept_412_on_retry && attempt > 1 && answer.status == 412) answer.status = 200;  // our earlier try landed
-        const verdict v = judge(answer);
-        if (v == verdict::done) return answer;
-        if (v == verdict::fix_clock_and_retry && !clock_fixed) {
+        const s3_verdict v = judge_s3_response(answer);
+        if (v == s3_verdict::done) return answer;
+        if (v == s3_verdict::fix_clock_and_retry && !clock_fixed) {
             clock_fixed = true;
             clock.set_seconds(skew_from_date(answer.date));
             continue;
         }
-        if (v != verdict::retry || attempt >= policy.max_attempts) throw make_error(method, key, answer, attempt);
-        std::this_thread::sleep_for(backoff(policy, attempt, answer, random));
+        if (v != s3_verdict::retry || attempt >= policy.max_attempts) throw make_s3_error(method, key, answer, attempt);
+        std::this_thread::sleep_for(s3_backoff(policy, attempt, answer, random));
     }
 }
 
 }  // namespace detail
+namespace s3 {
 
 class client {
 public:
@@ -1070,9 +1105,9 @@ public:
         detail::check_object_key(key);
         const std::string payload_hash = detail::sha256_hex(data, size);
         header_list headers = put_headers(data, size, options);
-        detail::run_with_retries(
+        detail::run_s3_request(
             pool_, retry_, limits_, clock_, "PUT", key, data, size,
-            [&](auto now) { return signer_.sign("PUT", key, "", headers, payload_hash, now); }, [](detail::response&) {},
+            [&](auto now) { return signer_.sign("PUT", key, "", headers, payload_hash, now); }, [](detail::s3_response&) {},
             options.if_none_match);
     }
 
@@ -1083,10 +1118,10 @@ public:
     // The object's bytes; refuses objects larger than max_bytes.
     std::vector<std::uint8_t> get(const std::string& key, std::uint64_t max_bytes = std::uint64_t{1} << 30) {
         detail::check_object_key(key);
-        const detail::response answer = detail::run_with_retries(
+        const detail::s3_response answer = detail::run_s3_request(
             pool_, retry_, limits_, clock_, "GET", key, nullptr, 0,
             [&](auto now) { return signer_.sign("GET", key, "", {}, empty_hash(), now); },
-            [&](detail::response& r) { r.max_body = max_bytes; });
+            [&](detail::s3_response& r) { r.max_body = max_bytes; });
         return std::vector<std::uint8_t>(answer.body.begin(), answer.body.end());
     }
 
@@ -1101,10 +1136,10 @@ public:
     std::optional<object_info> head(const std::string& key) {
         detail::check_object_key(key);
         try {
-            const detail::response answer = detail::run_with_retries(
+            const detail::s3_response answer = detail::run_s3_request(
                 pool_, retry_, limits_, clock_, "HEAD", key, nullptr, 0,
                 [&](auto now) { return signer_.sign("HEAD", key, "", {}, empty_hash(), now); },
-                [](detail::response&) {});
+                [](detail::s3_response&) {});
             object_info info;
             info.etag = answer.etag;
             info.size = answer.content_length;
@@ -1115,11 +1150,12 @@ public:
         }
     }
 
+    // Deletes the object. S3 answers success whether or not the key existed; failures throw.
     void remove(const std::string& key) {
         detail::check_object_key(key);
-        detail::run_with_retries(
+        detail::run_s3_request(
             pool_, retry_, limits_, clock_, "DELETE", key, nullptr, 0,
-            [&](auto now) { return signer_.sign("DELETE", key, "", {}, empty_hash(), now); }, [](detail::response&) {});
+            [&](auto now) { return signer_.sign("DELETE", key, "", {}, empty_hash(), now); }, [](detail::s3_response&) {});
     }
 
     std::string presign(const std::string& method, const std::string& key, std::chrono::seconds expires) const {
@@ -1128,9 +1164,9 @@ public:
 
     // Downloads a presigned URL, used verbatim (never re-encoded), into memory or a file.
     std::vector<std::uint8_t> download_url(const std::string& url, std::uint64_t max_bytes = std::uint64_t{1} << 30) {
-        const detail::response answer = detail::run_with_retries(
+        const detail::s3_response answer = detail::run_s3_request(
             pool_, retry_, limits_, clock_, "GET", redact(url), nullptr, 0, [&](auto) { return http_request{"GET", url, {}}; },
-            [&](detail::response& r) { r.max_body = max_bytes; });
+            [&](detail::s3_response& r) { r.max_body = max_bytes; });
         return std::vector<std::uint8_t>(answer.body.begin(), answer.body.end());
     }
 
@@ -1174,15 +1210,15 @@ private:
                 if (!keep) std::remove(path.c_str());
             }
         } guard{nullptr, temporary, false};
-        detail::run_with_retries(pool_, retry_, limits_, clock_, method, what, nullptr, 0, sign,
-                                 [&](detail::response& r) {
-                                     if (guard.file) std::fclose(guard.file);
-                                     guard.file = std::fopen(temporary.c_str(), "wb");  // each attempt starts over
-                                     if (!guard.file)
-                                         throw error(errc::io_error, "cannot write '" + temporary + "': " + std::strerror(errno));
-                                     r.file = guard.file;
-                                     r.max_body = max_bytes;
-                                 });
+        detail::run_s3_request(pool_, retry_, limits_, clock_, method, what, nullptr, 0, sign,
+                               [&](detail::s3_response& r) {
+                                   if (guard.file) std::fclose(guard.file);
+                                   guard.file = std::fopen(temporary.c_str(), "wb");  // each attempt starts over
+                                   if (!guard.file)
+                                       throw error(errc::io_error, "cannot write '" + temporary + "': " + std::strerror(errno));
+                                   r.file = guard.file;
+                                   r.max_body = max_bytes;
+                               });
         const bool closed = std::fclose(guard.file) == 0;
         guard.file = nullptr;
         if (!closed) throw error(errc::io_error, "cannot write '" + temporary + "'");
@@ -1207,10 +1243,11 @@ TILEKIT_NAMESPACE_END
 // honoured, and backpressure: put() blocks while `max_pending` objects already wait, so memory
 // stays bounded however fast the tiler encodes. flush() waits for every upload and throws the
 // first failure with its key; after a failure nothing else is uploaded, so a run whose uploads
-// failed never publishes its manifest.
+// failed never publishes its manifest. remove() deletes right away (a blocking DELETE).
 
 // #include <tilekit/key.hpp>
 // #include <tilekit/s3/client.hpp>
+// #include <tilekit/s3/config.hpp>
 // #include <tilekit/s3/detail/curl.hpp>
 // #include <tilekit/s3/detail/transfer.hpp>
 // #include <tilekit/s3/request.hpp>
@@ -1305,8 +1342,13 @@ public:
         if (failure_) std::rethrow_exception(failure_);
     }
 
-    // Deletes an object right away (a blocking DELETE with the same settings).
-    void remove(const std::string& key) { remover_.remove(key); }
+    // Deletes an object right away (a blocking DELETE with the sink's retry policy and timeouts).
+    // True means the delete request succeeded: S3 also succeeds for a key that did not exist, so
+    // it does not say an object was there. A failure throws s3_error.
+    bool remove(const std::string& key) override {
+        remover_.remove(key);
+        return true;
+    }
 
     sink_stats stats() const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -1331,7 +1373,7 @@ private:
         detail::easy_handle easy;
         detail::header_slist headers;
         detail::upload_cursor upload;
-        detail::response answer;
+        detail::s3_response answer;
         http_request request;
         std::unique_ptr<transfer> job;
     };
@@ -1418,31 +1460,31 @@ private:
         std::unique_ptr<transfer> job = std::move(s.job);
         free_slots_.push_back(index);
         if (options_.if_none_match && job->attempt > 1 && s.answer.status == 412) s.answer.status = 200;
-        const detail::verdict v = detail::judge(s.answer);
+        const detail::s3_verdict v = detail::judge_s3_response(s.answer);
 
         std::lock_guard<std::mutex> lock(mutex_);
         --in_flight_;
         changed_.notify_all();
         if (stopping_) return;
-        if (v == detail::verdict::done) {
+        if (v == detail::s3_verdict::done) {
             ++stats_.objects;
             stats_.bytes += job->object.body.size();
             return;
         }
-        if (v == detail::verdict::fix_clock_and_retry && !job->clock_fixed) {
+        if (v == detail::s3_verdict::fix_clock_and_retry && !job->clock_fixed) {
             job->clock_fixed = true;
             clock_.set_seconds(detail::skew_from_date(s.answer.date));
             job->not_before = steady::now();
             delayed_.push_back(std::move(job));
             return;
         }
-        if (v == detail::verdict::retry && job->attempt < options_.retry.max_attempts && !failure_) {
+        if (v == detail::s3_verdict::retry && job->attempt < options_.retry.max_attempts && !failure_) {
             ++stats_.retries;
-            job->not_before = steady::now() + detail::backoff(options_.retry, job->attempt, s.answer, random_);
+            job->not_before = steady::now() + detail::s3_backoff(options_.retry, job->attempt, s.answer, random_);
             delayed_.push_back(std::move(job));
             return;
         }
-        fail_locked(std::make_exception_ptr(detail::make_error("PUT", job->object.key, s.answer, job->attempt)));
+        fail_locked(std::make_exception_ptr(detail::make_s3_error("PUT", job->object.key, s.answer, job->attempt)));
     }
 
     // The first failure wins; nothing queued is uploaded after it.
@@ -1476,40 +1518,46 @@ private:
 }  // namespace s3
 TILEKIT_NAMESPACE_END
 // #include <tilekit/s3/source.hpp>
-// Job sources on S3 / R2: a source image fetched by a signed GET through the client, or by a
-// presigned URL handed over by another service (used verbatim, never re-encoded). Both stream
-// to the job's scratch directory and stop at the size limit.
+// Image sources on S3 / R2 (tilekit::image_source): a source image fetched by a signed GET
+// through the client, or by a presigned URL handed over by another service (used verbatim,
+// never re-encoded). Both stream to the caller's scratch directory and stop at the size limit.
 
-// #include <tilekit/jobs/source.hpp>
+// #include <tilekit/error.hpp>
 // #include <tilekit/s3/client.hpp>
+// #include <tilekit/s3/error.hpp>
+// #include <tilekit/source.hpp>
 
+#include <cstdint>
+#include <filesystem>
 #include <string>
+#include <utility>
 
 TILEKIT_NAMESPACE_BEGIN
-namespace s3 {
-
 namespace detail {
-// The client reports an over-limit body as a storage error; a job wants the size named.
+
+// The client reports an over-limit body as a storage error; image_source promises image_too_large.
 template <class F>
-std::string fetch_with_limit(const std::string& key, std::uint64_t max_bytes, F&& fetch) {
+std::string s3_fetch_with_limit(const std::string& key, std::uint64_t max_bytes, F&& fetch) {
     try {
         return fetch();
-    } catch (const s3_error& e) {
+    } catch (const s3::s3_error& e) {
         if (e.s3_code() == "ResponseTooLarge")
             throw error(errc::image_too_large, "source image '" + key + "' is larger than the limit of " +
                                                    std::to_string(max_bytes) + " bytes");
         throw;
     }
 }
-}  // namespace detail
 
-class object_source final : public jobs::image_source {
+}  // namespace detail
+namespace s3 {
+
+class object_source final : public image_source {
 public:
     explicit object_source(client& storage) : client_(storage) {}
 
     std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
         const std::string path = (scratch_dir / "source").string();
-        return detail::fetch_with_limit(key, max_bytes, [&] {
+        return detail::s3_fetch_with_limit(key, max_bytes, [&] {
             client_.get_to_file(key, path, max_bytes);
             return path;
         });
@@ -1519,13 +1567,13 @@ private:
     client& client_;
 };
 
-class presigned_url_source final : public jobs::image_source {
+class presigned_url_source final : public image_source {
 public:
     presigned_url_source(client& downloader, std::string url) : client_(downloader), url_(std::move(url)) {}
 
     std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
         const std::string path = (scratch_dir / "source").string();
-        return detail::fetch_with_limit(key, max_bytes, [&] {
+        return detail::s3_fetch_with_limit(key, max_bytes, [&] {
             client_.download_url_to_file(url_, path, max_bytes);
             return path;
         });

@@ -1,15 +1,31 @@
 #pragma once
-// tilekit 0.1.0: single-header distribution, generated from include/tilekit/sqlite.hpp
-// by tools/amalgamate.py. Do not edit: change include/tilekit/ and rerun the script.
+// tilekit 0.1.0, single header <tilekit/sqlite.hpp>: the sqlite part.
+// The durable job store: one SQLite file in WAL mode, shared by several threads and
+// processes on one host.
+//
+// Needs tilekit.hpp and jobs.hpp beside it (it includes them).
+// Link (Debian: libsqlite3-dev):
+//   c++ -std=c++17 -I single_include app.cpp $(pkg-config --cflags --libs stb sqlite3) -pthread
+// An installed tilekit: `pkg-config tilekit-sqlite`, or CMake `tilekit::sqlite`.
+// tilekit-sqlite.pc also defines TILEKIT_HAS_SQLITE=1 for code that wants to #if on it.
+//
+//   #include <tilekit/sqlite.hpp>
+//   tilekit::jobs::sqlite_job_store store("jobs.db");
+//   tilekit::jobs::job_record job = store.create({tilekit::jobs::tile_generation_job, "project", "v1", "alice"});
+//   store.start(job.id, "Generating tiles...");
+//   store.complete(job.id, {{"levels", 12}}, "Done");
+//
+// Generated from include/tilekit/sqlite.hpp by tools/amalgamate.py. Do not edit: change include/tilekit/
+// and rerun the script.
 
-#include "tilekit.hpp"
+#include "jobs.hpp"
 
-// tilekit's optional SQLite part: the durable job store (one file, WAL; safe for several threads
-// and several processes on one host). Link `tilekit::sqlite` (CMake), `tilekit_sqlite_dep`
-// (meson) or `pkg-config tilekit-sqlite`. The core never includes this.
+// tilekit's optional SQLite part: the durable job store (one file in WAL mode; safe for several
+// threads and several processes on one host). Link `tilekit::sqlite` (CMake), `tilekit_sqlite_dep`
+// (meson) or `pkg-config tilekit-sqlite` (Debian: libsqlite3-dev). The core never includes this.
 
-// #include <tilekit/tilekit.hpp>
-// #include <tilekit/jobs/sqlite_store.hpp>
+// #include <tilekit/jobs.hpp>
+// #include <tilekit/sqlite/sqlite_store.hpp>
 // The SQLite job store: the durable, embedded default. One database file holds every job; several
 // threads and several processes (on one host) may share it. Link `tilekit::sqlite` (CMake),
 // `tilekit_sqlite_dep` (meson) or `pkg-config tilekit-sqlite`; the core never includes SQLite.
@@ -127,6 +143,7 @@ public:
     sqlite_store_error(errc code, const std::string& message) : error(code, message) {}
 };
 
+}  // namespace jobs
 namespace detail {
 
 inline std::string read_first_line(const char* path) {
@@ -172,8 +189,8 @@ inline std::string host_name() {
     return "localhost";
 }
 
-inline job_owner this_process() {
-    job_owner self;
+inline jobs::job_owner this_process() {
+    jobs::job_owner self;
     self.host = host_name();
 #if TILEKIT_DETAIL_SQLITE_POSIX
     self.pid = static_cast<std::int64_t>(getpid());
@@ -186,7 +203,7 @@ inline job_owner this_process() {
 // True only when `owner` is certainly gone: on this host, and the pid no longer exists, is a
 // zombie, runs a different process (start time differs) or predates a reboot. Anything unknown
 // counts as alive, so a live job is never failed by mistake.
-inline bool owner_is_gone(const job_owner& owner, const job_owner& self) {
+inline bool owner_is_gone(const jobs::job_owner& owner, const jobs::job_owner& self) {
     if (owner.host.empty() || owner.host != self.host || owner.pid <= 0) return false;
     if (!owner.boot_id.empty() && !self.boot_id.empty() && owner.boot_id != self.boot_id) return true;
 #if TILEKIT_DETAIL_SQLITE_POSIX
@@ -216,7 +233,7 @@ public:
             const std::string message = sqlite3_errmsg(db);
             sqlite3_finalize(stmt_);
             stmt_ = nullptr;
-            throw sqlite_store_error(errc::io_error, std::string("sqlite job store: cannot prepare \"") + sql + "\": " + message);
+            throw jobs::sqlite_store_error(errc::io_error, std::string("sqlite job store: cannot prepare \"") + sql + "\": " + message);
         }
     }
     sqlite_statement(const sqlite_statement&) = delete;
@@ -265,6 +282,7 @@ private:
 };
 
 }  // namespace detail
+namespace jobs {
 
 class sqlite_job_store final : public job_store {
 public:
@@ -304,7 +322,8 @@ public:
             if (rc == SQLITE_ROW)
                 throw job_state_error("a " + record.job_type + " job is already " + q.text(1) + " for project '" +
                                       record.project_id + "' version '" + record.version_id + "' (job '" + q.text(0) +
-                                      "')");
+                                      "')",
+                                      errc::duplicate_job);
             if (rc != SQLITE_DONE) fail_sqlite(rc, "check for an active job");
         }
         {
@@ -315,7 +334,8 @@ public:
             if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) throw job_state_error("job id '" + record.id + "' already exists");
             if (rc == SQLITE_CONSTRAINT_UNIQUE)
                 throw job_state_error("a " + record.job_type + " job is already queued or running for project '" +
-                                      record.project_id + "' version '" + record.version_id + "'");
+                                      record.project_id + "' version '" + record.version_id + "'",
+                                      errc::duplicate_job);
             if (rc != SQLITE_DONE) fail_sqlite(rc, "insert a job");
         }
         tx.commit();
@@ -758,3 +778,5 @@ private:
 
 }  // namespace jobs
 TILEKIT_NAMESPACE_END
+
+#undef TILEKIT_DETAIL_SQLITE_POSIX

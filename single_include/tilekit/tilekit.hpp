@@ -1,10 +1,27 @@
 #pragma once
-// tilekit 0.1.0: single-header distribution, generated from include/tilekit/tilekit.hpp
-// by tools/amalgamate.py. Do not edit: change include/tilekit/ and rerun the script.
+// tilekit 0.1.0, single header <tilekit/tilekit.hpp>: the core.
+// Tiles a large image into a Deep Zoom or XYZ pyramid and writes it to a sink (a directory,
+// memory, or your own storage_sink). No job code. The optional parts are the other files
+// here, each building on this one: fast_codecs.hpp, s3.hpp, jobs.hpp, sqlite.hpp.
+//
+// Link (Debian: libstb-dev nlohmann-json3-dev):
+//   c++ -std=c++17 -I single_include app.cpp $(pkg-config --cflags --libs stb) -pthread
+// An installed tilekit: `pkg-config tilekit`, or CMake `tilekit::tilekit`.
+// Vendoring stb instead of linking libstb: #define TILEKIT_STB_IMPLEMENTATION in one .cpp.
+//
+//   #include <tilekit/tilekit.hpp>
+//   tilekit::filesystem_sink sink("out");
+//   tilekit::pyramid_options options;  // Deep Zoom, PNG tiles of 254 px, overlap 1
+//   options.layout = tilekit::layout_type::xyz;
+//   tilekit::pyramid_metadata m = tilekit::tile_file("map.png", sink, options);
+//
+// Generated from include/tilekit/tilekit.hpp by tools/amalgamate.py. Do not edit: change include/tilekit/
+// and rerun the script.
 
 // tilekit: turn a large image into a Deep Zoom or XYZ tile pyramid and publish it to storage.
-// This umbrella header is the core: it needs only the standard library, stb and nlohmann_json.
-// Optional parts have their own headers and targets (see README).
+// This umbrella header is the core: the standard library, stb and nlohmann_json, and no job
+// code. Optional parts have their own folder, umbrella header and target (README "Architecture"):
+// <tilekit/fast_codecs.hpp>, <tilekit/s3.hpp>, <tilekit/jobs.hpp>, <tilekit/sqlite.hpp>.
 
 // #include <tilekit/version.hpp>
 // The single source of truth for tilekit's version (CMake and meson read it from here).
@@ -14,41 +31,46 @@
 #define TILEKIT_VERSION_PATCH 0
 #define TILEKIT_VERSION "0.1.0"
 // #include <tilekit/config.hpp>
-// Every user-overridable TILEKIT_* macro, with its default.
+// Every TILEKIT_* macro a user may set, with its default, and the ones tilekit defines for all
+// of its headers. A macro that only one header needs is defined and #undef'd inside it.
 //
-//   TILEKIT_ASSERT(x)            internal invariant check; defaults to assert().
+// Set by the user (before the first tilekit include):
 //   TILEKIT_STB_IMPLEMENTATION   define in exactly one TU to compile stb_image and stb_image_write
 //                                there (only when not linking a library that already has them,
 //                                such as Debian's libstb: see README "How stb reaches the linker").
 //   TILEKIT_NO_INCLUDE_STB       the caller has already included stb_image.h / stb_image_write.h.
 //
+// Defined by tilekit:
+//   TILEKIT_VERSION_MAJOR/_MINOR/_PATCH, TILEKIT_VERSION   (version.hpp)
+//   TILEKIT_NAMESPACE_BEGIN / TILEKIT_NAMESPACE_END        open and close tilekit's versioned
+//                                                          namespace (used by every header)
+//   TILEKIT_HAS_S3, TILEKIT_HAS_SQLITE                     set by the tilekit::s3 and
+//                                                          tilekit::sqlite targets (and their .pc
+//                                                          files) for application code that wants
+//                                                          to #if on them; no tilekit header reads them
+//
 // No public type changes shape with any of these macros.
 
 // #include <tilekit/version.hpp>
 
-#ifndef TILEKIT_ASSERT
-#include <cassert>
-#define TILEKIT_ASSERT(x) assert(x)
-#endif
-
-// Public names live in an inline namespace named after the ABI version, so two copies of
-// tilekit embedded in different libraries cannot silently merge.
+// Public names live in an inline namespace named after the full version (as nlohmann/json's ABI
+// tag), so two different copies of tilekit linked into one program cannot silently merge:
+// tilekit::image_buffer is tilekit::v0_1_0::image_buffer.
+#define TILEKIT_ABI_TAG_CONCAT_EX(major, minor, patch) v##major##_##minor##_##patch
+#define TILEKIT_ABI_TAG_CONCAT(major, minor, patch) TILEKIT_ABI_TAG_CONCAT_EX(major, minor, patch)
+#define TILEKIT_ABI_NAMESPACE TILEKIT_ABI_TAG_CONCAT(TILEKIT_VERSION_MAJOR, TILEKIT_VERSION_MINOR, TILEKIT_VERSION_PATCH)
 #define TILEKIT_NAMESPACE_BEGIN \
     namespace tilekit {         \
-    inline namespace v0 {
+    inline namespace TILEKIT_ABI_NAMESPACE {
 #define TILEKIT_NAMESPACE_END \
     }                         \
     }
-
-#if defined(TILEKIT_DETECTED_VERSION) && TILEKIT_DETECTED_VERSION != TILEKIT_VERSION_MINOR
-#warning "two different versions of tilekit are included in this translation unit"
-#endif
-#define TILEKIT_DETECTED_VERSION TILEKIT_VERSION_MINOR
 // #include <tilekit/error.hpp>
 // One exception type with a machine-readable code, so callers can both print and branch.
 
 // #include <tilekit/config.hpp>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -67,6 +89,11 @@ enum class errc {
     cancelled,         // the caller cancelled the run
     access_denied,     // storage refused the credentials or the signature (never retried)
     not_found,         // no such bucket or object
+    encode_failed,     // a tile encoder (PNG, JPEG) failed
+    crypto_error,      // the cryptographic library (OpenSSL) failed: hashing, HMAC
+    illegal_transition,  // a job state change the state machine forbids (completing a failed job, ...)
+    not_a_draft,       // tiles may only be generated for a draft version
+    duplicate_job,     // a queued or running job already exists for this project version
 };
 
 inline const char* to_string(errc code) noexcept {
@@ -83,6 +110,11 @@ inline const char* to_string(errc code) noexcept {
         case errc::cancelled: return "cancelled";
         case errc::access_denied: return "access_denied";
         case errc::not_found: return "not_found";
+        case errc::encode_failed: return "encode_failed";
+        case errc::crypto_error: return "crypto_error";
+        case errc::illegal_transition: return "illegal_transition";
+        case errc::not_a_draft: return "not_a_draft";
+        case errc::duplicate_job: return "duplicate_job";
     }
     return "unknown";
 }
@@ -102,6 +134,17 @@ public:
     cancelled_error() : error(errc::cancelled, "tiling was cancelled") {}
 };
 
+namespace detail {
+
+// The one wording of every size limit: "<subject> is N <unit>, over the limit of M <unit>".
+inline void refuse_over_limit(const std::string& subject, std::uint64_t size, std::uint64_t limit, const char* unit) {
+    if (size > limit)
+        throw error(errc::image_too_large, subject + " is " + std::to_string(size) + " " + unit + ", over the limit of " +
+                                               std::to_string(limit) + " " + unit);
+}
+
+}  // namespace detail
+
 TILEKIT_NAMESPACE_END
 // #include <tilekit/image.hpp>
 // Interleaved 8-bit images: 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels.
@@ -116,6 +159,14 @@ TILEKIT_NAMESPACE_END
 #include <string>
 
 TILEKIT_NAMESPACE_BEGIN
+
+// An 8-bit colour with alpha (background and padding colours); white and opaque by default.
+struct rgba_color {
+    std::uint8_t r = 255;
+    std::uint8_t g = 255;
+    std::uint8_t b = 255;
+    std::uint8_t a = 255;
+};
 
 // A non-owning view of rows of pixels; rows are `stride` bytes apart.
 struct image_view {
@@ -191,6 +242,18 @@ TILEKIT_NAMESPACE_END
 
 // #include <tilekit/config.hpp>
 // #include <tilekit/image.hpp>
+// #include <tilekit/png_filter.hpp>
+// PNG row filters, chosen per encoder (see libdeflate_png_encoder in <tilekit/fast_codecs.hpp>).
+
+// #include <tilekit/config.hpp>
+
+TILEKIT_NAMESPACE_BEGIN
+
+// `adaptive` picks, per row, the filter with the smallest sum of absolute values (the heuristic
+// libpng recommends); `up` compresses map-like images about as well at half the cost.
+enum class png_filter { none = 0, sub = 1, up = 2, average = 3, paeth = 4, adaptive = 5 };
+
+TILEKIT_NAMESPACE_END
 
 #include <array>
 #include <cstdint>
@@ -199,10 +262,6 @@ TILEKIT_NAMESPACE_END
 #include <vector>
 
 TILEKIT_NAMESPACE_BEGIN
-
-// PNG row filters; `adaptive` picks, per row, the filter with the smallest sum of absolute
-// values (the heuristic libpng recommends).
-enum class png_filter { none = 0, sub = 1, up = 2, average = 3, paeth = 4, adaptive = 5 };
 
 namespace detail {
 
@@ -372,6 +431,10 @@ TILEKIT_NAMESPACE_END
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 #endif
+#ifdef TILEKIT_STB_IMPLEMENTATION
+#undef STB_IMAGE_IMPLEMENTATION
+#undef STB_IMAGE_WRITE_IMPLEMENTATION
+#endif
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
@@ -417,19 +480,39 @@ inline std::string describe_format(const std::uint8_t* data, std::size_t size) {
     return "other";
 }
 
+inline std::uint32_t read_be32(const std::uint8_t* p) noexcept {
+    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+
+struct png_chunk {
+    const std::uint8_t* type;  // 4 bytes
+    std::uint32_t length;
+    const std::uint8_t* data;  // `length` bytes, then the 4-byte CRC
+};
+
+// Calls visit(chunk) for every complete chunk after the signature, in order, while it returns
+// true; stops at the first chunk that does not fit in the data (truncation).
+template <class Visit>
+void for_each_png_chunk(const std::uint8_t* data, std::size_t size, Visit&& visit) {
+    std::size_t pos = 8;
+    while (pos + 12 <= size) {
+        const std::uint32_t length = read_be32(data + pos);
+        if (length > size - pos - 12) return;
+        if (!visit(png_chunk{data + pos + 4, length, data + pos + 8})) return;
+        pos += 12 + static_cast<std::size_t>(length);
+    }
+}
+
 // stb decodes many truncated files without complaint (JPEG pads with grey), so check that the
 // container is complete before trusting a decode: PNG must hold an IEND chunk, JPEG an EOI marker.
 inline bool container_is_complete(const std::string& format, const std::uint8_t* data, std::size_t size) {
     if (format == "png") {
-        std::size_t pos = 8;
-        while (pos + 12 <= size) {
-            std::uint32_t length = (std::uint32_t{data[pos]} << 24) | (std::uint32_t{data[pos + 1]} << 16) |
-                                   (std::uint32_t{data[pos + 2]} << 8) | std::uint32_t{data[pos + 3]};
-            if (std::memcmp(data + pos + 4, "IEND", 4) == 0) return true;
-            if (length > size - pos - 12) return false;
-            pos += 12 + static_cast<std::size_t>(length);
-        }
-        return false;
+        bool has_end = false;
+        for_each_png_chunk(data, size, [&](const png_chunk& chunk) {
+            has_end = std::memcmp(chunk.type, "IEND", 4) == 0;
+            return !has_end;
+        });
+        return has_end;
     }
     if (format == "jpeg") {
         // The EOI marker ends the stream; tolerate a little trailing padding some writers add.
@@ -447,10 +530,6 @@ inline bool container_is_complete(const std::string& format, const std::uint8_t*
 
 inline std::string size_text(std::uint64_t width, std::uint64_t height) {
     return std::to_string(width) + "x" + std::to_string(height);
-}
-
-inline std::uint32_t read_be32(const std::uint8_t* p) noexcept {
-    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
 }
 
 // Width and height as the header states them (PNG IHDR, JPEG SOFn), read without stb: stb
@@ -493,27 +572,24 @@ inline bool header_dimensions(const std::string& format, const std::uint8_t* dat
 
 inline void refuse_over_limit(std::uint64_t width, std::uint64_t height, const decode_limits& limits) {
     const std::uint64_t pixels = width * height;
-    if (pixels > limits.max_pixels)
-        throw error(errc::image_too_large, "image is " + size_text(width, height) + " = " + std::to_string(pixels) +
-                                               " pixels, over the limit of " + std::to_string(limits.max_pixels) +
-                                               " pixels");
+    refuse_over_limit("image " + size_text(width, height), pixels, limits.max_pixels, "pixels");
 }
 
 // Name of the first critical PNG chunk (IHDR, PLTE, IDAT, IEND) whose CRC does not match its
 // contents, or empty. stb_image does not check CRCs, and damaged compressed data often still
 // inflates to the right length. Ancillary chunks are not checked (libpng only warns on those).
 inline std::string png_chunk_with_bad_crc(const std::uint8_t* data, std::size_t size) {
-    std::size_t pos = 8;
-    while (pos + 12 <= size) {
-        const std::uint32_t length = read_be32(data + pos);
-        if (length > size - pos - 12) return {};  // truncation is reported separately
-        const bool critical = (data[pos + 4] & 0x20) == 0;  // upper-case first letter
-        if (critical && crc32_update(0, data + pos + 4, std::size_t{length} + 4) != read_be32(data + pos + 8 + length))
-            return std::string(reinterpret_cast<const char*>(data + pos + 4), 4);
-        if (std::memcmp(data + pos + 4, "IEND", 4) == 0) return {};
-        pos += 12 + static_cast<std::size_t>(length);
-    }
-    return {};
+    std::string bad;
+    for_each_png_chunk(data, size, [&](const png_chunk& chunk) {
+        const bool critical = (chunk.type[0] & 0x20) == 0;  // upper-case first letter
+        const std::uint8_t* crc = chunk.data + chunk.length;
+        if (critical && crc32_update(0, chunk.type, std::size_t{chunk.length} + 4) != read_be32(crc)) {
+            bad.assign(reinterpret_cast<const char*>(chunk.type), 4);
+            return false;
+        }
+        return std::memcmp(chunk.type, "IEND", 4) != 0;
+    });
+    return bad;
 }
 
 }  // namespace detail
@@ -592,9 +668,7 @@ inline std::vector<std::uint8_t> read_file_bytes(const std::string& path,
     const std::streamoff end = in.tellg();
     if (end < 0) throw error(errc::io_error, "cannot read '" + path + "' (not a regular file?)");
     const auto size = static_cast<std::uint64_t>(end);
-    if (size > max_bytes)
-        throw error(errc::image_too_large, "'" + path + "' is " + std::to_string(size) + " bytes, over the limit of " +
-                                               std::to_string(max_bytes) + " bytes");
+    detail::refuse_over_limit("'" + path + "'", size, max_bytes, "bytes");
     std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
     in.seekg(0);
     if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
@@ -612,10 +686,82 @@ inline image_buffer decode_image_file(const std::string& path, const decode_limi
 }
 
 TILEKIT_NAMESPACE_END
+// #include <tilekit/row_source.hpp>
+// The row-source contract: how pixels reach the tiler, one full-resolution row at a time, top
+// to bottom, so that a decoder can stream and the whole image is never held.
+//
+// A row source has
+//   int width() const;  int height() const;
+//   int channels() const;            // 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA (8 bits each)
+//   const std::uint8_t* next_row();  // the next row, width()*channels() bytes, valid until the
+//                                    // following call; called exactly height() times;
+//                                    // throws tilekit::error on damaged data
+// `row_source` is that contract as a base class: generate_pyramid() is templated on the source
+// type (a final class is called without a virtual dispatch), and run-time code holds any source
+// as a std::unique_ptr<row_source>. Every source in tilekit derives from it.
+
+// #include <tilekit/error.hpp>
+// #include <tilekit/image.hpp>
+
+#include <cstdint>
+#include <utility>
+
+TILEKIT_NAMESPACE_BEGIN
+
+class row_source {
+public:
+    virtual ~row_source() = default;
+    virtual int width() const = 0;
+    virtual int height() const = 0;
+    virtual int channels() const = 0;
+    virtual const std::uint8_t* next_row() = 0;
+};
+
+// The rows of an image in memory: a view of someone else's pixels, or an image it owns (a
+// decoder that decodes whole images hands its result over this way).
+class image_row_source final : public row_source {
+public:
+    explicit image_row_source(const image_view& image) : image_(image) { check(); }
+    explicit image_row_source(image_buffer image) : owned_(std::move(image)), image_(owned_.view()) { check(); }
+
+    int width() const override { return image_.width; }
+    int height() const override { return image_.height; }
+    int channels() const override { return image_.channels; }
+    const std::uint8_t* next_row() override {
+        if (next_ >= image_.height) throw error(errc::invalid_argument, "image_row_source: read past the last row");
+        return image_.row(next_++);
+    }
+
+private:
+    void check() const {
+        if (!image_.pixels) throw error(errc::invalid_argument, "image_row_source: the image has no pixels");
+    }
+
+    image_buffer owned_;
+    image_view image_;
+    int next_ = 0;
+};
+
+TILEKIT_NAMESPACE_END
 // #include <tilekit/layout.hpp>
-// Pyramid layouts: which levels exist, how big each tile is, and what each object is called.
-// A layout is a plain value type; the tiler is templated on it. Both layouts build level k of
-// the pyramid by halving the full-resolution image k times, rounding up (w_k = ceil(W / 2^k)).
+// The layout contract, and the Deep Zoom and XYZ layouts: which levels exist, which pixels each
+// tile shows, and what each object is called.
+//
+// A layout is a value type (the tiler is templated on it) with:
+//   static constexpr const char* name();          // "dz", "xyz": written to pyramid.json
+//   int tile_size() const;  int overlap() const;  // as written to pyramid.json
+//   bool pads_edges() const;                      // true: edge tiles are padded to full size
+//   std::vector<level_geometry> levels(int width, int height) const;
+//       // every level, full resolution first (halvings 0, 1, ...), each level the one before
+//       // halved rounding up: the tiler builds level k+1 by a 2x2 reduction of level k
+//   tile_region region(const level_geometry&, int column, int row) const;
+//       // the level pixels one tile shows (inside the level) and its encoded size; tiles of one
+//       // row share y and height, and rows are cut top to bottom
+//   std::string tile_key(const level_geometry&, int column, int row, const std::string& ext) const;
+//   std::string tile_url_template(const std::string& ext) const;   // for viewers
+//   std::string manifest_key() const;             // the layout's own manifest, or empty for none
+//   std::string manifest(int width, int height, const std::string& ext) const;
+// Keys are relative to the run's prefix and must pass validate_key().
 
 // #include <tilekit/error.hpp>
 
@@ -806,12 +952,18 @@ private:
 };
 
 TILEKIT_NAMESPACE_END
+// #include <tilekit/png_filter.hpp>
 // #include <tilekit/encode.hpp>
-// Tile encoders built on stb_image_write. An encoder is a value type with:
-//   std::string extension() const;        // "png", "jpg"
-//   std::string content_type() const;     // "image/png"
+// The encoder contract, and tile encoders built on stb_image_write.
+//
+// An encoder is a value type (the tiler is templated on it, so encoding is not a virtual call):
+//   std::string extension() const;        // file extension of the tiles: "png", "jpg"
+//   std::string content_type() const;     // "image/png", "image/jpeg"
 //   bool supports_alpha() const;          // false: the tiler flattens alpha onto the background
-//   void encode(const image_view&, std::vector<std::uint8_t>& out) const;   // thread-safe
+//                                         // and hands over gray or RGB tiles only
+//   void encode(const image_view& tile, std::vector<std::uint8_t>& out) const;
+//       // replaces `out` with the encoded tile; called from several threads at once on one
+//       // encoder, so it must be thread-safe; throws tilekit::error(errc::encode_failed)
 // Faster encoders with the same shape live in <tilekit/fast_codecs.hpp>.
 
 // #include <tilekit/detail/stb.hpp>
@@ -850,7 +1002,7 @@ public:
         out.clear();
         if (!stbi_write_png_to_func(detail::append_to_vector, &out, tile.width, tile.height, tile.channels,
                                     tile.pixels, static_cast<int>(tile.stride)))
-            throw error(errc::invalid_argument, "PNG encoding failed");
+            throw error(errc::encode_failed, "PNG encoding failed (stb_image_write)");
     }
 };
 
@@ -869,7 +1021,7 @@ public:
             throw error(errc::invalid_argument, "JPEG encoder needs tightly packed rows");
         if (!stbi_write_jpg_to_func(detail::append_to_vector, &out, tile.width, tile.height, tile.channels,
                                     tile.pixels, quality_))
-            throw error(errc::invalid_argument, "JPEG encoding failed");
+            throw error(errc::encode_failed, "JPEG encoding failed (stb_image_write)");
     }
 
 private:
@@ -953,16 +1105,37 @@ inline void validate_key(std::string_view key) {
     }
 }
 
+// The content type of the objects a pyramid consists of, and of its source images, by the key's
+// extension (case-sensitive, as tilekit writes them); "application/octet-stream" otherwise.
+inline const char* content_type_for_key(std::string_view key) noexcept {
+    struct by_extension {
+        std::string_view extension;
+        const char* type;
+    };
+    static constexpr by_extension table[] = {
+        {".png", "image/png"},        {".jpg", "image/jpeg"},      {".jpeg", "image/jpeg"},
+        {".json", "application/json"}, {".dzi", "application/xml"}, {".xml", "application/xml"},
+    };
+    for (const by_extension& row : table)
+        if (key.size() >= row.extension.size() && key.substr(key.size() - row.extension.size()) == row.extension)
+            return row.type;
+    return "application/octet-stream";
+}
+
 TILEKIT_NAMESPACE_END
 // #include <tilekit/sink.hpp>
-// The storage sink: where finished objects go. The tiler is templated on the sink type, so any
-// type with these two members works; storage_sink is the same contract as a base class for
-// code that chooses a sink at run time.
+// The storage-sink contract: where finished objects go. `storage_sink` is the one sink type;
+// memory, filesystem and S3 sinks derive from it, and so does yours. The tiler calls put() once
+// per tile through it: a virtual call is nothing next to encoding the tile (bench/run.sh).
 //
-//   void put(storage_object object);  // may be called from several threads at once; throws
-//                                     // tilekit::error for failures it can see right away
-//   void flush();                     // waits until everything put so far is stored, then
-//                                     // throws the first failure (naming its key), if any
+//   put(object)   may be called from several threads at once; throws tilekit::error for
+//                 failures it can see right away (a bad key, a full disk)
+//   flush()       waits until everything put so far is stored, then throws the first failure
+//                 (naming its key), if any
+//   remove(key)   deletes an object and says whether the sink did. The default is for sinks
+//                 that cannot delete: it removes nothing and returns false. Callers use it to
+//                 retract a previous pyramid's manifests before overwriting its tiles, so a
+//                 sink that cannot delete leaves them in place during a rerun.
 
 // #include <tilekit/config.hpp>
 
@@ -984,6 +1157,12 @@ public:
     virtual ~storage_sink() = default;
     virtual void put(storage_object object) = 0;
     virtual void flush() = 0;
+    // True when the object is gone because of this call (or, for stores that cannot tell, when
+    // the delete was accepted); false when the sink cannot delete or there was nothing to remove.
+    virtual bool remove(const std::string& key) {
+        static_cast<void>(key);
+        return false;
+    }
 };
 
 TILEKIT_NAMESPACE_END
@@ -1015,7 +1194,7 @@ public:
     void flush() override {}
 
     // Removes an object; true when it existed.
-    bool remove(const std::string& key) {
+    bool remove(const std::string& key) override {
         std::lock_guard<std::mutex> lock(mutex_);
         return objects_.erase(key) != 0;
     }
@@ -1111,7 +1290,7 @@ public:
     void flush() override {}
 
     // Removes an object; true when it existed.
-    bool remove(const std::string& key) {
+    bool remove(const std::string& key) override {
         validate_key(key);
         std::error_code ec;
         const bool removed = std::filesystem::remove(root_ / key, ec);
@@ -1156,6 +1335,93 @@ private:
         return std::to_string(random()) + std::to_string(random());
     }();
     std::atomic<unsigned long long> next_temp_id_{0};
+};
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/source.hpp>
+// The image-source contract, the read-side twin of storage_sink: it makes the image behind a
+// storage key available as a local file (for the streaming decoders), refusing anything over a
+// size limit. Files it creates live in the scratch directory the caller gives it, and the caller
+// removes them. The S3 part adds s3::object_source and s3::presigned_url_source.
+
+// #include <tilekit/error.hpp>
+// #include <tilekit/key.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+
+class image_source {
+public:
+    virtual ~image_source() = default;
+    // The path of a local file holding the image at `key`; throws tilekit::error (not_found,
+    // image_too_large, access_denied, storage_error, ...) with a message a user can act on.
+    virtual std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir,
+                              std::uint64_t max_bytes) = 0;
+};
+
+namespace detail {
+
+inline void refuse_oversized(const std::string& key, std::uint64_t size, std::uint64_t max_bytes) {
+    refuse_over_limit("source image '" + key + "'", size, max_bytes, "bytes");
+}
+
+}  // namespace detail
+
+// Images under a root directory, read in place (nothing is copied).
+class filesystem_source final : public image_source {
+public:
+    explicit filesystem_source(std::filesystem::path root) : root_(std::move(root)) {}
+
+    std::string fetch(const std::string& key, const std::filesystem::path&, std::uint64_t max_bytes) override {
+        validate_key(key);
+        const std::filesystem::path path = root_ / key;
+        std::error_code ec;
+        const auto size = std::filesystem::file_size(path, ec);
+        if (ec) throw error(errc::not_found, "source image '" + key + "' not found");
+        detail::refuse_oversized(key, size, max_bytes);
+        return path.string();
+    }
+
+private:
+    std::filesystem::path root_;
+};
+
+// Images held in memory (tests, embedding); written to the scratch directory when fetched.
+class memory_source final : public image_source {
+public:
+    void add(const std::string& key, std::vector<std::uint8_t> bytes) {
+        validate_key(key);
+        std::lock_guard<std::mutex> lock(mutex_);
+        objects_[key] = std::move(bytes);
+    }
+
+    std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
+        std::vector<std::uint8_t> bytes;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const auto found = objects_.find(key);
+            if (found == objects_.end()) throw error(errc::not_found, "source image '" + key + "' not found");
+            bytes = found->second;
+        }
+        detail::refuse_oversized(key, bytes.size(), max_bytes);
+        const std::filesystem::path path = scratch_dir / "source";
+        std::FILE* file = std::fopen(path.c_str(), "wb");
+        const bool ok = file && std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
+        if (file && std::fclose(file) != 0) throw error(errc::io_error, "cannot write '" + path.string() + "'");
+        if (!ok) throw error(errc::io_error, "cannot write '" + path.string() + "'");
+        return path.string();
+    }
+
+private:
+    std::mutex mutex_;
+    std::map<std::string, std::vector<std::uint8_t>> objects_;
 };
 
 TILEKIT_NAMESPACE_END
@@ -1472,6 +1738,7 @@ TILEKIT_NAMESPACE_END
 // channel for transparent padding, or flatten alpha onto a background for encoders without it.
 
 // #include <tilekit/config.hpp>
+// #include <tilekit/image.hpp>
 // #include <tilekit/layout.hpp>
 
 #include <cstdint>
@@ -1479,13 +1746,6 @@ TILEKIT_NAMESPACE_END
 #include <vector>
 
 TILEKIT_NAMESPACE_BEGIN
-
-struct rgba_color {
-    std::uint8_t r = 255;
-    std::uint8_t g = 255;
-    std::uint8_t b = 255;
-    std::uint8_t a = 255;
-};
 
 namespace detail {
 
@@ -1602,6 +1862,7 @@ TILEKIT_NAMESPACE_END
 // #include <tilekit/layout.hpp>
 // #include <tilekit/metadata.hpp>
 // #include <tilekit/progress.hpp>
+// #include <tilekit/row_source.hpp>
 // #include <tilekit/sink.hpp>
 
 #include <atomic>
@@ -1610,6 +1871,7 @@ TILEKIT_NAMESPACE_END
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 TILEKIT_NAMESPACE_BEGIN
@@ -1626,28 +1888,12 @@ struct tile_options {
     cancel_token cancel;
 };
 
-// Hands the rows of an image in memory to the tiler; a streaming decoder can take its place.
-// A row source has width(), height(), channels() and next_row(), which returns a pointer to the
-// next row, valid until the following call.
-class image_row_source {
-public:
-    explicit image_row_source(const image_view& image) : image_(image) {}
-    int width() const noexcept { return image_.width; }
-    int height() const noexcept { return image_.height; }
-    int channels() const noexcept { return image_.channels; }
-    const std::uint8_t* next_row() { return image_.row(next_++); }
-
-private:
-    image_view image_;
-    int next_ = 0;
-};
-
 namespace detail {
 
-template <class Layout, class Encoder, class Sink>
+template <class Layout, class Encoder>
 class pyramid_builder {
 public:
-    pyramid_builder(const Layout& layout, const Encoder& encoder, Sink& sink, const tile_options& options, int width,
+    pyramid_builder(const Layout& layout, const Encoder& encoder, storage_sink& sink, const tile_options& options, int width,
                     int height, int channels)
         : layout_(layout),
           encoder_(encoder),
@@ -1837,7 +2083,7 @@ private:
 
     const Layout& layout_;
     const Encoder& encoder_;
-    Sink& sink_;
+    storage_sink& sink_;
     const tile_options& options_;
     const int channels_;
     const std::string extension_;
@@ -1856,794 +2102,198 @@ private:
 
 }  // namespace detail
 
-// Tiles the rows of `source` into `sink`. Returns the pyramid's metadata, which is also written
-// (last) as options.metadata_key. Throws tilekit::error on bad options, cancelled_error when
-// cancelled, and whatever the sink throws; in every failure case no manifest is written.
-template <class Layout, class Encoder, class Sink, class RowSource>
-pyramid_metadata generate_pyramid_from_rows(RowSource& source, const Layout& layout, const Encoder& encoder, Sink& sink,
-                                            const tile_options& options = {}) {
-    detail::pyramid_builder<Layout, Encoder, Sink> builder(layout, encoder, sink, options, source.width(),
-                                                           source.height(), source.channels());
-    return builder.run(source);
-}
-
-template <class Layout, class Encoder, class Sink>
-pyramid_metadata generate_pyramid(const image_view& image, const Layout& layout, const Encoder& encoder, Sink& sink,
+// The compile-time entry point: tiles `source` with a layout, an encoder and a sink chosen as
+// types (see the contracts in row_source.hpp, layout.hpp, encode.hpp and sink.hpp). `source`
+// is a row source or an image in memory (anything convertible to image_view). Returns the
+// pyramid's metadata, which is also written, last, as options.metadata_key. Throws
+// tilekit::error on bad options, cancelled_error when cancelled, and whatever the source or the
+// sink throws; in every failure case no manifest is written.
+template <class Source, class Layout, class Encoder>
+pyramid_metadata generate_pyramid(Source&& source, const Layout& layout, const Encoder& encoder, storage_sink& sink,
                                   const tile_options& options = {}) {
-    if (!image.pixels) throw error(errc::invalid_argument, "generate_pyramid: the image has no pixels");
-    image_row_source source(image);
-    return generate_pyramid_from_rows(source, layout, encoder, sink, options);
+    if constexpr (std::is_convertible_v<Source, image_view>) {
+        image_row_source rows{image_view(source)};
+        return generate_pyramid(rows, layout, encoder, sink, options);
+    } else {
+        detail::pyramid_builder<Layout, Encoder> builder(layout, encoder, sink, options, source.width(),
+                                                         source.height(), source.channels());
+        return builder.run(source);
+    }
 }
 
 TILEKIT_NAMESPACE_END
-// #include <tilekit/tile_image.hpp>
-// The run-time front door: layout and format chosen by value (from a CLI flag or a request)
-// instead of by template argument. Codecs is a set of encoder types: stb_codecs here (core),
-// fast_codecs in <tilekit/fast_codecs.hpp>.
+// #include <tilekit/tile_file.hpp>
+// The run-time front door: tile an image file (or its bytes in memory) with the layout and tile
+// format chosen by value, from a CLI flag or a request, instead of by template argument.
+//
+//   tilekit::filesystem_sink sink("out");
+//   tilekit::pyramid_options options;            // Deep Zoom, PNG tiles, 254 px, overlap 1
+//   options.layout = tilekit::layout_type::xyz;  // every field is one level deep
+//   tilekit::pyramid_metadata m = tilekit::tile_file("map.png", sink, options);
+//
+// The decoders and encoders come from a codec set. By default tile_file() uses the fast set
+// (streaming libpng/libjpeg decoders, libdeflate and libjpeg-turbo encoders) whenever
+// <tilekit/fast_codecs.hpp> is part of the program, and stb's whole-image decoder and encoders
+// otherwise; tile_file<tilekit::stb_codecs>(...) or tile_file<tilekit::fast_codecs>(...) chooses
+// explicitly. A codec set is a type with
+//   static constexpr const char* name();
+//   using png = <encoder>;  using jpeg = <encoder>;        // see encode.hpp
+//   static std::unique_ptr<row_source> open_file(const std::string& path, const decode_limits&);
+//   static std::unique_ptr<row_source> open_memory(const std::uint8_t*, std::size_t, const decode_limits&);
 
 // #include <tilekit/decode.hpp>
 // #include <tilekit/encode.hpp>
 // #include <tilekit/layout.hpp>
+// #include <tilekit/row_source.hpp>
+// #include <tilekit/sink.hpp>
 // #include <tilekit/tiler.hpp>
 
+#include <atomic>
+#include <cstdint>
+#include <memory>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 TILEKIT_NAMESPACE_BEGIN
 
 enum class layout_type { deep_zoom, xyz };
 enum class tile_format { png, jpeg };
 
-struct stb_codecs {
-    using png = stb_png_encoder;
-    using jpeg = stb_jpeg_encoder;
-};
-
-struct pyramid_options {
-    layout_type layout = layout_type::deep_zoom;
-    tile_format format = tile_format::png;
-    int tile_size = 0;         // 0: 254 for Deep Zoom (256 with overlap), 256 for XYZ
-    int overlap = -1;          // -1: 1 for Deep Zoom; XYZ allows only 0
-    int quality = 85;          // JPEG quality 1..100
-    std::string basename = "image";  // Deep Zoom: {basename}.dzi and {basename}_files/
-    tile_options tiling;       // prefix, threads, progress, cancellation, ...
-};
-
 inline const char* to_string(layout_type layout) noexcept { return layout == layout_type::xyz ? "xyz" : "dz"; }
 inline const char* to_string(tile_format format) noexcept { return format == tile_format::jpeg ? "jpg" : "png"; }
 
-// Tiles the rows of any row source (see tiler.hpp) with the layout and format in `options`.
-template <class Codecs = stb_codecs, class Sink, class RowSource>
-pyramid_metadata tile_rows(RowSource& source, Sink& sink, const pyramid_options& options) {
+// Everything a run-time caller sets, one level deep: the tiling run (prefix, threads, progress,
+// cancellation, ... from tile_options), the layout and format, and the decoder's limits.
+struct pyramid_options : tile_options {
+    layout_type layout = layout_type::deep_zoom;
+    tile_format format = tile_format::png;
+    int tile_size = 0;               // 0: 254 for Deep Zoom (256 with overlap), 256 for XYZ
+    int overlap = -1;                // -1: 1 for Deep Zoom; XYZ allows only 0
+    int quality = 85;                // JPEG quality 1..100
+    std::string basename = "image";  // Deep Zoom: {basename}.dzi and {basename}_files/
+    decode_limits limits;            // pixel and file-size limits of the source image
+};
+
+namespace detail {
+
+inline deep_zoom_layout make_deep_zoom_layout(const pyramid_options& options) {
+    return deep_zoom_layout(options.tile_size ? options.tile_size : 254, options.overlap < 0 ? 1 : options.overlap,
+                            options.basename);
+}
+
+inline xyz_layout make_xyz_layout(const pyramid_options& options) {
+    if (options.overlap > 0)
+        throw error(errc::invalid_argument, "the XYZ layout has no overlap (got " + std::to_string(options.overlap) + ")");
+    return xyz_layout(options.tile_size ? options.tile_size : 256);
+}
+
+}  // namespace detail
+
+// The key of the layout manifest a run with these options writes ("image.dzi"), relative to the
+// prefix, or empty when the layout has none (XYZ). The metadata is options.metadata_key.
+inline std::string manifest_key(const pyramid_options& options) {
+    if (options.layout == layout_type::xyz) return detail::make_xyz_layout(options).manifest_key();
+    return detail::make_deep_zoom_layout(options).manifest_key();
+}
+
+// The core codec set: stb_image decodes the whole image, stb_image_write encodes the tiles.
+struct stb_codecs {
+    static constexpr const char* name() noexcept { return "stb"; }
+    using png = stb_png_encoder;
+    using jpeg = stb_jpeg_encoder;
+    static std::unique_ptr<row_source> open_file(const std::string& path, const decode_limits& limits = {}) {
+        return std::make_unique<image_row_source>(decode_image_file(path, limits));
+    }
+    static std::unique_ptr<row_source> open_memory(const std::uint8_t* data, std::size_t size,
+                                                   const decode_limits& limits = {}) {
+        return std::make_unique<image_row_source>(decode_image(data, size, limits));
+    }
+};
+
+// Tag for "the best codec set in this program" (the default of tile_file and tile_memory).
+struct automatic_codecs {};
+
+namespace detail {
+
+template <class Codecs>
+pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid_options& options) {
     const auto run = [&](const auto& layout) {
         if (options.format == tile_format::jpeg)
-            return generate_pyramid_from_rows(source, layout, typename Codecs::jpeg(options.quality), sink, options.tiling);
-        return generate_pyramid_from_rows(source, layout, typename Codecs::png(), sink, options.tiling);
+            return generate_pyramid(source, layout, typename Codecs::jpeg(options.quality), sink, options);
+        return generate_pyramid(source, layout, typename Codecs::png(), sink, options);
     };
-    if (options.layout == layout_type::xyz) {
-        if (options.overlap > 0)
-            throw error(errc::invalid_argument, "the XYZ layout has no overlap (got " + std::to_string(options.overlap) + ")");
-        return run(xyz_layout(options.tile_size ? options.tile_size : 256));
-    }
-    return run(deep_zoom_layout(options.tile_size ? options.tile_size : 254, options.overlap < 0 ? 1 : options.overlap,
-                                options.basename));
+    if (options.layout == layout_type::xyz) return run(make_xyz_layout(options));
+    return run(make_deep_zoom_layout(options));
 }
 
-template <class Codecs = stb_codecs, class Sink>
-pyramid_metadata tile_image(const image_view& image, Sink& sink, const pyramid_options& options) {
-    if (!image.pixels) throw error(errc::invalid_argument, "tile_image: the image has no pixels");
-    image_row_source source(image);
-    return tile_rows<Codecs>(source, sink, options);
+template <class Codecs>
+pyramid_metadata tile_file_with(const std::string& path, storage_sink& sink, const pyramid_options& options) {
+    const std::unique_ptr<row_source> source = Codecs::open_file(path, options.limits);
+    return tile_rows<Codecs>(*source, sink, options);
 }
 
-// Decodes `path` (refusing images over `limits`) and tiles it.
-template <class Codecs = stb_codecs, class Sink>
-pyramid_metadata tile_image_file(const std::string& path, Sink& sink, const pyramid_options& options,
-                                 const decode_limits& limits = {}) {
-    const image_buffer image = decode_image_file(path, limits);
-    return tile_image<Codecs>(image.view(), sink, options);
+template <class Codecs>
+pyramid_metadata tile_memory_with(const std::uint8_t* data, std::size_t size, storage_sink& sink,
+                                  const pyramid_options& options) {
+    const std::unique_ptr<row_source> source = Codecs::open_memory(data, size, options.limits);
+    return tile_rows<Codecs>(*source, sink, options);
 }
 
-TILEKIT_NAMESPACE_END
-// #include <tilekit/jobs.hpp>
-// Jobs: the job record and its state machine, the job-store interface with an in-memory store,
-// progress written per stage, the draft-version guard and job sources. Core: standard library
-// and nlohmann_json only. The durable SQLite store is <tilekit/sqlite.hpp>; the tile-generation
-// job itself is <tilekit/jobs/tile_generation.hpp> (it streams the source through libpng/libjpeg).
-
-// #include <tilekit/jobs/job.hpp>
-// The job record: what a service shows its users about a background job (queued, running with
-// a percentage and a message, completed with a result, failed with the reason), and its JSON.
-
-// #include <tilekit/error.hpp>
-
-#include <nlohmann/json.hpp>
-
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <cstdio>
-#include <ctime>
-#include <fstream>
-#include <optional>
-#include <string>
-
-#if __has_include(<sys/random.h>)
-#include <sys/random.h>
-#include <sys/types.h>
-#endif
-
-TILEKIT_NAMESPACE_BEGIN
-namespace jobs {
-
-enum class job_status { queued, running, completed, failed, cancelled };
-
-inline const char* to_string(job_status status) noexcept {
-    switch (status) {
-        case job_status::queued: return "queued";
-        case job_status::running: return "running";
-        case job_status::completed: return "completed";
-        case job_status::failed: return "failed";
-        case job_status::cancelled: return "cancelled";
-    }
-    return "unknown";
-}
-
-inline job_status parse_job_status(const std::string& text) {
-    for (job_status s : {job_status::queued, job_status::running, job_status::completed, job_status::failed,
-                         job_status::cancelled})
-        if (text == to_string(s)) return s;
-    throw error(errc::invalid_argument, "unknown job status '" + text + "'");
-}
-
-inline bool is_terminal(job_status status) noexcept {
-    return status == job_status::completed || status == job_status::failed || status == job_status::cancelled;
-}
-
-inline const char* const tile_generation_job = "tile_generation";
-
-struct job_record {
-    std::string id;                    // random UUID v4
-    std::string job_type = tile_generation_job;
-    job_status status = job_status::queued;
-    int progress = 0;                  // 0..100, never decreases
-    std::string message;
-    nlohmann::json result;             // null until completed
-    std::string error;                 // set when failed or cancelled
-    std::string project_id;
-    std::string version_id;
-    std::string created_by;
-    std::string created_at;            // UTC, ISO 8601 ("2026-11-28T23:07:16.123Z")
-    std::optional<std::string> started_at;
-    std::optional<std::string> completed_at;
+// A codec set behind function pointers, so the default can be chosen when the program starts.
+struct codec_entry {
+    const char* name;
+    pyramid_metadata (*tile_file)(const std::string&, storage_sink&, const pyramid_options&);
+    pyramid_metadata (*tile_memory)(const std::uint8_t*, std::size_t, storage_sink&, const pyramid_options&);
 };
 
-// Thrown for an illegal state change (completing a failed job, progress going down, ...).
-class job_state_error : public error {
-public:
-    explicit job_state_error(const std::string& message) : error(errc::invalid_argument, message) {}
-};
+template <class Codecs>
+const codec_entry* codec_entry_of() {
+    static const codec_entry entry{Codecs::name(), &tile_file_with<Codecs>, &tile_memory_with<Codecs>};
+    return &entry;
+}
 
-// Thrown when a job id does not exist.
-class job_not_found : public error {
-public:
-    explicit job_not_found(const std::string& id) : error(errc::not_found, "job '" + id + "' not found") {}
-};
+// Set once, before main, by <tilekit/fast_codecs.hpp> in every program that includes it.
+inline std::atomic<const codec_entry*>& registered_codecs() {
+    static std::atomic<const codec_entry*> entry{nullptr};
+    return entry;
+}
 
-namespace detail {
-
-// 16 bytes from the kernel's CSPRNG (getrandom, else /dev/urandom).
-inline void random_bytes(unsigned char* out, std::size_t size) {
-#if __has_include(<sys/random.h>)
-    std::size_t got = 0;
-    while (got < size) {
-        const ssize_t n = getrandom(out + got, size - got, 0);
-        if (n <= 0) break;
-        got += static_cast<std::size_t>(n);
-    }
-    if (got == size) return;
-#endif
-    std::ifstream urandom("/dev/urandom", std::ios::binary);
-    if (!urandom.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(size)))
-        throw error(errc::io_error, "no cryptographic random source (getrandom, /dev/urandom)");
+inline const codec_entry& automatic_codec_entry() {
+    const codec_entry* entry = registered_codecs().load(std::memory_order_acquire);
+    return entry ? *entry : *codec_entry_of<stb_codecs>();
 }
 
 }  // namespace detail
 
-// A random (version 4) UUID from a cryptographic source.
-inline std::string new_job_id() {
-    unsigned char b[16];
-    detail::random_bytes(b, sizeof b);
-    b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
-    b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
-    char text[37];
-    std::snprintf(text, sizeof text, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-                  b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-    return text;
+// The codec set tile_file() and tile_memory() use by default: "fast" or "stb".
+inline const char* default_codecs_name() { return detail::automatic_codec_entry().name; }
+
+// Decodes the image file at `path` (refusing it, before decoding, when over options.limits) and
+// tiles it into `sink`. Returns the metadata, also written last as options.metadata_key; throws
+// tilekit::error (see errc), and writes no manifest on any failure.
+template <class Codecs = automatic_codecs>
+pyramid_metadata tile_file(const std::string& path, storage_sink& sink, const pyramid_options& options = {}) {
+    if constexpr (std::is_same_v<Codecs, automatic_codecs>)
+        return detail::automatic_codec_entry().tile_file(path, sink, options);
+    else
+        return detail::tile_file_with<Codecs>(path, sink, options);
 }
 
-inline bool is_uuid(const std::string& text) {
-    if (text.size() != 36) return false;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        const char c = text[i];
-        const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-            return false;
-    }
-    return true;
+// tile_file() for an image file held in memory (an upload, a download).
+template <class Codecs = automatic_codecs>
+pyramid_metadata tile_memory(const std::uint8_t* data, std::size_t size, storage_sink& sink,
+                             const pyramid_options& options = {}) {
+    if constexpr (std::is_same_v<Codecs, automatic_codecs>)
+        return detail::automatic_codec_entry().tile_memory(data, size, sink, options);
+    else
+        return detail::tile_memory_with<Codecs>(data, size, sink, options);
 }
 
-// Now, UTC, ISO 8601 with milliseconds.
-inline std::string utc_now_iso8601() {
-    const auto now = std::chrono::system_clock::now();
-    const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
-    const auto millis =
-        std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-    std::tm utc{};
-    gmtime_r(&seconds, &utc);
-    char text[32];
-    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &utc);
-    char out[40];
-    std::snprintf(out, sizeof out, "%s.%03dZ", text, static_cast<int>(millis));
-    return out;
+template <class Codecs = automatic_codecs>
+pyramid_metadata tile_memory(const std::vector<std::uint8_t>& bytes, storage_sink& sink,
+                             const pyramid_options& options = {}) {
+    return tile_memory<Codecs>(bytes.data(), bytes.size(), sink, options);
 }
 
-inline void to_json(nlohmann::json& j, const job_record& r) {
-    const auto optional_text = [](const std::optional<std::string>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
-    j = nlohmann::json{{"id", r.id},
-                       {"job_type", r.job_type},
-                       {"status", to_string(r.status)},
-                       {"progress", r.progress},
-                       {"message", r.message},
-                       {"result", r.result},
-                       {"error", r.error.empty() ? nlohmann::json() : nlohmann::json(r.error)},
-                       {"project_id", r.project_id},
-                       {"version_id", r.version_id},
-                       {"created_by", r.created_by},
-                       {"created_at", r.created_at},
-                       {"started_at", optional_text(r.started_at)},
-                       {"completed_at", optional_text(r.completed_at)}};
-}
-
-inline void from_json(const nlohmann::json& j, job_record& r) {
-    const auto optional_text = [&](const char* name) -> std::optional<std::string> {
-        if (!j.contains(name) || j.at(name).is_null()) return std::nullopt;
-        return j.at(name).get<std::string>();
-    };
-    j.at("id").get_to(r.id);
-    j.at("job_type").get_to(r.job_type);
-    r.status = parse_job_status(j.at("status").get<std::string>());
-    j.at("progress").get_to(r.progress);
-    if (r.progress < 0 || r.progress > 100) throw error(errc::invalid_argument, "job progress out of range in JSON");
-    r.message = j.value("message", std::string());
-    r.result = j.contains("result") ? j.at("result") : nlohmann::json();
-    r.error = j.contains("error") && !j.at("error").is_null() ? j.at("error").get<std::string>() : std::string();
-    r.project_id = j.value("project_id", std::string());
-    r.version_id = j.value("version_id", std::string());
-    r.created_by = j.value("created_by", std::string());
-    r.created_at = j.value("created_at", std::string());
-    r.started_at = optional_text("started_at");
-    r.completed_at = optional_text("completed_at");
-}
-
-}  // namespace jobs
-TILEKIT_NAMESPACE_END
-// #include <tilekit/jobs/job_store.hpp>
-// The job-store interface, and the state machine every store enforces:
-//   queued -> running -> completed | failed | cancelled;   queued -> failed | cancelled
-// Progress never goes down, terminal states stay terminal, and an illegal change throws
-// job_state_error instead of corrupting the record. All methods are thread-safe.
-
-// #include <tilekit/jobs/job.hpp>
-
-#include <initializer_list>
-#include <optional>
-#include <string>
-#include <vector>
-
-TILEKIT_NAMESPACE_BEGIN
-namespace jobs {
-
-struct new_job {
-    std::string job_type = tile_generation_job;
-    std::string project_id;
-    std::string version_id;
-    std::string created_by;
-    std::string message = "Queued";
-};
-
-class job_store {
-public:
-    virtual ~job_store() = default;
-
-    // Creates a queued job with a fresh id. At most one queued or running job of a type exists
-    // per (project, version): a second one is refused with job_state_error (errc::invalid_argument).
-    virtual job_record create(const new_job& job) = 0;
-    virtual std::optional<job_record> get(const std::string& id) const = 0;
-    virtual std::vector<job_record> list_by_project(const std::string& project_id) const = 0;  // newest first
-    virtual std::vector<job_record> list_by_status(job_status status) const = 0;               // oldest first
-
-    virtual job_record start(const std::string& id, const std::string& message) = 0;  // queued -> running
-    // running only; the same value updates the message; `progress` below the current value is ignored (never an error: progress
-    // from several streams may arrive out of order), above 100 is an error.
-    virtual job_record report_progress(const std::string& id, int progress, const std::string& message) = 0;
-    virtual job_record complete(const std::string& id, const nlohmann::json& result, const std::string& message) = 0;
-    virtual job_record fail(const std::string& id, const std::string& error) = 0;    // queued/running -> failed
-    virtual job_record cancel(const std::string& id, const std::string& reason) = 0;  // queued/running -> cancelled
-};
-
-namespace detail {
-
-inline void require_status(const job_record& job, std::initializer_list<job_status> allowed, const char* action) {
-    for (job_status s : allowed)
-        if (job.status == s) return;
-    throw job_state_error(std::string("cannot ") + action + " job '" + job.id + "': it is " + to_string(job.status));
-}
-
-// Applies one transition to a record in memory; every store uses these so they agree exactly.
-inline void apply_start(job_record& job, const std::string& message) {
-    require_status(job, {job_status::queued}, "start");
-    job.status = job_status::running;
-    job.message = message;
-    job.started_at = utc_now_iso8601();
-}
-
-inline void apply_progress(job_record& job, int progress, const std::string& message) {
-    require_status(job, {job_status::running}, "report progress of");
-    if (progress < 0 || progress > 100)
-        throw job_state_error("progress must be 0..100, got " + std::to_string(progress));
-    if (progress >= job.progress) {
-        job.progress = progress;
-        job.message = message;
-    }
-}
-
-inline void apply_complete(job_record& job, const nlohmann::json& result, const std::string& message) {
-    require_status(job, {job_status::running}, "complete");
-    job.status = job_status::completed;
-    job.progress = 100;
-    job.message = message;
-    job.result = result;
-    job.completed_at = utc_now_iso8601();
-}
-
-inline void apply_end(job_record& job, job_status status, const std::string& reason) {
-    if (status != job_status::failed && status != job_status::cancelled)
-        throw error(errc::invalid_argument, "apply_end: status must be failed or cancelled");
-    require_status(job, {job_status::queued, job_status::running}, status == job_status::failed ? "fail" : "cancel");
-    job.status = status;
-    job.error = reason;
-    job.message = status == job_status::failed ? "Failed" : "Cancelled";
-    job.completed_at = utc_now_iso8601();
-}
-
-inline job_record make_job(const new_job& job) {
-    if (job.job_type.empty() || job.project_id.empty() || job.version_id.empty())
-        throw error(errc::invalid_argument, "a job needs a job_type, a project_id and a version_id");
-    job_record r;
-    r.id = new_job_id();
-    r.job_type = job.job_type;
-    r.project_id = job.project_id;
-    r.version_id = job.version_id;
-    r.created_by = job.created_by;
-    r.message = job.message;
-    r.created_at = utc_now_iso8601();
-    return r;
-}
-
-}  // namespace detail
-}  // namespace jobs
-TILEKIT_NAMESPACE_END
-// #include <tilekit/jobs/memory_store.hpp>
-// An in-memory job store: for tests and small embeddings that need no durability. One mutex
-// guards everything, so every method is atomic with respect to every other; transitions go
-// through the shared detail::apply_* helpers so this store and the SQLite one agree exactly.
-// Jobs are never evicted: a long-lived embedding that creates many jobs should use a durable store.
-
-// #include <tilekit/jobs/job_store.hpp>
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <map>
-#include <mutex>
-#include <optional>
-#include <string>
-#include <tuple>
-#include <unordered_map>
-#include <utility>
-#include <vector>
-
-TILEKIT_NAMESPACE_BEGIN
-namespace jobs {
-
-class memory_job_store final : public job_store {
-public:
-    memory_job_store() = default;
-    memory_job_store(const memory_job_store&) = delete;
-    memory_job_store& operator=(const memory_job_store&) = delete;
-
-    job_record create(const new_job& job) override {
-        job_record record = detail::make_job(job);  // the random id is drawn outside the lock
-        std::lock_guard<std::mutex> lock(mutex_);
-        const version_key key = active_key(record);
-        const auto active = active_.find(key);
-        if (active != active_.end()) {
-            const job_record& other = jobs_.at(active->second).record;
-            throw job_state_error("a " + other.job_type + " job is already " + to_string(other.status) +
-                                  " for project '" + other.project_id + "' version '" + other.version_id +
-                                  "' (job '" + other.id + "')");
-        }
-        // A UUID v4 collision is astronomically unlikely, but overwriting a job would lose it silently.
-        if (jobs_.count(record.id)) throw job_state_error("job id '" + record.id + "' already exists");
-        jobs_.emplace(record.id, entry{record, next_sequence_++});
-        active_.emplace(key, record.id);
-        return record;
-    }
-
-    std::optional<job_record> get(const std::string& id) const override {
-        std::lock_guard<std::mutex> lock(mutex_);
-        const auto it = jobs_.find(id);
-        if (it == jobs_.end()) return std::nullopt;
-        return it->second.record;
-    }
-
-    std::vector<job_record> list_by_project(const std::string& project_id) const override {
-        return list([&](const job_record& r) { return r.project_id == project_id; }, /*newest_first=*/true);
-    }
-
-    std::vector<job_record> list_by_status(job_status status) const override {
-        return list([&](const job_record& r) { return r.status == status; }, /*newest_first=*/false);
-    }
-
-    job_record start(const std::string& id, const std::string& message) override {
-        return update(id, [&](job_record& r) { detail::apply_start(r, message); });
-    }
-
-    job_record report_progress(const std::string& id, int progress, const std::string& message) override {
-        return update(id, [&](job_record& r) { detail::apply_progress(r, progress, message); });
-    }
-
-    job_record complete(const std::string& id, const nlohmann::json& result, const std::string& message) override {
-        return update(id, [&](job_record& r) { detail::apply_complete(r, result, message); });
-    }
-
-    job_record fail(const std::string& id, const std::string& error) override {
-        return update(id, [&](job_record& r) { detail::apply_end(r, job_status::failed, error); });
-    }
-
-    job_record cancel(const std::string& id, const std::string& reason) override {
-        return update(id, [&](job_record& r) { detail::apply_end(r, job_status::cancelled, reason); });
-    }
-
-private:
-    struct entry {
-        job_record record;
-        std::uint64_t sequence;  // insertion order: breaks created_at ties (timestamps are per millisecond)
-    };
-
-    // The one-active-job rule is per (type, project, version).
-    using version_key = std::tuple<std::string, std::string, std::string>;
-    static version_key active_key(const job_record& r) { return {r.job_type, r.project_id, r.version_id}; }
-
-    // Applies a transition to a copy and stores it only if the helper did not throw, so an illegal
-    // change never leaves a half-updated record behind.
-    template <class Apply>
-    job_record update(const std::string& id, Apply&& apply) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        const auto it = jobs_.find(id);
-        if (it == jobs_.end()) throw job_not_found(id);
-        job_record changed = it->second.record;
-        apply(changed);
-        if (is_terminal(changed.status) && !is_terminal(it->second.record.status)) {
-            const auto active = active_.find(active_key(changed));
-            if (active != active_.end() && active->second == id) active_.erase(active);
-        }
-        it->second.record = changed;
-        return changed;
-    }
-
-    template <class Match>
-    std::vector<job_record> list(Match&& match, bool newest_first) const {
-        std::lock_guard<std::mutex> lock(mutex_);
-        std::vector<const entry*> found;
-        for (const auto& item : jobs_)
-            if (match(item.second.record)) found.push_back(&item.second);
-        // ISO 8601 UTC timestamps of one fixed width sort as text.
-        std::sort(found.begin(), found.end(), [&](const entry* a, const entry* b) {
-            const int order = a->record.created_at.compare(b->record.created_at);
-            if (order != 0) return newest_first ? order > 0 : order < 0;
-            return newest_first ? a->sequence > b->sequence : a->sequence < b->sequence;
-        });
-        std::vector<job_record> out;
-        out.reserve(found.size());
-        for (const entry* e : found) out.push_back(e->record);
-        return out;
-    }
-
-    mutable std::mutex mutex_;
-    std::unordered_map<std::string, entry> jobs_;
-    std::map<version_key, std::string> active_;  // -> id of the queued or running job
-    std::uint64_t next_sequence_ = 0;
-};
-
-}  // namespace jobs
-TILEKIT_NAMESPACE_END
-// #include <tilekit/jobs/version_guard.hpp>
-// The draft-version guard: only a draft version may (re)generate its tiles, so a published or
-// archived pyramid is never overwritten. Apply it before a job is created and again when the
-// job starts, because the version may have been published in between.
-
-// #include <tilekit/error.hpp>
-
-#include <string>
-#include <utility>
-
-TILEKIT_NAMESPACE_BEGIN
-namespace jobs {
-
-inline const char* const draft_version_status = "draft";
-
-// What the service knows about the version a request is for.
-struct version_info {
-    int number = 0;
-    std::string status;  // "draft", "published", "archived", ... (compared exactly, case-sensitive)
-};
-
-// A distinct type so a service can map it to its own response (for example HTTP 409), while
-// what() keeps the sentence the service this replaces showed its users.
-class version_not_draft : public error {
-public:
-    explicit version_not_draft(const version_info& version)
-        : error(errc::invalid_argument, "Can only generate tiles for draft versions: version " +
-                                            std::to_string(version.number) + " is " +
-                                            (version.status.empty() ? "of unknown status" : "'" + version.status + "'")),
-          version_(version) {}
-
-    const version_info& version() const noexcept { return version_; }
-
-private:
-    version_info version_;
-};
-
-inline bool is_draft(const version_info& version) noexcept { return version.status == draft_version_status; }
-
-inline void require_draft(const version_info& version) {
-    if (!is_draft(version)) throw version_not_draft(version);
-}
-
-}  // namespace jobs
-TILEKIT_NAMESPACE_END
-// #include <tilekit/jobs/progress.hpp>
-// Job progress as the service this replaces showed it: each stage owns a share of the bar
-//   download 0-10, generating tiles 10-80, uploading 80-95, finalising 95-100
-// and the store is written from a background thread at most every `interval` (and only when
-// the whole percent or the message changed), never per tile, so a slow store cannot slow the
-// tiler. Because tilekit uploads while it tiles, "Generating tiles" counts tiles handed to the
-// sink, whose queue is bounded: the bar follows the slower of the two streams, and the
-// "Uploading" share covers only the uploads still in flight when the last tile is made.
-
-// #include <tilekit/jobs/job_store.hpp>
-// #include <tilekit/progress.hpp>
-
-#include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <functional>
-#include <mutex>
-#include <string>
-#include <thread>
-#include <utility>
-#include <vector>
-
-TILEKIT_NAMESPACE_BEGIN
-namespace jobs {
-
-struct stage {
-    int begin;
-    int end;
-};
-
-namespace stages {
-constexpr stage download{0, 10};
-constexpr stage tiling{10, 80};
-constexpr stage upload{80, 95};
-constexpr stage finalize{95, 100};
-}  // namespace stages
-
-// The bar position of `fraction` (0..1) of a stage.
-inline int stage_percent(const stage& s, double fraction) {
-    fraction = std::clamp(fraction, 0.0, 1.0);
-    return s.begin + static_cast<int>((s.end - s.begin) * fraction);
-}
-
-// Holds the latest percent and message and writes them to the store from its own thread.
-// If the store refuses (the job was cancelled or failed by someone else), `on_refused` runs once
-// so the caller can stop its work.
-class progress_writer {
-public:
-    progress_writer(job_store& store, std::string job_id, std::chrono::milliseconds interval,
-                    std::function<void()> on_refused = {})
-        : store_(store), job_id_(std::move(job_id)), interval_(interval), on_refused_(std::move(on_refused)) {
-        thread_ = std::thread([this] { run(); });
-    }
-
-    progress_writer(const progress_writer&) = delete;
-    progress_writer& operator=(const progress_writer&) = delete;
-
-    ~progress_writer() { stop(); }
-
-    // Cheap and thread-safe; a lower percent than already set is ignored (monotonic bar).
-    // A milestone (the start of a stage) is always written, in order, even when later values
-    // arrive before the writer wakes; other values are coalesced into the latest.
-    void set(int percent, const std::string& message, bool milestone = false) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (percent < percent_) return;
-        if (percent == percent_ && message == message_) return;
-        percent_ = percent;
-        message_ = message;
-        dirty_ = true;
-        if (milestone) milestones_.emplace_back(percent, message);
-    }
-
-    // Writes what is pending now and stops the thread.
-    void stop() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (stopping_) return;
-            stopping_ = true;
-        }
-        wake_.notify_all();
-        thread_.join();
-        write_pending();
-    }
-
-    std::size_t writes() const noexcept { return writes_.load(); }
-
-private:
-    void run() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        while (!stopping_) {
-            wake_.wait_for(lock, interval_, [this] { return stopping_; });
-            if (stopping_) break;
-            lock.unlock();
-            write_pending();
-            lock.lock();
-        }
-    }
-
-    void write_pending() {
-        std::vector<std::pair<int, std::string>> batch;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (!dirty_ || refused_) return;
-            dirty_ = false;
-            batch.assign(milestones_.begin(), milestones_.end());
-            milestones_.clear();
-            if (batch.empty() || batch.back().first != percent_ || batch.back().second != message_)
-                batch.emplace_back(percent_, message_);
-        }
-        try {
-            for (const auto& [percent, message] : batch) {
-                store_.report_progress(job_id_, percent, message);
-                ++writes_;
-            }
-        } catch (const error&) {
-            bool first = false;
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                first = !refused_;
-                refused_ = true;
-            }
-            if (first && on_refused_) on_refused_();
-        }
-    }
-
-    job_store& store_;
-    const std::string job_id_;
-    const std::chrono::milliseconds interval_;
-    std::function<void()> on_refused_;
-    std::mutex mutex_;
-    std::condition_variable wake_;
-    int percent_ = -1;
-    std::string message_;
-    std::vector<std::pair<int, std::string>> milestones_;
-    bool dirty_ = false;
-    bool refused_ = false;
-    bool stopping_ = false;
-    std::atomic<std::size_t> writes_{0};
-    std::thread thread_;
-};
-
-}  // namespace jobs
-TILEKIT_NAMESPACE_END
-// #include <tilekit/jobs/source.hpp>
-// Where a job's source image comes from. A source makes the image behind a storage key
-// available as a local file for the streaming decoders, refusing anything over a size limit.
-// Files it creates live in the scratch directory the job gives it, and the job removes them.
-
-// #include <tilekit/error.hpp>
-// #include <tilekit/key.hpp>
-
-#include <cstdint>
-#include <cstdio>
-#include <filesystem>
-#include <map>
-#include <mutex>
-#include <string>
-#include <vector>
-
-TILEKIT_NAMESPACE_BEGIN
-namespace jobs {
-
-class image_source {
-public:
-    virtual ~image_source() = default;
-    // The path of a local file holding the image at `key`; throws tilekit::error (not_found,
-    // image_too_large, access_denied, storage_error, ...) with a message a user can act on.
-    virtual std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir,
-                              std::uint64_t max_bytes) = 0;
-};
-
-namespace detail {
-
-inline void refuse_oversized(const std::string& key, std::uint64_t size, std::uint64_t max_bytes) {
-    if (size > max_bytes)
-        throw error(errc::image_too_large, "source image '" + key + "' is " + std::to_string(size) +
-                                               " bytes, over the limit of " + std::to_string(max_bytes) + " bytes");
-}
-
-}  // namespace detail
-
-// Images under a root directory, read in place (nothing is copied).
-class filesystem_source final : public image_source {
-public:
-    explicit filesystem_source(std::filesystem::path root) : root_(std::move(root)) {}
-
-    std::string fetch(const std::string& key, const std::filesystem::path&, std::uint64_t max_bytes) override {
-        validate_key(key);
-        const std::filesystem::path path = root_ / key;
-        std::error_code ec;
-        const auto size = std::filesystem::file_size(path, ec);
-        if (ec) throw error(errc::not_found, "source image '" + key + "' not found");
-        detail::refuse_oversized(key, size, max_bytes);
-        return path.string();
-    }
-
-private:
-    std::filesystem::path root_;
-};
-
-// Images held in memory (tests, embedding); written to the scratch directory when fetched.
-class memory_source final : public image_source {
-public:
-    void add(const std::string& key, std::vector<std::uint8_t> bytes) {
-        validate_key(key);
-        std::lock_guard<std::mutex> lock(mutex_);
-        objects_[key] = std::move(bytes);
-    }
-
-    std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
-        std::vector<std::uint8_t> bytes;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            const auto found = objects_.find(key);
-            if (found == objects_.end()) throw error(errc::not_found, "source image '" + key + "' not found");
-            bytes = found->second;
-        }
-        detail::refuse_oversized(key, bytes.size(), max_bytes);
-        const std::filesystem::path path = scratch_dir / "source";
-        std::FILE* file = std::fopen(path.c_str(), "wb");
-        const bool ok = file && std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
-        if (file && std::fclose(file) != 0) throw error(errc::io_error, "cannot write '" + path.string() + "'");
-        if (!ok) throw error(errc::io_error, "cannot write '" + path.string() + "'");
-        return path.string();
-    }
-
-private:
-    std::mutex mutex_;
-    std::map<std::string, std::vector<std::uint8_t>> objects_;
-};
-
-}  // namespace jobs
 TILEKIT_NAMESPACE_END

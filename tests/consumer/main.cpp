@@ -3,7 +3,6 @@
 // so a missing link flag or header fails here. Exits non-zero on any mismatch.
 
 #include <tilekit/fast_codecs.hpp>
-#include <tilekit/streaming_decode.hpp>
 #include <tilekit/tilekit.hpp>
 
 #include <unistd.h>
@@ -59,13 +58,16 @@ int main() try {
     write_file(dir / "in.png", fast_png);
     write_file(dir / "in.jpg", jpeg);
 
+    // The run-time front door: with <tilekit/fast_codecs.hpp> in the program, tile_file() streams
+    // through libpng / libjpeg and encodes with libdeflate / libjpeg-turbo by default.
+    expect(std::string(tilekit::default_codecs_name()) == "fast", "fast codecs are the default");
     tilekit::memory_sink sink;
     tilekit::pyramid_options options;
     options.layout = tilekit::layout_type::xyz;
-    options.tiling.threads = 2;
-    const auto from_png = tilekit::tile_file<tilekit::fast_codecs>((dir / "in.png").string(), sink, options);
+    options.threads = 2;
+    const auto from_png = tilekit::tile_file((dir / "in.png").string(), sink, options);
     options.format = tilekit::tile_format::jpeg;
-    options.tiling.prefix = "jpeg/";
+    options.prefix = "jpeg/";
     const auto from_jpeg = tilekit::tile_file<tilekit::fast_codecs>((dir / "in.jpg").string(), sink, options);
     std::filesystem::remove_all(dir);
 

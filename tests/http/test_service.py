@@ -4,11 +4,16 @@
 Usage: test_service.py SERVICE_BINARY TILEKIT_CLI_BINARY [TEST_NAME ...]
 Python 3 standard library only. Each test starts its own service on a free port with a
 temporary data directory and stops it afterwards.
+
+The JSON documents users read (every error body, a job record) are pinned byte for byte by the
+golden files in tests/golden/service/ (see the README there); a missing golden fails the test,
+and a full run fails when a golden file is no longer compared by any test.
 """
 
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +29,8 @@ CLI = os.path.abspath(sys.argv[2])
 SELECTED = sys.argv[3:]
 WORK = tempfile.mkdtemp(prefix="tilekit-http-test-")
 SAMPLES = {}
+GOLDEN_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden", "service"))
+GOLDENS_USED = set()
 
 
 def sample(size):
@@ -34,6 +41,27 @@ def sample(size):
         with open(path, "rb") as f:
             SAMPLES[size] = f.read()
     return SAMPLES[size]
+
+
+class Reply(tuple):
+    """(status, the body parsed as JSON or the raw bytes), as tests unpack it; plus .headers
+    (lower-case names) and .payload (the body's bytes as sent)."""
+
+    def __new__(cls, status, parsed, headers, payload):
+        reply = super().__new__(cls, (status, parsed))
+        reply.headers = headers
+        reply.payload = payload
+        return reply
+
+
+def reply_of(response):
+    payload = response.read()
+    headers = dict((k.lower(), v) for k, v in response.getheaders())
+    try:
+        parsed = json.loads(payload) if payload else None
+    except ValueError:
+        parsed = payload
+    return Reply(response.status, parsed, headers, payload)
 
 
 class Service:
@@ -79,16 +107,21 @@ class Service:
         if data is None and method == "POST":
             data = b""
         connection.request(method, path, body=data, headers=h)
-        response = connection.getresponse()
-        payload = response.read()
+        reply = reply_of(connection.getresponse())
         connection.close()
         if raw:
-            return response.status, dict((k.lower(), v) for k, v in response.getheaders()), payload
-        try:
-            parsed = json.loads(payload) if payload else None
-        except ValueError:
-            parsed = payload
-        return response.status, parsed
+            return reply[0], reply.headers, reply.payload
+        return reply
+
+    def get_verbatim(self, path, token):
+        """GET with the path sent exactly as given (no Accept-Encoding either)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        connection.putrequest("GET", path, skip_accept_encoding=True)
+        connection.putheader("Authorization", "Bearer " + token)
+        connection.endheaders()
+        reply = reply_of(connection.getresponse())
+        connection.close()
+        return reply
 
     # The whole flow's building blocks.
     def project(self, token, slug):
@@ -110,6 +143,14 @@ class Service:
         assert code == 201, (code, body)
         return body
 
+    def project_with_versions(self, token, slug, count, image):
+        """A project with draft versions 1..count and `image` as its base map (the asset)."""
+        self.project(token, slug)
+        asset = self.asset(token, slug, image)
+        for n in range(1, count + 1):
+            self.version(token, slug, number=n)
+        return asset
+
     def generate(self, token, slug, number, asset_id):
         return self.request("POST", "/projects/%s/versions/%s/generate-tiles?asset_id=%s" % (slug, number, asset_id), token)
 
@@ -124,12 +165,70 @@ class Service:
         raise AssertionError("job %s not done after %ss: %r" % (job_id, timeout, job))
 
 
-def expect(actual, status, detail=None):
+def expect(actual, status):
     code, body = actual
     assert code == status, "expected %s, got %s %r" % (status, code, body)
-    if detail is not None:
-        assert isinstance(body, dict) and body.get("detail") == detail, "expected detail %r, got %r" % (detail, body)
     return body
+
+
+# Golden files. NAME.json holds the exact body (one trailing newline, if any, is not part of
+# it). A {{placeholder}} stands for a part the test knows only at run time: the caller gives
+# each one a value, a str (compared exactly, as JSON writes it inside a string) or an int, or
+# one of the patterns below for a value no test can predict (a time, a byte count).
+TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+COUNT = re.compile(r"0|[1-9][0-9]*")
+PLACEHOLDER = re.compile(r"\{\{([a-z0-9_]+)\}\}")
+
+
+def golden_pattern(name, values):
+    """The golden's text, and the bytes pattern the body must match in full: that text
+    literally, each placeholder replaced by its value (escaped) or its pattern."""
+    path = os.path.join(GOLDEN_DIR, name + ".json")
+    assert os.path.isfile(path), "missing golden file %s" % path
+    GOLDENS_USED.add(name)
+    with open(path, "rb") as f:
+        template = f.read().decode("utf-8")
+    if template.endswith("\n"):
+        template = template[:-1]
+    used = set(PLACEHOLDER.findall(template))
+    assert used == set(values), "golden %s has placeholders %s, the test gives %s" % (name, sorted(used), sorted(values))
+    parts = []
+    at = 0
+    for m in PLACEHOLDER.finditer(template):
+        parts.append(re.escape(template[at:m.start()]))
+        value = values[m.group(1)]
+        if isinstance(value, re.Pattern):
+            parts.append("(?:%s)" % value.pattern)
+        elif isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise AssertionError("placeholder {{%s}}: give a str, an int or a pattern, not %r" % (m.group(1), value))
+        else:
+            parts.append(re.escape(json.dumps(value, ensure_ascii=False)[1:-1] if isinstance(value, str) else str(value)))
+        at = m.end()
+    parts.append(re.escape(template[at:]))
+    return template, re.compile("".join(parts).encode("utf-8"), re.DOTALL)
+
+
+def expect_golden(reply, status, name, headers=None, **values):
+    """`reply` has `status`, Content-Type application/json (and the given headers, exactly),
+    and a body that is byte for byte tests/golden/service/NAME.json with `values` put in."""
+    template, pattern = golden_pattern(name, values)
+    body = reply.payload
+    assert reply[0] == status, "expected %s %s, got %s %r" % (status, name, reply[0], body)
+    assert reply.headers.get("content-type") == "application/json", (name, reply.headers)
+    if status == 401:  # auth.hpp: every 401 says which scheme it wants
+        assert reply.headers.get("www-authenticate") == "Bearer", (name, reply.headers)
+    for header, value in (headers or {}).items():
+        assert reply.headers.get(header.lower()) == value, (name, header, reply.headers)
+    assert pattern.fullmatch(body), "body differs from golden %s.json\n expected: %s\n   actual: %s" % (
+        name, template, body.decode("utf-8", "replace"))
+    return reply[1]
+
+
+def check_all_goldens_used():
+    """After a full run: every golden file is compared by some test (none is left stale)."""
+    present = set(f[:-len(".json")] for f in os.listdir(GOLDEN_DIR) if f.endswith(".json"))
+    stale = sorted(present - GOLDENS_USED)
+    assert not stale, "golden files no test compares: %s" % ", ".join(n + ".json" for n in stale)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +238,7 @@ def test_full_flow():
     try:
         token = s.add_user("alice")
         expect(s.request("GET", "/health"), 200)
-        s.project(token, "flow-map")
+        proj = s.project(token, "flow-map")
         v = s.version(token, "flow-map")
         assert v["number"] == 1 and v["status"] == "draft"
         a = s.asset(token, "flow-map", sample("900x700"))
@@ -147,9 +246,10 @@ def test_full_flow():
         assert body["status"] == "queued" and body["message"] == "Tile generation started", body
         job = s.wait_job(token, body["job_id"])
         assert job["status"] == "completed", job
-        for field in ("id", "job_type", "status", "progress", "message", "result", "error", "created_at", "completed_at"):
-            assert field in job, field
-        assert job["progress"] == 100 and job["error"] is None and job["job_type"] == "tile_generation"
+        # The record as GET /jobs/{id} sends it: every key, its type and the values a test can know.
+        expect_golden(s.request("GET", "/jobs/" + body["job_id"], token), 200, "job_completed",
+                      job_id=body["job_id"], project_id=proj["id"], version_id=v["id"], user_id=proj["owner_id"],
+                      created_at=TIMESTAMP, started_at=TIMESTAMP, completed_at=TIMESTAMP, total_bytes=COUNT)
         result = job["result"]
         assert result["tiles_path"] == "mp/flow-map/uploads/tiles/1/", result
         assert result["tiles_url"] == "/tiles/mp/flow-map/uploads/tiles/1/", result
@@ -191,8 +291,8 @@ def test_full_flow():
         # Publish, then the draft guard refuses.
         published = expect(s.request("POST", "/projects/flow-map/versions/1/publish", token), 200)
         assert published["status"] == "published"
-        expect(s.generate(token, "flow-map", 1, a["id"]), 400, "Can only generate tiles for draft versions")
-        expect(s.request("POST", "/projects/flow-map/versions/1/publish", token), 409)
+        expect_golden(s.generate(token, "flow-map", 1, a["id"]), 400, "not_a_draft")
+        expect_golden(s.request("POST", "/projects/flow-map/versions/1/publish", token), 409, "already_published")
     finally:
         s.stop()
 
@@ -213,62 +313,72 @@ def test_error_paths():
         missing = "00000000-0000-4000-8000-000000000000"
         gen = lambda slug, number, asset, tok=token: s.generate(tok, slug, number, asset)
         # 401 first, even for malformed input.
-        expect(gen("errs", 1, a["id"], None), 401)
-        expect(gen("BAD_slug", "x", "nope", None), 401)
-        expect(gen("errs", 1, a["id"], "wrong-token-wrong-token"), 401)
+        expect_golden(gen("errs", 1, a["id"], None), 401, "not_authenticated")
+        expect_golden(gen("BAD_slug", "x", "nope", None), 401, "not_authenticated")
+        expect_golden(gen("errs", 1, a["id"], "wrong-token-wrong-token"), 401, "invalid_token")
         # 422 for malformed slug / version / UUID.
-        expect(gen("Bad_Slug", 1, a["id"]), 422)
-        expect(gen("a" * 65, 1, a["id"]), 422)
-        expect(gen("errs", "abc", a["id"]), 422)
-        expect(gen("errs", 0, a["id"]), 422)
-        expect(gen("errs", -1, a["id"]), 422)
-        expect(gen("errs", 1, "not-a-uuid"), 422)
-        expect(s.request("POST", "/projects/errs/versions/1/generate-tiles", token), 422)
+        expect_golden(gen("Bad_Slug", 1, a["id"]), 422, "invalid_project_slug")
+        expect_golden(gen("a" * 65, 1, a["id"]), 422, "invalid_project_slug")
+        expect_golden(gen("errs", "abc", a["id"]), 422, "invalid_version_number")
+        expect_golden(gen("errs", 0, a["id"]), 422, "invalid_version_number")
+        expect_golden(gen("errs", -1, a["id"]), 422, "invalid_version_number")
+        expect_golden(gen("errs", 1, "not-a-uuid"), 422, "invalid_asset_id")
+        expect_golden(s.request("POST", "/projects/errs/versions/1/generate-tiles", token), 422, "invalid_asset_id")
         # 404s.
-        expect(gen("no-such-project", 1, a["id"]), 404, "Project not found")
-        expect(gen("errs", 99, a["id"]), 404, "Version not found")
+        expect_golden(gen("no-such-project", 1, a["id"]), 404, "project_not_found")
+        expect_golden(gen("errs", 99, a["id"]), 404, "version_not_found")
+        # The same preamble on the other version routes (the viewer's too).
+        for method, route in (("GET", ""), ("POST", "/publish"), ("GET", "/viewer")):
+            for slug, number, status, name in (("Bad_Slug", 1, 422, "invalid_project_slug"),
+                                               ("errs", "abc", 422, "invalid_version_number"),
+                                               ("no-such-project", 1, 404, "project_not_found"),
+                                               ("errs", 99, 404, "version_not_found")):
+                reply = s.request(method, "/projects/%s/versions/%s%s" % (slug, number, route), token)
+                expect_golden(reply, status, name)
         # 400s.
-        expect(gen("errs", 2, a["id"]), 400, "Can only generate tiles for draft versions")
-        expect(gen("errs", 1, missing), 400, "Invalid base map asset")
-        expect(gen("errs", 1, foreign["id"]), 400, "Invalid base map asset")
-        expect(gen("errs", 1, notmap["id"]), 400, "Invalid base map asset")
+        expect_golden(gen("errs", 2, a["id"]), 400, "not_a_draft")
+        expect_golden(gen("errs", 1, missing), 400, "invalid_base_map_asset")
+        expect_golden(gen("errs", 1, foreign["id"]), 400, "invalid_base_map_asset")
+        expect_golden(gen("errs", 1, notmap["id"]), 400, "invalid_base_map_asset")
         # Jobs.
-        expect(s.request("GET", "/jobs/" + missing), 401)
-        expect(s.request("GET", "/jobs/" + missing, token), 404, "Job not found")
-        expect(s.request("GET", "/jobs/not-a-uuid", token), 422)
+        expect_golden(s.request("GET", "/jobs/" + missing), 401, "not_authenticated")
+        expect_golden(s.request("GET", "/jobs/" + missing, token), 404, "job_not_found")
+        expect_golden(s.request("GET", "/jobs/not-a-uuid", token), 422, "invalid_job_id")
         # Malformed JSON and bodies.
-        expect(s.request("POST", "/projects", token, b"{not json", {"Content-Type": "application/json"}), 400)
-        expect(s.request("POST", "/projects", token, b"[1,2]", {"Content-Type": "application/json"}), 422)
-        expect(s.request("POST", "/projects", token, {"slug": 5}), 422)
-        expect(s.request("POST", "/projects", token, {"slug": "Has Spaces"}), 422)
-        expect(s.request("POST", "/projects", token, {"slug": "errs"}), 409)
-        expect(s.request("POST", "/projects/errs/versions", token, {"number": "one"}), 422)
-        expect(s.request("POST", "/projects/errs/versions", token, {"status": "weird"}), 422)
-        expect(s.request("POST", "/projects/errs/versions", token, {"number": 1}), 409)
-        expect(s.request("POST", "/projects", token, b"{" + b" " * 70000 + b"}", {"Content-Type": "application/json"}), 413)
+        expect_golden(s.request("POST", "/projects", token, b"{not json", {"Content-Type": "application/json"}), 400,
+                      "malformed_json")
+        expect_golden(s.request("POST", "/projects", token, b"[1,2]", {"Content-Type": "application/json"}), 422,
+                      "body_not_an_object")
+        expect_golden(s.request("POST", "/projects", token, {"slug": 5}), 422, "slug_required")
+        expect_golden(s.request("POST", "/projects", token, {"slug": "Has Spaces"}), 422, "invalid_project_slug")
+        expect_golden(s.request("POST", "/projects", token, {"slug": "errs"}), 409, "project_exists")
+        expect_golden(s.request("POST", "/projects/errs/versions", token, {"number": "one"}), 422, "invalid_number_field")
+        expect_golden(s.request("POST", "/projects/errs/versions", token, {"status": "weird"}), 422, "invalid_status_field")
+        expect_golden(s.request("POST", "/projects/errs/versions", token, {"number": 1}), 409, "version_exists")
+        expect_golden(s.request("POST", "/projects", token, b"{" + b" " * 70000 + b"}", {"Content-Type": "application/json"}),
+                      413, "json_body_too_large", max_json_bytes=64 << 10)  # the default --max-json-bytes
         # Uploads: type required, images only for base maps, size limit.
-        expect(s.request("POST", "/projects/errs/assets", token, sample("300x200"), {"Content-Type": "image/png"}), 422)
-        expect(s.request("POST", "/projects/errs/assets?type=base_map", token, b"GIF89a....",
-                         {"Content-Type": "image/gif"}), 415)
-        expect(s.request("POST", "/projects/errs/assets?type=base_map", token, b"", {"Content-Type": "image/png"}), 422)
-        code, _ = s.request("POST", "/projects/errs/assets?type=base_map", token, b"\x89PNG\r\n\x1a\n" + b"0" * 2100000,
-                            {"Content-Type": "image/png"})
-        assert code == 413, code
+        expect_golden(s.request("POST", "/projects/errs/assets", token, sample("300x200"), {"Content-Type": "image/png"}),
+                      422, "asset_type_required")
+        expect_golden(s.request("POST", "/projects/errs/assets?type=base_map", token, b"GIF89a....",
+                                {"Content-Type": "image/gif"}), 415, "base_map_not_an_image")
+        expect_golden(s.request("POST", "/projects/errs/assets?type=base_map", token, b"", {"Content-Type": "image/png"}),
+                      422, "empty_image")
+        expect_golden(s.request("POST", "/projects/errs/assets?type=base_map", token, b"\x89PNG\r\n\x1a\n" + b"0" * 2100000,
+                                {"Content-Type": "image/png"}), 413, "upload_too_large")
         # Unknown routes are JSON too; /health needs no token.
-        expect(s.request("GET", "/nope", token), 404)
+        expect_golden(s.request("GET", "/nope", token), 404, "not_found")
         expect(s.request("GET", "/health"), 200)
-        # Path traversal on /tiles and /static.
-        for path in ("/tiles/mp/errs/../../catalog.db", "/tiles/mp/errs/%2e%2e/%2e%2e/catalog.db", "/tiles/../catalog.db",
-                     "/static/../../catalog.db", "/static/%2e%2e/%2e%2e/README.md", "/tiles//etc/passwd"):
-            conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
-            conn.putrequest("GET", path, skip_accept_encoding=True)
-            conn.putheader("Authorization", "Bearer " + token)
-            conn.endheaders()
-            r = conn.getresponse()
-            payload = r.read()
-            conn.close()
-            assert r.status in (400, 403, 404), (path, r.status)
-            assert b"CREATE TABLE" not in payload and b"SQLite" not in payload, path
+        # Path traversal on /tiles and /static: refused before any file is read.
+        for path, status, name in (("/tiles/mp/errs/../../catalog.db", 400, "invalid_tile_key"),
+                                   ("/tiles/mp/errs/%2e%2e/%2e%2e/catalog.db", 400, "invalid_tile_key"),
+                                   ("/tiles/../catalog.db", 400, "invalid_tile_key"),
+                                   ("/static/../../catalog.db", 404, "not_found"),
+                                   ("/static/%2e%2e/%2e%2e/README.md", 404, "not_found"),
+                                   ("/tiles//etc/passwd", 400, "invalid_tile_key")):
+            reply = s.get_verbatim(path, token)
+            assert b"CREATE TABLE" not in reply.payload and b"SQLite" not in reply.payload, path
+            expect_golden(reply, status, name)
     finally:
         s.stop()
 
@@ -289,26 +399,25 @@ def test_auth():
                              ("POST", "/projects/alice-map/assets?type=base_map"),
                              ("GET", "/tiles/mp/alice-map/uploads/tiles/1/pyramid.json"),
                              ("GET", "/projects/alice-map/versions/1/viewer")):
-            code, body = s.request(method, path)  # missing
-            assert code == 401 and body.get("detail"), (method, path, code, body)
-            code, body = s.request(method, path, "x" * 64)  # wrong
-            assert code == 401, (method, path, code, body)
-            code, body = s.request(method, path, headers={"Authorization": "Basic " + alice})  # wrong scheme
-            assert code == 401, (method, path, code, body)
+            expect_golden(s.request(method, path), 401, "not_authenticated")  # missing
+            expect_golden(s.request(method, path, "x" * 64), 401, "invalid_token")  # wrong
+            # Another scheme counts as no token at all (never mixed with the ?token= fallback).
+            expect_golden(s.request(method, path, headers={"Authorization": "Basic " + alice}), 401, "not_authenticated")
         # Bob's token: alice's things are "not found".
-        expect(s.request("GET", "/jobs/" + job["job_id"], bob), 404, "Job not found")
-        expect(s.request("GET", "/projects/alice-map/jobs", bob), 404, "Project not found")
-        expect(s.generate(bob, "alice-map", 1, a["id"]), 404, "Project not found")
-        expect(s.request("GET", "/projects/alice-map/versions/1", bob), 404)
-        expect(s.request("POST", "/projects/alice-map/versions/1/publish", bob), 404)
-        expect(s.request("GET", "/tiles/mp/alice-map/uploads/tiles/1/pyramid.json", bob), 404)
+        expect_golden(s.request("GET", "/jobs/" + job["job_id"], bob), 404, "job_not_found")
+        expect_golden(s.request("GET", "/projects/alice-map/jobs", bob), 404, "project_not_found")
+        expect_golden(s.generate(bob, "alice-map", 1, a["id"]), 404, "project_not_found")
+        expect_golden(s.request("GET", "/projects/alice-map/versions/1", bob), 404, "project_not_found")
+        expect_golden(s.request("POST", "/projects/alice-map/versions/1/publish", bob), 404, "project_not_found")
+        expect_golden(s.request("GET", "/projects/alice-map/versions/1/viewer", bob), 404, "project_not_found")
+        expect_golden(s.request("GET", "/tiles/mp/alice-map/uploads/tiles/1/pyramid.json", bob), 404, "not_found")
         # Bob cannot use alice's asset from his own project either.
         s.project(bob, "bob-map")
         s.version(bob, "bob-map")
-        expect(s.generate(bob, "bob-map", 1, a["id"]), 400, "Invalid base map asset")
+        expect_golden(s.generate(bob, "bob-map", 1, a["id"]), 400, "invalid_base_map_asset")
         assert [p["slug"] for p in expect(s.request("GET", "/projects", bob), 200)] == ["bob-map"]
         # POST does not take the token from the query string.
-        expect(s.request("POST", "/projects?token=" + alice, None, {"slug": "via-query"}), 401)
+        expect_golden(s.request("POST", "/projects?token=" + alice, None, {"slug": "via-query"}), 401, "not_authenticated")
         # Tokens are stored hashed: the raw token is not in the catalog file.
         with open(os.path.join(s.data_dir, "catalog.db"), "rb") as f:
             assert alice.encode() not in f.read()
@@ -320,10 +429,7 @@ def test_twenty_jobs():
     s = Service(args=["--workers", "4", "--queue", "32", "--tiler-threads", "2"]).start()
     try:
         token = s.add_user("alice")
-        s.project(token, "many")
-        a = s.asset(token, "many", sample("400x300"))
-        for n in range(1, 21):
-            s.version(token, "many", number=n)
+        a = s.project_with_versions(token, "many", 20, sample("400x300"))
         results = [None] * 20
 
         def submit(i):
@@ -351,21 +457,15 @@ def test_queue_full():
     s = Service(args=["--workers", "1", "--queue", "1", "--tiler-threads", "1"]).start()
     try:
         token = s.add_user("alice")
-        s.project(token, "busy")
-        a = s.asset(token, "busy", sample("3000x3000"))
-        for n in range(1, 6):
-            s.version(token, "busy", number=n)
+        a = s.project_with_versions(token, "busy", 5, sample("3000x3000"))
         responses = []
         for n in range(1, 6):
-            code, headers, payload = s.request("POST", "/projects/busy/versions/%d/generate-tiles?asset_id=%s" % (n, a["id"]),
-                                               token, raw=True)
-            responses.append((code, headers, json.loads(payload)))
+            reply = s.generate(token, "busy", n, a["id"])
+            responses.append((reply[0], reply.headers, reply[1]))
+            if reply[0] == 503:
+                expect_golden(reply, 503, "queue_full", headers={"Retry-After": "5"})
         codes = [r[0] for r in responses]
         assert codes.count(202) >= 2 and codes.count(503) >= 1, codes
-        for code, headers, body in responses:
-            if code == 503:
-                assert headers.get("retry-after"), headers
-                assert body["detail"], body
         # No job was left behind for the refused requests.
         jobs = expect(s.request("GET", "/projects/busy/jobs", token), 200)
         assert len(jobs) == codes.count(202), (codes, len(jobs))
@@ -387,6 +487,8 @@ def start_slow_job(s, token, slug):
     s.wait_job(token, job_id, until=("running", "completed", "failed"))
     job = s.request("GET", "/jobs/" + job_id, token)[1]
     assert job["status"] == "running", job
+    # One job per version at a time: a second one is refused while the first runs.
+    expect_golden(s.generate(token, slug, 1, a["id"]), 409, "job_already_active")
     return job_id
 
 
@@ -417,6 +519,7 @@ def test_sigterm_grace():
     s.version(token, "term")
     a2 = s.asset(token, "term", sample("300x200"))
     queued = expect(s.generate(token, "term", 2, a2["id"]), 202)["job_id"]
+    expect_golden(s.generate(token, "term", 2, a2["id"]), 409, "job_already_active")  # queued counts too
     s.stop(signal.SIGTERM, timeout=60)
     s.start()
     try:
@@ -450,7 +553,7 @@ def test_s3_flow():
         assert code == 200 and headers["content-type"] == "image/png" and payload[:4] == b"\x89PNG", (code, headers)
         code, _, payload = s.request("GET", job["result"]["tiles_url"] + "pyramid.json", token, raw=True)
         assert code == 200 and json.loads(payload)["width"] == 900
-        expect(s.request("GET", job["result"]["tiles_url"] + "nope.png", token), 404)
+        expect_golden(s.request("GET", job["result"]["tiles_url"] + "nope.png", token), 404, "not_found")
     finally:
         s.stop()
 
@@ -471,6 +574,14 @@ def main():
         except Exception:
             failed += 1
             print("FAIL %s" % test.__name__, flush=True)
+            traceback.print_exc()
+    if not SELECTED:
+        try:
+            check_all_goldens_used()
+            print("PASS check_all_goldens_used", flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL check_all_goldens_used", flush=True)
             traceback.print_exc()
     if failed:
         print("%d test(s) failed; service logs kept under %s" % (failed, WORK))

@@ -1,15 +1,23 @@
 #pragma once
-// Two TUs include every public tilekit header and instantiate the same templates; linking them
-// into one program fails if any non-template function in a header lacks `inline`.
+// Two TUs include every tilekit header and instantiate the same templates; linking them into one
+// program fails if any non-template function or variable in a header lacks `inline`.
+//
+// The list of headers is not written here: tilekit_odr_headers.hpp is generated at build time
+// from the tree (tests/odr/all_headers.py; exclusions, each with its reason, in
+// tests/odr/excluded_headers.txt), so a new header cannot be forgotten.
 
+#include "tilekit_odr_headers.hpp"
+
+// The umbrellas again, in case the list were ever empty of them: the helpers below need them.
 #include <tilekit/fast_codecs.hpp>
+#include <tilekit/jobs.hpp>
 #include <tilekit/s3.hpp>
 #include <tilekit/sqlite.hpp>
-#include <tilekit/streaming_decode.hpp>
 #include <tilekit/tilekit.hpp>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 std::uint64_t odr_tiles_a();
 std::uint64_t odr_tiles_b();
@@ -17,6 +25,8 @@ std::string odr_s3_a();
 std::string odr_s3_b();
 std::string odr_sqlite_a();
 std::string odr_sqlite_b();
+std::string odr_job_a();
+std::string odr_job_b();
 
 // Used by both TUs, so both emit the SQLite job store's inline functions. ":memory:" keeps it off
 // the disk (and out of WAL mode, which an in-memory database cannot use).
@@ -35,21 +45,50 @@ inline std::string odr_s3_authorization(const std::string& key) {
     const tilekit::s3::signer signer({"AKIDEXAMPLE", "secret", ""}, "auto", "s3");
     tilekit::s3::request_to_sign request;
     request.method = "PUT";
-    request.encoded_path = "/bucket/" + tilekit::s3::detail::uri_encode(key, true);
+    request.encoded_path = "/bucket/" + key;
     request.query = "x-id=PutObject";
-    request.payload_hash = tilekit::s3::detail::sha256_hex(key);
+    request.payload_hash = "UNSIGNED-PAYLOAD";
     request.headers = {{"host", "127.0.0.1:9000"}, {"x-amz-content-sha256", request.payload_hash},
                        {"x-amz-date", "20250101T000000Z"}};
     return signer.authorization(signer.sign(request, "20250101T000000Z"));
 }
 
-// Used by both TUs, with different codecs, so both instantiate the tiler.
+inline tilekit::image_buffer odr_image() {
+    tilekit::image_buffer image(200, 100, 3);
+    for (int y = 0; y < image.height(); ++y)
+        for (int x = 0; x < image.width(); ++x)
+            for (int c = 0; c < 3; ++c) image.row(y)[3 * x + c] = static_cast<std::uint8_t>(x + y + 50 * c);
+    return image;
+}
+
+// Used by both TUs, with different codec sets, so both instantiate the run-time front door and
+// the tiler behind it.
 template <class Codecs>
 std::uint64_t odr_tile_count(tilekit::layout_type layout) {
-    tilekit::image_buffer image(200, 100, 3);
+    std::vector<std::uint8_t> png;
+    tilekit::stb_png_encoder().encode(odr_image(), png);
     tilekit::memory_sink sink;
     tilekit::pyramid_options options;
     options.layout = layout;
-    options.tiling.threads = 1;
-    return tilekit::tile_image<Codecs>(image, sink, options).tile_count;
+    options.threads = 1;
+    return tilekit::tile_memory<Codecs>(png, sink, options).tile_count;
+}
+
+// Used by both TUs: the tile-generation job from the memory store and source into a memory sink.
+template <class Codecs>
+std::string odr_tile_job(const std::string& project) {
+    std::vector<std::uint8_t> png;
+    tilekit::stb_png_encoder().encode(odr_image(), png);
+    tilekit::memory_source source;
+    source.add("map.png", png);
+    tilekit::memory_sink sink;
+    tilekit::jobs::memory_job_store store;
+    tilekit::jobs::tile_generation_request request;
+    request.job_id = store.create({tilekit::jobs::tile_generation_job, project, "v1", "odr"}).id;
+    request.source_key = "map.png";
+    request.project_slug = project;
+    request.version = {1, "draft"};
+    request.tiling.threads = 1;
+    const tilekit::jobs::job_record done = tilekit::jobs::run_tile_generation_job<Codecs>(store, source, sink, request);
+    return tilekit::jobs::to_string(done.status);
 }

@@ -3,8 +3,11 @@
 
 #include <tilekit/tilekit.hpp>
 
+#include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <string>
+#include <vector>
 
 int main() try {
     tilekit::image_buffer image(513, 257, 4);  // odd sizes: partial edge tiles
@@ -12,12 +15,25 @@ int main() try {
         for (int x = 0; x < image.width(); ++x)
             for (int c = 0; c < 4; ++c) image.row(y)[4 * x + c] = static_cast<std::uint8_t>(x + y + 64 * c);
 
+    // The compile-time entry: source, layout, encoder, sink, options.
     tilekit::memory_sink sink;
-    const tilekit::pyramid_metadata metadata = tilekit::tile_image(image, sink, tilekit::pyramid_options{});
+    const tilekit::pyramid_metadata metadata =
+        tilekit::generate_pyramid(image, tilekit::deep_zoom_layout(), tilekit::stb_png_encoder(), sink);
     const nlohmann::json json = metadata;
-    const bool ok = metadata.tile_count > 0 && json.at("width") == 513 && sink.contains("image.dzi");
-    std::printf("single header core: %llu tiles, %s\n", static_cast<unsigned long long>(metadata.tile_count),
-                ok ? "ok" : "FAILED");
+
+    // The run-time front door, from an encoded image in memory (stb: the core's codecs).
+    std::vector<std::uint8_t> png;
+    tilekit::stb_png_encoder().encode(image, png);
+    tilekit::memory_sink xyz_sink;
+    tilekit::pyramid_options options;
+    options.layout = tilekit::layout_type::xyz;
+    options.threads = 2;
+    const tilekit::pyramid_metadata xyz = tilekit::tile_memory(png, xyz_sink, options);
+
+    const bool ok = metadata.tile_count > 0 && json.at("width") == 513 && sink.contains("image.dzi") &&
+                    xyz.tile_count > 0 && std::string(tilekit::default_codecs_name()) == "stb";
+    std::printf("single header core: %llu + %llu tiles, %s\n", static_cast<unsigned long long>(metadata.tile_count),
+                static_cast<unsigned long long>(xyz.tile_count), ok ? "ok" : "FAILED");
     return ok ? 0 : 1;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "FAILED: %s\n", e.what());

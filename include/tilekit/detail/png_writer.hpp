@@ -4,6 +4,7 @@
 
 #include <tilekit/config.hpp>
 #include <tilekit/image.hpp>
+#include <tilekit/png_filter.hpp>
 
 #include <array>
 #include <cstdint>
@@ -12,10 +13,6 @@
 #include <vector>
 
 TILEKIT_NAMESPACE_BEGIN
-
-// PNG row filters; `adaptive` picks, per row, the filter with the smallest sum of absolute
-// values (the heuristic libpng recommends).
-enum class png_filter { none = 0, sub = 1, up = 2, average = 3, paeth = 4, adaptive = 5 };
 
 namespace detail {
 

@@ -24,6 +24,10 @@
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 #endif
+#ifdef TILEKIT_STB_IMPLEMENTATION
+#undef STB_IMAGE_IMPLEMENTATION
+#undef STB_IMAGE_WRITE_IMPLEMENTATION
+#endif
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif

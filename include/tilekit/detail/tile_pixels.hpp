@@ -3,6 +3,7 @@
 // channel for transparent padding, or flatten alpha onto a background for encoders without it.
 
 #include <tilekit/config.hpp>
+#include <tilekit/image.hpp>
 #include <tilekit/layout.hpp>
 
 #include <cstdint>
@@ -10,13 +11,6 @@
 #include <vector>
 
 TILEKIT_NAMESPACE_BEGIN
-
-struct rgba_color {
-    std::uint8_t r = 255;
-    std::uint8_t g = 255;
-    std::uint8_t b = 255;
-    std::uint8_t a = 255;
-};
 
 namespace detail {
 

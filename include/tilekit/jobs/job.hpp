@@ -65,10 +65,12 @@ struct job_record {
     std::optional<std::string> completed_at;
 };
 
-// Thrown for an illegal state change (completing a failed job, progress going down, ...).
+// Thrown for a state change the state machine forbids (completing a failed job, progress over
+// 100, ...): errc::illegal_transition; and for a second active job of a project version:
+// errc::duplicate_job.
 class job_state_error : public error {
 public:
-    explicit job_state_error(const std::string& message) : error(errc::invalid_argument, message) {}
+    explicit job_state_error(const std::string& message, errc code = errc::illegal_transition) : error(code, message) {}
 };
 
 // Thrown when a job id does not exist.
@@ -77,6 +79,7 @@ public:
     explicit job_not_found(const std::string& id) : error(errc::not_found, "job '" + id + "' not found") {}
 };
 
+}  // namespace jobs
 namespace detail {
 
 // 16 bytes from the kernel's CSPRNG (getrandom, else /dev/urandom).
@@ -96,6 +99,7 @@ inline void random_bytes(unsigned char* out, std::size_t size) {
 }
 
 }  // namespace detail
+namespace jobs {
 
 // A random (version 4) UUID from a cryptographic source.
 inline std::string new_job_id() {

@@ -42,65 +42,67 @@ public:
     virtual job_record cancel(const std::string& id, const std::string& reason) = 0;  // queued/running -> cancelled
 };
 
+}  // namespace jobs
 namespace detail {
 
-inline void require_status(const job_record& job, std::initializer_list<job_status> allowed, const char* action) {
-    for (job_status s : allowed)
+inline void require_status(const jobs::job_record& job, std::initializer_list<jobs::job_status> allowed, const char* action) {
+    for (jobs::job_status s : allowed)
         if (job.status == s) return;
-    throw job_state_error(std::string("cannot ") + action + " job '" + job.id + "': it is " + to_string(job.status));
+    throw jobs::job_state_error(std::string("cannot ") + action + " job '" + job.id + "': it is " + to_string(job.status));
 }
 
 // Applies one transition to a record in memory; every store uses these so they agree exactly.
-inline void apply_start(job_record& job, const std::string& message) {
-    require_status(job, {job_status::queued}, "start");
-    job.status = job_status::running;
+inline void apply_start(jobs::job_record& job, const std::string& message) {
+    require_status(job, {jobs::job_status::queued}, "start");
+    job.status = jobs::job_status::running;
     job.message = message;
-    job.started_at = utc_now_iso8601();
+    job.started_at = jobs::utc_now_iso8601();
 }
 
-inline void apply_progress(job_record& job, int progress, const std::string& message) {
-    require_status(job, {job_status::running}, "report progress of");
+inline void apply_progress(jobs::job_record& job, int progress, const std::string& message) {
+    require_status(job, {jobs::job_status::running}, "report progress of");
     if (progress < 0 || progress > 100)
-        throw job_state_error("progress must be 0..100, got " + std::to_string(progress));
+        throw jobs::job_state_error("progress must be 0..100, got " + std::to_string(progress));
     if (progress >= job.progress) {
         job.progress = progress;
         job.message = message;
     }
 }
 
-inline void apply_complete(job_record& job, const nlohmann::json& result, const std::string& message) {
-    require_status(job, {job_status::running}, "complete");
-    job.status = job_status::completed;
+inline void apply_complete(jobs::job_record& job, const nlohmann::json& result, const std::string& message) {
+    require_status(job, {jobs::job_status::running}, "complete");
+    job.status = jobs::job_status::completed;
     job.progress = 100;
     job.message = message;
     job.result = result;
-    job.completed_at = utc_now_iso8601();
+    job.completed_at = jobs::utc_now_iso8601();
 }
 
-inline void apply_end(job_record& job, job_status status, const std::string& reason) {
-    if (status != job_status::failed && status != job_status::cancelled)
+inline void apply_end(jobs::job_record& job, jobs::job_status status, const std::string& reason) {
+    if (status != jobs::job_status::failed && status != jobs::job_status::cancelled)
         throw error(errc::invalid_argument, "apply_end: status must be failed or cancelled");
-    require_status(job, {job_status::queued, job_status::running}, status == job_status::failed ? "fail" : "cancel");
+    require_status(job, {jobs::job_status::queued, jobs::job_status::running}, status == jobs::job_status::failed ? "fail" : "cancel");
     job.status = status;
     job.error = reason;
-    job.message = status == job_status::failed ? "Failed" : "Cancelled";
-    job.completed_at = utc_now_iso8601();
+    job.message = status == jobs::job_status::failed ? "Failed" : "Cancelled";
+    job.completed_at = jobs::utc_now_iso8601();
 }
 
-inline job_record make_job(const new_job& job) {
+inline jobs::job_record make_job(const jobs::new_job& job) {
     if (job.job_type.empty() || job.project_id.empty() || job.version_id.empty())
         throw error(errc::invalid_argument, "a job needs a job_type, a project_id and a version_id");
-    job_record r;
-    r.id = new_job_id();
+    jobs::job_record r;
+    r.id = jobs::new_job_id();
     r.job_type = job.job_type;
     r.project_id = job.project_id;
     r.version_id = job.version_id;
     r.created_by = job.created_by;
     r.message = job.message;
-    r.created_at = utc_now_iso8601();
+    r.created_at = jobs::utc_now_iso8601();
     return r;
 }
 
 }  // namespace detail
+namespace jobs {
 }  // namespace jobs
 TILEKIT_NAMESPACE_END

@@ -36,7 +36,8 @@ public:
             const job_record& other = jobs_.at(active->second).record;
             throw job_state_error("a " + other.job_type + " job is already " + to_string(other.status) +
                                   " for project '" + other.project_id + "' version '" + other.version_id +
-                                  "' (job '" + other.id + "')");
+                                  "' (job '" + other.id + "')",
+                                  errc::duplicate_job);
         }
         // A UUID v4 collision is astronomically unlikely, but overwriting a job would lose it silently.
         if (jobs_.count(record.id)) throw job_state_error("job id '" + record.id + "' already exists");

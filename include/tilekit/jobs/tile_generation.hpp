@@ -7,20 +7,22 @@
 // retries, cancellation, an exception from user code - ends the job failed or cancelled with a
 // message a user can act on; the job is never left running and scratch files are removed.
 //
-// Codecs is the encoder set (tilekit::fast_codecs from <tilekit/fast_codecs.hpp>).
+// The image is decoded and tiled by tile_file(): with the streaming decoders and fast encoders
+// whenever <tilekit/fast_codecs.hpp> is part of the program (or the codec set given as Codecs).
 
 #include <tilekit/jobs/job_store.hpp>
 #include <tilekit/jobs/progress.hpp>
-#include <tilekit/jobs/source.hpp>
 #include <tilekit/jobs/version_guard.hpp>
-#include <tilekit/streaming_decode.hpp>
-#include <tilekit/tile_image.hpp>
+#include <tilekit/key.hpp>
+#include <tilekit/metadata.hpp>
+#include <tilekit/sink.hpp>
+#include <tilekit/source.hpp>
+#include <tilekit/tile_file.hpp>
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
-#include <type_traits>
 #include <utility>
 
 TILEKIT_NAMESPACE_BEGIN
@@ -34,13 +36,15 @@ struct tile_generation_request {
     // Where the pyramid goes; {slug}, {version} and {job_id} are replaced. With the default, a
     // project has one pyramid and a new job replaces it; add {version} to keep one per version.
     std::string prefix_template = "mp/{slug}/uploads/tiles/";
-    pyramid_options tiling;         // layout, format, tile size, threads ... (prefix is set here)
+    // Layout, format, tile size, threads, limits, ...: one level deep (request.tiling.threads).
+    // The job sets prefix, cancel and on_progress (a callback set here is still called).
+    pyramid_options tiling;
     std::uint64_t max_source_bytes = std::uint64_t{2} << 30;
-    decode_limits limits;
     std::filesystem::path scratch_root = std::filesystem::temp_directory_path();
     std::chrono::milliseconds progress_interval{250};
 };
 
+}  // namespace jobs
 namespace detail {
 
 inline void check_slug(const std::string& slug) {
@@ -49,7 +53,7 @@ inline void check_slug(const std::string& slug) {
     if (!ok) throw error(errc::invalid_argument, "project slug must be 1..64 of [a-z0-9-], got '" + slug + "'");
 }
 
-inline std::string expand_prefix(const tile_generation_request& request) {
+inline std::string expand_prefix(const jobs::tile_generation_request& request) {
     check_slug(request.project_slug);
     std::string prefix = request.prefix_template;
     const auto replace_all = [&](const std::string& name, const std::string& value) {
@@ -64,29 +68,23 @@ inline std::string expand_prefix(const tile_generation_request& request) {
     return prefix;
 }
 
-// Sinks that can delete objects (memory, filesystem, S3) have remove(key).
-template <class Sink, class = void>
-struct can_remove : std::false_type {};
-template <class Sink>
-struct can_remove<Sink, std::void_t<decltype(std::declval<Sink&>().remove(std::string()))>> : std::true_type {};
-
 // Forwards to the destination and moves the bar from "Uploading" to "Finalizing" when the
 // tiler's first flush (every tile stored) returns; the manifests follow after that.
-template <class Sink>
-class staged_sink {
+class staged_sink final : public storage_sink {
 public:
-    staged_sink(Sink& inner, progress_writer& progress) : inner_(inner), progress_(progress) {}
-    void put(storage_object object) { inner_.put(std::move(object)); }
-    void flush() {
-        if (!tiles_stored_) progress_.set(stages::upload.begin, "Uploading tiles to storage...", true);
+    staged_sink(storage_sink& inner, jobs::progress_writer& progress) : inner_(inner), progress_(progress) {}
+    void put(storage_object object) override { inner_.put(std::move(object)); }
+    bool remove(const std::string& key) override { return inner_.remove(key); }
+    void flush() override {
+        if (!tiles_stored_) progress_.set(jobs::stages::upload.begin, "Uploading tiles to storage...", true);
         inner_.flush();
-        if (!tiles_stored_) progress_.set(stages::finalize.begin, "Finalizing...", true);
+        if (!tiles_stored_) progress_.set(jobs::stages::finalize.begin, "Finalizing...", true);
         tiles_stored_ = true;
     }
 
 private:
-    Sink& inner_;
-    progress_writer& progress_;
+    storage_sink& inner_;
+    jobs::progress_writer& progress_;
     bool tiles_stored_ = false;
 };
 
@@ -112,7 +110,8 @@ private:
     std::filesystem::path path_;
 };
 
-inline nlohmann::json job_result(const pyramid_metadata& m, const std::string& prefix) {
+// The keys are the ones the run wrote: the layout's manifest and options.metadata_key.
+inline nlohmann::json job_result(const pyramid_metadata& m, const std::string& prefix, const std::string& metadata_key) {
     return nlohmann::json{{"tiles_path", prefix},
                           {"width", m.width},
                           {"height", m.height},
@@ -125,16 +124,17 @@ inline nlohmann::json job_result(const pyramid_metadata& m, const std::string& p
                           {"total_bytes", m.total_bytes},
                           {"skipped_tiles", m.skipped_tiles},
                           {"manifest", m.manifest.empty() ? "" : prefix + m.manifest},
-                          {"metadata", prefix + "pyramid.json"}};
+                          {"metadata", prefix + metadata_key}};
 }
 
 }  // namespace detail
+namespace jobs {
 
 // Runs the job to its end and returns the final record (completed, failed or cancelled).
 // Throws only when the store itself cannot record the outcome. `cancel` stops the run
 // cooperatively; cancelling the job in the store from elsewhere stops it too.
-template <class Codecs, class Sink>
-job_record run_tile_generation_job(job_store& store, image_source& source, Sink& destination,
+template <class Codecs = automatic_codecs>
+job_record run_tile_generation_job(job_store& store, image_source& source, storage_sink& destination,
                                    const tile_generation_request& request, cancel_token cancel = {}) {
     // The guard again at start: a version published since the job was queued must not be overwritten.
     try {
@@ -169,25 +169,26 @@ job_record run_tile_generation_job(job_store& store, image_source& source, Sink&
 
         // A previous pyramid at this prefix stops being "complete" before any of its tiles is
         // overwritten, so a viewer never takes a half-replaced pyramid for a finished one.
-        if constexpr (detail::can_remove<Sink>::value) {
-            destination.remove(prefix + "pyramid.json");
-            destination.remove(prefix + request.tiling.basename + ".dzi");
-        }
-
+        // (A sink that cannot delete keeps them: see storage_sink::remove.)
         pyramid_options options = request.tiling;
-        options.tiling.prefix = prefix;
-        options.tiling.cancel = cancel;
-        const progress_callback user_callback = options.tiling.on_progress;
-        options.tiling.on_progress = [&progress, user_callback](const tile_progress& p) {
+        destination.remove(prefix + options.metadata_key);
+        const std::string manifest = manifest_key(options);
+        if (!manifest.empty()) destination.remove(prefix + manifest);
+
+        options.prefix = prefix;
+        options.cancel = cancel;
+        const progress_callback user_callback = options.on_progress;
+        options.on_progress = [&progress, user_callback](const tile_progress& p) {
             const double fraction = p.tiles_total ? double(p.tiles_done) / double(p.tiles_total) : 1.0;
             progress.set(stage_percent(stages::tiling, fraction),
                          "Generating tiles... " + std::to_string(static_cast<int>(fraction * 100)) + "%");
             if (user_callback) user_callback(p);
         };
-        detail::staged_sink<Sink> staged(destination, progress);
-        const pyramid_metadata metadata = tile_file<Codecs>(path, staged, options, request.limits);
+        detail::staged_sink staged(destination, progress);
+        const pyramid_metadata metadata = tile_file<Codecs>(path, staged, options);
         progress.stop();
-        return store.complete(request.job_id, detail::job_result(metadata, prefix), "Tile generation completed");
+        return store.complete(request.job_id, detail::job_result(metadata, prefix, options.metadata_key),
+                              "Tile generation completed");
     } catch (const cancelled_error&) {
         progress.stop();
         const auto current = store.get(request.job_id);

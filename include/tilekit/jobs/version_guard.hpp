@@ -24,7 +24,7 @@ struct version_info {
 class version_not_draft : public error {
 public:
     explicit version_not_draft(const version_info& version)
-        : error(errc::invalid_argument, "Can only generate tiles for draft versions: version " +
+        : error(errc::not_a_draft, "Can only generate tiles for draft versions: version " +
                                             std::to_string(version.number) + " is " +
                                             (version.status.empty() ? "of unknown status" : "'" + version.status + "'")),
           version_(version) {}

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <optional>
@@ -38,6 +39,7 @@ struct object_info {
     std::string etag;
 };
 
+}  // namespace s3
 namespace detail {
 
 // Curl handles kept for reuse, so keep-alive connections survive between calls.
@@ -68,16 +70,17 @@ private:
 // Runs one request to completion with retries. `prepare` is called before every attempt with
 // the response to fill (to reset a download file, for example).
 template <class Sign, class Prepare>
-response run_with_retries(easy_pool& pool, const retry_policy& policy, const timeouts& limits, clock_offset& clock,
-                          const std::string& method, const std::string& key, const std::uint8_t* body,
-                          std::size_t body_size, Sign&& sign, Prepare&& prepare, bool accept_412_on_retry = false) {
+s3_response run_s3_request(easy_pool& pool, const s3::retry_policy& policy, const s3::timeouts& limits,
+                           s3::clock_offset& clock, const std::string& method, const std::string& key,
+                           const std::uint8_t* body, std::size_t body_size, Sign&& sign, Prepare&& prepare,
+                           bool accept_412_on_retry = false) {
     thread_local std::mt19937_64 random{std::random_device{}()};
     bool clock_fixed = false;
     for (int attempt = 1;; ++attempt) {
-        const http_request request = sign(clock.now());
+        const s3::http_request request = sign(clock.now());
         const header_slist headers = make_slist(request.headers);
         upload_cursor upload{body, body_size, 0};
-        response answer;
+        s3_response answer;
         prepare(answer);
         easy_handle easy = pool.acquire();
         setup_easy(easy.get(), request, headers, &upload, answer, limits);
@@ -88,19 +91,20 @@ response run_with_retries(easy_pool& pool, const retry_policy& policy, const tim
             answer.content_length = static_cast<std::uint64_t>(length);
         pool.release(std::move(easy));
         if (accept_412_on_retry && attempt > 1 && answer.status == 412) answer.status = 200;  // our earlier try landed
-        const verdict v = judge(answer);
-        if (v == verdict::done) return answer;
-        if (v == verdict::fix_clock_and_retry && !clock_fixed) {
+        const s3_verdict v = judge_s3_response(answer);
+        if (v == s3_verdict::done) return answer;
+        if (v == s3_verdict::fix_clock_and_retry && !clock_fixed) {
             clock_fixed = true;
             clock.set_seconds(skew_from_date(answer.date));
             continue;
         }
-        if (v != verdict::retry || attempt >= policy.max_attempts) throw make_error(method, key, answer, attempt);
-        std::this_thread::sleep_for(backoff(policy, attempt, answer, random));
+        if (v != s3_verdict::retry || attempt >= policy.max_attempts) throw make_s3_error(method, key, answer, attempt);
+        std::this_thread::sleep_for(s3_backoff(policy, attempt, answer, random));
     }
 }
 
 }  // namespace detail
+namespace s3 {
 
 class client {
 public:
@@ -117,9 +121,9 @@ public:
         detail::check_object_key(key);
         const std::string payload_hash = detail::sha256_hex(data, size);
         header_list headers = put_headers(data, size, options);
-        detail::run_with_retries(
+        detail::run_s3_request(
             pool_, retry_, limits_, clock_, "PUT", key, data, size,
-            [&](auto now) { return signer_.sign("PUT", key, "", headers, payload_hash, now); }, [](detail::response&) {},
+            [&](auto now) { return signer_.sign("PUT", key, "", headers, payload_hash, now); }, [](detail::s3_response&) {},
             options.if_none_match);
     }
 
@@ -130,10 +134,10 @@ public:
     // The object's bytes; refuses objects larger than max_bytes.
     std::vector<std::uint8_t> get(const std::string& key, std::uint64_t max_bytes = std::uint64_t{1} << 30) {
         detail::check_object_key(key);
-        const detail::response answer = detail::run_with_retries(
+        const detail::s3_response answer = detail::run_s3_request(
             pool_, retry_, limits_, clock_, "GET", key, nullptr, 0,
             [&](auto now) { return signer_.sign("GET", key, "", {}, empty_hash(), now); },
-            [&](detail::response& r) { r.max_body = max_bytes; });
+            [&](detail::s3_response& r) { r.max_body = max_bytes; });
         return std::vector<std::uint8_t>(answer.body.begin(), answer.body.end());
     }
 
@@ -148,10 +152,10 @@ public:
     std::optional<object_info> head(const std::string& key) {
         detail::check_object_key(key);
         try {
-            const detail::response answer = detail::run_with_retries(
+            const detail::s3_response answer = detail::run_s3_request(
                 pool_, retry_, limits_, clock_, "HEAD", key, nullptr, 0,
                 [&](auto now) { return signer_.sign("HEAD", key, "", {}, empty_hash(), now); },
-                [](detail::response&) {});
+                [](detail::s3_response&) {});
             object_info info;
             info.etag = answer.etag;
             info.size = answer.content_length;
@@ -162,11 +166,12 @@ public:
         }
     }
 
+    // Deletes the object. S3 answers success whether or not the key existed; failures throw.
     void remove(const std::string& key) {
         detail::check_object_key(key);
-        detail::run_with_retries(
+        detail::run_s3_request(
             pool_, retry_, limits_, clock_, "DELETE", key, nullptr, 0,
-            [&](auto now) { return signer_.sign("DELETE", key, "", {}, empty_hash(), now); }, [](detail::response&) {});
+            [&](auto now) { return signer_.sign("DELETE", key, "", {}, empty_hash(), now); }, [](detail::s3_response&) {});
     }
 
     std::string presign(const std::string& method, const std::string& key, std::chrono::seconds expires) const {
@@ -175,9 +180,9 @@ public:
 
     // Downloads a presigned URL, used verbatim (never re-encoded), into memory or a file.
     std::vector<std::uint8_t> download_url(const std::string& url, std::uint64_t max_bytes = std::uint64_t{1} << 30) {
-        const detail::response answer = detail::run_with_retries(
+        const detail::s3_response answer = detail::run_s3_request(
             pool_, retry_, limits_, clock_, "GET", redact(url), nullptr, 0, [&](auto) { return http_request{"GET", url, {}}; },
-            [&](detail::response& r) { r.max_body = max_bytes; });
+            [&](detail::s3_response& r) { r.max_body = max_bytes; });
         return std::vector<std::uint8_t>(answer.body.begin(), answer.body.end());
     }
 
@@ -221,15 +226,15 @@ private:
                 if (!keep) std::remove(path.c_str());
             }
         } guard{nullptr, temporary, false};
-        detail::run_with_retries(pool_, retry_, limits_, clock_, method, what, nullptr, 0, sign,
-                                 [&](detail::response& r) {
-                                     if (guard.file) std::fclose(guard.file);
-                                     guard.file = std::fopen(temporary.c_str(), "wb");  // each attempt starts over
-                                     if (!guard.file)
-                                         throw error(errc::io_error, "cannot write '" + temporary + "': " + std::strerror(errno));
-                                     r.file = guard.file;
-                                     r.max_body = max_bytes;
-                                 });
+        detail::run_s3_request(pool_, retry_, limits_, clock_, method, what, nullptr, 0, sign,
+                               [&](detail::s3_response& r) {
+                                   if (guard.file) std::fclose(guard.file);
+                                   guard.file = std::fopen(temporary.c_str(), "wb");  // each attempt starts over
+                                   if (!guard.file)
+                                       throw error(errc::io_error, "cannot write '" + temporary + "': " + std::strerror(errno));
+                                   r.file = guard.file;
+                                   r.max_body = max_bytes;
+                               });
         const bool closed = std::fclose(guard.file) == 0;
         guard.file = nullptr;
         if (!closed) throw error(errc::io_error, "cannot write '" + temporary + "'");

@@ -1,11 +1,13 @@
 #pragma once
 // Where objects go and who signs for them: an endpoint (R2 from an account id, AWS by region, or
 // any S3-compatible URL), the bucket, the addressing style and credentials, from explicit
-// values or the standard AWS environment variables.
+// values or the standard AWS environment variables. Also how hard a transfer tries: the retry
+// policy and the timeouts that s3::client and s3::s3_sink take.
 
 #include <tilekit/error.hpp>
 #include <tilekit/s3/sigv4.hpp>
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
 
@@ -37,6 +39,29 @@ struct config {
     bool allow_insecure_http = false;     // plain http is accepted for loopback hosts only, unless this is set
 };
 
+// When a failed request is tried again. Retried: broken connections (refused, reset, dropped,
+// failed TLS handshake), timeouts, HTTP 429, 500, 502, 503 and 504, and S3's SlowDown,
+// RequestTimeout, InternalError and ServiceUnavailable. Everything else fails at once: refused
+// credentials or signatures, missing buckets or keys, other HTTP errors. A RequestTimeTooSkewed
+// answer corrects the clock from the server's Date once and tries again. Every attempt is
+// signed afresh.
+struct retry_policy {
+    int max_attempts = 10;                           // per object, first try included
+    std::chrono::milliseconds base_delay{50};        // full jitter: uniform(0, min(max, base * 2^n))
+    std::chrono::milliseconds max_delay{5000};
+    std::chrono::milliseconds max_retry_after{30000};  // a server's Retry-After is honoured up to this
+};
+
+// Limits of one attempt (libcurl's connect, total and low-speed timeouts). A timed-out attempt
+// is retried under retry_policy.
+struct timeouts {
+    long connect_ms = 10000;             // TCP and TLS handshake
+    long request_ms = 120000;            // the whole attempt
+    long low_speed_bytes_per_s = 1024;  // abort a transfer slower than this ...
+    long low_speed_seconds = 30;        // ... for this long
+};
+
+}  // namespace s3
 namespace detail {
 
 inline bool is_loopback(const std::string& host) {
@@ -49,6 +74,7 @@ inline std::string getenv_string(const char* name) {
 }
 
 }  // namespace detail
+namespace s3 {
 
 // Parses "https://host[:port]" (a trailing '/' is allowed; a path is not).
 inline endpoint parse_endpoint(const std::string& url, const std::string& region = "auto") {

@@ -25,10 +25,11 @@ private:
     std::string key_;
 };
 
+}  // namespace s3
 namespace detail {
 
 // The text of the first <tag>...</tag> in an S3 error document (they are flat and small).
-inline std::string xml_element(const std::string& xml, const std::string& tag) {
+inline std::string s3_xml_element(const std::string& xml, const std::string& tag) {
     const std::string open = "<" + tag + ">";
     const std::size_t start = xml.find(open);
     if (start == std::string::npos) return {};
@@ -49,5 +50,4 @@ inline errc classify_s3_code(long status, const std::string& code) {
 }
 
 }  // namespace detail
-}  // namespace s3
 TILEKIT_NAMESPACE_END

@@ -23,6 +23,7 @@ struct http_request {
     header_list headers;  // as sent; Host comes from the URL (and was signed as such)
 };
 
+}  // namespace s3
 namespace detail {
 
 inline std::string base64(const unsigned char* data, std::size_t size) {
@@ -37,7 +38,7 @@ inline std::string content_md5(const std::uint8_t* data, std::size_t size) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int length = 0;
     if (!EVP_Digest(data, size, md, &length, EVP_md5(), nullptr))
-        throw error(errc::invalid_argument, "MD5 failed (OpenSSL)");
+        throw error(errc::crypto_error, "MD5 failed (OpenSSL)");
     return base64(md, length);
 }
 
@@ -46,6 +47,7 @@ inline std::string content_md5(const std::uint8_t* data, std::size_t size) {
 inline void check_object_key(const std::string& key) { validate_key(key); }
 
 }  // namespace detail
+namespace s3 {
 
 // The server's clock minus ours, learned from RequestTimeTooSkewed answers; shared by requests.
 class clock_offset {
@@ -93,7 +95,7 @@ public:
         request.encoded_path = key.empty() ? (config_.style == addressing::path ? "/" + config_.bucket : "/") : object_path(key);
         request.query = query;
         for (const auto& header : headers)
-            if (!detail::unsigned_header(header.first)) request.headers.push_back(header);
+            if (!detail::is_unsigned_header(header.first)) request.headers.push_back(header);
         request.headers.emplace_back("host", authority());
         request.payload_hash = payload_hash;
         const signature_parts parts = signer_.sign(request, date);

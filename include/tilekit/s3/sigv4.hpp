@@ -2,6 +2,7 @@
 // AWS Signature Version 4 with S3's rules, on OpenSSL 3's non-deprecated interfaces (EVP
 // digests and the one-shot HMAC). Pure functions plus a signer that caches the derived key per
 // day; no I/O. Part of the optional `tilekit::s3` target, the only code that reaches libcrypto.
+// A libcrypto failure throws tilekit::error with errc::crypto_error.
 
 #if !__has_include(<openssl/evp.h>)
 #error "tilekit/s3 needs OpenSSL 3 (Debian: libssl-dev)"
@@ -44,9 +45,10 @@ struct request_to_sign {
     std::string payload_hash;  // hex sha256 of the body, or "UNSIGNED-PAYLOAD"
 };
 
+}  // namespace s3
 namespace detail {
 
-using digest = std::array<unsigned char, 32>;
+using sha256_digest = std::array<unsigned char, 32>;
 
 inline std::string hex(const unsigned char* data, std::size_t size) {
     static const char digits[] = "0123456789abcdef";
@@ -58,35 +60,35 @@ inline std::string hex(const unsigned char* data, std::size_t size) {
     return out;
 }
 
-inline digest sha256(const void* data, std::size_t size) {
-    digest out{};
+inline sha256_digest sha256(const void* data, std::size_t size) {
+    sha256_digest out{};
     unsigned int length = 0;
     if (!EVP_Digest(data, size, out.data(), &length, EVP_sha256(), nullptr) || length != out.size())
-        throw error(errc::invalid_argument, "SHA-256 failed (OpenSSL)");
+        throw error(errc::crypto_error, "SHA-256 failed (OpenSSL)");
     return out;
 }
 
 inline std::string sha256_hex(std::string_view data) {
-    const digest d = sha256(data.data(), data.size());
+    const sha256_digest d = sha256(data.data(), data.size());
     return hex(d.data(), d.size());
 }
 
 inline std::string sha256_hex(const std::uint8_t* data, std::size_t size) {
-    const digest d = sha256(data, size);
+    const sha256_digest d = sha256(data, size);
     return hex(d.data(), d.size());
 }
 
-inline digest hmac_sha256(const void* key, std::size_t key_size, std::string_view data) {
-    digest out{};
+inline sha256_digest hmac_sha256(const void* key, std::size_t key_size, std::string_view data) {
+    sha256_digest out{};
     unsigned int length = 0;
     if (!HMAC(EVP_sha256(), key, static_cast<int>(key_size), reinterpret_cast<const unsigned char*>(data.data()),
               data.size(), out.data(), &length) ||
         length != out.size())
-        throw error(errc::invalid_argument, "HMAC-SHA256 failed (OpenSSL)");
+        throw error(errc::crypto_error, "HMAC-SHA256 failed (OpenSSL)");
     return out;
 }
 
-inline bool is_unreserved(unsigned char ch) {
+inline bool is_uri_unreserved(unsigned char ch) {
     return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
            ch == '_' || ch == '.' || ch == '~';
 }
@@ -99,7 +101,7 @@ inline std::string uri_encode(std::string_view text, bool keep_slash) {
     out.reserve(text.size() * 3);
     for (const char c : text) {
         const auto ch = static_cast<unsigned char>(c);
-        if (is_unreserved(ch) || (keep_slash && ch == '/')) {
+        if (is_uri_unreserved(ch) || (keep_slash && ch == '/')) {
             out += c;
         } else {
             out += '%';
@@ -161,7 +163,7 @@ inline std::string canonical_query(std::string_view query) {
     return out;
 }
 
-inline std::string lower(std::string_view text) {
+inline std::string ascii_lower(std::string_view text) {
     std::string out(text);
     for (char& c : out)
         if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
@@ -185,8 +187,8 @@ inline std::string fold_spaces(std::string_view value) {
 }
 
 // Headers sent but never signed: transport controls that curl or a proxy may change or drop.
-inline bool unsigned_header(const std::string& name) {
-    const std::string lowered = lower(name);
+inline bool is_unsigned_header(const std::string& name) {
+    const std::string lowered = ascii_lower(name);
     return lowered == "expect" || lowered == "user-agent" || lowered == "accept";
 }
 
@@ -196,10 +198,10 @@ struct canonical_header_block {
 };
 
 // Lower-cased, sorted names; repeated headers joined with ',' in their original order.
-inline canonical_header_block canonical_headers(const header_list& headers) {
+inline canonical_header_block canonical_headers(const s3::header_list& headers) {
     std::vector<std::pair<std::string, std::string>> entries;
     for (const auto& [name, value] : headers) {
-        const std::string key = lower(name);
+        const std::string key = ascii_lower(name);
         const std::string folded = fold_spaces(value);
         auto found = std::find_if(entries.begin(), entries.end(), [&](const auto& e) { return e.first == key; });
         if (found == entries.end())
@@ -217,7 +219,7 @@ inline canonical_header_block canonical_headers(const header_list& headers) {
     return block;
 }
 
-inline std::string canonical_request(const request_to_sign& request, const canonical_header_block& headers) {
+inline std::string canonical_request(const s3::request_to_sign& request, const canonical_header_block& headers) {
     return request.method + "\n" + request.encoded_path + "\n" + canonical_query(request.query) + "\n" + headers.text +
            "\n" + headers.signed_headers + "\n" + request.payload_hash;
 }
@@ -233,6 +235,7 @@ inline std::string amz_date(std::chrono::system_clock::time_point when) {
 }
 
 }  // namespace detail
+namespace s3 {
 
 // The pieces of one signature, kept for tests and for debugging a SignatureDoesNotMatch.
 struct signature_parts {
@@ -267,8 +270,8 @@ public:
         parts.credential_scope = date.substr(0, 8) + "/" + region_ + "/" + service_ + "/aws4_request";
         parts.string_to_sign = "AWS4-HMAC-SHA256\n" + date + "\n" + parts.credential_scope + "\n" +
                                detail::sha256_hex(parts.canonical_request);
-        const detail::digest key = signing_key(date.substr(0, 8));
-        const detail::digest mac = detail::hmac_sha256(key.data(), key.size(), parts.string_to_sign);
+        const detail::sha256_digest key = signing_key(date.substr(0, 8));
+        const detail::sha256_digest mac = detail::hmac_sha256(key.data(), key.size(), parts.string_to_sign);
         parts.signature = detail::hex(mac.data(), mac.size());
         return parts;
     }
@@ -279,13 +282,13 @@ public:
                ", SignedHeaders=" + parts.signed_headers + ", Signature=" + parts.signature;
     }
 
-    detail::digest signing_key(const std::string& day) const {
+    detail::sha256_digest signing_key(const std::string& day) const {
         std::lock_guard<std::mutex> lock(cache_mutex_);
         if (day != cached_day_) {
             const std::string secret = "AWS4" + credentials_.secret_access_key;
-            const detail::digest k_date = detail::hmac_sha256(secret.data(), secret.size(), day);
-            const detail::digest k_region = detail::hmac_sha256(k_date.data(), k_date.size(), region_);
-            const detail::digest k_service = detail::hmac_sha256(k_region.data(), k_region.size(), service_);
+            const detail::sha256_digest k_date = detail::hmac_sha256(secret.data(), secret.size(), day);
+            const detail::sha256_digest k_region = detail::hmac_sha256(k_date.data(), k_date.size(), region_);
+            const detail::sha256_digest k_service = detail::hmac_sha256(k_region.data(), k_region.size(), service_);
             cached_key_ = detail::hmac_sha256(k_service.data(), k_service.size(), "aws4_request");
             cached_day_ = day;
         }
@@ -298,7 +301,7 @@ private:
     std::string service_;
     mutable std::mutex cache_mutex_;
     mutable std::string cached_day_;
-    mutable detail::digest cached_key_{};
+    mutable detail::sha256_digest cached_key_{};
 };
 
 }  // namespace s3

@@ -4,10 +4,11 @@
 // honoured, and backpressure: put() blocks while `max_pending` objects already wait, so memory
 // stays bounded however fast the tiler encodes. flush() waits for every upload and throws the
 // first failure with its key; after a failure nothing else is uploaded, so a run whose uploads
-// failed never publishes its manifest.
+// failed never publishes its manifest. remove() deletes right away (a blocking DELETE).
 
 #include <tilekit/key.hpp>
 #include <tilekit/s3/client.hpp>
+#include <tilekit/s3/config.hpp>
 #include <tilekit/s3/detail/curl.hpp>
 #include <tilekit/s3/detail/transfer.hpp>
 #include <tilekit/s3/request.hpp>
@@ -102,8 +103,13 @@ public:
         if (failure_) std::rethrow_exception(failure_);
     }
 
-    // Deletes an object right away (a blocking DELETE with the same settings).
-    void remove(const std::string& key) { remover_.remove(key); }
+    // Deletes an object right away (a blocking DELETE with the sink's retry policy and timeouts).
+    // True means the delete request succeeded: S3 also succeeds for a key that did not exist, so
+    // it does not say an object was there. A failure throws s3_error.
+    bool remove(const std::string& key) override {
+        remover_.remove(key);
+        return true;
+    }
 
     sink_stats stats() const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -128,7 +134,7 @@ private:
         detail::easy_handle easy;
         detail::header_slist headers;
         detail::upload_cursor upload;
-        detail::response answer;
+        detail::s3_response answer;
         http_request request;
         std::unique_ptr<transfer> job;
     };
@@ -215,31 +221,31 @@ private:
         std::unique_ptr<transfer> job = std::move(s.job);
         free_slots_.push_back(index);
         if (options_.if_none_match && job->attempt > 1 && s.answer.status == 412) s.answer.status = 200;
-        const detail::verdict v = detail::judge(s.answer);
+        const detail::s3_verdict v = detail::judge_s3_response(s.answer);
 
         std::lock_guard<std::mutex> lock(mutex_);
         --in_flight_;
         changed_.notify_all();
         if (stopping_) return;
-        if (v == detail::verdict::done) {
+        if (v == detail::s3_verdict::done) {
             ++stats_.objects;
             stats_.bytes += job->object.body.size();
             return;
         }
-        if (v == detail::verdict::fix_clock_and_retry && !job->clock_fixed) {
+        if (v == detail::s3_verdict::fix_clock_and_retry && !job->clock_fixed) {
             job->clock_fixed = true;
             clock_.set_seconds(detail::skew_from_date(s.answer.date));
             job->not_before = steady::now();
             delayed_.push_back(std::move(job));
             return;
         }
-        if (v == detail::verdict::retry && job->attempt < options_.retry.max_attempts && !failure_) {
+        if (v == detail::s3_verdict::retry && job->attempt < options_.retry.max_attempts && !failure_) {
             ++stats_.retries;
-            job->not_before = steady::now() + detail::backoff(options_.retry, job->attempt, s.answer, random_);
+            job->not_before = steady::now() + detail::s3_backoff(options_.retry, job->attempt, s.answer, random_);
             delayed_.push_back(std::move(job));
             return;
         }
-        fail_locked(std::make_exception_ptr(detail::make_error("PUT", job->object.key, s.answer, job->attempt)));
+        fail_locked(std::make_exception_ptr(detail::make_s3_error("PUT", job->object.key, s.answer, job->attempt)));
     }
 
     // The first failure wins; nothing queued is uploaded after it.

@@ -1,38 +1,44 @@
 #pragma once
-// Job sources on S3 / R2: a source image fetched by a signed GET through the client, or by a
-// presigned URL handed over by another service (used verbatim, never re-encoded). Both stream
-// to the job's scratch directory and stop at the size limit.
+// Image sources on S3 / R2 (tilekit::image_source): a source image fetched by a signed GET
+// through the client, or by a presigned URL handed over by another service (used verbatim,
+// never re-encoded). Both stream to the caller's scratch directory and stop at the size limit.
 
-#include <tilekit/jobs/source.hpp>
+#include <tilekit/error.hpp>
 #include <tilekit/s3/client.hpp>
+#include <tilekit/s3/error.hpp>
+#include <tilekit/source.hpp>
 
+#include <cstdint>
+#include <filesystem>
 #include <string>
+#include <utility>
 
 TILEKIT_NAMESPACE_BEGIN
-namespace s3 {
-
 namespace detail {
-// The client reports an over-limit body as a storage error; a job wants the size named.
+
+// The client reports an over-limit body as a storage error; image_source promises image_too_large.
 template <class F>
-std::string fetch_with_limit(const std::string& key, std::uint64_t max_bytes, F&& fetch) {
+std::string s3_fetch_with_limit(const std::string& key, std::uint64_t max_bytes, F&& fetch) {
     try {
         return fetch();
-    } catch (const s3_error& e) {
+    } catch (const s3::s3_error& e) {
         if (e.s3_code() == "ResponseTooLarge")
             throw error(errc::image_too_large, "source image '" + key + "' is larger than the limit of " +
                                                    std::to_string(max_bytes) + " bytes");
         throw;
     }
 }
-}  // namespace detail
 
-class object_source final : public jobs::image_source {
+}  // namespace detail
+namespace s3 {
+
+class object_source final : public image_source {
 public:
     explicit object_source(client& storage) : client_(storage) {}
 
     std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
         const std::string path = (scratch_dir / "source").string();
-        return detail::fetch_with_limit(key, max_bytes, [&] {
+        return detail::s3_fetch_with_limit(key, max_bytes, [&] {
             client_.get_to_file(key, path, max_bytes);
             return path;
         });
@@ -42,13 +48,13 @@ private:
     client& client_;
 };
 
-class presigned_url_source final : public jobs::image_source {
+class presigned_url_source final : public image_source {
 public:
     presigned_url_source(client& downloader, std::string url) : client_(downloader), url_(std::move(url)) {}
 
     std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
         const std::string path = (scratch_dir / "source").string();
-        return detail::fetch_with_limit(key, max_bytes, [&] {
+        return detail::s3_fetch_with_limit(key, max_bytes, [&] {
             client_.download_url_to_file(url_, path, max_bytes);
             return path;
         });

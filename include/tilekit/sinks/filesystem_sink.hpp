@@ -51,7 +51,7 @@ public:
     void flush() override {}
 
     // Removes an object; true when it existed.
-    bool remove(const std::string& key) {
+    bool remove(const std::string& key) override {
         validate_key(key);
         std::error_code ec;
         const bool removed = std::filesystem::remove(root_ / key, ec);

@@ -26,7 +26,7 @@ public:
     void flush() override {}
 
     // Removes an object; true when it existed.
-    bool remove(const std::string& key) {
+    bool remove(const std::string& key) override {
         std::lock_guard<std::mutex> lock(mutex_);
         return objects_.erase(key) != 0;
     }

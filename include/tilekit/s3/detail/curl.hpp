@@ -21,7 +21,6 @@
 #include <string>
 
 TILEKIT_NAMESPACE_BEGIN
-namespace s3 {
 namespace detail {
 
 inline void curl_global() {
@@ -49,12 +48,12 @@ struct slist_deleter {
 };
 using header_slist = std::unique_ptr<curl_slist, slist_deleter>;
 
-inline header_slist make_slist(const header_list& headers) {
+inline header_slist make_slist(const s3::header_list& headers) {
     curl_slist* list = nullptr;
     for (const auto& [name, value] : headers) {
         // "Name:" removes a header curl adds by itself (Expect: 100-continue); "Name;" sends an
         // empty value, so a signed empty header really goes on the wire.
-        const std::string line = value.empty() ? (unsigned_header(name) ? name + ":" : name + ";") : name + ": " + value;
+        const std::string line = value.empty() ? (is_unsigned_header(name) ? name + ":" : name + ";") : name + ": " + value;
         curl_slist* grown = curl_slist_append(list, line.c_str());
         if (!grown) {
             curl_slist_free_all(list);
@@ -66,7 +65,7 @@ inline header_slist make_slist(const header_list& headers) {
 }
 
 // What a transfer brought back. The body goes to memory (bounded) or to a file.
-struct response {
+struct s3_response {
     long status = 0;
     CURLcode curl_code = CURLE_OK;
     char curl_message[CURL_ERROR_SIZE] = {0};
@@ -95,8 +94,8 @@ struct response {
     }
 };
 
-inline std::size_t on_body(char* data, std::size_t size, std::size_t count, void* context) {
-    auto* r = static_cast<response*>(context);
+inline std::size_t on_curl_body(char* data, std::size_t size, std::size_t count, void* context) {
+    auto* r = static_cast<s3_response*>(context);
     const std::size_t bytes = size * count;
     r->received += bytes;
     if (r->received > r->max_body) {
@@ -113,22 +112,22 @@ inline std::size_t on_body(char* data, std::size_t size, std::size_t count, void
     return bytes;
 }
 
-inline std::string trim(std::string text) {
+inline std::string trim_header_value(std::string text) {
     while (!text.empty() && (text.back() == '\r' || text.back() == '\n' || text.back() == ' ')) text.pop_back();
     std::size_t start = 0;
     while (start < text.size() && text[start] == ' ') ++start;
     return text.substr(start);
 }
 
-inline std::size_t on_header(char* data, std::size_t size, std::size_t count, void* context) {
-    auto* r = static_cast<response*>(context);
+inline std::size_t on_curl_header(char* data, std::size_t size, std::size_t count, void* context) {
+    auto* r = static_cast<s3_response*>(context);
     const std::size_t bytes = size * count;
     const std::string line(data, bytes);
     const std::size_t colon = line.find(':');
     if (colon != std::string::npos) {
         std::string name = line.substr(0, colon);
         for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        const std::string value = trim(line.substr(colon + 1));
+        const std::string value = trim_header_value(line.substr(colon + 1));
         if (name == "date") r->date = value;
         else if (name == "retry-after") r->retry_after = value;
         else if (name == "etag") r->etag = value;
@@ -146,7 +145,7 @@ struct upload_cursor {
     std::size_t offset = 0;
 };
 
-inline std::size_t on_read(char* buffer, std::size_t size, std::size_t count, void* context) {
+inline std::size_t on_curl_read(char* buffer, std::size_t size, std::size_t count, void* context) {
     auto* cursor = static_cast<upload_cursor*>(context);
     const std::size_t n = std::min(size * count, cursor->size - cursor->offset);
     if (n) std::memcpy(buffer, cursor->data + cursor->offset, n);
@@ -154,7 +153,7 @@ inline std::size_t on_read(char* buffer, std::size_t size, std::size_t count, vo
     return n;
 }
 
-inline int on_seek(void* context, curl_off_t offset, int origin) {
+inline int on_curl_seek(void* context, curl_off_t offset, int origin) {
     auto* cursor = static_cast<upload_cursor*>(context);
     if (origin != SEEK_SET || offset < 0 || static_cast<std::size_t>(offset) > cursor->size) return CURL_SEEKFUNC_CANTSEEK;
     cursor->offset = static_cast<std::size_t>(offset);
@@ -162,5 +161,4 @@ inline int on_seek(void* context, curl_off_t offset, int origin) {
 }
 
 }  // namespace detail
-}  // namespace s3
 TILEKIT_NAMESPACE_END

@@ -3,6 +3,7 @@
 // a curl handle for a signed request, judging the answer (done, retry, or fail), the backoff
 // before a retry, and the typed error for a failure.
 
+#include <tilekit/s3/config.hpp>
 #include <tilekit/s3/detail/curl.hpp>
 #include <tilekit/s3/error.hpp>
 #include <tilekit/s3/request.hpp>
@@ -10,30 +11,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <random>
 #include <string>
 
 TILEKIT_NAMESPACE_BEGIN
-namespace s3 {
-
-struct retry_policy {
-    int max_attempts = 10;                           // per object, first try included
-    std::chrono::milliseconds base_delay{50};        // full jitter: uniform(0, min(max, base * 2^n))
-    std::chrono::milliseconds max_delay{5000};
-    std::chrono::milliseconds max_retry_after{30000};  // a server's Retry-After is honoured up to this
-};
-
-struct timeouts {
-    long connect_ms = 10000;
-    long request_ms = 120000;
-    long low_speed_bytes_per_s = 1024;  // abort a transfer slower than this ...
-    long low_speed_seconds = 30;        // ... for this long
-};
-
 namespace detail {
 
-inline void setup_easy(CURL* easy, const http_request& request, const header_slist& headers, upload_cursor* upload,
-                       response& answer, const timeouts& limits) {
+inline void setup_easy(CURL* easy, const s3::http_request& request, const header_slist& headers, upload_cursor* upload,
+                       s3_response& answer, const s3::timeouts& limits) {
     curl_easy_setopt(easy, CURLOPT_URL, request.url.c_str());
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.get());
@@ -45,16 +31,16 @@ inline void setup_easy(CURL* easy, const http_request& request, const header_sli
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L);  // send the signed path byte for byte
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, answer.curl_message);
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_curl_body);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &answer);
-    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_curl_header);
     curl_easy_setopt(easy, CURLOPT_HEADERDATA, &answer);
     answer.easy = easy;
     if (request.method == "PUT") {
         curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_curl_read);
         curl_easy_setopt(easy, CURLOPT_READDATA, upload);
-        curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_curl_seek);
         curl_easy_setopt(easy, CURLOPT_SEEKDATA, upload);
         curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(upload ? upload->size : 0));
     } else if (request.method == "HEAD") {
@@ -64,7 +50,7 @@ inline void setup_easy(CURL* easy, const http_request& request, const header_sli
     }
 }
 
-enum class verdict { done, retry, fix_clock_and_retry, fail };
+enum class s3_verdict { done, retry, fix_clock_and_retry, fail };
 
 inline bool retryable_curl_code(CURLcode code) {
     switch (code) {
@@ -83,17 +69,17 @@ inline bool retryable_curl_code(CURLcode code) {
     }
 }
 
-inline verdict judge(const response& answer) {
+inline s3_verdict judge_s3_response(const s3_response& answer) {
     if (answer.curl_code != CURLE_OK)
-        return !answer.body_too_large && retryable_curl_code(answer.curl_code) ? verdict::retry : verdict::fail;
+        return !answer.body_too_large && retryable_curl_code(answer.curl_code) ? s3_verdict::retry : s3_verdict::fail;
     const long status = answer.status;
-    if (status >= 200 && status < 300) return verdict::done;
-    const std::string code = xml_element(answer.body, "Code");
-    if (code == "RequestTimeTooSkewed") return verdict::fix_clock_and_retry;
-    if (status == 500 || status == 502 || status == 503 || status == 504 || status == 429) return verdict::retry;
+    if (status >= 200 && status < 300) return s3_verdict::done;
+    const std::string code = s3_xml_element(answer.body, "Code");
+    if (code == "RequestTimeTooSkewed") return s3_verdict::fix_clock_and_retry;
+    if (status == 500 || status == 502 || status == 503 || status == 504 || status == 429) return s3_verdict::retry;
     if (code == "SlowDown" || code == "RequestTimeout" || code == "InternalError" || code == "ServiceUnavailable")
-        return verdict::retry;
-    return verdict::fail;
+        return s3_verdict::retry;
+    return s3_verdict::fail;
 }
 
 // Server time minus local time, from a Date header; 0 when it cannot be read.
@@ -104,8 +90,8 @@ inline long long skew_from_date(const std::string& date_header) {
     return static_cast<long long>(server) - static_cast<long long>(std::time(nullptr));
 }
 
-inline std::chrono::milliseconds backoff(const retry_policy& policy, int attempt, const response& answer,
-                                         std::mt19937_64& random) {
+inline std::chrono::milliseconds s3_backoff(const s3::retry_policy& policy, int attempt, const s3_response& answer,
+                                            std::mt19937_64& random) {
     const long long cap = std::min<long long>(policy.max_delay.count(),
                                               policy.base_delay.count() << std::min(attempt, 20));
     std::uniform_int_distribution<long long> jitter(0, std::max<long long>(cap, 0));
@@ -117,27 +103,27 @@ inline std::chrono::milliseconds backoff(const retry_policy& policy, int attempt
     return std::chrono::milliseconds(delay);
 }
 
-inline s3_error make_error(const std::string& method, const std::string& key, const response& answer, int attempts) {
+inline s3::s3_error make_s3_error(const std::string& method, const std::string& key, const s3_response& answer,
+                                  int attempts) {
     const std::string what = "S3 " + method + " '" + key + "'";
     const std::string tries = attempts > 1 ? " (after " + std::to_string(attempts) + " attempts)" : "";
     if (answer.body_too_large)
-        return s3_error(errc::storage_error, what + " failed: the response is larger than the limit of " +
-                                                 std::to_string(answer.max_body) + " bytes",
-                        answer.status, "ResponseTooLarge", key);
+        return s3::s3_error(errc::storage_error, what + " failed: the response is larger than the limit of " +
+                                                     std::to_string(answer.max_body) + " bytes",
+                            answer.status, "ResponseTooLarge", key);
     if (answer.curl_code != CURLE_OK) {
         const std::string detail = answer.curl_message[0] ? answer.curl_message : curl_easy_strerror(answer.curl_code);
-        return s3_error(errc::storage_error, what + " failed: " + detail + tries, 0,
-                        "curl:" + std::string(curl_easy_strerror(answer.curl_code)), key);
+        return s3::s3_error(errc::storage_error, what + " failed: " + detail + tries, 0,
+                            "curl:" + std::string(curl_easy_strerror(answer.curl_code)), key);
     }
-    const std::string code = xml_element(answer.body, "Code");
-    const std::string message = xml_element(answer.body, "Message");
+    const std::string code = s3_xml_element(answer.body, "Code");
+    const std::string message = s3_xml_element(answer.body, "Message");
     std::string text = what + " failed: HTTP " + std::to_string(answer.status);
     if (!code.empty()) text += " " + code;
     if (!message.empty()) text += ": " + message;
     text += tries;
-    return s3_error(classify_s3_code(answer.status, code), text, answer.status, code, key);
+    return s3::s3_error(classify_s3_code(answer.status, code), text, answer.status, code, key);
 }
 
 }  // namespace detail
-}  // namespace s3
 TILEKIT_NAMESPACE_END

@@ -1,7 +1,8 @@
 #pragma once
-// Where a job's source image comes from. A source makes the image behind a storage key
-// available as a local file for the streaming decoders, refusing anything over a size limit.
-// Files it creates live in the scratch directory the job gives it, and the job removes them.
+// The image-source contract, the read-side twin of storage_sink: it makes the image behind a
+// storage key available as a local file (for the streaming decoders), refusing anything over a
+// size limit. Files it creates live in the scratch directory the caller gives it, and the caller
+// removes them. The S3 part adds s3::object_source and s3::presigned_url_source.
 
 #include <tilekit/error.hpp>
 #include <tilekit/key.hpp>
@@ -15,7 +16,6 @@
 #include <vector>
 
 TILEKIT_NAMESPACE_BEGIN
-namespace jobs {
 
 class image_source {
 public:
@@ -29,9 +29,7 @@ public:
 namespace detail {
 
 inline void refuse_oversized(const std::string& key, std::uint64_t size, std::uint64_t max_bytes) {
-    if (size > max_bytes)
-        throw error(errc::image_too_large, "source image '" + key + "' is " + std::to_string(size) +
-                                               " bytes, over the limit of " + std::to_string(max_bytes) + " bytes");
+    refuse_over_limit("source image '" + key + "'", size, max_bytes, "bytes");
 }
 
 }  // namespace detail
@@ -86,5 +84,4 @@ private:
     std::map<std::string, std::vector<std::uint8_t>> objects_;
 };
 
-}  // namespace jobs
 TILEKIT_NAMESPACE_END

@@ -116,6 +116,7 @@ public:
     sqlite_store_error(errc code, const std::string& message) : error(code, message) {}
 };
 
+}  // namespace jobs
 namespace detail {
 
 inline std::string read_first_line(const char* path) {
@@ -161,8 +162,8 @@ inline std::string host_name() {
     return "localhost";
 }
 
-inline job_owner this_process() {
-    job_owner self;
+inline jobs::job_owner this_process() {
+    jobs::job_owner self;
     self.host = host_name();
 #if TILEKIT_DETAIL_SQLITE_POSIX
     self.pid = static_cast<std::int64_t>(getpid());
@@ -175,7 +176,7 @@ inline job_owner this_process() {
 // True only when `owner` is certainly gone: on this host, and the pid no longer exists, is a
 // zombie, runs a different process (start time differs) or predates a reboot. Anything unknown
 // counts as alive, so a live job is never failed by mistake.
-inline bool owner_is_gone(const job_owner& owner, const job_owner& self) {
+inline bool owner_is_gone(const jobs::job_owner& owner, const jobs::job_owner& self) {
     if (owner.host.empty() || owner.host != self.host || owner.pid <= 0) return false;
     if (!owner.boot_id.empty() && !self.boot_id.empty() && owner.boot_id != self.boot_id) return true;
 #if TILEKIT_DETAIL_SQLITE_POSIX
@@ -205,7 +206,7 @@ public:
             const std::string message = sqlite3_errmsg(db);
             sqlite3_finalize(stmt_);
             stmt_ = nullptr;
-            throw sqlite_store_error(errc::io_error, std::string("sqlite job store: cannot prepare \"") + sql + "\": " + message);
+            throw jobs::sqlite_store_error(errc::io_error, std::string("sqlite job store: cannot prepare \"") + sql + "\": " + message);
         }
     }
     sqlite_statement(const sqlite_statement&) = delete;
@@ -254,6 +255,7 @@ private:
 };
 
 }  // namespace detail
+namespace jobs {
 
 class sqlite_job_store final : public job_store {
 public:
@@ -293,7 +295,8 @@ public:
             if (rc == SQLITE_ROW)
                 throw job_state_error("a " + record.job_type + " job is already " + q.text(1) + " for project '" +
                                       record.project_id + "' version '" + record.version_id + "' (job '" + q.text(0) +
-                                      "')");
+                                      "')",
+                                      errc::duplicate_job);
             if (rc != SQLITE_DONE) fail_sqlite(rc, "check for an active job");
         }
         {
@@ -304,7 +307,8 @@ public:
             if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) throw job_state_error("job id '" + record.id + "' already exists");
             if (rc == SQLITE_CONSTRAINT_UNIQUE)
                 throw job_state_error("a " + record.job_type + " job is already queued or running for project '" +
-                                      record.project_id + "' version '" + record.version_id + "'");
+                                      record.project_id + "' version '" + record.version_id + "'",
+                                      errc::duplicate_job);
             if (rc != SQLITE_DONE) fail_sqlite(rc, "insert a job");
         }
         tx.commit();
@@ -747,3 +751,5 @@ private:
 
 }  // namespace jobs
 TILEKIT_NAMESPACE_END
+
+#undef TILEKIT_DETAIL_SQLITE_POSIX
