@@ -27,6 +27,7 @@ enum class errc {
     illegal_transition,  // a job state change the state machine forbids (completing a failed job, ...)
     not_a_draft,       // tiles may only be generated for a draft version
     duplicate_job,     // a queued or running job already exists for this project version
+    over_memory_budget,  // decoding the image would need more memory than decode_limits allows
 };
 
 inline const char* to_string(errc code) noexcept {
@@ -48,6 +49,7 @@ inline const char* to_string(errc code) noexcept {
         case errc::illegal_transition: return "illegal_transition";
         case errc::not_a_draft: return "not_a_draft";
         case errc::duplicate_job: return "duplicate_job";
+        case errc::over_memory_budget: return "over_memory_budget";
     }
     return "unknown";
 }
