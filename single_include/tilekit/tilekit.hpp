@@ -94,6 +94,7 @@ enum class errc {
     illegal_transition,  // a job state change the state machine forbids (completing a failed job, ...)
     not_a_draft,       // tiles may only be generated for a draft version
     duplicate_job,     // a queued or running job already exists for this project version
+    over_memory_budget,  // decoding the image would need more memory than decode_limits allows
 };
 
 inline const char* to_string(errc code) noexcept {
@@ -115,6 +116,7 @@ inline const char* to_string(errc code) noexcept {
         case errc::illegal_transition: return "illegal_transition";
         case errc::not_a_draft: return "not_a_draft";
         case errc::duplicate_job: return "duplicate_job";
+        case errc::over_memory_budget: return "over_memory_budget";
     }
     return "unknown";
 }
@@ -469,15 +471,50 @@ struct decode_limits {
     std::uint64_t max_pixels = std::uint64_t{1} << 30;
     // Files larger than this are refused before they are read.
     std::uint64_t max_file_bytes = std::uint64_t{2} << 30;
+    // Memory the decoder may use for one image (row buffers, coefficient buffers, whole-image
+    // buffers), estimated from the header before anything is allocated (errc::over_memory_budget).
+    std::uint64_t max_memory_bytes = std::uint64_t{1} << 30;
+    // Strict by default: a file the decoder can only read with warnings (missing data, a bad
+    // checksum, extra bytes) is refused as corrupt or truncated. True accepts what can be decoded.
+    bool accept_damaged = false;
 };
 
 namespace detail {
 
+// What the first bytes say the file is: "png" and "jpeg" (the formats tilekit reads), the name
+// of another image format it recognises but refuses ("gif", "bmp", "tiff", "webp", "pnm",
+// "psd", "hdr", "pic", "qoi"), or "other".
 inline std::string describe_format(const std::uint8_t* data, std::size_t size) {
     static const std::uint8_t png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    const auto starts = [&](const char* magic) {
+        const std::size_t n = std::strlen(magic);
+        return size >= n && std::memcmp(data, magic, n) == 0;
+    };
     if (size >= 8 && std::memcmp(data, png_signature, 8) == 0) return "png";
     if (size >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff) return "jpeg";
+    if (starts("GIF87a") || starts("GIF89a")) return "gif";
+    if (starts("BM")) return "bmp";
+    if (size >= 4 && ((data[0] == 'I' && data[1] == 'I' && (data[2] == 42 || data[2] == 43) && data[3] == 0) ||
+                      (data[0] == 'M' && data[1] == 'M' && data[2] == 0 && (data[3] == 42 || data[3] == 43))))
+        return "tiff";  // classic (42) and BigTIFF (43)
+    if (size >= 12 && starts("RIFF") && std::memcmp(data + 8, "WEBP", 4) == 0) return "webp";
+    if (size >= 2 && data[0] == 'P' && data[1] >= '1' && data[1] <= '7') return "pnm";
+    if (starts("8BPS")) return "psd";
+    if (starts("#?RADIANCE") || starts("#?RGBE")) return "hdr";
+    if (size >= 4 && data[0] == 0x53 && data[1] == 0x80 && data[2] == 0xf6 && data[3] == 0x34) return "pic";
+    if (starts("qoif")) return "qoi";
     return "other";
+}
+
+inline bool is_supported_format(const std::string& format) { return format == "png" || format == "jpeg"; }
+
+// Refuses anything but PNG and JPEG, naming what was found.
+inline void refuse_unsupported_format(const std::string& format) {
+    if (is_supported_format(format)) return;
+    if (format == "other") throw error(errc::not_an_image, "input is not a PNG or JPEG image");
+    std::string upper;
+    for (const char c : format) upper += static_cast<char>(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+    throw error(errc::not_an_image, "input is a " + upper + " image; tilekit reads PNG and JPEG only");
 }
 
 inline std::uint32_t read_be32(const std::uint8_t* p) noexcept {
