@@ -312,7 +312,7 @@ namespace detail {
 // functions, which hold no C++ objects, so the jump skips no destructors.
 struct png_failure {
     char message[256] = {0};
-    bool over_user_limit = false;  // libpng refused the IHDR size (png_set_user_limits)
+    char limit[128] = {0};  // libpng's warning when it refused the IHDR size (png_set_user_limits)
 };
 
 extern "C" inline void tilekit_png_error(png_structp png, png_const_charp message) {
@@ -325,8 +325,10 @@ extern "C" inline void tilekit_png_error(png_structp png, png_const_charp messag
 // what is left here is informational, except the user-limit warnings that precede the
 // "Invalid IHDR data" error and say why it came.
 extern "C" inline void tilekit_png_warning(png_structp png, png_const_charp message) {
-    if (std::strstr(message, "exceeds user limit"))
-        static_cast<png_failure*>(png_get_error_ptr(png))->over_user_limit = true;
+    if (std::strstr(message, "exceeds user limit")) {
+        auto* failure = static_cast<png_failure*>(png_get_error_ptr(png));
+        std::snprintf(failure->limit, sizeof failure->limit, "%s", message);
+    }
 }
 
 extern "C" inline void tilekit_png_read(png_structp png, png_bytep out, size_t size) {
@@ -466,8 +468,8 @@ private:
         // No ancillary chunk but tRNS matters to tilekit: skip them (their CRCs are still
         // checked) rather than parse them, and bound what any one chunk may allocate.
         png_set_keep_unknown_chunks(png_, PNG_HANDLE_CHUNK_NEVER, nullptr, -1);
-        png_set_chunk_malloc_max(png_, static_cast<png_alloc_size_t>(
-                                           std::min<std::uint64_t>(limits.max_memory_bytes, std::uint64_t{8} << 20)));
+        png_set_chunk_malloc_max(png_, static_cast<png_alloc_size_t>(std::clamp<std::uint64_t>(
+                                           limits.max_memory_bytes, std::uint64_t{64} << 10, std::uint64_t{8} << 20)));
         if (strict_) {
             png_set_benign_errors(png_, 0);  // "Too much image data", "Extra compressed data", ...
             png_set_crc_action(png_, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
@@ -488,8 +490,8 @@ private:
     }
 
     [[noreturn]] void fail(const char* what) const {
-        if (failure_.over_user_limit)
-            throw error(errc::image_too_large, input_.label() + "PNG header: " + failure_.message +
+        if (failure_.limit[0])
+            throw error(errc::image_too_large, input_.label() + "PNG header: " + failure_.limit +
                                                    " (a side is over the pixel limit)");
         const bool truncated = input_.at_end() || std::strstr(failure_.message, "Not enough image data") != nullptr;
         throw error(truncated ? errc::truncated_image : errc::corrupt_image,
