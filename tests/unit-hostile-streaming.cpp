@@ -312,6 +312,17 @@ TEST_CASE("strict by default: PNG stream damage libpng only warns about is refus
 
     // One row more image data than IHDR claims: "Too much image data" / "Extra compressed data".
     check_refused_strictly_accepted_leniently(tkt::make_png(w, h, 8, 2, raw, row), "extra-data.png");
+
+    // Three rows fewer than IHDR claims, IEND present: libpng stops ("Not enough image data")
+    // in both modes, since there is nothing to decode the rest from.
+    const tkt::bytes short_idat =
+        tkt::make_png(w, h, 8, 2, tkt::bytes(raw.begin(), raw.end() - static_cast<std::ptrdiff_t>(4 * row)), row);
+    for (const bool accept : {false, true}) {
+        const run_result result = tile_bytes(short_idat, "short-idat.png", accept);
+        INFO(result.message);
+        CHECK(result.code == errc::truncated_image);
+        CHECK_FALSE(result.manifest);
+    }
 }
 
 TEST_CASE("the memory budget is checked from the header, before allocating", "[streaming][hostile]") {
