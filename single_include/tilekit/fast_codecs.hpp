@@ -174,8 +174,10 @@ TILEKIT_NAMESPACE_END
 // #include <tilekit/fast_codecs/png_reader.hpp>
 // A streaming PNG decoder on libpng: a row source (row_source.hpp) that decodes one row per
 // next_row(), so the whole image is never in memory. 16-bit becomes 8-bit (high byte), palette
-// and low bit depths expand to 8 bits, tRNS becomes alpha. Interlaced files are not streamed
-// (open() returns null; the caller falls back to a whole-image decode).
+// and low bit depths expand to 8 bits, tRNS becomes alpha. Interlaced files cannot be streamed
+// (the last pass touches every row): libpng decodes them into one 8-bit buffer of the output
+// size, the cheapest whole-image decode there is. Strict unless decode_limits::accept_damaged:
+// CRC errors, missing or extra image data and libpng's other benign errors are errors.
 
 // #include <tilekit/decode.hpp>
 // #include <tilekit/error.hpp>
@@ -190,6 +192,7 @@ TILEKIT_NAMESPACE_END
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -204,6 +207,10 @@ using file_handle = std::unique_ptr<std::FILE, file_closer>;
 inline file_handle open_for_reading(const std::string& path) {
     file_handle file(std::fopen(path.c_str(), "rb"));
     if (!file) throw error(errc::io_error, "cannot open '" + path + "': " + std::strerror(errno));
+    // fopen succeeds on a directory on Linux, and the first read then looks like an empty file.
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+        throw error(errc::io_error, "cannot read '" + path + "': it is a directory");
     return file;
 }
 
@@ -253,11 +260,45 @@ private:
 
 }  // namespace detail
 TILEKIT_NAMESPACE_END
+// #include <tilekit/fast_codecs/detail/memory_budget.hpp>
+// The decoding memory budget (decode_limits::max_memory_bytes): each streaming decoder estimates
+// its cost from the header and refuses the file before allocating anything that size.
+
+// #include <tilekit/error.hpp>
+
+#include <cstdint>
+#include <string>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace detail {
+
+inline void refuse_over_budget(const std::string& label, const char* format, std::uint64_t estimate,
+                               std::uint64_t budget) {
+    if (estimate <= budget) return;
+    throw error(errc::over_memory_budget, label + "decoding this " + format + " needs about " + std::to_string(estimate) +
+                                              " bytes, over the memory budget of " + std::to_string(budget) +
+                                              " bytes (decode_limits::max_memory_bytes)");
+}
+
+// a * b, saturating instead of wrapping (header fields are attacker-controlled).
+inline std::uint64_t saturating_mul(std::uint64_t a, std::uint64_t b) noexcept {
+    if (a != 0 && b > UINT64_MAX / a) return UINT64_MAX;
+    return a * b;
+}
+
+inline std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) noexcept {
+    return b > UINT64_MAX - a ? UINT64_MAX : a + b;
+}
+
+}  // namespace detail
+TILEKIT_NAMESPACE_END
 // #include <tilekit/row_source.hpp>
 
+#include <algorithm>
 #include <csetjmp>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -271,6 +312,7 @@ namespace detail {
 // functions, which hold no C++ objects, so the jump skips no destructors.
 struct png_failure {
     char message[256] = {0};
+    char limit[128] = {0};  // libpng's warning when it refused the IHDR size (png_set_user_limits)
 };
 
 extern "C" inline void tilekit_png_error(png_structp png, png_const_charp message) {
@@ -279,7 +321,15 @@ extern "C" inline void tilekit_png_error(png_structp png, png_const_charp messag
     png_longjmp(png, 1);
 }
 
-extern "C" inline void tilekit_png_warning(png_structp, png_const_charp) {}
+// Damage reaches libpng's error path (benign errors and CRC actions are set per strictness);
+// what is left here is informational, except the user-limit warnings that precede the
+// "Invalid IHDR data" error and say why it came.
+extern "C" inline void tilekit_png_warning(png_structp png, png_const_charp message) {
+    if (std::strstr(message, "exceeds user limit")) {
+        auto* failure = static_cast<png_failure*>(png_get_error_ptr(png));
+        std::snprintf(failure->limit, sizeof failure->limit, "%s", message);
+    }
+}
 
 extern "C" inline void tilekit_png_read(png_structp png, png_bytep out, size_t size) {
     auto* input = static_cast<encoded_input*>(png_get_io_ptr(png));
@@ -292,10 +342,12 @@ inline bool png_read_header(png_structp png, png_infop info) {
     return true;
 }
 
-inline bool png_configure(png_structp png, png_infop info) {
+// png_read_update_info allocates libpng's row buffers: call it only once the budget is checked.
+inline bool png_configure(png_structp png, png_infop info, bool interlaced) {
     if (setjmp(png_jmpbuf(png))) return false;
     png_set_expand(png);    // palette -> RGB, gray < 8 bits -> 8, tRNS -> alpha
     png_set_strip_16(png);  // 16-bit -> 8-bit (high byte, as stb)
+    if (interlaced) png_set_interlace_handling(png);
     png_read_update_info(png, info);
     return true;
 }
@@ -306,12 +358,43 @@ inline bool png_read_one_row(png_structp png, png_bytep row) {
     return true;
 }
 
+inline bool png_read_whole(png_structp png, png_bytepp rows) {
+    if (setjmp(png_jmpbuf(png))) return false;
+    png_read_image(png, rows);
+    return true;
+}
+
+// Reads what follows the image data: checks its CRCs and that the stream ends (IEND).
+inline bool png_finish(png_structp png, png_infop info) {
+    if (setjmp(png_jmpbuf(png))) return false;
+    png_read_end(png, info);
+    return true;
+}
+
+inline std::uint64_t png_row_bytes(std::uint64_t width, std::uint64_t bits_per_pixel) {
+    return saturating_mul(width, bits_per_pixel) / 8 + 1;
+}
+
+// What libpng and this reader allocate for an image, from IHDR alone: libpng's two row buffers
+// (one at the widest pixel its transforms pass through), the output row (or, interlaced, the
+// whole output image and its row pointers), zlib's window and the IDAT buffer.
+inline std::uint64_t png_decode_cost(std::uint64_t width, std::uint64_t height, int bit_depth, int channels_in,
+                                     int channels_out, bool interlaced) {
+    const std::uint64_t raw_bits = std::uint64_t(channels_in) * std::uint64_t(bit_depth);
+    const std::uint64_t widest_bits = std::max<std::uint64_t>(raw_bits, std::uint64_t(channels_out) * (bit_depth > 8 ? 16 : 8));
+    const std::uint64_t out_row = saturating_mul(width, std::uint64_t(channels_out));
+    std::uint64_t cost = saturating_add(png_row_bytes(width + 8, widest_bits) + 48, png_row_bytes(width, raw_bits));
+    cost = saturating_add(cost, std::uint64_t{64} << 10);
+    if (!interlaced) return saturating_add(cost, out_row);
+    return saturating_add(cost, saturating_add(saturating_mul(out_row, height), saturating_mul(height, sizeof(png_bytep))));
+}
+
 }  // namespace detail
 
 class png_row_reader final : public row_source {
 public:
-    // Null when the file is a PNG this reader does not stream (interlaced). Refuses images over
-    // `limits` from the header, before anything is allocated for pixels.
+    // Refuses images over `limits` (pixels, memory budget) from the header, before anything is
+    // allocated for pixels. Never null.
     static std::unique_ptr<png_row_reader> open_file(const std::string& path, const decode_limits& limits = {}) {
         return open(detail::encoded_input::file(path), limits);
     }
@@ -326,15 +409,21 @@ public:
     int width() const override { return width_; }
     int height() const override { return height_; }
     int channels() const override { return channels_; }
+    // True when the file is interlaced and so was decoded whole when it was opened.
+    bool decoded_whole() const noexcept { return !whole_.empty(); }
 
     const std::uint8_t* next_row() override {
+        if (next_ >= height_) throw error(errc::invalid_argument, "png_row_reader: read past the last row");
+        const int y = next_++;
+        if (!whole_.empty()) return whole_.data() + static_cast<std::size_t>(y) * row_.size();
         if (!detail::png_read_one_row(png_, row_.data())) fail("cannot decode");
+        if (next_ == height_ && strict_ && !detail::png_finish(png_, info_)) fail("cannot decode");
         return row_.data();
     }
 
 private:
     static std::unique_ptr<png_row_reader> open(detail::encoded_input input, const decode_limits& limits) {
-        std::unique_ptr<png_row_reader> reader(new png_row_reader(std::move(input)));
+        std::unique_ptr<png_row_reader> reader(new png_row_reader(std::move(input), limits));
         png_structp png = reader->png_;
         png_infop info = reader->info_;
         if (!detail::png_read_header(png, info)) reader->fail("cannot read header");
@@ -344,16 +433,28 @@ private:
         } catch (const error& e) {
             throw error(e.code(), reader->input_.label() + e.what());
         }
-        if (png_get_interlace_type(png, info) != PNG_INTERLACE_NONE) return nullptr;
-        if (!detail::png_configure(png, info)) reader->fail("cannot decode");
+        const bool interlaced = png_get_interlace_type(png, info) != PNG_INTERLACE_NONE;
+        const int color = png_get_color_type(png, info);
+        const bool trns = png_get_valid(png, info, PNG_INFO_tRNS) != 0;
+        int channels_out = 4;
+        if (color == PNG_COLOR_TYPE_GRAY) channels_out = trns ? 2 : 1;
+        else if (color == PNG_COLOR_TYPE_GRAY_ALPHA) channels_out = 2;
+        else if (color == PNG_COLOR_TYPE_RGB || color == PNG_COLOR_TYPE_PALETTE) channels_out = trns ? 4 : 3;
+        detail::refuse_over_budget(reader->input_.label(), interlaced ? "interlaced PNG" : "PNG",
+                                   detail::png_decode_cost(width, height, png_get_bit_depth(png, info),
+                                                           png_get_channels(png, info), channels_out, interlaced),
+                                   limits.max_memory_bytes);
+        if (!detail::png_configure(png, info, interlaced)) reader->fail("cannot decode");
         reader->width_ = static_cast<int>(width);
         reader->height_ = static_cast<int>(height);
         reader->channels_ = png_get_channels(png, info);
         reader->row_.resize(png_get_rowbytes(png, info));
+        if (interlaced) reader->read_whole();
         return reader;
     }
 
-    explicit png_row_reader(detail::encoded_input input) : input_(std::move(input)) {
+    png_row_reader(detail::encoded_input input, const decode_limits& limits)
+        : input_(std::move(input)), strict_(!limits.accept_damaged) {
         png_ = png_create_read_struct(PNG_LIBPNG_VER_STRING, &failure_, detail::tilekit_png_error,
                                       detail::tilekit_png_warning);
         if (png_) info_ = png_create_info_struct(png_);
@@ -361,35 +462,70 @@ private:
             png_destroy_read_struct(&png_, &info_, nullptr);
             throw std::bad_alloc();
         }
-        png_set_user_limits(png_, 0x7fffffff, 0x7fffffff);  // tilekit's own pixel limit applies instead
+        // libpng refuses sides over tilekit's pixel limit itself, before it stores IHDR.
+        const png_uint_32 side = static_cast<png_uint_32>(std::clamp<std::uint64_t>(limits.max_pixels, 1, PNG_UINT_31_MAX));
+        png_set_user_limits(png_, side, side);
+        // No ancillary chunk but tRNS matters to tilekit: skip them (their CRCs are still
+        // checked) rather than parse them, and bound what any one chunk may allocate.
+        png_set_keep_unknown_chunks(png_, PNG_HANDLE_CHUNK_NEVER, nullptr, -1);
+        png_set_chunk_malloc_max(png_, static_cast<png_alloc_size_t>(std::clamp<std::uint64_t>(
+                                           limits.max_memory_bytes, std::uint64_t{64} << 10, std::uint64_t{8} << 20)));
+        if (strict_) {
+            png_set_benign_errors(png_, 0);  // "Too much image data", "Extra compressed data", ...
+            png_set_crc_action(png_, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
+        } else {
+            png_set_benign_errors(png_, 1);
+            png_set_crc_action(png_, PNG_CRC_WARN_USE, PNG_CRC_WARN_DISCARD);
+        }
         png_set_read_fn(png_, &input_, detail::tilekit_png_read);
     }
 
+    // Interlaced: every pass into one buffer of the output size (row_ holds the row size).
+    void read_whole() {
+        whole_.resize(row_.size() * static_cast<std::size_t>(height_));
+        std::vector<png_bytep> rows(static_cast<std::size_t>(height_));
+        for (std::size_t y = 0; y < rows.size(); ++y) rows[y] = whole_.data() + y * row_.size();
+        if (!detail::png_read_whole(png_, rows.data())) fail("cannot decode");
+        if (strict_ && !detail::png_finish(png_, info_)) fail("cannot decode");
+    }
+
     [[noreturn]] void fail(const char* what) const {
-        const bool truncated = input_.at_end();
+        if (failure_.limit[0])
+            throw error(errc::image_too_large, input_.label() + "PNG header: " + failure_.limit +
+                                                   " (a side is over the pixel limit)");
+        const bool truncated = input_.at_end() || std::strstr(failure_.message, "Not enough image data") != nullptr;
         throw error(truncated ? errc::truncated_image : errc::corrupt_image,
                     input_.label() + what + " PNG" + (truncated ? " (file is truncated)" : "") + ": " + failure_.message);
     }
 
     detail::encoded_input input_;
+    bool strict_;
     detail::png_failure failure_;
     png_structp png_ = nullptr;
     png_infop info_ = nullptr;
     int width_ = 0, height_ = 0, channels_ = 0;
+    int next_ = 0;
     std::vector<std::uint8_t> row_;
+    std::vector<std::uint8_t> whole_;  // interlaced files only
 };
 
 TILEKIT_NAMESPACE_END
 // #include <tilekit/fast_codecs/jpeg_reader.hpp>
 // A streaming JPEG decoder on libjpeg(-turbo): a row source (row_source.hpp) that decodes one
-// row per next_row(). Gray and YCbCr/RGB files are streamed; CMYK/YCCK are not (open() returns
-// null; the caller falls back to a whole-image decode). A truncated file is an error, not grey.
+// row per next_row(). Gray, YCbCr/RGB and CMYK/YCCK files (converted to RGB here, libjpeg does
+// not) are all read by libjpeg. Progressive and multi-scan files cost libjpeg a coefficient
+// buffer for the whole image: that cost is estimated from the header and held to the memory
+// budget. Strict unless decode_limits::accept_damaged: libjpeg's corrupt-data warnings (it
+// would pad with grey) are errors.
 
 // #include <tilekit/decode.hpp>
 // #include <tilekit/error.hpp>
 // #include <tilekit/fast_codecs/detail/encoded_input.hpp>
+// #include <tilekit/fast_codecs/detail/memory_budget.hpp>
 // #include <tilekit/row_source.hpp>
 
+#include <algorithm>
+#include <climits>
 #include <csetjmp>
 #include <cstdint>
 #include <cstdio>
@@ -398,9 +534,10 @@ TILEKIT_NAMESPACE_END
 #include <string>
 #include <vector>
 
-// jpeglib.h needs FILE and size_t declared first.
-#include <jerror.h>
+// jpeglib.h needs FILE and size_t declared first; jerror.h's message list depends on the
+// configuration jpeglib.h brings (jconfig.h), so it comes second.
 #include <jpeglib.h>
+#include <jerror.h>
 
 TILEKIT_NAMESPACE_BEGIN
 namespace detail {
@@ -412,28 +549,60 @@ struct jpeg_failure {
     std::jmp_buf jump;
     char message[JMSG_LENGTH_MAX] = {0};
     bool truncated = false;
+    bool over_budget = false;  // libjpeg's own allocation bound (mem->max_memory_to_use) was hit
+    bool strict = true;
     bool created = false;  // jpeg_create_decompress ran, so jpeg_destroy_decompress must too
 };
 
 extern "C" inline void tilekit_jpeg_error_exit(j_common_ptr cinfo) {
     auto* failure = reinterpret_cast<jpeg_failure*>(cinfo->err);
     (*cinfo->err->format_message)(cinfo, failure->message);
+    // Without backing store, libjpeg fails this way when its arrays exceed max_memory_to_use.
+    if (cinfo->err->msg_code == JERR_NO_BACKING_STORE) failure->over_budget = true;
     std::longjmp(failure->jump, 1);
 }
 
-// libjpeg pads a truncated file with grey and only warns; tilekit treats that as an error.
-extern "C" inline void tilekit_jpeg_message(j_common_ptr cinfo, int level) {
-    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
-        auto* failure = reinterpret_cast<jpeg_failure*>(cinfo->err);
-        failure->truncated = true;
-        tilekit_jpeg_error_exit(cinfo);
+// The warnings (jerror.h JWRN_*) that mean the data is damaged; libjpeg recovers from them by
+// padding with grey or skipping bytes. The others (unknown JFIF revision or Adobe transform,
+// too many scanlines asked for) say nothing about the pixels.
+inline bool jpeg_warning_is_damage(int code, bool& truncated) {
+    switch (code) {
+        case JWRN_JPEG_EOF:     // the file ends inside the image
+        case JWRN_HIT_MARKER:   // "premature end of data segment": a marker came before the data ended
+            truncated = true;
+            return true;
+        case JWRN_EXTRANEOUS_DATA:  // "N extraneous bytes before marker"
+        case JWRN_HUFF_BAD_CODE:
+#if JPEG_LIB_VERSION >= 70 || defined(C_ARITH_CODING_SUPPORTED) || defined(D_ARITH_CODING_SUPPORTED)
+        case JWRN_ARITH_BAD_CODE:  // declared only when the library has arithmetic coding
+#endif
+        case JWRN_MUST_RESYNC:       // wrong or missing restart marker
+        case JWRN_BOGUS_PROGRESSION:
+        case JWRN_NOT_SEQUENTIAL:
+            return true;
+        default:
+            return false;
     }
 }
 
-inline bool jpeg_begin(jpeg_decompress_struct* cinfo, encoded_input& input, jpeg_failure* failure) {
+extern "C" inline void tilekit_jpeg_message(j_common_ptr cinfo, int level) {
+    if (level >= 0) return;  // trace messages
+    auto* failure = reinterpret_cast<jpeg_failure*>(cinfo->err);
+    bool truncated = false;
+    if (failure->strict && jpeg_warning_is_damage(cinfo->err->msg_code, truncated)) {
+        failure->truncated = truncated;
+        tilekit_jpeg_error_exit(cinfo);
+    }
+    ++cinfo->err->num_warnings;
+}
+
+inline bool jpeg_begin(jpeg_decompress_struct* cinfo, encoded_input& input, jpeg_failure* failure,
+                       std::uint64_t budget) {
     if (setjmp(failure->jump)) return false;
     jpeg_create_decompress(cinfo);
     failure->created = true;
+    // libjpeg has no backing store here, so its large arrays fail rather than exceed this.
+    cinfo->mem->max_memory_to_use = static_cast<long>(std::min<std::uint64_t>(budget, LONG_MAX));
     if (input.stream())
         jpeg_stdio_src(cinfo, input.stream());
     else
@@ -442,9 +611,9 @@ inline bool jpeg_begin(jpeg_decompress_struct* cinfo, encoded_input& input, jpeg
     return true;
 }
 
-inline bool jpeg_start(jpeg_decompress_struct* cinfo, jpeg_failure* failure) {
+inline bool jpeg_start(jpeg_decompress_struct* cinfo, jpeg_failure* failure, J_COLOR_SPACE out) {
     if (setjmp(failure->jump)) return false;
-    cinfo->out_color_space = cinfo->num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    cinfo->out_color_space = out;
     jpeg_start_decompress(cinfo);
     return true;
 }
@@ -455,12 +624,60 @@ inline bool jpeg_read_one_row(jpeg_decompress_struct* cinfo, jpeg_failure* failu
     return true;
 }
 
+// Reads to the EOI marker: extraneous bytes and a missing end are only seen there.
+inline bool jpeg_finish(jpeg_decompress_struct* cinfo, jpeg_failure* failure) {
+    if (setjmp(failure->jump)) return false;
+    jpeg_finish_decompress(cinfo);
+    return true;
+}
+
+inline std::uint64_t round_up(std::uint64_t value, std::uint64_t multiple) {
+    return multiple ? (value + multiple - 1) / multiple * multiple : value;
+}
+
+// What decoding costs, from the frame header (valid after jpeg_read_header): per component,
+// the sample rows of one iMCU row with context rows, and the upsampled rows; for progressive
+// and multi-scan files every DCT coefficient of the image (64 JCOEFs per block); plus tables
+// and the input buffer, and this reader's rows.
+inline std::uint64_t jpeg_decode_cost(const jpeg_decompress_struct* cinfo, std::uint64_t own_rows) {
+    const bool multiple_scans = cinfo->progressive_mode || cinfo->comps_in_scan < cinfo->num_components;
+    std::uint64_t cost = saturating_add(std::uint64_t{64} << 10, own_rows);
+    const std::uint64_t group_rows = std::uint64_t(cinfo->max_v_samp_factor) * DCTSIZE;
+    for (int c = 0; c < cinfo->num_components; ++c) {
+        const jpeg_component_info& comp = cinfo->comp_info[c];
+        const std::uint64_t blocks_wide = round_up(comp.width_in_blocks, std::uint64_t(comp.h_samp_factor));
+        const std::uint64_t blocks_high = round_up(comp.height_in_blocks, std::uint64_t(comp.v_samp_factor));
+        cost = saturating_add(cost, blocks_wide * DCTSIZE * std::uint64_t(comp.v_samp_factor) * DCTSIZE * 3);
+        cost = saturating_add(cost, saturating_mul(round_up(cinfo->image_width, 16), group_rows));
+        if (multiple_scans)
+            cost = saturating_add(cost, saturating_mul(saturating_mul(blocks_wide, blocks_high), DCTSIZE2 * sizeof(JCOEF)));
+    }
+    return cost;
+}
+
+// One pixel of 8-bit CMYK to RGB. Adobe writes CMYK inverted (0 = full ink), and so do the
+// YCCK files libjpeg turns into CMYK; the product rounding is stb_image's.
+inline std::uint8_t ink_product(unsigned a, unsigned b) noexcept {
+    const unsigned t = a * b + 128;
+    return static_cast<std::uint8_t>((t + (t >> 8)) >> 8);
+}
+
+inline void cmyk_to_rgb(const std::uint8_t* cmyk, std::uint8_t* rgb, std::size_t pixels, bool inverted) noexcept {
+    const unsigned flip = inverted ? 0 : 255;
+    for (std::size_t i = 0; i < pixels; ++i, cmyk += 4, rgb += 3) {
+        const unsigned k = cmyk[3] ^ flip;
+        rgb[0] = ink_product(cmyk[0] ^ flip, k);
+        rgb[1] = ink_product(cmyk[1] ^ flip, k);
+        rgb[2] = ink_product(cmyk[2] ^ flip, k);
+    }
+}
+
 }  // namespace detail
 
 class jpeg_row_reader final : public row_source {
 public:
-    // Null for JPEGs this reader does not stream (CMYK/YCCK). Refuses images over `limits` from
-    // the header, before anything is allocated for pixels.
+    // Refuses images over `limits` (pixels, memory budget) from the header, before anything is
+    // allocated for pixels. Never null.
     static std::unique_ptr<jpeg_row_reader> open_file(const std::string& path, const decode_limits& limits = {}) {
         return open(detail::encoded_input::file(path), limits);
     }
@@ -476,26 +693,51 @@ public:
 
     int width() const override { return static_cast<int>(cinfo_.output_width); }
     int height() const override { return static_cast<int>(cinfo_.output_height); }
-    int channels() const override { return cinfo_.output_components; }
+    int channels() const override { return channels_; }
 
     const std::uint8_t* next_row() override {
-        if (!detail::jpeg_read_one_row(&cinfo_, &failure_, row_.data())) fail("cannot decode");
+        if (next_ >= height()) throw error(errc::invalid_argument, "jpeg_row_reader: read past the last row");
+        ++next_;
+        if (!detail::jpeg_read_one_row(&cinfo_, &failure_, cmyk_.empty() ? row_.data() : cmyk_.data())) fail("cannot decode");
+        if (!cmyk_.empty()) detail::cmyk_to_rgb(cmyk_.data(), row_.data(), cinfo_.output_width, cinfo_.saw_Adobe_marker != 0);
+        if (next_ == height() && failure_.strict && !detail::jpeg_finish(&cinfo_, &failure_)) fail("cannot decode");
         return row_.data();
     }
 
 private:
     static std::unique_ptr<jpeg_row_reader> open(detail::encoded_input input, const decode_limits& limits) {
         std::unique_ptr<jpeg_row_reader> reader(new jpeg_row_reader(std::move(input)));
+        reader->failure_.strict = !limits.accept_damaged;
         jpeg_decompress_struct* cinfo = &reader->cinfo_;
-        if (!detail::jpeg_begin(cinfo, reader->input_, &reader->failure_)) reader->fail("cannot read header");
+        if (!detail::jpeg_begin(cinfo, reader->input_, &reader->failure_, limits.max_memory_bytes))
+            reader->fail("cannot read header");
         try {
             detail::refuse_over_limit(cinfo->image_width, cinfo->image_height, limits);
         } catch (const error& e) {
             throw error(e.code(), reader->input_.label() + e.what());
         }
-        if (cinfo->num_components != 1 && cinfo->num_components != 3) return nullptr;
-        if (!detail::jpeg_start(cinfo, &reader->failure_)) reader->fail("cannot decode");
-        reader->row_.resize(static_cast<std::size_t>(cinfo->output_width) * cinfo->output_components);
+        J_COLOR_SPACE out = JCS_RGB;
+        bool cmyk = false;
+        switch (cinfo->jpeg_color_space) {
+            case JCS_GRAYSCALE: out = JCS_GRAYSCALE; break;
+            case JCS_YCbCr:
+            case JCS_RGB: out = JCS_RGB; break;
+            case JCS_CMYK:
+            case JCS_YCCK: out = JCS_CMYK; cmyk = true; break;
+            default:
+                throw error(errc::corrupt_image, reader->input_.label() + "JPEG with " +
+                                                     std::to_string(cinfo->num_components) +
+                                                     " components in an unknown colour space is not supported");
+        }
+        const std::uint64_t width = cinfo->image_width;
+        const std::uint64_t own_rows = width * (cmyk ? 3 + 4 : out == JCS_GRAYSCALE ? 1 : 3);
+        const bool multiple_scans = cinfo->progressive_mode || cinfo->comps_in_scan < cinfo->num_components;
+        detail::refuse_over_budget(reader->input_.label(), multiple_scans ? "progressive JPEG" : "JPEG",
+                                   detail::jpeg_decode_cost(cinfo, own_rows), limits.max_memory_bytes);
+        if (!detail::jpeg_start(cinfo, &reader->failure_, out)) reader->fail("cannot decode");
+        reader->channels_ = cmyk ? 3 : cinfo->output_components;
+        reader->row_.resize(static_cast<std::size_t>(cinfo->output_width) * static_cast<std::size_t>(reader->channels_));
+        if (cmyk) reader->cmyk_.resize(static_cast<std::size_t>(cinfo->output_width) * 4);
         return reader;
     }
 
@@ -507,6 +749,9 @@ private:
     }
 
     [[noreturn]] void fail(const char* what) const {
+        if (failure_.over_budget)
+            throw error(errc::over_memory_budget, input_.label() + what + " JPEG: libjpeg's arrays would exceed the memory budget (" +
+                                                      failure_.message + ")");
         const bool truncated = failure_.truncated || (input_.stream() && input_.at_end());
         throw error(truncated ? errc::truncated_image : errc::corrupt_image,
                     input_.label() + what + " JPEG" + (truncated ? " (file is truncated)" : "") + ": " +
@@ -516,15 +761,17 @@ private:
     detail::encoded_input input_;
     detail::jpeg_failure failure_;
     jpeg_decompress_struct cinfo_;
+    int channels_ = 0;
+    int next_ = 0;
     std::vector<std::uint8_t> row_;
+    std::vector<std::uint8_t> cmyk_;  // CMYK/YCCK files: libjpeg's row before conversion
 };
 
 TILEKIT_NAMESPACE_END
 // #include <tilekit/fast_codecs/codecs.hpp>
-// The fast codec set (see tile_file.hpp): streaming libpng/libjpeg decoders with the stb
-// whole-image decoder as the fallback for what they do not stream, libdeflate PNG and
-// libjpeg-turbo JPEG encoders. Including this header makes it the default of tile_file() and
-// tile_memory() in the whole program.
+// The fast codec set (see tile_file.hpp): libpng/libjpeg decoders for every input (streaming
+// but for interlaced PNG), libdeflate PNG and libjpeg-turbo JPEG encoders. Including this
+// header makes it the default of tile_file() and tile_memory() in the whole program.
 
 // #include <tilekit/decode.hpp>
 // #include <tilekit/error.hpp>
@@ -547,10 +794,11 @@ struct fast_codecs {
     using png = libdeflate_png_encoder;
     using jpeg = turbojpeg_encoder;
 
-    // Streams PNG and JPEG row by row; other files (and interlaced PNG, CMYK JPEG) are decoded
-    // whole by stb. Images over `limits` are refused before decoding.
+    // Every input goes to libpng or libjpeg, never to stb (whose decoders are not hardened):
+    // PNG and JPEG only, sniffed from the content; anything else is not_an_image. Images over
+    // `limits` (pixels, memory budget) are refused from the header, before decoding.
     static std::unique_ptr<row_source> open_file(const std::string& path, const decode_limits& limits = {}) {
-        std::uint8_t magic[8] = {0};
+        std::uint8_t magic[16] = {0};
         std::size_t got = 0;
         {
             detail::encoded_input probe = detail::encoded_input::file(path);
@@ -558,12 +806,13 @@ struct fast_codecs {
         }
         if (got == 0) throw error(errc::empty_input, "'" + path + "': image is empty (0 bytes)");
         const std::string format = detail::describe_format(magic, got);
-        if (format == "png") {
-            if (auto reader = png_row_reader::open_file(path, limits)) return reader;
-        } else if (format == "jpeg") {
-            if (auto reader = jpeg_row_reader::open_file(path, limits)) return reader;
+        try {
+            detail::refuse_unsupported_format(format);
+        } catch (const error& e) {
+            throw error(e.code(), "'" + path + "': " + e.what());
         }
-        return std::make_unique<image_row_source>(decode_image_file(path, limits));
+        if (format == "png") return png_row_reader::open_file(path, limits);
+        return jpeg_row_reader::open_file(path, limits);
     }
 
     // The same for a file held in memory; the bytes must outlive the returned source.
@@ -571,12 +820,9 @@ struct fast_codecs {
                                                    const decode_limits& limits = {}) {
         if (size == 0) throw error(errc::empty_input, "image is empty (0 bytes)");
         const std::string format = detail::describe_format(data, size);
-        if (format == "png") {
-            if (auto reader = png_row_reader::open_memory(data, size, limits)) return reader;
-        } else if (format == "jpeg") {
-            if (auto reader = jpeg_row_reader::open_memory(data, size, limits)) return reader;
-        }
-        return std::make_unique<image_row_source>(decode_image(data, size, limits));
+        detail::refuse_unsupported_format(format);
+        if (format == "png") return png_row_reader::open_memory(data, size, limits);
+        return jpeg_row_reader::open_memory(data, size, limits);
     }
 };
 

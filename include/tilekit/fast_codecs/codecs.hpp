@@ -1,8 +1,7 @@
 #pragma once
-// The fast codec set (see tile_file.hpp): streaming libpng/libjpeg decoders with the stb
-// whole-image decoder as the fallback for what they do not stream, libdeflate PNG and
-// libjpeg-turbo JPEG encoders. Including this header makes it the default of tile_file() and
-// tile_memory() in the whole program.
+// The fast codec set (see tile_file.hpp): libpng/libjpeg decoders for every input (streaming
+// but for interlaced PNG), libdeflate PNG and libjpeg-turbo JPEG encoders. Including this
+// header makes it the default of tile_file() and tile_memory() in the whole program.
 
 #include <tilekit/decode.hpp>
 #include <tilekit/error.hpp>
@@ -25,10 +24,11 @@ struct fast_codecs {
     using png = libdeflate_png_encoder;
     using jpeg = turbojpeg_encoder;
 
-    // Streams PNG and JPEG row by row; other files (and interlaced PNG, CMYK JPEG) are decoded
-    // whole by stb. Images over `limits` are refused before decoding.
+    // Every input goes to libpng or libjpeg, never to stb (whose decoders are not hardened):
+    // PNG and JPEG only, sniffed from the content; anything else is not_an_image. Images over
+    // `limits` (pixels, memory budget) are refused from the header, before decoding.
     static std::unique_ptr<row_source> open_file(const std::string& path, const decode_limits& limits = {}) {
-        std::uint8_t magic[8] = {0};
+        std::uint8_t magic[16] = {0};
         std::size_t got = 0;
         {
             detail::encoded_input probe = detail::encoded_input::file(path);
@@ -36,12 +36,13 @@ struct fast_codecs {
         }
         if (got == 0) throw error(errc::empty_input, "'" + path + "': image is empty (0 bytes)");
         const std::string format = detail::describe_format(magic, got);
-        if (format == "png") {
-            if (auto reader = png_row_reader::open_file(path, limits)) return reader;
-        } else if (format == "jpeg") {
-            if (auto reader = jpeg_row_reader::open_file(path, limits)) return reader;
+        try {
+            detail::refuse_unsupported_format(format);
+        } catch (const error& e) {
+            throw error(e.code(), "'" + path + "': " + e.what());
         }
-        return std::make_unique<image_row_source>(decode_image_file(path, limits));
+        if (format == "png") return png_row_reader::open_file(path, limits);
+        return jpeg_row_reader::open_file(path, limits);
     }
 
     // The same for a file held in memory; the bytes must outlive the returned source.
@@ -49,12 +50,9 @@ struct fast_codecs {
                                                    const decode_limits& limits = {}) {
         if (size == 0) throw error(errc::empty_input, "image is empty (0 bytes)");
         const std::string format = detail::describe_format(data, size);
-        if (format == "png") {
-            if (auto reader = png_row_reader::open_memory(data, size, limits)) return reader;
-        } else if (format == "jpeg") {
-            if (auto reader = jpeg_row_reader::open_memory(data, size, limits)) return reader;
-        }
-        return std::make_unique<image_row_source>(decode_image(data, size, limits));
+        detail::refuse_unsupported_format(format);
+        if (format == "png") return png_row_reader::open_memory(data, size, limits);
+        return jpeg_row_reader::open_memory(data, size, limits);
     }
 };
 

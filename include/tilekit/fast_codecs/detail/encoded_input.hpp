@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,10 @@ using file_handle = std::unique_ptr<std::FILE, file_closer>;
 inline file_handle open_for_reading(const std::string& path) {
     file_handle file(std::fopen(path.c_str(), "rb"));
     if (!file) throw error(errc::io_error, "cannot open '" + path + "': " + std::strerror(errno));
+    // fopen succeeds on a directory on Linux, and the first read then looks like an empty file.
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+        throw error(errc::io_error, "cannot read '" + path + "': it is a directory");
     return file;
 }
 
