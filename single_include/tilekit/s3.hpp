@@ -261,6 +261,26 @@ inline std::string amz_date(std::chrono::system_clock::time_point when) {
     return text;
 }
 
+// A header value with CR or LF would end the header early and start another one on the wire
+// (header injection); other control characters are refused with them. Names must be tokens.
+inline void check_header(const std::string& name, const std::string& value) {
+    const auto is_token_char = [](unsigned char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+               std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+    };
+    if (name.empty()) throw error(errc::invalid_argument, "an HTTP header has an empty name");
+    for (const char c : name)
+        if (!is_token_char(static_cast<unsigned char>(c)))
+            throw error(errc::invalid_argument, "HTTP header name '" + name + "' has a character headers cannot carry");
+    for (const char c : value) {
+        const auto u = static_cast<unsigned char>(c);
+        if ((u < 0x20 && u != '\t') || u == 0x7f)
+            throw error(errc::invalid_argument, "the value of HTTP header '" + name +
+                                                    "' contains a control character (CR, LF, ...); refused so it "
+                                                    "cannot add headers of its own");
+    }
+}
+
 }  // namespace detail
 namespace s3 {
 
@@ -559,6 +579,7 @@ TILEKIT_NAMESPACE_END
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 TILEKIT_NAMESPACE_BEGIN
 namespace s3 {
@@ -632,6 +653,7 @@ public:
     http_request sign(const std::string& method, const std::string& key, const std::string& query, header_list headers,
                       const std::string& payload_hash, std::chrono::system_clock::time_point when) const {
         if (!key.empty()) detail::check_object_key(key);
+        for (const auto& [name, value] : headers) detail::check_header(name, value);
         const std::string date = detail::amz_date(when);
         headers.emplace_back("x-amz-date", date);
         headers.emplace_back("x-amz-content-sha256", payload_hash);
@@ -752,6 +774,7 @@ using header_slist = std::unique_ptr<curl_slist, slist_deleter>;
 inline header_slist make_slist(const s3::header_list& headers) {
     curl_slist* list = nullptr;
     for (const auto& [name, value] : headers) {
+        check_header(name, value);  // every request, signed or not, passes here
         // "Name:" removes a header curl adds by itself (Expect: 100-continue); "Name;" sends an
         // empty value, so a signed empty header really goes on the wire.
         const std::string line = value.empty() ? (is_unsigned_header(name) ? name + ":" : name + ";") : name + ": " + value;

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 TILEKIT_NAMESPACE_BEGIN
 namespace s3 {
@@ -86,6 +87,7 @@ public:
     http_request sign(const std::string& method, const std::string& key, const std::string& query, header_list headers,
                       const std::string& payload_hash, std::chrono::system_clock::time_point when) const {
         if (!key.empty()) detail::check_object_key(key);
+        for (const auto& [name, value] : headers) detail::check_header(name, value);
         const std::string date = detail::amz_date(when);
         headers.emplace_back("x-amz-date", date);
         headers.emplace_back("x-amz-content-sha256", payload_hash);

@@ -234,6 +234,26 @@ inline std::string amz_date(std::chrono::system_clock::time_point when) {
     return text;
 }
 
+// A header value with CR or LF would end the header early and start another one on the wire
+// (header injection); other control characters are refused with them. Names must be tokens.
+inline void check_header(const std::string& name, const std::string& value) {
+    const auto is_token_char = [](unsigned char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+               std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+    };
+    if (name.empty()) throw error(errc::invalid_argument, "an HTTP header has an empty name");
+    for (const char c : name)
+        if (!is_token_char(static_cast<unsigned char>(c)))
+            throw error(errc::invalid_argument, "HTTP header name '" + name + "' has a character headers cannot carry");
+    for (const char c : value) {
+        const auto u = static_cast<unsigned char>(c);
+        if ((u < 0x20 && u != '\t') || u == 0x7f)
+            throw error(errc::invalid_argument, "the value of HTTP header '" + name +
+                                                    "' contains a control character (CR, LF, ...); refused so it "
+                                                    "cannot add headers of its own");
+    }
+}
+
 }  // namespace detail
 namespace s3 {
 

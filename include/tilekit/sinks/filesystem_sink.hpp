@@ -1,8 +1,12 @@
 #pragma once
-// Writes each object to root/key. Every file is written to a temporary name in the same
-// directory and then renamed over the target, so a reader (or a crash) never sees a truncated
-// object. Keys are validated first: nothing can be written outside the root. Files are not
-// fsync'ed (a pyramid is thousands of files); durability across power loss is the filesystem's.
+// Writes each object to root/key, and never anywhere else. Keys are validated first, and every
+// directory below the root is opened relative to its parent's descriptor with O_NOFOLLOW, so a
+// symbolic link inside the root (to a directory, a file, or nowhere) is refused instead of
+// followed, and a link swapped in after the check cannot redirect a write either: the sink only
+// uses descriptors it opened itself. Each file is written to a short temporary name in its
+// directory and renamed over the target, so a reader (or a crash) never sees a truncated object.
+// Files are not fsync'ed (a pyramid is thousands of files); durability across power loss is the
+// filesystem's. POSIX only (openat, mkdirat, renameat, unlinkat).
 
 #include <tilekit/error.hpp>
 #include <tilekit/key.hpp>
@@ -13,13 +17,54 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
 #include <system_error>
-#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 TILEKIT_NAMESPACE_BEGIN
+namespace detail {
+
+// An owned file descriptor.
+class unique_fd {
+public:
+    unique_fd() = default;
+    explicit unique_fd(int fd) noexcept : fd_(fd) {}
+    unique_fd(unique_fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    unique_fd& operator=(unique_fd&& other) noexcept {
+        if (this != &other) {
+            reset();
+            fd_ = std::exchange(other.fd_, -1);
+        }
+        return *this;
+    }
+    unique_fd(const unique_fd&) = delete;
+    unique_fd& operator=(const unique_fd&) = delete;
+    ~unique_fd() { reset(); }
+    int get() const noexcept { return fd_; }
+    explicit operator bool() const noexcept { return fd_ >= 0; }
+    void reset() noexcept {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = -1;
+    }
+    int release() noexcept { return std::exchange(fd_, -1); }
+
+private:
+    int fd_ = -1;
+};
+
+// NAME_MAX of common filesystems (ext4, xfs, btrfs, tmpfs): longer segments cannot be stored.
+constexpr std::size_t max_name_bytes = 255;
+
+}  // namespace detail
 
 class filesystem_sink final : public storage_sink {
 public:
@@ -27,73 +72,142 @@ public:
         std::error_code ec;
         std::filesystem::create_directories(root_, ec);
         if (ec) throw error(errc::io_error, "cannot create directory '" + root_.string() + "': " + ec.message());
+        // The root itself is the caller's choice and may be reached through links; below it, nothing is.
+        root_fd_ = detail::unique_fd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!root_fd_) throw error(errc::io_error, "cannot open directory '" + root_.string() + "': " + std::strerror(errno));
     }
 
     const std::filesystem::path& root() const noexcept { return root_; }
 
     void put(storage_object object) override {
-        validate_key(object.key);
-        const std::filesystem::path target = root_ / object.key;
-        ensure_directory(target.parent_path());
-        const std::filesystem::path temporary =
-            target.parent_path() /
-            ("." + target.filename().string() + ".tmp-" + instance_tag_ + "-" + std::to_string(next_temp_id_++));
-        write_file(temporary, object);
-        std::error_code ec;
-        std::filesystem::rename(temporary, target, ec);
-        if (ec) {
-            std::filesystem::remove(temporary, ec);
-            throw error(errc::io_error, "cannot store '" + object.key + "': rename failed: " + ec.message());
+        const split_key parts = split(object.key);
+        const std::shared_ptr<detail::unique_fd> directory = open_directory("store", object.key, parts.directories, true);
+        // Short, fixed-length temporary names: a key segment may use all of NAME_MAX.
+        const std::string temporary = ".tk" + instance_tag_ + std::to_string(next_temp_id_++) + ".tmp";
+        write_file(directory->get(), temporary, object);
+        if (::renameat(directory->get(), temporary.c_str(), directory->get(), parts.name.c_str()) != 0) {
+            const int failure = errno;
+            ::unlinkat(directory->get(), temporary.c_str(), 0);
+            throw error(errc::io_error, "cannot store '" + object.key + "': rename failed: " + describe(failure));
         }
     }
 
     // Writes are synchronous, so there is nothing left to wait for.
     void flush() override {}
 
-    // Removes an object; true when it existed.
+    // Removes an object; true when it existed. A symbolic link in its place is removed itself,
+    // never what it points to.
     bool remove(const std::string& key) override {
-        validate_key(key);
-        std::error_code ec;
-        const bool removed = std::filesystem::remove(root_ / key, ec);
-        if (ec) throw error(errc::io_error, "cannot remove '" + key + "': " + ec.message());
-        return removed;
+        const split_key parts = split(key);
+        const std::shared_ptr<detail::unique_fd> directory = open_directory("remove", key, parts.directories, false);
+        if (!directory) return false;
+        if (::unlinkat(directory->get(), parts.name.c_str(), 0) == 0) return true;
+        if (errno == ENOENT) return false;
+        throw error(errc::io_error, "cannot remove '" + key + "': " + describe(errno));
     }
 
 private:
-    void ensure_directory(const std::filesystem::path& directory) {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (known_directories_.count(directory.string())) return;
+    struct split_key {
+        std::vector<std::string> directories;
+        std::string name;
+    };
+
+    static split_key split(const std::string& key) {
+        validate_key(key);
+        split_key parts;
+        std::size_t start = 0;
+        for (std::size_t slash = key.find('/'); slash != std::string::npos; slash = key.find('/', start)) {
+            parts.directories.push_back(key.substr(start, slash - start));
+            start = slash + 1;
         }
-        std::error_code ec;
-        std::filesystem::create_directories(directory, ec);
-        if (ec) throw error(errc::io_error, "cannot create directory '" + directory.string() + "': " + ec.message());
-        std::lock_guard<std::mutex> lock(mutex_);
-        known_directories_.insert(directory.string());
+        parts.name = key.substr(start);
+        const auto check_length = [&](const std::string& segment) {
+            if (segment.size() > detail::max_name_bytes)
+                throw error(errc::invalid_key, "invalid storage key '" + key.substr(0, 200) + "...': a segment is " +
+                                                   std::to_string(segment.size()) +
+                                                   " bytes, more than a file name can hold (255)");
+        };
+        for (const std::string& directory : parts.directories) check_length(directory);
+        check_length(parts.name);
+        return parts;
     }
 
-    static void write_file(const std::filesystem::path& path, const storage_object& object) {
-        std::FILE* file = std::fopen(path.c_str(), "wb");
-        if (!file)
-            throw error(errc::io_error, "cannot store '" + object.key + "': " + std::strerror(errno));
-        const std::size_t written = object.body.empty() ? 0 : std::fwrite(object.body.data(), 1, object.body.size(), file);
-        const int write_errno = errno;
-        const bool closed = std::fclose(file) == 0;
-        if (written != object.body.size() || !closed) {
-            std::error_code ignored;
-            std::filesystem::remove(path, ignored);
-            throw error(errc::io_error, "cannot store '" + object.key + "': " + std::strerror(write_errno));
+    static std::string describe(int failure) {
+        if (failure == ELOOP || failure == ENOTDIR)
+            return "a part of its path is a symbolic link or not a directory (the sink never follows links below its root)";
+        return std::strerror(failure);
+    }
+
+    // The directory of a key, opened segment by segment below the root without following links;
+    // created when `create`, else null when it does not exist. Cached, so a pyramid's thousands
+    // of tiles walk each directory once.
+    std::shared_ptr<detail::unique_fd> open_directory(const char* verb, const std::string& key,
+                                                      const std::vector<std::string>& segments, bool create) {
+        const std::string failed = std::string("cannot ") + verb + " '" + key + "': ";
+        std::string relative;
+        for (const std::string& segment : segments) relative += segment + "/";
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const auto found = directories_.find(relative);
+            if (found != directories_.end()) return found->second;
+        }
+        int parent = root_fd_.get();
+        detail::unique_fd current;
+        for (const std::string& segment : segments) {
+            detail::unique_fd next(::openat(parent, segment.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!next && errno == ENOENT) {
+                if (!create) return nullptr;
+                if (::mkdirat(parent, segment.c_str(), 0777) != 0 && errno != EEXIST)
+                    throw error(errc::io_error, failed + "cannot create directory '" + segment + "': " + describe(errno));
+                next = detail::unique_fd(::openat(parent, segment.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            }
+            if (!next) throw error(errc::io_error, failed + describe(errno));
+            current = std::move(next);
+            parent = current.get();
+        }
+        auto directory = std::make_shared<detail::unique_fd>(current ? std::move(current)
+                                                                     : detail::unique_fd(::dup(root_fd_.get())));
+        if (!*directory) throw error(errc::io_error, failed + std::strerror(errno));
+        std::lock_guard<std::mutex> lock(mutex_);
+        // Bounded: a sink writing into very many directories keeps at most this many open.
+        if (directories_.size() >= 512) directories_.clear();
+        return directories_.emplace(relative, std::move(directory)).first->second;
+    }
+
+    static void write_file(int directory, const std::string& name, const storage_object& object) {
+        // O_EXCL | O_NOFOLLOW: never write through something that already sits at the name.
+        detail::unique_fd file(::openat(directory, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666));
+        if (!file) throw error(errc::io_error, "cannot store '" + object.key + "': " + describe(errno));
+        std::size_t written = 0;
+        while (written < object.body.size()) {
+            const ssize_t n = ::write(file.get(), object.body.data() + written, object.body.size() - written);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                const int failure = n < 0 ? errno : EIO;
+                file.reset();
+                ::unlinkat(directory, name.c_str(), 0);
+                throw error(errc::io_error, "cannot store '" + object.key + "': " + std::strerror(failure));
+            }
+            written += static_cast<std::size_t>(n);
+        }
+        if (::close(file.release()) != 0) {  // close() can report a delayed write error
+            const int failure = errno;
+            ::unlinkat(directory, name.c_str(), 0);
+            throw error(errc::io_error, "cannot store '" + object.key + "': " + std::strerror(failure));
         }
     }
 
     std::filesystem::path root_;
+    detail::unique_fd root_fd_;
     std::mutex mutex_;
-    std::unordered_set<std::string> known_directories_;
+    std::map<std::string, std::shared_ptr<detail::unique_fd>> directories_;
     // Temporary names carry a random tag per sink, so two processes writing into the same
-    // directory never share a temporary file.
+    // directory never share a temporary file (O_EXCL would refuse it anyway).
     std::string instance_tag_ = [] {
         std::random_device random;
-        return std::to_string(random()) + std::to_string(random());
+        char tag[16];
+        std::snprintf(tag, sizeof tag, "%08x", static_cast<unsigned>(random()));
+        return std::string(tag) + "-";
     }();
     std::atomic<unsigned long long> next_temp_id_{0};
 };

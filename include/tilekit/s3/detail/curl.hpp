@@ -51,6 +51,7 @@ using header_slist = std::unique_ptr<curl_slist, slist_deleter>;
 inline header_slist make_slist(const s3::header_list& headers) {
     curl_slist* list = nullptr;
     for (const auto& [name, value] : headers) {
+        check_header(name, value);  // every request, signed or not, passes here
         // "Name:" removes a header curl adds by itself (Expect: 100-continue); "Name;" sends an
         // empty value, so a signed empty header really goes on the wire.
         const std::string line = value.empty() ? (is_unsigned_header(name) ? name + ":" : name + ";") : name + ": " + value;
