@@ -201,6 +201,7 @@ inline image_info read_image_info(const std::uint8_t* data, std::size_t size) {
         throw error(errc::image_too_large, "image file is " + std::to_string(size) + " bytes; the decoder reads at most 2 GiB");
     image_info info;
     info.format = detail::describe_format(data, size);
+    detail::refuse_unsupported_format(info.format);  // stb reads more formats; tilekit trusts it with two
     const int length = static_cast<int>(size);
     if (!stbi_info_from_memory(data, length, &info.width, &info.height, &info.channels)) {
         const char* reason = stbi_failure_reason();
@@ -232,6 +233,19 @@ inline image_buffer decode_image(const std::uint8_t* data, std::size_t size, con
     }
     const image_info info = read_image_info(data, size);
     detail::refuse_over_limit(std::uint64_t(info.width), std::uint64_t(info.height), limits);
+    // stb holds the whole inflated PNG stream (16-bit samples and filter bytes included) and the
+    // decoded output at once; for JPEG its component planes and the output: budget 2.5x the
+    // larger sample size, estimated from the header before stb allocates anything.
+    {
+        const std::uint64_t pixels = std::uint64_t(info.width) * std::uint64_t(info.height);
+        const std::uint64_t sample_bytes = info.sixteen_bit ? 2 : 1;
+        const std::uint64_t estimate = pixels * std::uint64_t(info.channels) * sample_bytes * 5 / 2;
+        if (estimate > limits.max_memory_bytes)
+            throw error(errc::over_memory_budget,
+                        info.format + " image " + detail::size_text(info.width, info.height) + " needs about " +
+                            std::to_string(estimate) + " bytes to decode with stb, over the memory budget of " +
+                            std::to_string(limits.max_memory_bytes) + " bytes (decode_limits::max_memory_bytes)");
+    }
     if (!detail::container_is_complete(info.format, data, size))
         throw error(errc::truncated_image, info.format + " image is truncated (" + std::to_string(size) +
                                                " bytes; the end of the image is missing)");

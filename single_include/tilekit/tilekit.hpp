@@ -638,6 +638,7 @@ inline image_info read_image_info(const std::uint8_t* data, std::size_t size) {
         throw error(errc::image_too_large, "image file is " + std::to_string(size) + " bytes; the decoder reads at most 2 GiB");
     image_info info;
     info.format = detail::describe_format(data, size);
+    detail::refuse_unsupported_format(info.format);  // stb reads more formats; tilekit trusts it with two
     const int length = static_cast<int>(size);
     if (!stbi_info_from_memory(data, length, &info.width, &info.height, &info.channels)) {
         const char* reason = stbi_failure_reason();
@@ -669,6 +670,19 @@ inline image_buffer decode_image(const std::uint8_t* data, std::size_t size, con
     }
     const image_info info = read_image_info(data, size);
     detail::refuse_over_limit(std::uint64_t(info.width), std::uint64_t(info.height), limits);
+    // stb holds the whole inflated PNG stream (16-bit samples and filter bytes included) and the
+    // decoded output at once; for JPEG its component planes and the output: budget 2.5x the
+    // larger sample size, estimated from the header before stb allocates anything.
+    {
+        const std::uint64_t pixels = std::uint64_t(info.width) * std::uint64_t(info.height);
+        const std::uint64_t sample_bytes = info.sixteen_bit ? 2 : 1;
+        const std::uint64_t estimate = pixels * std::uint64_t(info.channels) * sample_bytes * 5 / 2;
+        if (estimate > limits.max_memory_bytes)
+            throw error(errc::over_memory_budget,
+                        info.format + " image " + detail::size_text(info.width, info.height) + " needs about " +
+                            std::to_string(estimate) + " bytes to decode with stb, over the memory budget of " +
+                            std::to_string(limits.max_memory_bytes) + " bytes (decode_limits::max_memory_bytes)");
+    }
     if (!detail::container_is_complete(info.format, data, size))
         throw error(errc::truncated_image, info.format + " image is truncated (" + std::to_string(size) +
                                                " bytes; the end of the image is missing)");
@@ -1678,6 +1692,7 @@ TILEKIT_NAMESPACE_END
 
 // #include <tilekit/config.hpp>
 
+#include <cstddef>
 #include <cstdint>
 
 TILEKIT_NAMESPACE_BEGIN
@@ -1706,20 +1721,26 @@ inline void downsample_pixel(const std::uint8_t* p00, const std::uint8_t* p01, c
     }
 }
 
+// Byte offset of pixel x in a row: in size_t, since a row may be wider than 2^31 bytes
+// (a 2^30-pixel RGBA row is 4 GiB), which int arithmetic would overflow.
+constexpr std::size_t pixel_offset(int x, int channels) noexcept {
+    return static_cast<std::size_t>(x) * static_cast<std::size_t>(channels);
+}
+
 // Reduces two rows (`lower` may equal `upper` for an odd last row) of `width` pixels to one
 // row of ceil(width / 2) pixels.
 template <int Channels>
 inline void downsample_rows(const std::uint8_t* upper, const std::uint8_t* lower, int width, std::uint8_t* out) noexcept {
     const int pairs = width / 2;
     for (int x = 0; x < pairs; ++x) {
-        const std::uint8_t* u = upper + 2 * x * Channels;
-        const std::uint8_t* l = lower + 2 * x * Channels;
-        downsample_pixel<Channels>(u, u + Channels, l, l + Channels, out + x * Channels);
+        const std::size_t in = pixel_offset(x, 2 * Channels);
+        downsample_pixel<Channels>(upper + in, upper + in + Channels, lower + in, lower + in + Channels,
+                                   out + pixel_offset(x, Channels));
     }
     if (width % 2) {
-        const std::uint8_t* u = upper + (width - 1) * Channels;
-        const std::uint8_t* l = lower + (width - 1) * Channels;
-        downsample_pixel<Channels>(u, u, l, l, out + pairs * Channels);
+        const std::size_t last = pixel_offset(width - 1, Channels);
+        downsample_pixel<Channels>(upper + last, upper + last, lower + last, lower + last,
+                                   out + pixel_offset(pairs, Channels));
     }
 }
 

@@ -6,6 +6,7 @@
 
 #include <tilekit/config.hpp>
 
+#include <cstddef>
 #include <cstdint>
 
 TILEKIT_NAMESPACE_BEGIN
@@ -34,20 +35,26 @@ inline void downsample_pixel(const std::uint8_t* p00, const std::uint8_t* p01, c
     }
 }
 
+// Byte offset of pixel x in a row: in size_t, since a row may be wider than 2^31 bytes
+// (a 2^30-pixel RGBA row is 4 GiB), which int arithmetic would overflow.
+constexpr std::size_t pixel_offset(int x, int channels) noexcept {
+    return static_cast<std::size_t>(x) * static_cast<std::size_t>(channels);
+}
+
 // Reduces two rows (`lower` may equal `upper` for an odd last row) of `width` pixels to one
 // row of ceil(width / 2) pixels.
 template <int Channels>
 inline void downsample_rows(const std::uint8_t* upper, const std::uint8_t* lower, int width, std::uint8_t* out) noexcept {
     const int pairs = width / 2;
     for (int x = 0; x < pairs; ++x) {
-        const std::uint8_t* u = upper + 2 * x * Channels;
-        const std::uint8_t* l = lower + 2 * x * Channels;
-        downsample_pixel<Channels>(u, u + Channels, l, l + Channels, out + x * Channels);
+        const std::size_t in = pixel_offset(x, 2 * Channels);
+        downsample_pixel<Channels>(upper + in, upper + in + Channels, lower + in, lower + in + Channels,
+                                   out + pixel_offset(x, Channels));
     }
     if (width % 2) {
-        const std::uint8_t* u = upper + (width - 1) * Channels;
-        const std::uint8_t* l = lower + (width - 1) * Channels;
-        downsample_pixel<Channels>(u, u, l, l, out + pairs * Channels);
+        const std::size_t last = pixel_offset(width - 1, Channels);
+        downsample_pixel<Channels>(upper + last, upper + last, lower + last, lower + last,
+                                   out + pixel_offset(pairs, Channels));
     }
 }
 
