@@ -13,10 +13,11 @@ TEST_CASE("downsample offsets are computed in size_t, past 2^31 bytes", "[downsa
     // And the filter still gives the exact 2x2 box average on a small row.
     const std::uint8_t upper[] = {10, 20, 30, 40, 50, 60};
     const std::uint8_t lower[] = {70, 80, 90, 100, 110, 120};
-    std::uint8_t out[2] = {0, 0};
+    std::uint8_t out[3] = {0, 0, 0};
     tilekit::detail::downsample_rows(3, upper, lower, 2, out);  // 2 RGB pixels -> 1
     CHECK(int(out[0]) == (10 + 40 + 70 + 100 + 2) / 4);
     CHECK(int(out[1]) == (20 + 50 + 80 + 110 + 2) / 4);
+    CHECK(int(out[2]) == (30 + 60 + 90 + 120 + 2) / 4);
 }
 
 TEST_CASE("the core (stb) decoder refuses formats it does not claim and files over the memory budget", "[decode][hostile]") {
