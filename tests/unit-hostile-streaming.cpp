@@ -136,7 +136,8 @@ struct run_result {
     bool manifest = false;
 };
 
-run_result tile_bytes(const tkt::bytes& bytes, const std::string& name, bool accept_damaged) {
+// fast: the streaming readers (libpng, libjpeg); else the core path (checks, then stb).
+run_result tile_bytes(const tkt::bytes& bytes, const std::string& name, bool accept_damaged, bool fast = true) {
     tkt::temp_dir dir;
     const auto path = dir.path() / name;
     tkt::write_file(path, bytes);
@@ -145,23 +146,29 @@ run_result tile_bytes(const tkt::bytes& bytes, const std::string& name, bool acc
     options.tile_size = 64;
     options.limits.accept_damaged = accept_damaged;
     run_result result;
-    result.code = error_of([&] { tile_file<fast_codecs>(path.string(), sink, options); }, &result.message);
+    if (fast)
+        result.code = error_of([&] { tile_file<fast_codecs>(path.string(), sink, options); }, &result.message);
+    else
+        result.code = error_of([&] { tile_file<stb_codecs>(path.string(), sink, options); }, &result.message);
     result.manifest = sink.contains("image.dzi") || sink.contains("pyramid.json");
     return result;
 }
 
+// On both paths, which must agree: the core one (stb behind tilekit's checks) and the fast one.
 void check_refused_strictly_accepted_leniently(const tkt::bytes& bytes, const std::string& name) {
-    INFO(name);
-    const run_result strict = tile_bytes(bytes, name, false);
+  for (const bool fast : {true, false}) {
+    INFO(name << (fast ? " (fast codecs)" : " (core: stb)"));
+    const run_result strict = tile_bytes(bytes, name, false, fast);
     INFO(strict.message);
     REQUIRE(strict.code.has_value());
     CHECK((*strict.code == errc::truncated_image || *strict.code == errc::corrupt_image));
     CHECK(strict.message.find(name) != std::string::npos);
     CHECK_FALSE(strict.manifest);  // tiles written before the error are never presented as complete
-    const run_result lenient = tile_bytes(bytes, name, true);
+    const run_result lenient = tile_bytes(bytes, name, true, fast);
     INFO(lenient.message);
     CHECK_FALSE(lenient.code.has_value());
     CHECK(lenient.manifest);
+  }
 }
 
 }  // namespace
@@ -290,8 +297,9 @@ TEST_CASE("strict by default: damaged JPEG entropy data is refused, accepted on 
     const tkt::bytes cut(jpg.begin(), jpg.begin() + static_cast<std::ptrdiff_t>(half));
     check_refused_strictly_accepted_leniently(cut, "cut.jpg");
 
-    // And the intact file passes in both modes.
+    // And the intact file passes in both modes, on both paths.
     CHECK_FALSE(tile_bytes(jpg, "intact.jpg", false).code.has_value());
+    CHECK_FALSE(tile_bytes(jpg, "intact.jpg", false, false).code.has_value());
 }
 
 TEST_CASE("strict by default: PNG stream damage libpng only warns about is refused", "[streaming][hostile]") {
@@ -317,9 +325,9 @@ TEST_CASE("strict by default: PNG stream damage libpng only warns about is refus
     // in both modes, since there is nothing to decode the rest from.
     const tkt::bytes short_idat =
         tkt::make_png(w, h, 8, 2, tkt::bytes(raw.begin(), raw.end() - static_cast<std::ptrdiff_t>(4 * row)), row);
-    for (const bool accept : {false, true}) {
-        const run_result result = tile_bytes(short_idat, "short-idat.png", accept);
-        INFO(result.message);
+    for (const bool accept : {false, true}) for (const bool fast : {true, false}) {
+        const run_result result = tile_bytes(short_idat, "short-idat.png", accept, fast);
+        INFO(result.message << (fast ? " (fast)" : " (core)"));
         CHECK(result.code == errc::truncated_image);
         CHECK_FALSE(result.manifest);
     }

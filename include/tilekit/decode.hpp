@@ -1,8 +1,10 @@
 #pragma once
-// Reading PNG and JPEG (whatever stb_image reads) from a file or memory, with the size checked
-// before any large allocation and a typed error for every kind of bad input.
+// Reading PNG and JPEG from a file or memory with stb_image, with the size and the memory cost
+// checked before any large allocation, the whole file checked (detail/png_check.hpp,
+// detail/jpeg_check.hpp) before stb sees it, and a typed error for every kind of bad input.
 
-#include <tilekit/detail/png_writer.hpp>
+#include <tilekit/detail/jpeg_check.hpp>
+#include <tilekit/detail/png_check.hpp>
 #include <tilekit/detail/stb.hpp>
 #include <tilekit/error.hpp>
 #include <tilekit/image.hpp>
@@ -24,8 +26,10 @@ TILEKIT_NAMESPACE_BEGIN
 struct image_info {
     int width = 0;
     int height = 0;
-    int channels = 0;        // channels in the file: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA
+    int channels = 0;        // channels decoded: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA (a PNG
+                             // palette or tRNS chunk counts as the colours and alpha it gives)
     bool sixteen_bit = false;  // 16-bit PNG; decoded to 8 bits
+    bool progressive = false;  // progressive JPEG or interlaced PNG: decoded as a whole image
     std::string format;      // "png", "jpeg" or "other"
 };
 
@@ -80,54 +84,6 @@ inline void refuse_unsupported_format(const std::string& format) {
     throw error(errc::not_an_image, "input is a " + upper + " image; tilekit reads PNG and JPEG only");
 }
 
-inline std::uint32_t read_be32(const std::uint8_t* p) noexcept {
-    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
-}
-
-struct png_chunk {
-    const std::uint8_t* type;  // 4 bytes
-    std::uint32_t length;
-    const std::uint8_t* data;  // `length` bytes, then the 4-byte CRC
-};
-
-// Calls visit(chunk) for every complete chunk after the signature, in order, while it returns
-// true; stops at the first chunk that does not fit in the data (truncation).
-template <class Visit>
-void for_each_png_chunk(const std::uint8_t* data, std::size_t size, Visit&& visit) {
-    std::size_t pos = 8;
-    while (pos + 12 <= size) {
-        const std::uint32_t length = read_be32(data + pos);
-        if (length > size - pos - 12) return;
-        if (!visit(png_chunk{data + pos + 4, length, data + pos + 8})) return;
-        pos += 12 + static_cast<std::size_t>(length);
-    }
-}
-
-// stb decodes many truncated files without complaint (JPEG pads with grey), so check that the
-// container is complete before trusting a decode: PNG must hold an IEND chunk, JPEG an EOI marker.
-inline bool container_is_complete(const std::string& format, const std::uint8_t* data, std::size_t size) {
-    if (format == "png") {
-        bool has_end = false;
-        for_each_png_chunk(data, size, [&](const png_chunk& chunk) {
-            has_end = std::memcmp(chunk.type, "IEND", 4) == 0;
-            return !has_end;
-        });
-        return has_end;
-    }
-    if (format == "jpeg") {
-        // The EOI marker ends the stream; tolerate a little trailing padding some writers add.
-        std::size_t end = size;
-        std::size_t scanned = 0;
-        while (end >= 2 && scanned < 4096) {
-            if (data[end - 2] == 0xff && data[end - 1] == 0xd9) return true;
-            --end;
-            ++scanned;
-        }
-        return false;
-    }
-    return true;
-}
-
 inline std::string size_text(std::uint64_t width, std::uint64_t height) {
     return std::to_string(width) + "x" + std::to_string(height);
 }
@@ -175,49 +131,51 @@ inline void refuse_over_limit(std::uint64_t width, std::uint64_t height, const d
     refuse_over_limit("image " + size_text(width, height), pixels, limits.max_pixels, "pixels");
 }
 
-// Name of the first critical PNG chunk (IHDR, PLTE, IDAT, IEND) whose CRC does not match its
-// contents, or empty. stb_image does not check CRCs, and damaged compressed data often still
-// inflates to the right length. Ancillary chunks are not checked (libpng only warns on those).
-inline std::string png_chunk_with_bad_crc(const std::uint8_t* data, std::size_t size) {
-    std::string bad;
-    for_each_png_chunk(data, size, [&](const png_chunk& chunk) {
-        const bool critical = (chunk.type[0] & 0x20) == 0;  // upper-case first letter
-        const std::uint8_t* crc = chunk.data + chunk.length;
-        if (critical && crc32_update(0, chunk.type, std::size_t{chunk.length} + 4) != read_be32(crc)) {
-            bad.assign(reinterpret_cast<const char*>(chunk.type), 4);
-            return false;
-        }
-        return std::memcmp(chunk.type, "IEND", 4) != 0;
-    });
-    return bad;
+}  // namespace detail
+
+namespace detail {
+
+// Checks the structures stb reads for the header (before it reads them: its JPEG header parser
+// builds the Huffman tables defined before the frame), then asks stb.
+inline image_info read_image_info_checked(const std::uint8_t* data, std::size_t size) {
+    if (size == 0) throw error(errc::empty_input, "image is empty (0 bytes)");
+    if (size > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+        throw error(errc::image_too_large, "image file is " + std::to_string(size) + " bytes; the decoder reads at most 2 GiB");
+    image_info info;
+    info.format = describe_format(data, size);
+    refuse_unsupported_format(info.format);  // stb reads more formats; tilekit trusts it with two
+    std::uint64_t width = 0, height = 0;
+    bool transparency = false;
+    if (header_dimensions(info.format, data, size, width, height) && width * height > (std::uint64_t{1} << 30))
+        throw error(errc::image_too_large, "image is " + size_text(width, height) + " = " + std::to_string(width * height) +
+                                               " pixels, more than the core decoder (stb_image) can hold");
+    if (info.format == "jpeg") {
+        jpeg_checker header(data, size, false);
+        header.run(true);
+        info.progressive = header.progressive();
+    } else {
+        png_checker header(data, size, false);
+        header.run_header();
+        info.progressive = header.interlaced();
+        transparency = header.has_transparency_chunk();
+    }
+    const int length = static_cast<int>(size);
+    if (!stbi_info_from_memory(data, length, &info.width, &info.height, &info.channels)) {
+        const char* reason = stbi_failure_reason();
+        if (reason && std::strcmp(reason, "too large") == 0)
+            throw error(errc::image_too_large, "image is " + size_text(width, height) + ", more than the core decoder (stb_image) can hold");
+        throw error(errc::corrupt_image, std::string("cannot read ") + info.format + " header: " + (reason ? reason : "unknown reason"));
+    }
+    info.sixteen_bit = stbi_is_16_bit_from_memory(data, length) != 0;
+    if (transparency && (info.channels == 1 || info.channels == 3)) ++info.channels;  // as decoded
+    return info;
 }
 
 }  // namespace detail
 
 // Reads the header only: dimensions, channels and format, without decoding pixels.
 inline image_info read_image_info(const std::uint8_t* data, std::size_t size) {
-    if (size == 0) throw error(errc::empty_input, "image is empty (0 bytes)");
-    if (size > static_cast<std::size_t>(std::numeric_limits<int>::max()))
-        throw error(errc::image_too_large, "image file is " + std::to_string(size) + " bytes; the decoder reads at most 2 GiB");
-    image_info info;
-    info.format = detail::describe_format(data, size);
-    detail::refuse_unsupported_format(info.format);  // stb reads more formats; tilekit trusts it with two
-    const int length = static_cast<int>(size);
-    if (!stbi_info_from_memory(data, length, &info.width, &info.height, &info.channels)) {
-        const char* reason = stbi_failure_reason();
-        if (info.format == "other") throw error(errc::not_an_image, "input is not a PNG or JPEG image");
-        std::uint64_t width = 0, height = 0;
-        if (detail::header_dimensions(info.format, data, size, width, height) && width * height > (std::uint64_t{1} << 28))
-            throw error(errc::image_too_large, "image is " + detail::size_text(width, height) + " = " +
-                                                   std::to_string(width * height) +
-                                                   " pixels, more than the decoder (stb_image) can hold");
-        const bool truncated = !detail::container_is_complete(info.format, data, size);
-        throw error(truncated ? errc::truncated_image : errc::corrupt_image,
-                    std::string("cannot read ") + info.format + " header" + (truncated ? " (file is truncated)" : "") +
-                        ": " + (reason ? reason : "unknown reason"));
-    }
-    info.sixteen_bit = stbi_is_16_bit_from_memory(data, length) != 0;
-    return info;
+    return detail::read_image_info_checked(data, size);
 }
 
 inline image_info read_image_info(const std::vector<std::uint8_t>& bytes) {
@@ -233,27 +191,37 @@ inline image_buffer decode_image(const std::uint8_t* data, std::size_t size, con
     }
     const image_info info = read_image_info(data, size);
     detail::refuse_over_limit(std::uint64_t(info.width), std::uint64_t(info.height), limits);
-    // stb holds the whole inflated PNG stream (16-bit samples and filter bytes included) and the
-    // decoded output at once; for JPEG its component planes and the output: budget 2.5x the
-    // larger sample size, estimated from the header before stb allocates anything.
-    {
-        const std::uint64_t pixels = std::uint64_t(info.width) * std::uint64_t(info.height);
-        const std::uint64_t sample_bytes = info.sixteen_bit ? 2 : 1;
-        const std::uint64_t estimate = pixels * std::uint64_t(info.channels) * sample_bytes * 5 / 2;
-        if (estimate > limits.max_memory_bytes)
-            throw error(errc::over_memory_budget,
-                        info.format + " image " + detail::size_text(info.width, info.height) + " needs about " +
-                            std::to_string(estimate) + " bytes to decode with stb, over the memory budget of " +
-                            std::to_string(limits.max_memory_bytes) + " bytes (decode_limits::max_memory_bytes)");
-    }
-    if (!detail::container_is_complete(info.format, data, size))
-        throw error(errc::truncated_image, info.format + " image is truncated (" + std::to_string(size) +
-                                               " bytes; the end of the image is missing)");
-    if (info.format == "png") {
-        const std::string bad_chunk = detail::png_chunk_with_bad_crc(data, size);
-        if (!bad_chunk.empty())
-            throw error(errc::corrupt_image, "png image " + detail::size_text(info.width, info.height) +
-                                                 " is damaged: the CRC of its " + bad_chunk + " chunk does not match");
+    // What stb holds at once, estimated from the header before anything is allocated. PNG: the
+    // compressed data, the inflated stream (16-bit samples and filter bytes included) and the
+    // output, plus a pass buffer when interlaced. JPEG: one plane per component and the output,
+    // plus 16-bit coefficients for the whole image when progressive (and the check's bitmap).
+    const std::uint64_t pixels = std::uint64_t(info.width) * std::uint64_t(info.height);
+    const std::uint64_t samples = pixels * std::uint64_t(info.channels);
+    std::uint64_t estimate = size;
+    if (info.format == "png")
+        estimate += samples * (info.sixteen_bit ? 2 : 1) * 5 / 2 + (info.progressive ? samples : 0);
+    else
+        estimate += samples * 5 / 2 +
+                    (info.progressive ? samples * 2 + detail::jpeg_check_cost(std::uint64_t(info.width), std::uint64_t(info.height), info.channels) : 0);
+    if (estimate > limits.max_memory_bytes)
+        throw error(errc::over_memory_budget,
+                    info.format + " image " + detail::size_text(info.width, info.height) + " needs about " +
+                        std::to_string(estimate) + " bytes to decode with stb, over the memory budget of " +
+                        std::to_string(limits.max_memory_bytes) + " bytes (decode_limits::max_memory_bytes)");
+    // The whole file, before stb sees it: see detail/jpeg_check.hpp and detail/png_check.hpp.
+    const bool strict = !limits.accept_damaged;
+    std::vector<std::uint8_t> with_end;  // lenient: a JPEG cut short, with the EOI libjpeg would supply
+    if (info.format == "jpeg") {
+        detail::jpeg_checker check(data, size, strict);
+        check.run();
+        if (check.ended_without_eoi()) {
+            with_end.assign(data, data + size);
+            with_end.insert(with_end.end(), {0xff, 0xd9});
+            data = with_end.data();
+            size = with_end.size();
+        }
+    } else {
+        detail::png_checker(data, size, strict).run(limits.max_memory_bytes);
     }
     int width = 0, height = 0, channels = 0;
     std::unique_ptr<stbi_uc, void (*)(void*)> decoded(
