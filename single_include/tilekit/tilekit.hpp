@@ -1049,6 +1049,13 @@ inline constexpr std::array<std::uint8_t, 64> jpeg_zigzag = {
     41, 34, 27, 20, 13, 6,  7,  14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23,
     30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63};
 
+// The same order for a block stored transposed (coefficient (u, v) at v * 8 + u).
+inline constexpr std::array<std::uint8_t, 64> jpeg_transposed_zigzag = [] {
+    std::array<std::uint8_t, 64> t{};
+    for (std::size_t k = 0; k < 64; ++k) t[k] = static_cast<std::uint8_t>(jpeg_zigzag[k] % 8 * 8 + jpeg_zigzag[k] / 8);
+    return t;
+}();
+
 // T.81 Annex K.1, natural order; quality 50 uses them as they are.
 inline constexpr std::array<std::uint8_t, 64> jpeg_luma_quant = {
     16, 11, 10, 16, 24,  40,  51,  61,  12, 12, 14, 19, 26,  58,  60,  55,
@@ -1198,33 +1205,42 @@ private:
     std::array<std::uint8_t, 8192> buffer_;
 };
 
-// One-dimensional AAN forward DCT over 8 values `step` apart, in place. Output k comes out
-// scaled by 8 * aan_scale(k) relative to the orthonormal DCT (the 2-D scale is folded into the
-// quantisation divisors).
-inline void jpeg_fdct_8(float* d, std::size_t step) noexcept {
-    const float s07 = d[0] + d[7 * step], d07 = d[0] - d[7 * step];
-    const float s16 = d[step] + d[6 * step], d16 = d[step] - d[6 * step];
-    const float s25 = d[2 * step] + d[5 * step], d25 = d[2 * step] - d[5 * step];
-    const float s34 = d[3 * step] + d[4 * step], d34 = d[3 * step] - d[4 * step];
+// The AAN forward DCT down each of the 8 columns of a row-major block, in place. Output row k
+// comes out scaled by 8 * aan_scale(k) relative to the orthonormal DCT (the 2-D scale is folded
+// into the quantisation divisors). The columns are independent, so the compiler runs them
+// side by side in vector registers.
+inline void jpeg_fdct_columns(float* block) noexcept {
+    for (std::size_t c = 0; c < 8; ++c) {
+        float* d = block + c;
+        const float s07 = d[0] + d[56], d07 = d[0] - d[56];
+        const float s16 = d[8] + d[48], d16 = d[8] - d[48];
+        const float s25 = d[16] + d[40], d25 = d[16] - d[40];
+        const float s34 = d[24] + d[32], d34 = d[24] - d[32];
 
-    const float even0 = s07 + s34, even3 = s07 - s34;
-    const float even1 = s16 + s25, even2 = s16 - s25;
-    d[0] = even0 + even1;
-    d[4 * step] = even0 - even1;
-    const float rotated = (even2 + even3) * 0.707106781f;
-    d[2 * step] = even3 + rotated;
-    d[6 * step] = even3 - rotated;
+        const float even0 = s07 + s34, even3 = s07 - s34;
+        const float even1 = s16 + s25, even2 = s16 - s25;
+        d[0] = even0 + even1;
+        d[32] = even0 - even1;
+        const float rotated = (even2 + even3) * 0.707106781f;
+        d[16] = even3 + rotated;
+        d[48] = even3 - rotated;
 
-    const float odd0 = d34 + d25, odd1 = d25 + d16, odd2 = d16 + d07;
-    const float z5 = (odd0 - odd2) * 0.382683433f;
-    const float z2 = 0.541196100f * odd0 + z5;
-    const float z4 = 1.306562965f * odd2 + z5;
-    const float z3 = odd1 * 0.707106781f;
-    const float z11 = d07 + z3, z13 = d07 - z3;
-    d[5 * step] = z13 + z2;
-    d[3 * step] = z13 - z2;
-    d[step] = z11 + z4;
-    d[7 * step] = z11 - z4;
+        const float odd0 = d34 + d25, odd1 = d25 + d16, odd2 = d16 + d07;
+        const float z5 = (odd0 - odd2) * 0.382683433f;
+        const float z2 = 0.541196100f * odd0 + z5;
+        const float z4 = 1.306562965f * odd2 + z5;
+        const float z3 = odd1 * 0.707106781f;
+        const float z11 = d07 + z3, z13 = d07 - z3;
+        d[40] = z13 + z2;
+        d[24] = z13 - z2;
+        d[8] = z11 + z4;
+        d[56] = z11 - z4;
+    }
+}
+
+inline void jpeg_transpose(float* block) noexcept {
+    for (std::size_t r = 0; r < 8; ++r)
+        for (std::size_t c = r + 1; c < 8; ++c) std::swap(block[r * 8 + c], block[c * 8 + r]);
 }
 
 // A writer for one quality; write() is const and reentrant.
@@ -1243,12 +1259,13 @@ public:
         static const double pi = std::acos(-1.0);
         std::array<double, 8> aan_scale{};
         for (std::size_t k = 0; k < 8; ++k) aan_scale[k] = k == 0 ? 1.0 : std::sqrt(2.0) * std::cos(static_cast<double>(k) * pi / 16);
-        for (std::size_t k = 0; k < 64; ++k) {
-            const std::size_t natural = jpeg_zigzag[k];
-            const double dct_scale = 8.0 * aan_scale[natural / 8] * aan_scale[natural % 8];
-            luma_reciprocal_[k] = static_cast<float>(1.0 / (luma_quant_[natural] * dct_scale));
-            chroma_reciprocal_[k] = static_cast<float>(1.0 / (chroma_quant_[natural] * dct_scale));
-        }
+        for (std::size_t v = 0; v < 8; ++v)
+            for (std::size_t u = 0; u < 8; ++u) {
+                const std::size_t natural = v * 8 + u, transposed = u * 8 + v;
+                const double dct_scale = 8.0 * aan_scale[u] * aan_scale[v];
+                luma_reciprocal_[transposed] = static_cast<float>(1.0 / (luma_quant_[natural] * dct_scale));
+                chroma_reciprocal_[transposed] = static_cast<float>(1.0 / (chroma_quant_[natural] * dct_scale));
+            }
     }
 
     bool subsamples_chroma() const noexcept { return subsample_; }
@@ -1383,30 +1400,38 @@ private:
 
     static void encode_block(float* block, const std::array<float, 64>& reciprocal, const jpeg_huffman_codes& dc,
                              const jpeg_huffman_codes& ac, int& previous_dc, jpeg_bit_writer& bits) noexcept {
-        for (std::size_t r = 0; r < 8; ++r) jpeg_fdct_8(block + r * 8, 1);
-        for (std::size_t c = 0; c < 8; ++c) jpeg_fdct_8(block + c, 8);
+        // Columns, transpose, columns again: the block then holds coefficient (u, v) at v * 8 + u,
+        // which the transposed reciprocal and zigzag tables account for.
+        jpeg_fdct_columns(block);
+        jpeg_transpose(block);
+        jpeg_fdct_columns(block);
 
-        // Quantise in zigzag order. Baseline allows DC in [-1024, 1023] (so a difference fits
-        // category 11) and AC in [-1023, 1023] (category 10); the float DCT can overshoot by a hair.
-        std::array<int, 64> zz;
-        int last_nonzero = 0;
-        for (std::size_t k = 0; k < 64; ++k) {
-            const float scaled = block[jpeg_zigzag[k]] * reciprocal[k];
-            int v = static_cast<int>(scaled + (scaled < 0 ? -0.5f : 0.5f));
-            v = std::clamp(v, k == 0 ? -1024 : -1023, 1023);
-            zz[k] = v;
-            if (v != 0) last_nonzero = static_cast<int>(k);
+        // Quantise, rounding half away from zero. Baseline allows DC in [-1024, 1023] (so a
+        // difference fits category 11) and AC in [-1023, 1023] (category 10); the float DCT
+        // can overshoot by a hair, so clamp (in float, before the conversion).
+        std::array<int, 64> quantised;
+        for (std::size_t i = 0; i < 64; ++i) {
+            const float scaled = block[i] * reciprocal[i];
+            const float rounded = scaled + (scaled < 0 ? -0.5f : 0.5f);
+            quantised[i] = static_cast<int>(std::min(std::max(rounded, -1023.0f), 1023.0f));
         }
+        const float dc_scaled = block[0] * reciprocal[0];
+        quantised[0] = static_cast<int>(std::min(std::max(dc_scaled + (dc_scaled < 0 ? -0.5f : 0.5f), -1024.0f), 1023.0f));
 
-        const int diff = zz[0] - previous_dc;
-        previous_dc = zz[0];
+        // Zigzag order is read through the table; the trailing zeros become one EOB.
+        const auto at = [&quantised](int k) { return quantised[jpeg_transposed_zigzag[static_cast<std::size_t>(k)]]; };
+        int last_nonzero = 63;
+        while (last_nonzero > 0 && at(last_nonzero) == 0) --last_nonzero;
+
+        const int diff = quantised[0] - previous_dc;
+        previous_dc = quantised[0];
         const int dc_category = jpeg_category(static_cast<std::uint32_t>(diff < 0 ? -diff : diff));
         bits.put((dc.code[static_cast<std::size_t>(dc_category)] << dc_category) | magnitude_bits(diff, dc_category),
                  dc.length[static_cast<std::size_t>(dc_category)] + dc_category);
 
         int run = 0;
         for (int k = 1; k <= last_nonzero; ++k) {
-            const int v = zz[static_cast<std::size_t>(k)];
+            const int v = at(k);
             if (v == 0) {
                 ++run;
                 continue;
@@ -1488,7 +1513,7 @@ private:
     bool subsample_;
     std::array<std::uint8_t, 64> luma_quant_;  // natural order, as DQT's source
     std::array<std::uint8_t, 64> chroma_quant_;
-    std::array<float, 64> luma_reciprocal_{};  // zigzag order: 1 / (quantiser * AAN scale)
+    std::array<float, 64> luma_reciprocal_{};  // transposed order: 1 / (quantiser * AAN scale)
     std::array<float, 64> chroma_reciprocal_{};
     jpeg_huffman_codes luma_dc_, luma_ac_, chroma_dc_, chroma_ac_;
 };
