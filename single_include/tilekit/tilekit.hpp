@@ -1049,7 +1049,7 @@ inline constexpr std::array<std::uint8_t, 64> jpeg_zigzag = {
     41, 34, 27, 20, 13, 6,  7,  14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23,
     30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63};
 
-// The same order for a block stored transposed (coefficient (u, v) at v * 8 + u).
+// The same order for a block stored transposed (natural index v * 8 + u kept at u * 8 + v).
 inline constexpr std::array<std::uint8_t, 64> jpeg_transposed_zigzag = [] {
     std::array<std::uint8_t, 64> t{};
     for (std::size_t k = 0; k < 64; ++k) t[k] = static_cast<std::uint8_t>(jpeg_zigzag[k] % 8 * 8 + jpeg_zigzag[k] / 8);
@@ -1400,8 +1400,9 @@ private:
 
     static void encode_block(float* block, const std::array<float, 64>& reciprocal, const jpeg_huffman_codes& dc,
                              const jpeg_huffman_codes& ac, int& previous_dc, jpeg_bit_writer& bits) noexcept {
-        // Columns, transpose, columns again: the block then holds coefficient (u, v) at v * 8 + u,
-        // which the transposed reciprocal and zigzag tables account for.
+        // Columns, transpose, columns again: the block then holds the coefficient of vertical
+        // frequency v and horizontal u (natural index v * 8 + u) at u * 8 + v, which the
+        // transposed reciprocal and zigzag tables account for.
         jpeg_fdct_columns(block);
         jpeg_transpose(block);
         jpeg_fdct_columns(block);
