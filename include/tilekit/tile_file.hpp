@@ -73,11 +73,12 @@ inline std::string manifest_key(const pyramid_options& options) {
     return detail::make_deep_zoom_layout(options).manifest_key();
 }
 
-// The core codec set: stb_image decodes the whole image, stb_image_write encodes the tiles.
+// The core codec set: stb_image decodes the whole image; stb_image_write encodes PNG tiles and
+// tilekit's own baseline writer JPEG tiles.
 struct stb_codecs {
     static constexpr const char* name() noexcept { return "stb"; }
     using png = stb_png_encoder;
-    using jpeg = stb_jpeg_encoder;
+    using jpeg = baseline_jpeg_encoder;
     static std::unique_ptr<row_source> open_file(const std::string& path, const decode_limits& limits = {}) {
         return std::make_unique<image_row_source>(decode_image_file(path, limits));
     }
