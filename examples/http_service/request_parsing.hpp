@@ -159,11 +159,43 @@ inline std::string slug_of_key(const std::string& prefix_template, const std::st
     return end == std::string::npos ? "" : key.substr(before.size(), end - before.size());
 }
 
-// The filename recorded for an uploaded asset: ?filename=, else the multipart part's, cut to
-// 200 bytes.
+// The length of the well-formed UTF-8 sequence at text[at] (1..4), or 0 when the bytes there
+// are ill-formed (a stray continuation byte, an overlong form, a surrogate, beyond U+10FFFF,
+// or cut short).
+inline std::size_t utf8_sequence_length(const std::string& text, std::size_t at) {
+    const auto byte = [&](std::size_t i) { return i < text.size() ? static_cast<unsigned char>(text[i]) : 0u; };
+    const unsigned lead = byte(at);
+    if (lead < 0x80) return 1;
+    std::size_t length = 0;
+    unsigned low = 0x80, high = 0xbf;  // the range of the second byte
+    if (lead >= 0xc2 && lead <= 0xdf) length = 2;
+    else if (lead == 0xe0) length = 3, low = 0xa0;
+    else if (lead == 0xed) length = 3, high = 0x9f;
+    else if (lead >= 0xe1 && lead <= 0xef) length = 3;
+    else if (lead == 0xf0) length = 4, low = 0x90;
+    else if (lead == 0xf4) length = 4, high = 0x8f;
+    else if (lead >= 0xf1 && lead <= 0xf3) length = 4;
+    else return 0;
+    if (byte(at + 1) < low || byte(at + 1) > high) return 0;
+    for (std::size_t i = 2; i < length; ++i)
+        if (byte(at + i) < 0x80 || byte(at + i) > 0xbf) return 0;
+    return length;
+}
+
+// The filename recorded for an uploaded asset: ?filename=, else the multipart part's. It is
+// answered as JSON, which must be UTF-8: each ill-formed byte becomes '?', and the name is cut
+// to at most 200 bytes between characters, never inside one.
 inline std::string asset_filename(const std::string& parameter, const std::string& multipart_filename) {
-    const std::string filename = parameter.empty() ? multipart_filename : parameter;
-    return filename.substr(0, 200);
+    const std::string& filename = parameter.empty() ? multipart_filename : parameter;
+    std::string out;
+    for (std::size_t at = 0; at < filename.size();) {
+        const std::size_t length = utf8_sequence_length(filename, at);
+        if (out.size() + (length ? length : 1) > 200) break;
+        if (length) out.append(filename, at, length);
+        else out += '?';
+        at += length ? length : 1;
+    }
+    return out;
 }
 
 }  // namespace tilekit_service

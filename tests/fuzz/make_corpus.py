@@ -265,6 +265,7 @@ SERVICE_SEEDS = {
     "basic": b"GET /projects\nBasic dXNlcjpwYXNz\n\n",
     "json-deep": b"POST /projects\nBearer t\n\n" + b"[" * 200 + b"]" * 200,
     "json-bad": b"POST /projects\nBearer t\n\n{\"slug\":",
+    "filename-utf8": b"POST /projects/demo/assets?type=base_map&filename=" + b"a" * 199 + b"%C3%A9.png\nBearer t\n\n\xff\xd8\xff",
     "query-weird": b"GET /projects/demo?=&&a==b&%ZZ=1&token=%00\n\n\n",
 }
 

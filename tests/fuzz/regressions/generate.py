@@ -67,6 +67,24 @@ def streaming_dht_overflow():
     return stb_dht_overflow()
 
 
+@regression("service_request", "asset-filename-cut-inside-utf8")
+def filename_cut_utf8():
+    """Found by service_request in its first minute (fixed with tests/unit-service-parsing.cpp):
+    an asset upload whose ?filename= is 199 ASCII bytes and then "é" (%C3%A9). The service cut
+    the name to 200 bytes, inside the character, stored the object and the asset row, and then
+    failed to answer: nlohmann::json::dump() throws type_error 316 on the ill-formed UTF-8, so
+    the client got a 500 for an upload that had happened. Percent-encoded bytes that are not
+    UTF-8 at all (%80, %C0%AF) did the same."""
+    return (b"POST /projects/demo/assets?type=base_map&filename=" + b"a" * 199 + b"%C3%A9.png\n"
+            b"Bearer t\n\n\xff\xd8\xff")
+
+
+@regression("service_request", "asset-filename-ill-formed-utf8")
+def filename_ill_formed():
+    """The other half of the finding above: ill-formed bytes anywhere in the filename."""
+    return b"POST /projects/demo/assets?type=base_map&filename=x%80y%C0%AFz%ED%A0%80.png\nBearer t\n\n\x89PNG"
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: generate.py OUT")
