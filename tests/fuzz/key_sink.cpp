@@ -31,6 +31,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <sys/stat.h>
@@ -47,12 +48,18 @@ namespace {
     __builtin_trap();
 }
 
+// The sink's temporary names: ".tk" + a tag + a number + ".tmp".
+bool looks_temporary(const std::string& name) {
+    return name.size() > 7 && name.compare(0, 3, ".tk") == 0 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+}
+
 const char victim_content[] = "the outside file: must never change";
 
 struct world {
     std::string root, root_real, outside;
     std::unique_ptr<tilekit::filesystem_sink> sink;
     unsigned long inputs = 0;
+    std::set<std::string> stored;  // paths of keys put successfully: a key may look like a temporary name
 
     world() {
         const char* base = std::getenv("TILEKIT_FUZZ_TMP");
@@ -93,10 +100,22 @@ struct world {
         for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::none, ec);
              !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
             const std::string name = it->path().filename().string();
-            if (name.size() > 7 && name.compare(0, 3, ".tk") == 0 && name.compare(name.size() - 4, 4, ".tmp") == 0)
+            if (looks_temporary(name) && !stored.count(it->path().string())) {
+                for (const std::string& k : stored)
+                    if (k.size() >= name.size() && k.compare(k.size() - name.size(), name.size(), name) == 0)
+                        std::fprintf(stderr, "key_sink: a stored key ends in that name: %s\n", k.c_str());
+                std::fprintf(stderr, "key_sink: %zu keys stored since the last rebuild, input %lu, file name [%s], path %zu bytes\n", stored.size(), inputs, name.c_str(), it->path().string().size());
                 violated("a temporary file was left behind", it->path().string());
+            }
         }
-        for (const auto& entry : fs::directory_iterator(root, ec)) fs::remove_all(entry.path(), ec);
+        // Not entry by entry while iterating (readdir may skip entries of a directory that changes).
+        fs::remove_all(root, ec);
+        fs::create_directory(root, ec);
+        if (ec || !fs::is_empty(root, ec)) {
+            std::fprintf(stderr, "key_sink: cannot empty %s: %s\n", root.c_str(), ec.message().c_str());
+            std::abort();
+        }
+        stored.clear();
         fs::create_directories(root + "/a", ec);
         fs::create_directory_symlink(outside, root + "/link", ec);
         fs::create_directory_symlink(outside, root + "/a/link2", ec);
@@ -125,8 +144,7 @@ struct world {
         const std::string directory = slash == std::string::npos ? root : root + "/" + key.substr(0, slash);
         std::error_code ec;
         for (const auto& entry : fs::directory_iterator(directory, ec)) {
-            const std::string name = entry.path().filename().string();
-            if (name.size() > 7 && name.compare(0, 3, ".tk") == 0 && name.compare(name.size() - 4, 4, ".tmp") == 0)
+            if (looks_temporary(entry.path().filename().string()) && !stored.count(entry.path().string()))
                 violated("a failed put left its temporary file", key);
         }
     }
@@ -192,7 +210,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     if (stored && !problem.empty()) violated("a key with a problem was stored", key);
     if (!stored && problem.empty()) w.check_no_temporary(key);
-    if (stored) w.check_stored(key, body);
+    if (stored) {
+        w.check_stored(key, body);
+        w.stored.insert(w.root + "/" + key);
+    }
     if (body.compare(0, 2, "rm") == 0) {
         try {
             const bool removed = w.sink->remove(key);
