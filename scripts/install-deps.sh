@@ -14,6 +14,7 @@ packages=(
     libcpp-httplib-dev chromium                                 # examples/http_service and its viewer test in headless Chromium
     nodejs npm python3-botocore                                 # S3 test peer: s3rver (npm) behind a botocore verifier
     rclone                                                      # bench: upload baseline (awscli: see below)
+    clang libclang-rt-14-dev                                    # tests/fuzz: libFuzzer, ASan and UBSan runtimes for clang 14
 )
 # awscli, the other upload baseline, is not listed: Debian 12's is the v2 line (2.9.19-1, with
 # python3-awscrt); the S3 research measured awscli 1.x from pip.

@@ -42,17 +42,6 @@ bool read_whole(const std::filesystem::path& path, std::string& out) {
     return true;
 }
 
-// The project slug a tile key belongs to, by the prefix template ("mp/{slug}/..."); empty when
-// the template has no {slug} or the key does not fit it.
-std::string slug_of_key(const std::string& prefix_template, const std::string& key) {
-    const std::size_t at = prefix_template.find("{slug}");
-    if (at == std::string::npos) return "";
-    const std::string before = prefix_template.substr(0, at);
-    if (key.compare(0, before.size(), before) != 0) return "";
-    const std::size_t end = key.find('/', before.size());
-    return end == std::string::npos ? "" : key.substr(before.size(), end - before.size());
-}
-
 }  // namespace
 
 void install_file_routes(httplib::Server& server, service_context& context) {

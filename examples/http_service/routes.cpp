@@ -33,22 +33,6 @@ void send_error(httplib::Response& response, int status, const std::string& deta
     send_json(response, status, json{{"detail", detail}});
 }
 
-bool valid_slug(const std::string& slug) {
-    return !slug.empty() && slug.size() <= 64 &&
-           slug.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos;
-}
-
-int parse_version_number(const std::string& text) {
-    if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos) return 0;
-    return std::stoi(text);
-}
-
-namespace {
-
-const char* const invalid_slug_detail = "Invalid project slug: 1..64 characters of [a-z0-9-]";
-
-}  // namespace
-
 std::optional<project> accessible_project(const service_context& c, const user& who, const std::string& slug,
                                           httplib::Response& response) {
     if (!valid_slug(slug)) {
@@ -101,26 +85,10 @@ namespace {
 
 // The request body as a JSON object, or nullopt after writing 400/413/422.
 std::optional<json> json_body(const service_context& c, const httplib::Request& request, httplib::Response& response) {
-    if (request.body.size() > c.config.max_json_bytes) {
-        send_error(response, 413, "Request body too large (limit " + std::to_string(c.config.max_json_bytes) + " bytes)");
-        return std::nullopt;
-    }
-    if (request.body.empty()) return json::object();
-    json body = json::parse(request.body, nullptr, false);
-    if (body.is_discarded()) {
-        send_error(response, 400, "Malformed JSON body");
-        return std::nullopt;
-    }
-    if (!body.is_object()) {
-        send_error(response, 422, "The JSON body must be an object");
-        return std::nullopt;
-    }
+    parse_failure failure;
+    std::optional<json> body = parse_json_body(request.body, c.config.max_json_bytes, failure);
+    if (!body) send_error(response, failure.status, failure.detail);
     return body;
-}
-
-std::string lower(std::string text) {
-    std::transform(text.begin(), text.end(), text.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-    return text;
 }
 
 json job_json(const jobs::job_record& job) {
@@ -216,17 +184,11 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         if (!who) return;
         const auto body = json_body(*c, req, res);
         if (!body) return;
-        if (!body->contains("slug") || !(*body)["slug"].is_string()) return send_error(res, 422, "Field 'slug' (string) is required");
-        const std::string slug = (*body)["slug"];
-        if (!valid_slug(slug)) return send_error(res, 422, invalid_slug_detail);
-        std::string name = slug;
-        if (body->contains("name")) {
-            if (!(*body)["name"].is_string() || (*body)["name"].get<std::string>().size() > 200)
-                return send_error(res, 422, "Field 'name' must be a string of at most 200 characters");
-            name = (*body)["name"];
-        }
+        parse_failure failure;
+        const auto fields = parse_project_fields(*body, failure);
+        if (!fields) return send_error(res, failure.status, failure.detail);
         try {
-            send_json(res, 201, c->db.create_project(slug, name, who->id));
+            send_json(res, 201, c->db.create_project(fields->slug, fields->name, who->id));
         } catch (const catalog_conflict&) {
             send_error(res, 409, "Project slug already exists");
         }
@@ -247,24 +209,13 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         if (!who) return;
         const auto body = json_body(*c, req, res);
         if (!body) return;
-        int number = 0;
-        if (body->contains("number")) {
-            const json& n = (*body)["number"];
-            if (!n.is_number_integer() || n.get<long long>() < 1 || n.get<long long>() > 999999999)
-                return send_error(res, 422, "Field 'number' must be an integer in 1..999999999");
-            number = n.get<int>();
-        }
-        std::string status = "draft";
-        if (body->contains("status")) {
-            if (!(*body)["status"].is_string()) return send_error(res, 422, "Field 'status' must be 'draft' or 'published'");
-            status = (*body)["status"];
-            if (status != "draft" && status != "published")
-                return send_error(res, 422, "Field 'status' must be 'draft' or 'published'");
-        }
+        parse_failure failure;
+        const auto fields = parse_version_fields(*body, failure);
+        if (!fields) return send_error(res, failure.status, failure.detail);
         const auto p = accessible_project(*c, *who, req.matches[1], res);
         if (!p) return;
         try {
-            send_json(res, 201, c->db.create_version(p->id, number, status));
+            send_json(res, 201, c->db.create_version(p->id, fields->number, fields->status));
         } catch (const catalog_conflict&) {
             send_error(res, 409, "Version already exists");
         }
@@ -287,17 +238,19 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
         const std::string type = req.has_param("type") ? req.get_param_value("type") : "";
-        if (type.empty() || type.size() > 32 || type.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string::npos)
+        if (!valid_asset_type(type))
             return send_error(res, 422, "Query parameter 'type' is required ([a-z_], e.g. base_map)");
         const auto p = accessible_project(*c, *who, req.matches[1], res);
         if (!p) return;
         // A raw body (Content-Type image/png or image/jpeg), or the first file of a multipart form.
         const std::string* bytes = &req.body;
-        std::string filename = req.has_param("filename") ? req.get_param_value("filename") : "";
+        std::string multipart_filename;
         if (req.is_multipart_form_data() && !req.files.empty()) {
             bytes = &req.files.begin()->second.content;
-            if (filename.empty()) filename = req.files.begin()->second.filename;
+            multipart_filename = req.files.begin()->second.filename;
         }
+        const std::string filename =
+            asset_filename(req.has_param("filename") ? req.get_param_value("filename") : "", multipart_filename);
         if (bytes->empty()) return send_error(res, 422, "The request body (the image) is empty");
         const bool png = is_png(*bytes), jpeg = is_jpeg(*bytes);
         if (type == "base_map" && !png && !jpeg) return send_error(res, 415, "A base map must be a PNG or JPEG image");
@@ -307,7 +260,7 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         a.type = type;
         a.storage_key = "mp/" + p->slug + "/uploads/assets/" + a.id + (png ? ".png" : jpeg ? ".jpg" : ".bin");
         a.content_type = content_type_for(a.storage_key);  // by the extension just chosen
-        a.filename = filename.substr(0, 200);
+        a.filename = filename;
         a.size = bytes->size();
         a.created_at = now_iso8601();
         tilekit::storage_object object;

@@ -3,6 +3,7 @@
 // errors as {"detail": "..."}). file_routes: the viewer page, its static files and the tiles.
 
 #include "catalog.hpp"
+#include "request_parsing.hpp"  // valid_slug, parse_version_number, the body and query parsers
 
 #include <tilekit/sqlite.hpp>
 
@@ -37,9 +38,6 @@ void install_common_handlers(httplib::Server& server);
 // Shared by both files.
 void send_json(httplib::Response& response, int status, const nlohmann::json& body);
 void send_error(httplib::Response& response, int status, const std::string& detail);
-bool valid_slug(const std::string& slug);
-// "1".."999999999" -> the number; anything else -> 0.
-int parse_version_number(const std::string& text);
 
 // The request preamble of the project and version routes, in the order every handler checks:
 // the token (401), the shape of the path (422), then existence and access (404; another user's

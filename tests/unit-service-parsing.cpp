@@ -1,0 +1,41 @@
+// The example HTTP service's pure request parsers (examples/http_service/request_parsing.hpp),
+// where the fuzz target (tests/fuzz/service_request.cpp) found something.
+#include "../examples/http_service/request_parsing.hpp"
+
+#include "test_helpers.hpp"
+
+#include <string>
+
+namespace svc = tilekit_service;
+
+TEST_CASE("an asset filename is cut to 200 bytes and always valid UTF-8, so it can be answered as JSON", "[service]") {
+    CHECK(svc::asset_filename("map.png", "ignored.png") == "map.png");
+    CHECK(svc::asset_filename("", "from-form.jpg") == "from-form.jpg");
+    CHECK(svc::asset_filename(std::string(300, 'a'), "") == std::string(200, 'a'));
+    // 199 ASCII bytes, then a 2-byte character: a byte cut would leave half of it.
+    const std::string cut = svc::asset_filename(std::string(199, 'a') + "\xc3\xa9.png", "");
+    CHECK(cut == std::string(199, 'a'));
+    CHECK_NOTHROW(nlohmann::json{{"filename", cut}}.dump());
+    // Ill-formed bytes (a lone continuation byte, an overlong form, a surrogate) become '?'.
+    const std::string bad = svc::asset_filename("x\x80y\xc0\xafz\xed\xa0\x80.png", "");
+    CHECK(bad == "x?y??z???.png");
+    CHECK_NOTHROW(nlohmann::json{{"filename", bad}}.dump());
+    // Well-formed multi-byte text is kept.
+    CHECK(svc::asset_filename("Karte \xc3\xbc\xe2\x82\xac\xf0\x9f\x97\xba.png", "") == "Karte \xc3\xbc\xe2\x82\xac\xf0\x9f\x97\xba.png");
+}
+
+TEST_CASE("version numbers round-trip to text; slugs and tokens keep their rules", "[service]") {
+    CHECK(svc::parse_version_number("1") == 1);
+    CHECK(svc::parse_version_number("000000012") == 12);
+    CHECK(svc::parse_version_number("999999999") == 999999999);
+    for (const char* bad : {"", "0", "000", "1000000000", "-1", "+1", "1e3", " 1", "１"}) CHECK(svc::parse_version_number(bad) == 0);
+    CHECK(svc::valid_slug("demo-1"));
+    CHECK_FALSE(svc::valid_slug("Demo"));
+    CHECK_FALSE(svc::valid_slug(std::string(65, 'a')));
+    const std::string query_token = "q";
+    CHECK(svc::presented_token("Bearer abc", "POST", nullptr, "", "tilekit_token") == "abc");
+    CHECK(svc::presented_token("Basic abc", "GET", &query_token, "tilekit_token=c", "tilekit_token").empty());
+    CHECK(svc::presented_token("", "POST", &query_token, "tilekit_token=c", "tilekit_token").empty());
+    CHECK(svc::presented_token("", "GET", &query_token, "tilekit_token=c", "tilekit_token") == "q");
+    CHECK(svc::presented_token("", "GET", nullptr, "a=1; tilekit_token=c", "tilekit_token") == "c");
+}
