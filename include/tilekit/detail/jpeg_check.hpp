@@ -287,6 +287,7 @@ private:
             const int count = t.count[static_cast<std::size_t>(length)];
             t.offset[static_cast<std::size_t>(length)] = index - code;
             for (int i = 0; i < count; ++i, ++code, ++index) {
+                if (code >= (std::int32_t{1} << length)) fail("a Huffman table whose codes do not fit their lengths");
                 if (length <= 8) {
                     const int first = code << (8 - length), span = 1 << (8 - length);
                     for (int j = 0; j < span; ++j) {

@@ -39,8 +39,8 @@ def stb_dht_overflow():
     A baseline 8x8 gray JPEG whose DHT segment (placed after the SOF, so read_image_info's
     header scan accepts the file) declares 16 x 17 = 272 Huffman codes. stb sums the 16 counts
     without checking the sum against 256 and writes h->size[0..272] and values[0..271] past the
-    end of the 257/256-byte arrays inside its heap-allocated decoder state. Open: tilekit's core
-    path reaches it through decode_image(); the fast path (libjpeg) refuses the table."""
+    end of the 257/256-byte arrays inside its heap-allocated decoder state. Fixed: the core path
+    refuses the table before stb parses it (detail/jpeg_check.hpp); libjpeg refuses it too."""
     dqt = jpeg_segment(0xDB, b"\x00" + b"\x01" * 64)
     sof = jpeg_segment(0xC0, b"\x08" + struct.pack(">HH", 8, 8) + b"\x01" + b"\x01\x11\x00")
     counts = bytes([17] * 16)
@@ -53,12 +53,66 @@ def stb_dht_overflow():
 def png_gray_trns():
     """read_image_info() says 1 channel for a gray PNG with a tRNS chunk; decode_image() returns
     2 (stb expands tRNS to alpha; its header scan stops before tRNS). The same for RGB + tRNS
-    (3 vs 4). Open; decode_memory tolerates exactly this case unless
-    TILEKIT_FUZZ_STRICT_CHANNELS=1, so this input passes by default and documents the issue."""
+    (3 vs 4). Fixed: read_image_info reports the decoded count; decode_memory checks they match."""
     raw = b"".join(b"\x00" + bytes([x * 40 for x in range(4)]) for _ in range(3))
     return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 3, 8, 0, 0, 0, 0)) +
             png_chunk(b"tRNS", struct.pack(">H", 40)) + png_chunk(b"IDAT", zlib.compress(raw)) +
             png_chunk(b"IEND", b""))
+
+
+@regression("decode_memory", "jpeg-dht-codes-longer-than-their-length")
+def dht_codes_overflow_length():
+    """Found by decode_memory in tilekit's own JPEG check (UBSan: index 257 out of bounds for
+    std::array<unsigned char, 256>, jpeg_checker::build): three 1-bit codes, whose third code
+    (2) does not fit in 1 bit, were written into the 8-bit lookup table before the check that
+    refuses them. The check now comes first."""
+    counts = bytes([3] + [0] * 15)
+    dht = jpeg_segment(0xC4, b"\x00" + counts + b"\x01\x02\x03")
+    return b"\xff\xd8" + dht + b"\xff\xd9"
+
+
+@regression("decode_memory", "jpeg-scan-with-undefined-huffman-table")
+def undefined_table():
+    """stb's decoder state is not zeroed, so a scan using a Huffman table the file never
+    defined reads uninitialised memory (decode_memory once hit STBI_ASSERT in
+    stbi__jpeg_huff_decode this way). An 8x8 gray baseline JPEG whose scan names DC/AC table 1,
+    with only table 0 defined. Refused before stb (detail/jpeg_check.hpp)."""
+    dqt = jpeg_segment(0xDB, b"\x00" + b"\x01" * 64)
+    sof = jpeg_segment(0xC0, b"\x08" + struct.pack(">HH", 8, 8) + b"\x01" + b"\x01\x11\x00")
+    dht = jpeg_segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00" + b"\x10" + bytes([1] + [0] * 15) + b"\x00")
+    sos = jpeg_segment(0xDA, b"\x01\x01\x11\x00\x3f\x00")
+    return b"\xff\xd8" + dqt + sof + dht + sos + b"\x00" * 16 + b"\xff\xd9"
+
+
+@regression("decode_memory", "gif-named-png")
+def gif_named_png():
+    """The issue's 35-byte GIF that stb decoded into a 10000x10000 image (an 11,000-tile
+    pyramid): refused as not_an_image, naming GIF."""
+    return (b"GIF89a" + struct.pack("<HH", 10000, 10000) + b"\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff" +
+            b"," + struct.pack("<HHHH", 0, 0, 1, 1) + b"\x00" + b"\x02\x02D\x01\x00;")
+
+
+@regression("decode_memory", "pnm-header-without-data")
+def pnm_without_data():
+    """A PNM header and no data: stb returned uninitialised heap memory as pixels. Refused."""
+    return b"P6\n4000 4000\n255\n"
+
+
+@regression("decode_memory", "png-74-bytes-claiming-2^28-pixels")
+def png_wide():
+    """74 bytes, IHDR 2^28 x 1 RGBA: 4 GB of memory before it was refused. Now over the memory
+    budget from the header (over_memory_budget), before any allocation."""
+    raw = b"\x00" + b"\x00" * 4
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1 << 28, 1, 8, 6, 0, 0, 0)) +
+            png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+
+
+@regression("decode_memory", "png-inflating-without-end")
+def png_bomb():
+    """A 1000x1000 gray PNG whose IDAT inflates to 16 MiB (about 16 KB compressed): stb alone
+    grows its buffer to hold all of it; the check inflates into exactly the image's size."""
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1000, 1000, 8, 0, 0, 0, 0)) +
+            png_chunk(b"IDAT", zlib.compress(b"\x00" * (16 << 20), 9)) + png_chunk(b"IEND", b""))
 
 
 @regression("streaming_decode", "stb-jpeg-dht-over-256-codes")
