@@ -100,6 +100,8 @@ for t in "${targets[@]}"; do
     work="$build/work/$t"  # the corpus libFuzzer grows; seeds stay in corpus/
     artifacts="$build/artifacts/$t"
     mkdir -p "$work" "$artifacts"
+    # Inputs of an earlier run's crashes were reported then; only this run's count.
+    rm -f "$artifacts"/crash-* "$artifacts"/leak-* "$artifacts"/timeout-* "$artifacts"/oom-*
     log="$build/artifacts/$t.log"
     parallel=()
     [ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
@@ -110,12 +112,12 @@ for t in "${targets[@]}"; do
     # With -jobs, each worker logs to fuzz-N.log in the working directory.
     [ "$jobs" -gt 1 ] && cat "$artifacts"/fuzz-*.log >> "$log" 2>/dev/null && rm -f "$artifacts"/fuzz-*.log
     grep -E "^#[0-9]+.*(DONE|pulse)" "$log" | tail -1 | sed "s/^/run.sh: $t: /" || true
-    grep -E "^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)" "$log" | tr '\n' ' ' | sed "s/^/run.sh: $t: /"
+    { grep -E "^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)" "$log" || true; } | tr '\n' ' ' | sed "s/^/run.sh: $t: /"
     echo
     crashes=$(find "$artifacts" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) 2>/dev/null)
     if [ "$status" -ne 0 ] || [ -n "$crashes" ]; then
         echo "run.sh: $t FAILED (exit $status)"
-        grep -E "runtime error|ERROR: |invariant violated|SUMMARY" "$log" | head -5 | sed 's/^/    /'
+        { grep -E "runtime error|ERROR: |invariant violated|SUMMARY" "$log" || true; } | head -5 | sed 's/^/    /'
         for c in $crashes; do reproducer "$t" "$c"; done
         failed+=("$t")
     fi
