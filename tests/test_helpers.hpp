@@ -100,6 +100,17 @@ inline bytes pixels_of(const tilekit::image_view& view) {
 // Decoding tiles with stb_image (independent of tilekit's decoder).
 
 // The image as a PNG file in memory (stb's encoder: lossless, independent of the fast codecs).
+// Reads every row of a reader into one packed buffer.
+inline bytes read_all_rows(tilekit::row_source& reader) {
+    bytes out;
+    const std::size_t row = static_cast<std::size_t>(reader.width()) * static_cast<std::size_t>(reader.channels());
+    for (int y = 0; y < reader.height(); ++y) {
+        const std::uint8_t* p = reader.next_row();
+        out.insert(out.end(), p, p + row);
+    }
+    return out;
+}
+
 inline bytes png_of(const tilekit::image_view& image) {
     bytes png;
     tilekit::stb_png_encoder().encode(image, png);

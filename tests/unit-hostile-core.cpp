@@ -88,15 +88,6 @@ std::vector<std::size_t> markers(const tkt::bytes& jpg, std::uint8_t code) {
     return found;
 }
 
-tkt::bytes read_rows(row_source& reader) {
-    tkt::bytes out;
-    const std::size_t row = static_cast<std::size_t>(reader.width()) * static_cast<std::size_t>(reader.channels());
-    for (int y = 0; y < reader.height(); ++y) {
-        const std::uint8_t* p = reader.next_row();
-        out.insert(out.end(), p, p + row);
-    }
-    return out;
-}
 
 struct both_paths {
     std::optional<errc> core, fast;
@@ -112,7 +103,7 @@ both_paths decode_both(const tkt::bytes& bytes, const decode_limits& limits = {}
     r.fast = error_of([&] {
         auto reader = fast_codecs::open_memory(bytes.data(), bytes.size(), limits);
         r.fast_channels = reader->channels();
-        r.fast_pixels = read_rows(*reader);
+        r.fast_pixels = tkt::read_all_rows(*reader);
     }, &r.fast_message);
     return r;
 }
@@ -184,8 +175,8 @@ TEST_CASE("core path: a scan that uses an undefined Huffman or quantization tabl
         CHECK(error_of([&] { decode_image(no_quant); }, &message) == errc::corrupt_image);
         CHECK(message.find("quantization table 3") != std::string::npos);
         // libjpeg refuses both as well.
-        CHECK(error_of([&] { read_rows(*fast_codecs::open_memory(bad.data(), bad.size())); }).has_value());
-        CHECK(error_of([&] { read_rows(*fast_codecs::open_memory(no_quant.data(), no_quant.size())); }).has_value());
+        CHECK(error_of([&] { tkt::read_all_rows(*fast_codecs::open_memory(bad.data(), bad.size())); }).has_value());
+        CHECK(error_of([&] { tkt::read_all_rows(*fast_codecs::open_memory(no_quant.data(), no_quant.size())); }).has_value());
     }
 }
 

@@ -17,15 +17,6 @@ using tkt::error_of;
 
 namespace {
 
-tkt::bytes read_all_rows(row_source& reader) {
-    tkt::bytes out;
-    const std::size_t row = static_cast<std::size_t>(reader.width()) * static_cast<std::size_t>(reader.channels());
-    for (int y = 0; y < reader.height(); ++y) {
-        const std::uint8_t* p = reader.next_row();
-        out.insert(out.end(), p, p + row);
-    }
-    return out;
-}
 
 // Baseline or progressive JPEG from 3-channel RGB (4:2:0), or YCCK from 4-channel CMYK.
 tkt::bytes turbo_jpeg(const image_buffer& image, bool progressive, int quality = 90) {
@@ -214,7 +205,7 @@ TEST_CASE("interlaced PNG is read by libpng into one buffer, exactly", "[streami
         REQUIRE(libpng != nullptr);
         CHECK(libpng->decoded_whole());
         CHECK(reader->channels() == channels);
-        CHECK(read_all_rows(*reader) == tkt::pixels_of(image.view()));
+        CHECK(tkt::read_all_rows(*reader) == tkt::pixels_of(image.view()));
     }
     // Non-interlaced files still stream.
     const tkt::bytes plain = fast_png(tkt::make_image(40, 30, 3));
@@ -257,7 +248,7 @@ TEST_CASE("CMYK and YCCK JPEGs are read by libjpeg and converted to RGB", "[stre
         const auto reader = fast_codecs::open_memory(v.jpg.data(), v.jpg.size());
         REQUIRE(dynamic_cast<jpeg_row_reader*>(reader.get()) != nullptr);
         REQUIRE(reader->channels() == 3);
-        const tkt::bytes rows = read_all_rows(*reader);
+        const tkt::bytes rows = tkt::read_all_rows(*reader);
         const tkt::bytes want = expected(v.inverted);
         REQUIRE(rows.size() == want.size());
         CHECK(tkt::psnr(rows.data(), want.data(), rows.size()) > 35.0);
@@ -366,12 +357,12 @@ TEST_CASE("the memory budget is checked from the header, before allocating", "[s
     const tkt::bytes baseline = turbo_jpeg(image, false), prog = turbo_jpeg(image, true);
     decode_limits two_mib;
     two_mib.max_memory_bytes = 2u << 20;
-    CHECK(read_all_rows(*fast_codecs::open_memory(baseline.data(), baseline.size(), two_mib)).size() == 1024u * 1024 * 3);
+    CHECK(tkt::read_all_rows(*fast_codecs::open_memory(baseline.data(), baseline.size(), two_mib)).size() == 1024u * 1024 * 3);
     CHECK(error_of([&] { fast_codecs::open_memory(prog.data(), prog.size(), two_mib); }) == errc::over_memory_budget);
     decode_limits four_mib;
     four_mib.max_memory_bytes = 4u << 20;
     const auto reader = fast_codecs::open_memory(prog.data(), prog.size(), four_mib);  // and it decodes there
-    const tkt::bytes rows = read_all_rows(*reader);
+    const tkt::bytes rows = tkt::read_all_rows(*reader);
     const tkt::bytes reference = tkt::pixels_of(image.view());
     REQUIRE(rows.size() == reference.size());
     CHECK(tkt::psnr(rows.data(), reference.data(), rows.size()) > 30.0);
@@ -385,5 +376,5 @@ TEST_CASE("libpng's own size limits are tilekit's", "[streaming][hostile]") {
     CHECK(error_of([&] { fast_codecs::open_memory(png.data(), png.size(), limits); }, &message) == errc::image_too_large);
     CHECK(message.find("user limit") != std::string::npos);  // refused by libpng itself, in IHDR
     limits.max_pixels = 2000;
-    CHECK_NOTHROW(read_all_rows(*fast_codecs::open_memory(png.data(), png.size(), limits)));
+    CHECK_NOTHROW(tkt::read_all_rows(*fast_codecs::open_memory(png.data(), png.size(), limits)));
 }

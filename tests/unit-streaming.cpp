@@ -22,16 +22,6 @@ tkt::bytes encode_jpeg(const image_buffer& image, int quality = 90) {
     return jpg;
 }
 
-// Reads every row of a reader into one packed buffer.
-tkt::bytes read_all_rows(row_source& reader) {
-    tkt::bytes out;
-    const std::size_t row = static_cast<std::size_t>(reader.width()) * static_cast<std::size_t>(reader.channels());
-    for (int y = 0; y < reader.height(); ++y) {
-        const std::uint8_t* p = reader.next_row();
-        out.insert(out.end(), p, p + row);
-    }
-    return out;
-}
 
 using tkt::error_of;
 
@@ -47,7 +37,7 @@ TEST_CASE("streaming PNG rows equal the whole-image decode, for 1..4 channels", 
         CHECK(reader->width() == 123);
         CHECK(reader->height() == 77);
         CHECK(reader->channels() == channels);
-        CHECK(read_all_rows(*reader) == tkt::pixels_of(image.view()));
+        CHECK(tkt::read_all_rows(*reader) == tkt::pixels_of(image.view()));
     }
 }
 
@@ -64,7 +54,7 @@ TEST_CASE("streaming PNG turns 16-bit into 8-bit like the stb decoder", "[stream
     const auto reader = fast_codecs::open_file(path.string());
     REQUIRE(reader->channels() == 3);
     const image_buffer whole = decode_image(png);
-    CHECK(read_all_rows(*reader) == tkt::pixels_of(whole.view()));
+    CHECK(tkt::read_all_rows(*reader) == tkt::pixels_of(whole.view()));
 }
 
 TEST_CASE("streaming JPEG rows are close to the whole-image decode", "[streaming]") {
@@ -78,7 +68,7 @@ TEST_CASE("streaming JPEG rows are close to the whole-image decode", "[streaming
         CHECK(reader->width() == 200);
         CHECK(reader->height() == 131);
         CHECK(reader->channels() == channels);
-        const tkt::bytes rows = read_all_rows(*reader);
+        const tkt::bytes rows = tkt::read_all_rows(*reader);
         const image_buffer whole = decode_image(jpg);
         REQUIRE(whole.channels() == channels);
         const tkt::bytes reference = tkt::pixels_of(whole.view());

@@ -657,7 +657,7 @@ private:
             if (needs_dc) require_table(dc_tables_[static_cast<std::size_t>(c->dc_table)], "DC", c->dc_table, true);
             if (needs_ac) require_table(ac_tables_[static_cast<std::size_t>(c->ac_table)], "AC", c->ac_table, false);
         }
-        return walk(in_scan, data_pos, ss, se, ah, al);
+        return walk(in_scan, data_pos, ss, se, ah);
     }
 
     void require_table(const jpeg_huffman_table& t, const char* kind, int id, bool dc) const {
@@ -691,7 +691,7 @@ private:
         return v < (std::int32_t{1} << (size - 1)) ? v - (std::int32_t{1} << size) + 1 : v;
     }
 
-    std::size_t walk(const std::vector<jpeg_component*>& in_scan, std::size_t pos, int ss, int se, int ah, int al) {
+    std::size_t walk(const std::vector<jpeg_component*>& in_scan, std::size_t pos, int ss, int se, int ah) {
         jpeg_bit_reader bits(data_, size_, pos);
         const bool single = in_scan.size() == 1;
         const std::uint64_t mcus_wide = single ? in_scan[0]->blocks_wide : mcus_wide_;
@@ -725,7 +725,7 @@ private:
                         std::uint64_t* nonzero = nullptr;
                         if (!c->nonzero.empty() && block_x < c->blocks_wide && block_y < c->blocks_high)
                             nonzero = &c->nonzero[block_y * c->blocks_wide + block_x];
-                        if (!block(bits, *c, ss, se, ah, al, eob_run, nonzero)) bad_code = true;
+                        if (!block(bits, *c, ss, se, ah, eob_run, nonzero)) bad_code = true;
                     }
             }
             if (bad_code) {
@@ -745,7 +745,7 @@ private:
         return bits.marker_position();
     }
 
-    bool block(jpeg_bit_reader& bits, jpeg_component& c, int ss, int se, int ah, int al, std::uint32_t& eob_run,
+    bool block(jpeg_bit_reader& bits, jpeg_component& c, int ss, int se, int ah, std::uint32_t& eob_run,
                std::uint64_t* nonzero) const {
         if (!progressive_ || (ss == 0 && ah == 0)) {  // DC, first pass
             const int size = decode(bits, dc_tables_[static_cast<std::size_t>(c.dc_table)]);
@@ -760,7 +760,7 @@ private:
             bits.take(1);
             return true;
         }
-        if (ah == 0) return first_ac(bits, c, ss, se, al, eob_run, nonzero);
+        if (ah == 0) return first_ac(bits, c, ss, se, eob_run, nonzero);
         return refine_ac(bits, c, ss, se, eob_run, nonzero);
     }
 
@@ -781,9 +781,8 @@ private:
         return true;
     }
 
-    bool first_ac(jpeg_bit_reader& bits, const jpeg_component& c, int ss, int se, int al, std::uint32_t& eob_run,
+    bool first_ac(jpeg_bit_reader& bits, const jpeg_component& c, int ss, int se, std::uint32_t& eob_run,
                   std::uint64_t* nonzero) const {
-        (void)al;
         if (eob_run > 0) {
             --eob_run;
             return true;
@@ -1242,7 +1241,6 @@ public:
         return found;
     }
 
-    std::uint64_t filtered_size() const noexcept { return filtered_size_; }
     bool interlaced() const noexcept { return interlaced_; }
 
 private:

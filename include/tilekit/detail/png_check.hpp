@@ -162,7 +162,6 @@ public:
         return found;
     }
 
-    std::uint64_t filtered_size() const noexcept { return filtered_size_; }
     bool interlaced() const noexcept { return interlaced_; }
 
 private:
