@@ -88,6 +88,10 @@ TEST_CASE("the job record's JSON is pinned by a golden file", "[golden][jobs]") 
     record.created_at = "2026-12-01T10:00:00.000Z";
     record.started_at = "2026-12-01T10:00:01.250Z";
     record.completed_at = "2026-12-01T10:00:02.500Z";
+    record.payload = {{"source_key", "uploads/map.png"}, {"project_slug", "harbour-map"}, {"version", 3}};
+    record.attempt = 2;
+    record.max_attempts = 5;
+    record.run_at = "2026-12-01T10:00:00.900Z";
     check_golden("job-record-failed.json", nlohmann::json(record).dump(2) + "\n");
     jobs::job_record queued;
     queued.id = "0b9f4e1a-6c2d-4a8b-8e3f-1d2c3b4a5f60";
@@ -95,6 +99,7 @@ TEST_CASE("the job record's JSON is pinned by a golden file", "[golden][jobs]") 
     queued.project_id = "project-1";
     queued.version_id = "version-4";
     queued.created_at = "2026-12-01T11:00:00.000Z";
+    queued.run_at = queued.created_at;
     check_golden("job-record-queued.json", nlohmann::json(queued).dump(2) + "\n");
 }
 
@@ -104,15 +109,19 @@ TEST_CASE("a tile-generation job's result is pinned by a golden file", "[golden]
     memory_sink sink;
     tkt::temp_dir scratch("tilekit-golden");
     source.add("uploads/map.png", tkt::png_of(tkt::make_image(500, 300, 3, 8)));
-    const jobs::job_record job = store.create({jobs::tile_generation_job, "project-1", "version-3", "alice"});
     jobs::tile_generation_request request;
-    request.job_id = job.id;
     request.source_key = "uploads/map.png";
     request.project_slug = "harbour-map";
-    request.version = {3, "draft"};
-    request.scratch_root = scratch.path();
-    request.tiling.threads = 1;
-    const jobs::job_record done = jobs::run_tile_generation_job<fixed_codecs>(store, source, sink, request);
+    request.version = 3;
+    jobs::new_job job{jobs::tile_generation_job, "project-1", "version-3", "alice"};
+    job.payload = jobs::to_payload(request);
+    store.enqueue(job);
+    jobs::tile_generation_settings settings;
+    settings.scratch_root = scratch.path();
+    settings.threads = 1;
+    const auto draft = [](const jobs::job_record&) { return jobs::version_info{3, "draft"}; };
+    const jobs::job_record done = *jobs::run_next_job(
+        store, {{jobs::tile_generation_job, jobs::tile_generation_handler<fixed_codecs>(source, sink, draft, settings)}});
     INFO(done.error);
     REQUIRE(done.status == jobs::job_status::completed);
     check_golden("job-result-tile-generation.json", done.result.dump(2) + "\n");

@@ -18,9 +18,9 @@ TEST_CASE("memory_job_store: the refusal names the job already active", "[jobs][
     new_job job;
     job.project_id = "p";
     job.version_id = "v";
-    const job_record first = store.create(job);
+    const job_record first = store.enqueue(job);
     try {
-        store.create(job);
+        store.enqueue(job);
         FAIL("a second active job for one version was accepted");
     } catch (const job_state_error& e) {
         CHECK(std::string(e.what()).find(first.id) != std::string::npos);

@@ -1,6 +1,6 @@
-// The SQLite job store: the job_store conformance suite, its own behaviour (persistence, schema,
-// JSON results), many threads and several processes on one file, and recovery of jobs whose
-// process was killed (SIGKILL) mid-job. Processes are made with fork(); the parent never holds an
+// The SQLite job store: the job_store conformance suite, its own behaviour (persistence, schema
+// and its migration, JSON results), many threads and several processes on one file, and the
+// rescue of jobs whose process was killed (SIGKILL) mid-job. Processes are made with fork(); the parent never holds an
 // open connection across a fork (SQLite forbids using one in the child).
 
 #include <tilekit/sqlite.hpp>
@@ -21,6 +21,8 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <stdexcept>
 #include <set>
 #include <string>
 #include <thread>
@@ -57,8 +59,8 @@ void raw_sql(const std::string& path, const std::string& sql) {
     REQUIRE(rc == SQLITE_OK);
 }
 
-// The first column of the first row, as text ("" if none); rc is SQLite's result.
-std::string raw_query(const std::string& path, const std::string& sql, int* rc_out = nullptr) {
+// Column `column` of the first row, as text ("" if none); rc is SQLite's result.
+std::string raw_query(const std::string& path, const std::string& sql, int* rc_out = nullptr, int column = 0) {
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
     sqlite3_extended_result_codes(db, 1);
@@ -67,8 +69,8 @@ std::string raw_query(const std::string& path, const std::string& sql, int* rc_o
     int rc = sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr);
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW && sqlite3_column_text(stmt, 0))
-            value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+        if (rc == SQLITE_ROW && sqlite3_column_text(stmt, column))
+            value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, column));
     }
     sqlite3_finalize(stmt);
     sqlite3_close(db);
@@ -90,10 +92,11 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// The workload for the concurrency tests: `threads` threads each take `jobs` jobs of their own
-// through create, start, `reports` progress reports and complete, and between jobs also report
-// progress on one shared "hot" job. Errors are collected, never asserted (worker threads must
-// not call Catch2). `store_for(t)` gives thread t its store.
+// The workload for the concurrency tests: `threads` threads each enqueue `jobs` jobs of type
+// `tag`, claim the next one of that type (any thread's), report progress `reports` times and
+// complete it with a result naming the job; between jobs they also report progress on one shared
+// "hot" job (each with its own copy of its lease). Errors are collected, never asserted (worker
+// threads must not call Catch2). `store_for(t)` gives thread t its store.
 struct workload_result {
     int errors = 0;
     int locked = 0;  // errors that mention "locked" or "busy"
@@ -102,26 +105,32 @@ struct workload_result {
 
 template <class StoreFor>
 workload_result run_workload(StoreFor store_for, const std::string& tag, int threads, int jobs, int reports,
-                             const std::string& hot_id) {
+                             const std::optional<job_lease>& hot) {
     std::mutex mutex;
     workload_result out;
     std::vector<std::thread> workers;
     for (int t = 0; t < threads; ++t)
         workers.emplace_back([&, t] {
             job_store& store = store_for(t);
+            std::optional<job_lease> hot_lease = hot;
             for (int i = 0; i < jobs; ++i) {
                 try {
-                    const job_record job = store.create(job_for(tag + "-t" + std::to_string(t), "v" + std::to_string(i)));
-                    store.start(job.id, "Starting");
+                    new_job job = job_for(tag + "-t" + std::to_string(t), "v" + std::to_string(i));
+                    job.job_type = tag;
+                    store.enqueue(job);
+                    auto claimed = store.claim("worker-" + std::to_string(t), {tag}, std::chrono::seconds(60));
+                    if (!claimed) throw std::runtime_error("nothing to claim right after an enqueue");
                     for (int k = 1; k <= reports; ++k) {
                         const int value = 90 * k / reports;
-                        store.report_progress(job.id, value, "at " + std::to_string(value));
+                        store.report_progress(claimed->lease, value, "at " + std::to_string(value));
                     }
-                    store.complete(job.id, nlohmann::json{{"tag", tag}, {"thread", t}, {"job", i}}, "Completed");
-                    if (!hot_id.empty()) {
+                    store.complete(claimed->lease,
+                                   nlohmann::json{{"tag", tag}, {"project", claimed->job.project_id}, {"version", claimed->job.version_id}},
+                                   "Completed");
+                    if (hot_lease) {
                         // Rising per thread, interleaved across threads: the highest must stick.
                         const int value = 1 + (i * 90) / jobs;
-                        store.report_progress(hot_id, value, "hot " + std::to_string(value));
+                        store.report_progress(*hot_lease, value, "hot " + std::to_string(value));
                     }
                 } catch (const std::exception& e) {
                     std::lock_guard<std::mutex> lock(mutex);
@@ -137,22 +146,37 @@ workload_result run_workload(StoreFor store_for, const std::string& tag, int thr
     return out;
 }
 
-// Checks every job of run_workload(tag) completed with its own result.
+// Checks every job of run_workload(tag) completed, once, with its own result.
 void check_workload(const job_store& store, const std::string& tag, int threads, int jobs) {
     for (int t = 0; t < threads; ++t) {
-        const auto list = store.list_by_project(tag + "-t" + std::to_string(t));
+        const std::string project = tag + "-t" + std::to_string(t);
+        const auto list = store.list_by_project(project);
         INFO(tag << " thread " << t);
         REQUIRE(static_cast<int>(list.size()) == jobs);
-        std::set<int> seen;
+        std::set<std::string> seen;
         for (const job_record& r : list) {
             CHECK(r.status == job_status::completed);
             CHECK(r.progress == 100);
+            CHECK(r.attempt == 1);
             CHECK(r.result.at("tag") == tag);
-            CHECK(r.result.at("thread") == t);
-            seen.insert(r.result.at("job").get<int>());
+            CHECK(r.result.at("project") == project);
+            CHECK(r.result.at("version") == r.version_id);
+            seen.insert(r.version_id);
         }
         CHECK(static_cast<int>(seen.size()) == jobs);
     }
+}
+
+// Enqueues a job and claims it (the store holds no other runnable job of its type).
+claimed_job enqueue_and_claim(job_store& store, const std::string& project, const std::string& version,
+                              std::chrono::milliseconds lease = std::chrono::seconds(60)) {
+    new_job job = job_for(project, version);
+    job.job_type = "solo-" + project + "-" + version;
+    const std::string id = store.enqueue(job).id;
+    auto claimed = store.claim("worker", {job.job_type}, lease);
+    REQUIRE(claimed);
+    REQUIRE(claimed->job.id == id);
+    return std::move(*claimed);
 }
 
 // Reads exactly `size` bytes from a pipe (or fewer at EOF).
@@ -167,7 +191,7 @@ std::string read_exactly(int fd, std::size_t size) {
     return out;
 }
 
-// A child process that opens the store, creates and starts a job, sends its id down a pipe and
+// A child process that opens the store, enqueues and claims a job, sends its id down a pipe and
 // then reports progress in a tight loop (so a SIGKILL likely lands inside a transaction) until
 // it is killed. Returns the child's pid and the job id.
 std::pair<pid_t, std::string> spawn_doomed_worker(const std::string& path, const std::string& project,
@@ -182,11 +206,10 @@ std::pair<pid_t, std::string> spawn_doomed_worker(const std::string& path, const
             sqlite_store_options options;
             options.recovery = recovery;
             sqlite_job_store store(path, options);
-            const job_record job = store.create(job_for(project, "v1"));
-            store.start(job.id, "Starting");
-            store.report_progress(job.id, 10, "Downloading source image...");
-            if (::write(fds[1], job.id.data(), job.id.size()) != static_cast<ssize_t>(job.id.size())) ::_exit(3);
-            for (int i = 11;; ++i) store.report_progress(job.id, std::min(i / 100, 79) + 11, "Generating tiles...");
+            claimed_job job = enqueue_and_claim(store, project, "v1");
+            store.report_progress(job.lease, 10, "Downloading source image...");
+            if (::write(fds[1], job.job.id.data(), job.job.id.size()) != static_cast<ssize_t>(job.job.id.size())) ::_exit(3);
+            for (int i = 11;; ++i) store.report_progress(job.lease, std::min(i / 100, 79) + 11, "Generating tiles...");
         } catch (...) {
         }
         ::_exit(2);  // never reached unless something failed
@@ -212,38 +235,62 @@ TEST_CASE("sqlite_job_store keeps every job and field across reopening", "[jobs]
     scratch_dir dir;
     const std::string path = dir.file("jobs.db");
     std::vector<nlohmann::json> before;
-    std::string queued, running, completed, failed, cancelled;
+    std::string queued, running, completed, failed, cancelled, retrying;
+    std::string running_token;
     {
         sqlite_job_store store(path);
         CHECK(store.path() == path);
         CHECK(store.recovered_on_open().empty());
-        queued = store.create(job_for("p1", "v1")).id;
-        running = store.create(job_for("p1", "v2")).id;
-        completed = store.create(job_for("p1", "v3")).id;
-        failed = store.create(job_for("p2", "v1")).id;
-        cancelled = store.create(job_for("p2", "v2")).id;
-        store.start(running, "Downloading source image...");
-        store.report_progress(running, 42, "Generating tiles... 42%");
-        store.start(completed, "go");
-        store.complete(completed, nlohmann::json{{"tiles_path", "mp/x/uploads/tiles/"}, {"levels", 14}}, "Done");
-        store.fail(failed, "source image is not a PNG or JPEG");
-        store.start(cancelled, "go");
+        new_job with_payload = job_for("p1", "v1");
+        with_payload.payload = {{"source_key", "mp/p1/base.png"}, {"tiling", {{"format", "jpg"}}}};
+        with_payload.max_attempts = 7;
+        with_payload.delay = std::chrono::hours(1);
+        queued = store.enqueue(with_payload).id;
+        claimed_job r = enqueue_and_claim(store, "p1", "v2");
+        running = r.job.id;
+        running_token = r.lease.token;
+        store.report_progress(r.lease, 42, "Generating tiles... 42%");
+        claimed_job c = enqueue_and_claim(store, "p1", "v3");
+        completed = c.job.id;
+        store.complete(c.lease, nlohmann::json{{"tiles_path", "mp/x/uploads/tiles/"}, {"levels", 14}}, "Done");
+        claimed_job f = enqueue_and_claim(store, "p2", "v1");
+        failed = f.job.id;
+        store.fail(f.lease, "source image is not a PNG or JPEG", failure_kind::permanent);
+        claimed_job x = enqueue_and_claim(store, "p2", "v2");
+        cancelled = x.job.id;
         store.cancel(cancelled, "cancelled by the user");
-        for (const auto& id : {queued, running, completed, failed, cancelled}) before.push_back(as_json(*store.get(id)));
+        claimed_job again = enqueue_and_claim(store, "p2", "v3");
+        retrying = again.job.id;
+        store.fail(again.lease, "storage answered 503", failure_kind::retryable);
+        for (const auto& id : {queued, running, completed, failed, cancelled, retrying}) before.push_back(as_json(*store.get(id)));
     }
     sqlite_job_store store(path);
     CHECK(store.recovered_on_open().empty());  // the running job's owner (this process) is alive
     std::vector<nlohmann::json> after;
-    for (const auto& id : {queued, running, completed, failed, cancelled}) after.push_back(as_json(*store.get(id)));
+    for (const auto& id : {queued, running, completed, failed, cancelled, retrying}) after.push_back(as_json(*store.get(id)));
     CHECK(after == before);
 
+    const job_record q = *store.get(queued);
+    CHECK(q.payload == nlohmann::json{{"source_key", "mp/p1/base.png"}, {"tiling", {{"format", "jpg"}}}});
+    CHECK(q.max_attempts == 7);
+    CHECK(q.run_at > q.created_at);
     const job_record r = *store.get(running);
     CHECK(r.status == job_status::running);
     CHECK(r.progress == 42);
     CHECK(r.message == "Generating tiles... 42%");
     CHECK(r.created_by == "tester");
+    CHECK(r.attempt == 1);
+    CHECK(r.worker == std::optional<std::string>("worker"));
+    CHECK(r.lease_expires_at);
     CHECK(r.started_at);
     CHECK_FALSE(r.completed_at);
+    const job_record retry = *store.get(retrying);
+    CHECK(retry.status == job_status::queued);
+    CHECK(retry.error == "storage answered 503");
+    CHECK(retry.attempt == 1);
+    // The lease survives too: the token in the file is the one the worker holds.
+    CHECK(raw_query(path, "SELECT lease_token FROM jobs WHERE id = '" + running + "'") == running_token);
+    CHECK(raw_query(path, "SELECT count(*) FROM jobs WHERE lease_token IS NOT NULL") == "1");
 
     // Newest first by project, oldest first by status.
     const auto p1 = store.list_by_project("p1");
@@ -254,7 +301,7 @@ TEST_CASE("sqlite_job_store keeps every job and field across reopening", "[jobs]
     CHECK(store.list_by_status(job_status::cancelled).at(0).status == job_status::cancelled);
     CHECK(store.list_by_project("nobody").empty());
 
-    // The owner recorded by start().
+    // The owner recorded by claim().
     const auto owner = store.owner(running);
     REQUIRE(owner);
     CHECK(owner->pid == static_cast<std::int64_t>(::getpid()));
@@ -264,37 +311,35 @@ TEST_CASE("sqlite_job_store keeps every job and field across reopening", "[jobs]
     CHECK_FALSE(store.owner("no-such-job"));
 }
 
-TEST_CASE("sqlite_job_store refuses illegal transitions without touching the row", "[jobs][sqlite]") {
+TEST_CASE("sqlite_job_store refuses illegal changes without touching the row", "[jobs][sqlite]") {
     scratch_dir dir;
     const std::string path = dir.file("jobs.db");
     sqlite_job_store store(path);
-    const job_record job = store.create(job_for("p", "v"));
-    CHECK_THROWS_AS(store.report_progress(job.id, 5, "x"), job_state_error);
-    CHECK_THROWS_AS(store.complete(job.id, nullptr, "x"), job_state_error);
-    store.start(job.id, "go");
-    CHECK_THROWS_AS(store.start(job.id, "again"), job_state_error);
-    CHECK_THROWS_AS(store.report_progress(job.id, 101, "x"), job_state_error);
-    CHECK_THROWS_AS(store.report_progress(job.id, -1, "x"), job_state_error);
-    store.report_progress(job.id, 60, "sixty");
-    CHECK(store.report_progress(job.id, 30, "thirty").progress == 60);  // ignored, not an error
-    store.complete(job.id, nlohmann::json{{"ok", true}}, "Done");
+    claimed_job job = enqueue_and_claim(store, "p", "v");
+    CHECK_THROWS_AS(store.report_progress(job.lease, 101, "x"), job_state_error);
+    CHECK_THROWS_AS(store.report_progress(job.lease, -1, "x"), job_state_error);
+    store.report_progress(job.lease, 60, "sixty");
+    CHECK(store.report_progress(job.lease, 30, "thirty").progress == 60);  // ignored, not an error
+    store.complete(job.lease, nlohmann::json{{"ok", true}}, "Done");
     const std::string row = raw_query(path, "SELECT status || progress || message || result FROM jobs");
-    CHECK_THROWS_AS(store.fail(job.id, "late"), job_state_error);
-    CHECK_THROWS_AS(store.cancel(job.id, "late"), job_state_error);
-    CHECK_THROWS_AS(store.complete(job.id, nullptr, "again"), job_state_error);
+    CHECK_THROWS_AS(store.fail(job.lease, "late", failure_kind::permanent), lease_lost);
+    CHECK_THROWS_AS(store.cancel(job.job.id, "late"), job_state_error);
+    CHECK_THROWS_AS(store.complete(job.lease, nullptr, "again"), lease_lost);
     CHECK(raw_query(path, "SELECT status || progress || message || result FROM jobs") == row);
     CHECK(row == "completed100Done{\"ok\":true}");
 
-    CHECK_THROWS_AS(store.start("missing", "x"), job_not_found);
-    CHECK_THROWS_AS(store.fail("missing", "x"), job_not_found);
+    CHECK_THROWS_AS(store.cancel("missing", "x"), job_not_found);
+    job_lease missing = job.lease;
+    missing.job_id = "missing";
+    CHECK_THROWS_AS(store.renew(missing), job_not_found);
     try {
-        store.start("missing", "x");
+        store.cancel("missing", "x");
     } catch (const tilekit::error& e) {
         CHECK(e.code() == tilekit::errc::not_found);
     }
 }
 
-TEST_CASE("sqlite_job_store stores results as JSON text that round-trips exactly", "[jobs][sqlite]") {
+TEST_CASE("sqlite_job_store stores results and payloads as JSON text that round-trips exactly", "[jobs][sqlite]") {
     scratch_dir dir;
     const std::string path = dir.file("jobs.db");
     const nlohmann::json result = {
@@ -316,25 +361,35 @@ TEST_CASE("sqlite_job_store stores results as JSON text that round-trips exactly
     std::string id;
     {
         sqlite_job_store store(path);
-        id = store.create(job_for("p", "v")).id;
-        store.start(id, "go");
-        CHECK(store.complete(id, result, "Done").result == result);
+        new_job job = job_for("p", "v");
+        job.job_type = "solo-p-v";
+        job.payload = result;
+        id = store.enqueue(job).id;
+        auto claimed = store.claim("w", {"solo-p-v"}, std::chrono::seconds(60));
+        REQUIRE(claimed);
+        CHECK(claimed->job.payload == result);
+        CHECK(store.complete(claimed->lease, result, "Done").result == result);
     }
     sqlite_job_store store(path);
     CHECK(store.get(id)->result == result);
+    CHECK(store.get(id)->payload == result);
     CHECK(raw_query(path, "SELECT typeof(result) FROM jobs") == "text");
     CHECK(nlohmann::json::parse(raw_query(path, "SELECT result FROM jobs")) == result);
     CHECK(raw_query(path, "SELECT json_extract(result, '$.levels') FROM jobs") == "18");
+    CHECK(raw_query(path, "SELECT json_extract(payload, '$.tile_size') FROM jobs") == "254");
 
     // A result that is not representable as JSON text (invalid UTF-8) is refused; the job stays running.
-    const std::string other = store.create(job_for("p", "v2")).id;
-    store.start(other, "go");
-    CHECK_THROWS_AS(store.complete(other, nlohmann::json{{"bad", std::string("\xff\xfe")}}, "Done"), job_state_error);
-    CHECK(store.get(other)->status == job_status::running);
-    CHECK(store.get(other)->result.is_null());
+    claimed_job other = enqueue_and_claim(store, "p", "v2");
+    CHECK_THROWS_AS(store.complete(other.lease, nlohmann::json{{"bad", std::string("\xff\xfe")}}, "Done"), job_state_error);
+    CHECK(store.get(other.job.id)->status == job_status::running);
+    CHECK(store.get(other.job.id)->result.is_null());
+    new_job bad_payload = job_for("p", "v3");
+    bad_payload.payload = {{"bad", std::string("\xff")}};
+    CHECK_THROWS_AS(store.enqueue(bad_payload), job_state_error);
+    CHECK(store.list_by_project("p").size() == 2);
 }
 
-TEST_CASE("sqlite_job_store schema: WAL, user_version, application id and the active-job index", "[jobs][sqlite]") {
+TEST_CASE("sqlite_job_store schema: WAL, user_version, application id and the queue's indexes", "[jobs][sqlite]") {
     scratch_dir dir;
     const std::string path = dir.file("jobs.db");
     { sqlite_job_store store(path); }
@@ -344,24 +399,83 @@ TEST_CASE("sqlite_job_store schema: WAL, user_version, application id and the ac
     const std::string index = raw_query(path, "SELECT sql FROM sqlite_master WHERE name = 'jobs_one_active'");
     CHECK(index.find("UNIQUE") != std::string::npos);
     CHECK(index.find("WHERE status IN ('queued','running')") != std::string::npos);
+    CHECK(raw_query(path, "SELECT sql FROM sqlite_master WHERE name = 'jobs_runnable'").find("WHERE status = 'queued'") !=
+          std::string::npos);
+    // The claim's index serves its query in claim order (INDEXED BY fails where it cannot), with no sort.
+    const std::string plan = raw_query(path,
+                                       "EXPLAIN QUERY PLAN SELECT id FROM jobs INDEXED BY jobs_runnable WHERE status = 'queued'"
+                                       " AND run_at_ms <= 5"
+                                       " ORDER BY run_at_ms, rowid LIMIT 1",
+                                       nullptr, 3);  // the plan's "detail" column
+    INFO(plan);
+    CHECK(plan.find("jobs_runnable") != std::string::npos);
+    CHECK(plan.find("TEMP B-TREE") == std::string::npos);
 
     // The index holds even for a writer that bypasses the store.
     {
         sqlite_job_store store(path);
-        const job_record a = store.create(job_for("p", "v"));
+        const job_record a = store.enqueue(job_for("p", "v"));
         int rc = 0;
         raw_query(path,
                   "INSERT INTO jobs (id, job_type, status, progress, message, error, project_id, version_id, created_by,"
                   " created_at) VALUES ('x', 'tile_generation', 'queued', 0, '', '', 'p', 'v', '', '')",
                   &rc);
         CHECK(rc == SQLITE_CONSTRAINT_UNIQUE);
-        CHECK_THROWS_AS(store.create(job_for("p", "v")), job_state_error);
+        CHECK_THROWS_AS(store.enqueue(job_for("p", "v")), job_state_error);
         new_job other_type = job_for("p", "v");
         other_type.job_type = "thumbnail";
-        CHECK_NOTHROW(store.create(other_type));
-        store.fail(a.id, "gave up");
-        CHECK_NOTHROW(store.create(job_for("p", "v")));  // a finished job does not block a new one
+        CHECK_NOTHROW(store.enqueue(other_type));
+        store.cancel(a.id, "gave up");
+        CHECK_NOTHROW(store.enqueue(job_for("p", "v")));  // a finished job does not block a new one
     }
+}
+
+TEST_CASE("sqlite_job_store migrates a version-1 file in place; its running jobs are rescued", "[jobs][sqlite]") {
+    scratch_dir dir;
+    const std::string path = dir.file("v1.db");
+    // The schema tilekit 0.1 wrote, with one job in each state that matters.
+    raw_sql(path,
+            "PRAGMA journal_mode=WAL;"
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, job_type TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN"
+            " ('queued','running','completed','failed','cancelled')), progress INTEGER NOT NULL CHECK (progress BETWEEN 0 AND"
+            " 100), message TEXT NOT NULL, result TEXT, error TEXT NOT NULL, project_id TEXT NOT NULL, version_id TEXT NOT"
+            " NULL, created_by TEXT NOT NULL, created_at TEXT NOT NULL, started_at TEXT, completed_at TEXT, owner_host TEXT,"
+            " owner_pid INTEGER, owner_start_time INTEGER, owner_boot_id TEXT);"
+            "CREATE UNIQUE INDEX jobs_one_active ON jobs (project_id, version_id, job_type) WHERE status IN ('queued','running');"
+            "CREATE INDEX jobs_by_project ON jobs (project_id, created_at);"
+            "CREATE INDEX jobs_by_status ON jobs (status, created_at);"
+            "PRAGMA application_id = 1414220371; PRAGMA user_version = 1;"
+            "INSERT INTO jobs VALUES ('11111111-1111-4111-8111-111111111111', 'tile_generation', 'queued', 0, 'Queued', NULL,"
+            " '', 'p', 'v1', 'u', '2026-11-01T10:00:00.000Z', NULL, NULL, NULL, NULL, NULL, NULL);"
+            "INSERT INTO jobs VALUES ('22222222-2222-4222-8222-222222222222', 'tile_generation', 'running', 40, 'Tiling', NULL,"
+            " '', 'p', 'v2', 'u', '2026-11-01T10:00:01.000Z', '2026-11-01T10:00:02.000Z', NULL, 'elsewhere', 1, 1, 'b');"
+            "INSERT INTO jobs VALUES ('33333333-3333-4333-8333-333333333333', 'tile_generation', 'completed', 100, 'Done',"
+            " '{\"levels\":3}', '', 'p', 'v3', 'u', '2026-11-01T10:00:03.000Z', '2026-11-01T10:00:04.000Z',"
+            " '2026-11-01T10:00:05.000Z', 'h', 1, 1, 'b');");
+    {
+        sqlite_job_store store(path);
+        CHECK(raw_query(path, "PRAGMA user_version") == "2");
+        const job_record queued = *store.get("11111111-1111-4111-8111-111111111111");
+        CHECK(queued.status == job_status::queued);
+        CHECK(queued.run_at == "2026-11-01T10:00:00.000Z");
+        CHECK(queued.attempt == 0);
+        CHECK(queued.payload == nlohmann::json::object());
+        CHECK(store.get("33333333-3333-4333-8333-333333333333")->result == nlohmann::json{{"levels", 3}});
+        // The version-1 running job has no lease: the first sweep rescues it.
+        const auto rescued = store.rescue_expired();
+        REQUIRE(rescued.size() == 1);
+        CHECK(rescued[0].id == "22222222-2222-4222-8222-222222222222");
+        CHECK(rescued[0].status == job_status::queued);
+        CHECK(rescued[0].error.find("interrupted") != std::string::npos);
+        // The migrated queue works: the old queued job is claimed first (its run_at is oldest).
+        auto claimed = store.claim("w", {tile_generation_job}, std::chrono::seconds(60));
+        REQUIRE(claimed);
+        CHECK(claimed->job.id == "11111111-1111-4111-8111-111111111111");
+        CHECK(claimed->job.attempt == 1);
+    }
+    sqlite_job_store again(path);  // opening a version-2 file changes nothing
+    CHECK(raw_query(path, "PRAGMA user_version") == "2");
+    CHECK(again.get("11111111-1111-4111-8111-111111111111")->status == job_status::running);
 }
 
 TEST_CASE("sqlite_job_store refuses newer schemas and files that are not job stores", "[jobs][sqlite]") {
@@ -370,7 +484,7 @@ TEST_CASE("sqlite_job_store refuses newer schemas and files that are not job sto
         const std::string path = dir.file("newer.db");
         { sqlite_job_store store(path); }
         raw_sql(path, "PRAGMA user_version = 7");
-        CHECK_THROWS_WITH(sqlite_job_store(path), Catch::Contains("has schema version 7, newer than the 1 this tilekit "
+        CHECK_THROWS_WITH(sqlite_job_store(path), Catch::Contains("has schema version 7, newer than the 2 this tilekit "
                                                                   "understands: open it with a newer tilekit"));
         CHECK_THROWS_AS(sqlite_job_store(path), sqlite_store_error);
         CHECK(raw_query(path, "PRAGMA user_version") == "7");  // untouched
@@ -403,11 +517,10 @@ TEST_CASE("sqlite_job_store: many threads on one file lose no update and never s
     SECTION("one store shared by every thread (one mutex-guarded connection)") {
         const std::string path = dir.file("shared.db");
         sqlite_job_store store(path);
-        const std::string hot = store.create(job_for("hot", "v")).id;
-        store.start(hot, "go");
+        const claimed_job hot = enqueue_and_claim(store, "hot", "v");
         const auto t0 = std::chrono::steady_clock::now();
         const workload_result result =
-            run_workload([&](int) -> job_store& { return store; }, "shared", threads, jobs, reports, hot);
+            run_workload([&](int) -> job_store& { return store; }, "shared", threads, jobs, reports, hot.lease);
         const double elapsed = seconds_since(t0);
         std::printf("[timing] sqlite, %d threads x %d jobs x %d transactions, one shared store: %.2f s (%.0f tx/s)\n",
                     threads, jobs, reports + 4, elapsed, threads * jobs * (reports + 4) / elapsed);
@@ -415,17 +528,16 @@ TEST_CASE("sqlite_job_store: many threads on one file lose no update and never s
         CHECK(result.errors == 0);
         CHECK(result.locked == 0);
         check_workload(store, "shared", threads, jobs);
-        CHECK(store.get(hot)->progress == 1 + ((jobs - 1) * 90) / jobs);
+        CHECK(store.get(hot.job.id)->progress == 1 + ((jobs - 1) * 90) / jobs);
     }
     SECTION("one store (connection) per thread") {
         const std::string path = dir.file("per-thread.db");
         std::vector<std::unique_ptr<sqlite_job_store>> stores;
         for (int t = 0; t < threads; ++t) stores.push_back(std::make_unique<sqlite_job_store>(path));
-        const std::string hot = stores[0]->create(job_for("hot", "v")).id;
-        stores[0]->start(hot, "go");
+        const claimed_job hot = enqueue_and_claim(*stores[0], "hot", "v");
         const auto t0 = std::chrono::steady_clock::now();
         const workload_result result = run_workload([&](int t) -> job_store& { return *stores[static_cast<std::size_t>(t)]; },
-                                                    "per-thread", threads, jobs, reports, hot);
+                                                    "per-thread", threads, jobs, reports, hot.lease);
         const double elapsed = seconds_since(t0);
         std::printf("[timing] sqlite, %d threads x %d jobs x %d transactions, one store per thread: %.2f s (%.0f tx/s)\n",
                     threads, jobs, reports + 4, elapsed, threads * jobs * (reports + 4) / elapsed);
@@ -433,7 +545,7 @@ TEST_CASE("sqlite_job_store: many threads on one file lose no update and never s
         CHECK(result.errors == 0);
         CHECK(result.locked == 0);
         check_workload(*stores[3], "per-thread", threads, jobs);
-        CHECK(stores[5]->get(hot)->progress == 1 + ((jobs - 1) * 90) / jobs);
+        CHECK(stores[5]->get(hot.job.id)->progress == 1 + ((jobs - 1) * 90) / jobs);
     }
 }
 
@@ -442,11 +554,10 @@ TEST_CASE("sqlite_job_store: several processes on one file lose no update and ne
     scratch_dir dir;
     const std::string path = dir.file("shared.db");
     const int processes = 3, threads = 4, jobs = 25, reports = 10;
-    std::string hot;
+    job_lease hot;
     {
         sqlite_job_store store(path);
-        hot = store.create(job_for("hot", "v")).id;
-        store.start(hot, "go");
+        hot = enqueue_and_claim(store, "hot", "v").lease;
     }  // closed: no connection crosses the fork
 
     const auto t0 = std::chrono::steady_clock::now();
@@ -477,7 +588,7 @@ TEST_CASE("sqlite_job_store: several processes on one file lose no update and ne
     std::thread reader([&] {
         int last = 0;
         while (!done) {
-            const int now = store.get(hot)->progress;
+            const int now = store.get(hot.job_id)->progress;
             if (now < last) ++regressions;
             last = now;
             ++reads;
@@ -502,33 +613,35 @@ TEST_CASE("sqlite_job_store: several processes on one file lose no update and ne
     CHECK(mine.locked == 0);
     for (int p = 0; p < processes; ++p) check_workload(store, "proc" + std::to_string(p), threads, jobs);
     CHECK(static_cast<int>(store.list_by_status(job_status::completed).size()) == processes * threads * jobs);
-    CHECK(store.get(hot)->progress == 1 + ((jobs - 1) * 90) / jobs);
-    CHECK(store.get(hot)->message == "hot " + std::to_string(1 + ((jobs - 1) * 90) / jobs));
+    CHECK(store.get(hot.job_id)->progress == 1 + ((jobs - 1) * 90) / jobs);
+    CHECK(store.get(hot.job_id)->message == "hot " + std::to_string(1 + ((jobs - 1) * 90) / jobs));
     CHECK(regressions == 0);
     CHECK(reads > 0);
 }
 
-TEST_CASE("sqlite_job_store: a job whose process was killed is failed as interrupted on open, live ones are not",
+TEST_CASE("sqlite_job_store: a job whose process was killed is rescued on open, live ones are not",
           "[jobs][sqlite][recovery]") {
     scratch_dir dir;
     const std::string path = dir.file("jobs.db");
     const std::string host = tilekit::detail::host_name();
     std::string mine;
+    job_lease mine_lease;
     {
         sqlite_job_store store(path);
-        mine = store.create(job_for("parent", "v1")).id;
-        store.start(mine, "Generating tiles...");
-        store.report_progress(mine, 40, "Generating tiles... 40%");
+        claimed_job c = enqueue_and_claim(store, "parent", "v1");
+        mine = c.job.id;
+        mine_lease = c.lease;
+        store.report_progress(mine_lease, 40, "Generating tiles... 40%");
     }
 
     // Worker 1: opening the store while it is alive leaves its job alone.
-    const auto [pid1, job1] = spawn_doomed_worker(path, "child1", recovery_policy::fail_interrupted);
+    const auto [pid1, job1] = spawn_doomed_worker(path, "child1", recovery_policy::rescue_dead_owners);
     {
         sqlite_job_store store(path);
         CHECK(store.recovered_on_open().empty());
         CHECK(store.get(job1)->status == job_status::running);
         CHECK(store.owner(job1)->pid == pid1);
-        CHECK(store.recover_interrupted().empty());
+        CHECK(store.rescue_dead_owners().empty());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(30));  // let it get into its write loop
     REQUIRE(::kill(pid1, SIGKILL) == 0);
@@ -569,21 +682,25 @@ TEST_CASE("sqlite_job_store: a job whose process was killed is failed as interru
     for (const auto& [pid, id] : {std::make_pair(pid1, job1), std::make_pair(pid2, job2)}) {
         const job_record r = *store.get(id);
         INFO("job " << id);
-        CHECK(r.status == job_status::failed);
+        CHECK(r.status == job_status::queued);  // for another attempt, after the backoff
+        CHECK(r.attempt == 1);
         CHECK(r.error == "interrupted: the process running this job stopped (pid " + std::to_string(pid) + " on host " +
                              host + ")");
-        CHECK(r.completed_at);
-        CHECK(r.progress >= 10);  // what it had reached is kept
+        CHECK_FALSE(r.completed_at);
+        CHECK_FALSE(r.worker);
+        CHECK(r.run_at > *r.started_at);
     }
     // The live parent's own job stays running, and can still finish.
     CHECK(store.get(mine)->status == job_status::running);
     CHECK(store.get(mine)->progress == 40);
     CHECK(store.list_by_status(job_status::running).size() == 1);
-    store.complete(mine, nlohmann::json{{"ok", true}}, "Done");
+    store.complete(mine_lease, nlohmann::json{{"ok", true}}, "Done");
 
-    // Recovery is idempotent, and a new job for the interrupted version can be created.
+    // Recovery is idempotent, and the rescued job is still the version's one active job.
     CHECK(sqlite_job_store(path).recovered_on_open().empty());
-    CHECK_NOTHROW(store.create(job_for("child1", "v1")));
+    new_job same_version = job_for("child1", "v1");
+    same_version.job_type = "solo-child1-v1";
+    CHECK_THROWS_AS(store.enqueue(same_version), job_state_error);
 }
 
 TEST_CASE("sqlite_job_store judges owners by pid, start time, boot id and host", "[jobs][sqlite][recovery]") {
@@ -599,10 +716,7 @@ TEST_CASE("sqlite_job_store judges owners by pid, start time, boot id and host",
     std::vector<std::string> ids;
     {
         sqlite_job_store store(path);
-        for (int i = 0; i < 6; ++i) {
-            ids.push_back(store.create(job_for("p", "v" + std::to_string(i))).id);
-            store.start(ids.back(), "go");
-        }
+        for (int i = 0; i < 6; ++i) ids.push_back(enqueue_and_claim(store, "p", "v" + std::to_string(i)).job.id);
     }
     const auto set = [&](int i, const std::string& assignments) {
         raw_sql(path, "UPDATE jobs SET " + assignments + " WHERE id = '" + ids[static_cast<std::size_t>(i)] + "'");

@@ -1,7 +1,8 @@
-// The tile-generation job end to end against the memory store and memory sinks: a completed
-// run with its result and a monotonic progress sequence through every stage, and every way it
-// can fail ending in a failed (or cancelled) job with an actionable message, no manifest, and
-// no scratch files left behind.
+// The tile-generation job end to end through the worker runtime, against the memory store and
+// memory sinks: a completed run with its result and a monotonic progress sequence through every
+// stage; every way it can fail ending in a failed (or, for what may pass next time, a queued
+// for retry) job with an actionable message, no manifest, and no scratch files left behind;
+// cancellation; and reruns and retries that leave no stale or partial objects.
 
 #include "test_helpers.hpp"
 
@@ -24,25 +25,31 @@ public:
     std::chrono::milliseconds delay{0};
     std::function<void(const std::string& message)> before_progress_write;  // may block
 
-    job_record create(const new_job& job) override { return inner.create(job); }
+    job_record enqueue(const new_job& job) override { return inner.enqueue(job); }
     std::optional<job_record> get(const std::string& id) const override { return inner.get(id); }
     std::vector<job_record> list_by_project(const std::string& p) const override { return inner.list_by_project(p); }
     std::vector<job_record> list_by_status(job_status s) const override { return inner.list_by_status(s); }
-    job_record start(const std::string& id, const std::string& m) override { return inner.start(id, m); }
-    job_record report_progress(const std::string& id, int progress, const std::string& message) override {
+    std::optional<claimed_job> claim(const std::string& worker, const std::vector<std::string>& types,
+                                     std::chrono::milliseconds lease) override {
+        return inner.claim(worker, types, lease);
+    }
+    job_record renew(job_lease& lease) override { return inner.renew(lease); }
+    job_record report_progress(job_lease& lease, int progress, const std::string& message) override {
         if (delay.count()) std::this_thread::sleep_for(delay);
         if (before_progress_write) before_progress_write(message);
         {
             std::lock_guard<std::mutex> lock(mutex);
             writes.emplace_back(progress, message);
         }
-        return inner.report_progress(id, progress, message);
+        return inner.report_progress(lease, progress, message);
     }
-    job_record complete(const std::string& id, const nlohmann::json& r, const std::string& m) override {
-        return inner.complete(id, r, m);
+    job_record complete(job_lease& lease, const nlohmann::json& r, const std::string& m) override {
+        return inner.complete(lease, r, m);
     }
-    job_record fail(const std::string& id, const std::string& e) override { return inner.fail(id, e); }
+    job_record fail(job_lease& lease, const std::string& e, failure_kind kind) override { return inner.fail(lease, e, kind); }
+    job_record release(job_lease& lease, const std::string& reason) override { return inner.release(lease, reason); }
     job_record cancel(const std::string& id, const std::string& r) override { return inner.cancel(id, r); }
+    std::vector<job_record> rescue_expired() override { return inner.rescue_expired(); }
 
     memory_job_store inner;
     std::mutex mutex;
@@ -55,31 +62,70 @@ std::vector<std::uint8_t> png_of(int width, int height, int channels = 3) {
     return png;
 }
 
+const std::string tiles_prefix = "mp/harbour-map/uploads/tiles/";
+
 struct fixture {
     recording_store store;
     memory_source source;
     memory_sink sink;
     tkt::temp_dir scratch{"tilekit-job-scratch"};
+    std::string version_status = "draft";  // what the catalog says when the job starts
+    tile_generation_settings settings;
+    worker_options options;
 
-    tile_generation_request request_for(const job_record& job, const std::string& key = "uploads/map.png") {
+    fixture() {
+        settings.scratch_root = scratch.path();
+        settings.threads = 2;
+        options.progress_interval = std::chrono::milliseconds(5);
+        retry_policy fast;
+        fast.base = std::chrono::milliseconds(1);
+        fast.jitter = false;
+        store.inner.set_retry_policy(fast);
+    }
+
+    tile_generation_request request(const std::string& key = "uploads/map.png") const {
         tile_generation_request r;
-        r.job_id = job.id;
         r.source_key = key;
         r.project_slug = "harbour-map";
-        r.version = {3, "draft"};
-        r.scratch_root = scratch.path();
-        r.progress_interval = std::chrono::milliseconds(5);
+        r.version = 3;
         r.tiling.tile_size = 64;
-        r.tiling.threads = 2;
         return r;
     }
 
-    job_record new_job_record() { return store.create({tile_generation_job, "project-1", "version-3", "alice"}); }
+    job_record enqueue(const tile_generation_request& r, int max_attempts = default_max_attempts) {
+        new_job job{tile_generation_job, "project-1", "version-3", "alice"};
+        job.payload = to_payload(r);
+        job.max_attempts = max_attempts;
+        return store.enqueue(job);
+    }
+    job_record enqueue() { return enqueue(request()); }
+
+    version_lookup lookup() {
+        return [this](const job_record& job) {
+            CHECK(job.project_id == "project-1");
+            return version_info{3, version_status};
+        };
+    }
+
+    // Runs the next job with `destination`; returns its record as the store holds it afterwards.
+    job_record run(storage_sink& destination, cancel_token cancel = {}) {
+        const std::map<std::string, job_handler> handlers{
+            {tile_generation_job, tile_generation_handler<fast_codecs>(source, destination, lookup(), settings)}};
+        const auto done = run_next_job(store, handlers, options, cancel);
+        REQUIRE(done);
+        return *done;
+    }
+    job_record run() { return run(sink); }
 
     bool scratch_is_empty() const { return std::filesystem::is_empty(scratch.path()); }
     bool has_manifest() const {
-        return sink.contains("mp/harbour-map/uploads/tiles/pyramid.json") ||
-               sink.contains("mp/harbour-map/uploads/tiles/image.dzi");
+        return sink.contains(tiles_prefix + "pyramid.json") || sink.contains(tiles_prefix + "image.dzi");
+    }
+    std::vector<std::string> keys_under_prefix() const {
+        std::vector<std::string> out;
+        for (const std::string& key : sink.keys())
+            if (key.rfind(tiles_prefix, 0) == 0) out.push_back(key);
+        return out;
     }
 };
 
@@ -88,16 +134,19 @@ struct fixture {
 TEST_CASE("a tile-generation job completes with the pyramid's metadata and monotonic progress", "[jobs]") {
     fixture f;
     f.source.add("uploads/map.png", png_of(900, 700));
-    const job_record job = f.new_job_record();
-    const job_record done = run_tile_generation_job(f.store, f.source, f.sink, f.request_for(job));
+    const job_record job = f.enqueue();
+    CHECK(job.payload.at("source_key") == "uploads/map.png");
+    const job_record done = f.run();
 
     INFO(done.error);
     REQUIRE(done.status == job_status::completed);
+    CHECK(done.id == job.id);
     CHECK(done.progress == 100);
+    CHECK(done.attempt == 1);
     CHECK(done.started_at.has_value());
     CHECK(done.completed_at.has_value());
     const nlohmann::json& r = done.result;
-    CHECK(r.at("tiles_path") == "mp/harbour-map/uploads/tiles/");
+    CHECK(r.at("tiles_path") == tiles_prefix);
     CHECK(r.at("width") == 900);
     CHECK(r.at("height") == 700);
     CHECK(r.at("levels") == 11);
@@ -107,7 +156,7 @@ TEST_CASE("a tile-generation job completes with the pyramid's metadata and monot
     CHECK(r.at("overlap") == 1);
     CHECK(r.at("tile_count").get<std::uint64_t>() + 2 == f.sink.size());
     CHECK(r.at("total_bytes").get<std::uint64_t>() > 0);
-    CHECK(f.sink.contains("mp/harbour-map/uploads/tiles/pyramid.json"));
+    CHECK(f.sink.contains(tiles_prefix + "pyramid.json"));
     CHECK(f.scratch_is_empty());
 
     // Progress: non-decreasing, and every stage seen with its message.
@@ -129,21 +178,61 @@ TEST_CASE("a tile-generation job completes with the pyramid's metadata and monot
     CHECK(f.store.writes.size() < 200);  // throttled, never per tile (the pyramid has hundreds)
 }
 
-TEST_CASE("every failure ends the job failed with a message, no manifest and no scratch files", "[jobs]") {
+TEST_CASE("the tile-generation payload round-trips and refuses what a worker could not run", "[jobs]") {
+    tile_generation_request r;
+    r.source_key = "mp/x/uploads/base.jpg";
+    r.project_slug = "x";
+    r.version = 12;
+    r.prefix_template = "mp/{slug}/uploads/tiles/{version}/";
+    r.tiling.layout = layout_type::xyz;
+    r.tiling.format = tile_format::jpeg;
+    r.tiling.tile_size = 512;
+    r.tiling.overlap = 0;
+    r.tiling.quality = 70;
+    r.tiling.skip_blank_tiles = true;
+    const tile_generation_request back = request_from_payload(to_payload(r));
+    CHECK(to_payload(back) == to_payload(r));
+    CHECK(back.tiling.layout == layout_type::xyz);
+    CHECK(back.tiling.quality == 70);
+
+    const nlohmann::json good = to_payload(r);
+    const auto refused = [](nlohmann::json payload) {
+        try {
+            request_from_payload(payload);
+        } catch (const error& e) {
+            CHECK(e.code() == errc::invalid_argument);
+            CHECK(std::string(e.what()).rfind("tile-generation job payload: ", 0) == 0);
+            return true;
+        }
+        return false;
+    };
+    CHECK(refused(nlohmann::json::array()));
+    CHECK(refused([&] { auto p = good; p.erase("source_key"); return p; }()));
+    CHECK(refused([&] { auto p = good; p["source_key"] = "../etc/passwd"; return p; }()));
+    CHECK(refused([&] { auto p = good; p["project_slug"] = "Bad Slug"; return p; }()));
+    CHECK(refused([&] { auto p = good; p["version"] = "12"; return p; }()));
+    CHECK(refused([&] { auto p = good; p["version"] = 0; return p; }()));
+    CHECK(refused([&] { auto p = good; p["tiling"]["layout"] = "iiif"; return p; }()));
+    CHECK(refused([&] { auto p = good; p["tiling"]["quality"] = 101; return p; }()));
+    CHECK(refused([&] { auto p = good; p["tiling"]["overlap"] = 2; return p; }()));  // XYZ has no overlap
+    CHECK(refused([&] { auto p = good; p["tiling"]["basename"] = "a/b"; return p; }()));
+    CHECK(refused([&] { auto p = good; p["tiling"]["skip_blank_tiles"] = 1; return p; }()));
+}
+
+TEST_CASE("bad input fails the job at once; storage trouble is retried", "[jobs]") {
     struct failing_sink final : storage_sink {
         void put(storage_object object) override {
             if (object.key.find("/8/") != std::string::npos) throw error(errc::storage_error, "disk full: " + object.key);
         }
         void flush() override {}
     };
-    const auto run = [](fixture& f, tile_generation_request request, auto& sink) {
-        return run_tile_generation_job(f.store, f.source, sink, request);
-    };
 
     SECTION("missing source key") {
         fixture f;
-        const job_record done = run(f, f.request_for(f.new_job_record(), "uploads/nope.png"), f.sink);
+        f.enqueue(f.request("uploads/nope.png"));
+        const job_record done = f.run();
         CHECK(done.status == job_status::failed);
+        CHECK(done.attempt == 1);
         CHECK(done.error.find("uploads/nope.png") != std::string::npos);
         CHECK(done.error.find("not found") != std::string::npos);
         CHECK(f.scratch_is_empty());
@@ -153,7 +242,8 @@ TEST_CASE("every failure ends the job failed with a message, no manifest and no 
         auto png = png_of(300, 200);
         png.resize(png.size() / 2);
         f.source.add("uploads/map.png", png);
-        const job_record done = run(f, f.request_for(f.new_job_record()), f.sink);
+        f.enqueue();
+        const job_record done = f.run();
         CHECK(done.status == job_status::failed);
         CHECK(done.error.find("truncated") != std::string::npos);
         CHECK(done.error.find("uploads/map.png") != std::string::npos);  // the key, not a local path
@@ -163,99 +253,141 @@ TEST_CASE("every failure ends the job failed with a message, no manifest and no 
 
         fixture g;
         g.source.add("uploads/map.png", std::vector<std::uint8_t>(5000, 'x'));
-        const job_record text = run(g, g.request_for(g.new_job_record()), g.sink);
+        g.enqueue();
+        const job_record text = g.run();
         CHECK(text.status == job_status::failed);
         CHECK(text.error.find("not a PNG or JPEG") != std::string::npos);
     }
     SECTION("source over the size limit") {
         fixture f;
         f.source.add("uploads/map.png", png_of(300, 200));
-        tile_generation_request request = f.request_for(f.new_job_record());
-        request.max_source_bytes = 1000;
-        const job_record done = run(f, request, f.sink);
+        f.settings.max_source_bytes = 1000;
+        f.enqueue();
+        const job_record done = f.run();
         CHECK(done.status == job_status::failed);
         CHECK(done.error.find("over the limit of 1000 bytes") != std::string::npos);
     }
     SECTION("a version published since the job was queued") {
         fixture f;
         f.source.add("uploads/map.png", png_of(300, 200));
-        tile_generation_request request = f.request_for(f.new_job_record());
-        request.version.status = "published";
-        const job_record done = run(f, request, f.sink);
+        f.enqueue();
+        f.version_status = "published";
+        const job_record done = f.run();
         CHECK(done.status == job_status::failed);
         CHECK(done.error.rfind("Can only generate tiles for draft versions", 0) == 0);
         CHECK(f.sink.size() == 0);
     }
-    SECTION("storage failing part-way") {
+    SECTION("a version deleted since the job was queued") {
         fixture f;
-        f.source.add("uploads/map.png", png_of(900, 700));
-        failing_sink sink;
-        const job_record done = run(f, f.request_for(f.new_job_record()), sink);
+        f.source.add("uploads/map.png", png_of(300, 200));
+        f.enqueue();
+        const std::map<std::string, job_handler> handlers{
+            {tile_generation_job, tile_generation_handler<fast_codecs>(f.source, f.sink, [](const job_record&) -> version_info {
+                 throw error(errc::not_found, "version 3 of project-1 no longer exists");
+             }, f.settings)}};
+        const job_record done = *run_next_job(f.store, handlers, f.options);
         CHECK(done.status == job_status::failed);
-        CHECK(done.error.find("disk full") != std::string::npos);
-        CHECK(f.scratch_is_empty());
+        CHECK(done.error == "version 3 of project-1 no longer exists");
     }
-    SECTION("an exception from user code") {
+    SECTION("storage failing part-way: retried with backoff, then failed with the last error") {
         fixture f;
         f.source.add("uploads/map.png", png_of(900, 700));
-        tile_generation_request request = f.request_for(f.new_job_record());
-        request.tiling.on_progress = [](const tile_progress& p) {
+        f.enqueue(f.request(), 2);
+        failing_sink sink;
+        const job_record first = f.run(sink);
+        CHECK(first.status == job_status::queued);  // storage trouble may pass: another attempt
+        CHECK(first.attempt == 1);
+        CHECK(first.error.find("disk full") != std::string::npos);
+        CHECK(f.scratch_is_empty());
+        std::optional<job_record> second;
+        for (int i = 0; i < 200 && !second; ++i) {
+            const std::map<std::string, job_handler> handlers{
+                {tile_generation_job, tile_generation_handler<fast_codecs>(f.source, sink, f.lookup(), f.settings)}};
+            second = run_next_job(f.store, handlers, f.options);
+            if (!second) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        REQUIRE(second);
+        CHECK(second->status == job_status::failed);
+        CHECK(second->attempt == 2);
+        CHECK(second->error.find("disk full") != std::string::npos);
+    }
+    SECTION("an exception from user code fails at once and removes the tiles it wrote") {
+        fixture f;
+        f.source.add("uploads/map.png", png_of(900, 700));
+        f.settings.on_progress = [](const tile_progress& p) {
             if (p.tiles_done > 10) throw std::runtime_error("callback exploded");
         };
-        const job_record done = run(f, request, f.sink);
+        f.enqueue();
+        const job_record done = f.run();
         CHECK(done.status == job_status::failed);
         CHECK(done.error.find("callback exploded") != std::string::npos);
         CHECK_FALSE(f.has_manifest());
+        CHECK(f.keys_under_prefix().empty());
     }
-    SECTION("a bad project slug never reaches a storage key") {
+    SECTION("a bad project slug never reaches a storage key, nor the queue") {
         fixture f;
-        f.source.add("uploads/map.png", png_of(300, 200));
-        tile_generation_request request = f.request_for(f.new_job_record());
-        request.project_slug = "../etc";
-        const job_record done = run(f, request, f.sink);
+        tile_generation_request r = f.request();
+        r.project_slug = "../etc";
+        new_job job{tile_generation_job, "project-1", "version-3", "alice"};
+        job.payload = to_payload(r);
+        f.store.enqueue(job);
+        const job_record done = f.run();
         CHECK(done.status == job_status::failed);
+        CHECK(done.attempt == 1);
         CHECK(done.error.find("slug") != std::string::npos);
         CHECK(f.sink.size() == 0);
     }
 }
 
-TEST_CASE("cancellation ends the job cancelled without a manifest", "[jobs]") {
-    SECTION("by token") {
+TEST_CASE("cancellation: the store's ends the job cancelled, the worker's hands it back", "[jobs]") {
+    SECTION("by cancelling the job in the store from elsewhere: noticed within a heartbeat") {
+        fixture f;
+        f.source.add("uploads/map.png", png_of(2000, 1600));
+        const job_record job = f.enqueue();
+        f.settings.threads = 1;
+        f.options.heartbeat = std::chrono::milliseconds(100);
+        std::atomic<bool> cancelled{false};
+        std::chrono::steady_clock::time_point cancelled_at;
+        f.settings.on_progress = [&](const tile_progress& p) {
+            if (p.tiles_done > 20 && !cancelled.exchange(true)) {
+                cancelled_at = std::chrono::steady_clock::now();
+                f.store.cancel(job.id, "user asked");
+            }
+            if (cancelled) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        };
+        const job_record done = f.run();
+        const auto stopped_after = std::chrono::steady_clock::now() - cancelled_at;
+        CHECK(done.status == job_status::cancelled);
+        CHECK(done.error == "user asked");
+        CHECK(stopped_after < std::chrono::seconds(2));
+        CHECK_FALSE(f.has_manifest());
+        CHECK(f.keys_under_prefix().empty());  // a cancelled run deletes what it wrote
+        CHECK(f.scratch_is_empty());
+    }
+    SECTION("by the worker's own token: the job goes back to the queue, attempt not used") {
         fixture f;
         f.source.add("uploads/map.png", png_of(1500, 1200));
-        tile_generation_request request = f.request_for(f.new_job_record());
+        f.enqueue();
         cancel_token cancel;
-        request.tiling.on_progress = [cancel](const tile_progress& p) mutable {
+        f.settings.on_progress = [cancel](const tile_progress& p) mutable {
             if (p.tiles_done > 20) cancel.cancel();
         };
-        const job_record done = run_tile_generation_job(f.store, f.source, f.sink, request, cancel);
-        CHECK(done.status == job_status::cancelled);
+        const job_record done = f.run(f.sink, cancel);
+        CHECK(done.status == job_status::queued);
+        CHECK(done.attempt == 0);
+        CHECK(done.message.find("Queued again") == 0);
         CHECK_FALSE(f.has_manifest());
         CHECK(f.scratch_is_empty());
     }
-    SECTION("by cancelling the job in the store from elsewhere") {
-        fixture f;
-        f.source.add("uploads/map.png", png_of(2000, 1600));
-        const job_record job = f.new_job_record();
-        tile_generation_request request = f.request_for(job);
-        request.tiling.threads = 1;
-        std::atomic<bool> cancelled{false};
-        request.tiling.on_progress = [&](const tile_progress& p) {
-            if (p.tiles_done > 20 && !cancelled.exchange(true)) f.store.cancel(job.id, "user asked");
-            if (cancelled) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        };
-        const job_record done = run_tile_generation_job(f.store, f.source, f.sink, request);
-        CHECK(done.status == job_status::cancelled);
-        CHECK(done.error == "user asked");
-        CHECK_FALSE(f.has_manifest());
-    }
-    SECTION("before the job started") {
+    SECTION("before the job started: nothing to run") {
         fixture f;
         f.source.add("uploads/map.png", png_of(300, 200));
-        const job_record job = f.new_job_record();
+        const job_record job = f.enqueue();
         f.store.cancel(job.id, "changed my mind");
-        const job_record done = run_tile_generation_job(f.store, f.source, f.sink, f.request_for(job));
-        CHECK(done.status == job_status::cancelled);
+        const std::map<std::string, job_handler> handlers{
+            {tile_generation_job, tile_generation_handler<fast_codecs>(f.source, f.sink, f.lookup(), f.settings)}};
+        CHECK_FALSE(run_next_job(f.store, handlers, f.options));
+        CHECK(f.store.get(job.id)->status == job_status::cancelled);
         CHECK(f.sink.size() == 0);
     }
 }
@@ -277,76 +409,124 @@ TEST_CASE("a slow store does not slow the tiler: progress writes never wait on t
         ++blocked_writes;
         if (!opened.wait_for(lock, std::chrono::seconds(30), [&] { return tiles_done; })) timed_out = true;
     };
-    tile_generation_request request = f.request_for(f.new_job_record());
-    request.progress_interval = std::chrono::milliseconds(10);
-    request.tiling.threads = 2;
-    request.tiling.on_progress = [&](const tile_progress& p) {
+    f.options.progress_interval = std::chrono::milliseconds(10);
+    f.settings.on_progress = [&](const tile_progress& p) {
         if (p.tiles_done < p.tiles_total) return;
         std::lock_guard<std::mutex> lock(mutex);
         tiles_done = true;
         opened.notify_all();
     };
-    const job_record done = run_tile_generation_job(f.store, f.source, f.sink, request);
+    f.enqueue();
+    const job_record done = f.run();
     REQUIRE(done.status == job_status::completed);
     CHECK(blocked_writes >= 1);  // a write really was held up while the tiles were made
     CHECK_FALSE(timed_out);
     // Writes are coalesced: far fewer than one per tile.
-    const auto tiles = nlohmann::json::parse(tkt::as_string(f.sink.get("mp/harbour-map/uploads/tiles/pyramid.json")->body));
+    const auto tiles = nlohmann::json::parse(tkt::as_string(f.sink.get(tiles_prefix + "pyramid.json")->body));
     CHECK(f.store.writes.size() < tiles.at("tile_count").get<std::size_t>() / 4);
 }
 
-TEST_CASE("running again for the same version replaces the pyramid; two at once are refused", "[jobs]") {
+TEST_CASE("a rerun replaces the pyramid and leaves no stale object of the previous one", "[jobs]") {
     fixture f;
     f.source.add("uploads/map.png", png_of(900, 700));
-    const job_record first = f.new_job_record();
-    CHECK_THROWS_AS(f.new_job_record(), job_state_error);  // one active job per version
-    REQUIRE(run_tile_generation_job(f.store, f.source, f.sink, f.request_for(first)).status ==
-            job_status::completed);
-    f.source.add("uploads/map.png", png_of(500, 400));
-    const job_record second = f.new_job_record();
-    tile_generation_request request = f.request_for(second);
+    f.enqueue();
+    CHECK_THROWS_AS(f.enqueue(), job_state_error);  // one active job per version
+    REQUIRE(f.run().status == job_status::completed);
+    const std::size_t first_count = f.keys_under_prefix().size();
+    f.sink.put({"mp/harbour-map/uploads/base.png", {1, 2, 3}, "image/png", ""});  // outside the prefix: kept
+
+    f.source.add("uploads/map.png", png_of(500, 400));  // fewer levels and tiles than the first
+    f.enqueue();
     std::atomic<int> old_manifest_seen{0};
-    request.tiling.on_progress = [&](const tile_progress&) {
+    f.settings.on_progress = [&](const tile_progress&) {
         old_manifest_seen += f.has_manifest();  // the old pyramid is withdrawn before tiles change
     };
-    const job_record done = run_tile_generation_job(f.store, f.source, f.sink, request);
+    const job_record done = f.run();
     CHECK(old_manifest_seen == 0);
     REQUIRE(done.status == job_status::completed);
-    const auto metadata = nlohmann::json::parse(
-        tkt::as_string(f.sink.get("mp/harbour-map/uploads/tiles/pyramid.json")->body));
+    const auto metadata = nlohmann::json::parse(tkt::as_string(f.sink.get(tiles_prefix + "pyramid.json")->body));
     CHECK(metadata.at("width") == 500);
     CHECK(metadata.at("height") == 400);
+    // Exactly the new pyramid under the prefix: its tiles and its two manifests.
+    const std::size_t now = f.keys_under_prefix().size();
+    CHECK(now == done.result.at("tile_count").get<std::size_t>() + 2);
+    CHECK(now < first_count);
+    CHECK_FALSE(f.sink.contains(tiles_prefix + "image_files/10/0_0.png"));  // level 10 only existed before
+    CHECK(f.sink.contains("mp/harbour-map/uploads/base.png"));
+}
+
+TEST_CASE("a failed attempt's partial tiles are overwritten by the next attempt, then swept", "[jobs]") {
+    // A sink that fails one upload on the first attempt only, after storing part of the pyramid.
+    struct flaky_sink final : storage_sink {
+        memory_sink& inner;
+        std::atomic<bool> fail_once{true};
+        explicit flaky_sink(memory_sink& s) : inner(s) {}
+        void put(storage_object object) override {
+            if (object.key.find("/9/") != std::string::npos && fail_once.exchange(false))
+                throw error(errc::storage_error, "503 Slow Down: " + object.key);
+            inner.put(std::move(object));
+        }
+        void flush() override {}
+        bool remove(const std::string& key) override { return inner.remove(key); }
+        bool can_list() const override { return true; }
+        void list(const std::string& prefix, const std::function<void(const std::string&)>& on_key) override {
+            inner.list(prefix, on_key);
+        }
+    };
+    fixture f;
+    f.source.add("uploads/map.png", png_of(900, 700));
+    // A leftover of some older, larger pyramid: the sweep must remove it too.
+    f.sink.put({tiles_prefix + "image_files/12/7_7.png", {1}, "image/png", ""});
+    flaky_sink sink(f.sink);
+    f.enqueue();
+    const job_record first = f.run(sink);
+    REQUIRE(first.status == job_status::queued);
+    CHECK(first.error.find("503 Slow Down") != std::string::npos);
+    CHECK_FALSE(f.has_manifest());
+    CHECK(f.keys_under_prefix().size() > 1);  // partial tiles are kept for the next attempt to overwrite
+    std::optional<job_record> second;
+    for (int i = 0; i < 200 && !second; ++i) {
+        const std::map<std::string, job_handler> handlers{
+            {tile_generation_job, tile_generation_handler<fast_codecs>(f.source, sink, f.lookup(), f.settings)}};
+        second = run_next_job(f.store, handlers, f.options);
+        if (!second) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    REQUIRE(second);
+    REQUIRE(second->status == job_status::completed);
+    CHECK(second->attempt == 2);
+    CHECK(f.keys_under_prefix().size() == second->result.at("tile_count").get<std::size_t>() + 2);
+    CHECK_FALSE(f.sink.contains(tiles_prefix + "image_files/12/7_7.png"));
 }
 
 TEST_CASE("the result and the old-pyramid removal use the run's real manifest and metadata keys", "[jobs]") {
     fixture f;
     f.source.add("uploads/map.png", png_of(600, 400));
     const auto run = [&](const std::string& basename, const std::string& metadata_key) {
-        tile_generation_request request = f.request_for(f.new_job_record());
+        tile_generation_request request = f.request();
         request.tiling.basename = basename;
         request.tiling.metadata_key = metadata_key;
+        f.enqueue(request);
         std::atomic<int> old_manifest_seen{0};
-        request.tiling.on_progress = [&](const tile_progress&) {
-            old_manifest_seen += f.sink.contains("mp/harbour-map/uploads/tiles/chart.dzi") ||
-                                 f.sink.contains("mp/harbour-map/uploads/tiles/meta/chart.json");
+        f.settings.on_progress = [&](const tile_progress&) {
+            old_manifest_seen += f.sink.contains(tiles_prefix + "chart.dzi") || f.sink.contains(tiles_prefix + "meta/chart.json");
         };
-        const job_record done = run_tile_generation_job(f.store, f.source, f.sink, request);
+        const job_record done = f.run();
         REQUIRE(done.status == job_status::completed);
         CHECK(old_manifest_seen == 0);  // withdrawn before any tile of the rerun was stored
         return done.result;
     };
     nlohmann::json result = run("chart", "meta/chart.json");
-    CHECK(result.at("manifest") == "mp/harbour-map/uploads/tiles/chart.dzi");
-    CHECK(result.at("metadata") == "mp/harbour-map/uploads/tiles/meta/chart.json");
+    CHECK(result.at("manifest") == tiles_prefix + "chart.dzi");
+    CHECK(result.at("metadata") == tiles_prefix + "meta/chart.json");
     CHECK(f.sink.contains(result.at("manifest").get<std::string>()));
     CHECK(f.sink.contains(result.at("metadata").get<std::string>()));
-    CHECK_FALSE(f.sink.contains("mp/harbour-map/uploads/tiles/pyramid.json"));
+    CHECK_FALSE(f.sink.contains(tiles_prefix + "pyramid.json"));
     // The same keys again: the previous run's manifests are removed first.
     result = run("chart", "meta/chart.json");
     CHECK(f.sink.contains(result.at("metadata").get<std::string>()));
 }
 
-TEST_CASE("a sink that cannot delete keeps the default remove(): nothing removed, the job still completes", "[jobs]") {
+TEST_CASE("a sink that cannot delete or list: nothing removed, the job still completes", "[jobs]") {
     struct append_only_sink final : storage_sink {
         void put(storage_object object) override { inner.put(std::move(object)); }
         void flush() override {}
@@ -356,9 +536,12 @@ TEST_CASE("a sink that cannot delete keeps the default remove(): nothing removed
     f.source.add("uploads/map.png", png_of(300, 200));
     append_only_sink sink;
     CHECK_FALSE(sink.remove("anything"));
-    const job_record first = run_tile_generation_job(f.store, f.source, sink, f.request_for(f.new_job_record()));
+    CHECK_FALSE(sink.can_list());
+    f.enqueue();
+    const job_record first = f.run(sink);
     REQUIRE(first.status == job_status::completed);
-    const job_record second = run_tile_generation_job(f.store, f.source, sink, f.request_for(f.new_job_record()));
+    f.enqueue();
+    const job_record second = f.run(sink);
     REQUIRE(second.status == job_status::completed);
     CHECK(sink.inner.contains(second.result.at("metadata").get<std::string>()));
 }

@@ -278,18 +278,27 @@ TEST_CASE("the tile-generation job downloads from and uploads to the S3 peer", "
 
     tkt::temp_dir scratch;
     jobs::sqlite_job_store store((scratch.path() / "jobs.db").string());  // the embedded default store
-    const auto run = [&](image_source& source, const std::string& slug) {
-        const jobs::job_record job = store.create({jobs::tile_generation_job, "p-" + slug, "v1", "tester"});
+    const auto draft = [](const jobs::job_record&) { return jobs::version_info{1, "draft"}; };
+    jobs::tile_generation_settings settings;
+    settings.scratch_root = scratch.path();
+    const auto run_in = [&](jobs::job_store& jobs_store, image_source& source, const std::string& slug, const std::string& key) {
         jobs::tile_generation_request request;
-        request.job_id = job.id;
-        request.source_key = root + "uploads/base map.png";
+        request.source_key = key;
         request.project_slug = slug;
-        request.version = {1, "draft"};
+        request.version = 1;
         request.prefix_template = root + "mp/{slug}/uploads/tiles/";
-        request.scratch_root = scratch.path() / "work";
         request.tiling.tile_size = 128;
-        s3::s3_sink sink(*config);
-        return jobs::run_tile_generation_job<fast_codecs>(store, source, sink, request);
+        jobs::new_job job{jobs::tile_generation_job, "p-" + slug, "v1", "tester"};
+        job.payload = jobs::to_payload(request);
+        jobs_store.enqueue(job);
+        const auto make_sink = [&] { return std::make_unique<s3::s3_sink>(*config); };  // one S3 sink per job
+        const auto done = jobs::run_next_job(
+            jobs_store, {{jobs::tile_generation_job, jobs::tile_generation_handler<fast_codecs>(source, make_sink, draft, settings)}});
+        REQUIRE(done);
+        return *done;
+    };
+    const auto run = [&](image_source& source, const std::string& slug) {
+        return run_in(store, source, slug, root + "uploads/base map.png");
     };
 
     s3::object_source signed_get(client);
@@ -314,15 +323,8 @@ TEST_CASE("the tile-generation job downloads from and uploads to the S3 peer", "
 
     jobs::memory_job_store other;
     s3::object_source missing(client);
-    const jobs::job_record job = other.create({jobs::tile_generation_job, "p", "v", "t"});
-    jobs::tile_generation_request request;
-    request.job_id = job.id;
-    request.source_key = root + "uploads/missing.png";
-    request.project_slug = "missing";
-    request.version = {1, "draft"};
-    request.scratch_root = scratch.path();
-    s3::s3_sink sink(*config);
-    const jobs::job_record failed = jobs::run_tile_generation_job<fast_codecs>(other, missing, sink, request);
-    CHECK(failed.status == jobs::job_status::failed);
+    const jobs::job_record failed = run_in(other, missing, "missing", root + "uploads/missing.png");
+    CHECK(failed.status == jobs::job_status::failed);  // not found: bad input, not retried
+    CHECK(failed.attempt == 1);
     CHECK(failed.error.find("NoSuchKey") != std::string::npos);
 }

@@ -12,19 +12,24 @@
 namespace tilekit_service {
 
 const char* const usage_text =
-    "usage: tilekit-service [serve] [options]        run the HTTP service\n"
+    "usage: tilekit-service [serve] [options]        run the HTTP service and/or its workers\n"
     "       tilekit-service add-user NAME [--token T] [options]  create a user, print its bearer token\n"
     "options (environment variable in brackets):\n"
     "  --host H                 listen address (TILEKIT_HOST, default 127.0.0.1)\n"
     "  --port N                 listen port (TILEKIT_PORT, default 8080)\n"
     "  --data-dir DIR           catalog.db, jobs.db, storage/, scratch/ (TILEKIT_DATA_DIR, default ./tilekit-data)\n"
-    "  --catalog-db FILE        (TILEKIT_CATALOG_DB)   --jobs-db FILE (TILEKIT_JOBS_DB)\n"
+    "  --catalog-db FILE        (TILEKIT_CATALOG_DB)\n"
+    "  --jobs-db FILE|URL       the job queue: a SQLite file (default <data-dir>/jobs.db) or a\n"
+    "                           postgresql://user@host/db URL (TILEKIT_JOBS_DB)\n"
+    "  --role all|serve|work    API and workers (default), the API only, or workers only (TILEKIT_ROLE)\n"
     "  --storage-root DIR       filesystem storage (TILEKIT_STORAGE_ROOT)\n"
     "  --viewer-dir DIR         viewer page and static files (TILEKIT_VIEWER_DIR)\n"
     "  --s3-bucket B            store in S3/R2 instead (TILEKIT_S3_BUCKET; AWS_ACCESS_KEY_ID,\n"
     "                           AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3)\n"
-    "  --workers N              concurrent jobs (TILEKIT_WORKERS, default 2)\n"
-    "  --queue N                waiting jobs before 503 (TILEKIT_QUEUE, default 16)\n"
+    "  --workers N              concurrent jobs in this process (TILEKIT_WORKERS, default 2)\n"
+    "  --queue N                queued jobs before 503 (TILEKIT_QUEUE, default 64)\n"
+    "  --lease-seconds N        a silent worker loses its job after N s (TILEKIT_LEASE_SECONDS, default 30)\n"
+    "  --max-attempts N         attempts per job, retryable errors only (TILEKIT_MAX_ATTEMPTS, default 3)\n"
     "  --tiler-threads N        encoder threads per job, 0 = cores (TILEKIT_TILER_THREADS)\n"
     "  --http-threads N         (TILEKIT_HTTP_THREADS, default 16)\n"
     "  --max-upload-bytes N     (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
@@ -58,6 +63,15 @@ const setting settings[] = {
     {"--data-dir", "TILEKIT_DATA_DIR", [](service_config& c, const std::string&, const std::string& v) { c.data_dir = v; }},
     {"--catalog-db", "TILEKIT_CATALOG_DB", [](service_config& c, const std::string&, const std::string& v) { c.catalog_db = v; }},
     {"--jobs-db", "TILEKIT_JOBS_DB", [](service_config& c, const std::string&, const std::string& v) { c.jobs_db = v; }},
+    {"--role", "TILEKIT_ROLE",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         if (v != "all" && v != "serve" && v != "work") throw config_error{n + " must be all, serve or work, got '" + v + "'"};
+         c.role = v;
+     }},
+    {"--lease-seconds", "TILEKIT_LEASE_SECONDS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.lease_seconds = static_cast<int>(number(n, v, 2, 3600)); }},
+    {"--max-attempts", "TILEKIT_MAX_ATTEMPTS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.max_attempts = static_cast<int>(number(n, v, 1, 100)); }},
     {"--storage-root", "TILEKIT_STORAGE_ROOT",
      [](service_config& c, const std::string&, const std::string& v) { c.storage_root = v; }},
     {"--viewer-dir", "TILEKIT_VIEWER_DIR", [](service_config& c, const std::string&, const std::string& v) { c.viewer_dir = v; }},
@@ -100,6 +114,20 @@ const setting settings[] = {
 
 }  // namespace
 
+bool is_postgresql_url(const std::string& text) {
+    return text.rfind("postgresql://", 0) == 0 || text.rfind("postgres://", 0) == 0;
+}
+
+std::string redact_url(const std::string& text) {
+    if (!is_postgresql_url(text)) return text;
+    // postgresql://user:secret@host/db -> postgresql://user:***@host/db
+    const std::size_t scheme = text.find("://") + 3;
+    const std::size_t at = text.find('@', scheme);
+    const std::size_t colon = text.find(':', scheme);
+    if (at == std::string::npos || colon == std::string::npos || colon > at) return text;
+    return text.substr(0, colon + 1) + "***" + text.substr(at);
+}
+
 service_config load_config(const std::vector<std::string>& args) {
     service_config c;
     for (const setting& s : settings)
@@ -127,7 +155,8 @@ std::string describe(const service_config& c) {
         << "  listen           " << c.host << ":" << c.port << "\n"
         << "  data dir         " << c.data_dir << "\n"
         << "  catalog db       " << c.catalog_db << "\n"
-        << "  jobs db          " << c.jobs_db << "\n";
+        << "  jobs db          " << redact_url(c.jobs_db) << "\n"
+        << "  role             " << c.role << "\n";
     if (c.s3_bucket.empty()) {
         out << "  storage          filesystem " << c.storage_root << "\n";
     } else {
@@ -140,6 +169,7 @@ std::string describe(const service_config& c) {
     }
     out << "  viewer dir       " << c.viewer_dir << "\n"
         << "  workers / queue  " << c.workers << " / " << c.queue_capacity << "\n"
+        << "  lease / attempts " << c.lease_seconds << " s / " << c.max_attempts << "\n"
         << "  tiler threads    " << c.tiler_threads << (c.tiler_threads ? "" : " (one per core)") << "\n"
         << "  http threads     " << c.http_threads << "\n"
         << "  max upload       " << c.max_upload_bytes << " bytes\n"

@@ -13,12 +13,15 @@ struct service_config {
     int port = 8080;
     std::string data_dir = "tilekit-data";   // catalog.db, jobs.db, storage/, scratch/
     std::string catalog_db;                 // default: <data_dir>/catalog.db
-    std::string jobs_db;                    // default: <data_dir>/jobs.db
+    std::string jobs_db;                    // a SQLite file (default <data_dir>/jobs.db) or postgresql://...
+    std::string role = "all";               // all (API and workers) | serve (API only) | work (workers only)
     std::string storage_root;               // filesystem storage; default: <data_dir>/storage
     std::string viewer_dir;                 // default: the source tree's examples/http_service/viewer
     std::string s3_bucket;                  // non-empty: S3 / R2 storage (credentials from AWS_*)
-    unsigned workers = 2;                   // concurrent tile-generation jobs
-    unsigned queue_capacity = 16;           // jobs waiting for a worker; beyond that: 503
+    unsigned workers = 2;                   // concurrent tile-generation jobs in this process
+    unsigned queue_capacity = 64;           // queued jobs in the store; beyond that: 503
+    int lease_seconds = 30;                 // a worker that stops renewing loses its job after this
+    int max_attempts = 3;                   // per job: the first run and the retries of retryable errors
     unsigned tiler_threads = 0;             // encoder threads per job; 0 = one per core
     unsigned http_threads = 16;
     std::uint64_t max_upload_bytes = std::uint64_t{256} << 20;
@@ -39,5 +42,9 @@ extern const char* const usage_text;
 // `args` excludes the program name. Fills the derived paths.
 service_config load_config(const std::vector<std::string>& args);
 std::string describe(const service_config& config);
+
+bool is_postgresql_url(const std::string& text);
+// The URL with any password replaced by ***, for logs.
+std::string redact_url(const std::string& text);
 
 }  // namespace tilekit_service

@@ -1,14 +1,15 @@
 // tilekit-service: a small reference HTTP service that embeds tilekit (see README.md,
 // "The reference HTTP service"). main wires the parts together and owns the lifecycle:
-// SIGTERM/SIGINT stop accepting requests, running jobs get a grace period, and jobs that
-// cannot finish are failed as interrupted.
+// SIGTERM/SIGINT stop accepting requests and claiming jobs, running jobs get a grace period,
+// and jobs that cannot finish are handed back to the queue (any instance runs them next).
+// --role serve runs only the API, --role work only the workers, the default both.
 
 #include "auth.hpp"
 #include "catalog.hpp"
 #include "config.hpp"
 #include "routes.hpp"
+#include "job_queue.hpp"
 #include "storage.hpp"
-#include "workers.hpp"
 
 #include <tilekit/sqlite.hpp>
 
@@ -26,8 +27,9 @@ namespace {
 using namespace tilekit_service;
 
 void prepare_directories(const service_config& config) {
-    for (const std::string& path : {config.data_dir, std::filesystem::path(config.catalog_db).parent_path().string(),
-                                    std::filesystem::path(config.jobs_db).parent_path().string()})
+    const std::string jobs_dir =
+        is_postgresql_url(config.jobs_db) ? std::string() : std::filesystem::path(config.jobs_db).parent_path().string();
+    for (const std::string& path : {config.data_dir, std::filesystem::path(config.catalog_db).parent_path().string(), jobs_dir})
         if (!path.empty()) std::filesystem::create_directories(path);
 }
 
@@ -66,37 +68,15 @@ int serve(const std::vector<std::string>& args) {
     prepare_directories(config);
 
     catalog db(config.catalog_db);
-    // Opening the store fails jobs that a killed process left running ("interrupted: ...").
-    tilekit::jobs::sqlite_job_store jobs(config.jobs_db);
-    for (const auto& job : jobs.recovered_on_open())
-        std::cerr << "tilekit-service: job " << job.id << " failed: " << job.error << "\n";
-    // Jobs queued by a previous process never started and never will: fail them as well.
-    for (const auto& job : jobs.list_by_status(tilekit::jobs::job_status::queued))
-        jobs.fail(job.id, "interrupted: the service stopped before this job started");
+    // Queued jobs stay queued across restarts; the workers (here or in another process) run them.
+    const std::unique_ptr<tilekit::jobs::job_store> jobs = open_job_store(config);
     std::unique_ptr<storage> store = make_storage(config);
-    worker_pool pool(config.workers, config.queue_capacity);
+    std::unique_ptr<tilekit::jobs::worker_pool> workers;
+    if (config.role != "serve") workers = start_workers(config, *jobs, db, *store);
     std::atomic<bool> stopping{false};
-    service_context context{config, db, jobs, *store, pool, stopping};
+    service_context context{config, db, *jobs, *store, workers.get(), stopping};
 
     httplib::Server server;
-    const unsigned http_threads = config.http_threads;
-    server.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
-    server.set_payload_max_length(static_cast<std::size_t>(config.max_upload_bytes));
-    server.set_read_timeout(30);
-    install_common_handlers(server);
-    install_api_routes(server, context);
-    install_file_routes(server, context);
-
-    int port = config.port;
-    if (port == 0) {
-        port = server.bind_to_any_port(config.host);
-        if (port < 0) throw std::runtime_error("cannot bind " + config.host);
-    } else if (!server.bind_to_port(config.host, port)) {
-        throw std::runtime_error("cannot bind " + config.host + ":" + std::to_string(port));
-    }
-    std::cerr << "tilekit-service: listening on http://" << config.host << ":" << port << "\n";
-    std::cout << "listening " << port << std::endl;
-
     std::thread signal_waiter([&] {
         int received = 0;
         sigwait(&stop_signals, &received);
@@ -105,17 +85,34 @@ int serve(const std::vector<std::string>& args) {
         stopping = true;
         server.stop();
     });
-    server.listen_after_bind();
-    stopping = true;
+    if (config.role == "work") {
+        std::cerr << "tilekit-service: working (no HTTP server); " << config.workers << " workers on "
+                  << describe_job_store(config) << "\n";
+        std::cout << "working" << std::endl;
+        signal_waiter.join();
+    } else {
+        const unsigned http_threads = config.http_threads;
+        server.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
+        server.set_payload_max_length(static_cast<std::size_t>(config.max_upload_bytes));
+        server.set_read_timeout(30);
+        install_common_handlers(server);
+        install_api_routes(server, context);
+        install_file_routes(server, context);
 
-    pool.shutdown(std::chrono::seconds(config.shutdown_grace_seconds), [&](const std::string& id, bool was_running) {
-        try {
-            jobs.fail(id, was_running ? "interrupted: the service shut down before the job finished"
-                                      : "interrupted: the service shut down before the job started");
-        } catch (const std::exception& e) {
-            std::cerr << "tilekit-service: job " << id << ": " << e.what() << "\n";
+        int port = config.port;
+        if (port == 0) {
+            port = server.bind_to_any_port(config.host);
+            if (port < 0) throw std::runtime_error("cannot bind " + config.host);
+        } else if (!server.bind_to_port(config.host, port)) {
+            throw std::runtime_error("cannot bind " + config.host + ":" + std::to_string(port));
         }
-    });
+        std::cerr << "tilekit-service: listening on http://" << config.host << ":" << port << "\n";
+        std::cout << "listening " << port << std::endl;
+        server.listen_after_bind();
+    }
+    stopping = true;
+    // Stop claiming; running jobs get the grace period, then are handed back to the queue.
+    if (workers) workers->stop();
     if (signal_waiter.joinable()) {
         pthread_kill(signal_waiter.native_handle(), SIGTERM);  // wakes it if listen ended otherwise
         signal_waiter.join();

@@ -4,11 +4,12 @@
 
 #include "routes.hpp"
 
+#include "job_queue.hpp"
+
 #include "auth.hpp"
 #include "catalog.hpp"
 #include "config.hpp"
 #include "storage.hpp"
-#include "workers.hpp"
 
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/sqlite.hpp>
@@ -131,46 +132,25 @@ json version_view(const service_context& c, const project& p, const version& v) 
 bool is_png(const std::string& b) { return b.size() >= 8 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0; }
 bool is_jpeg(const std::string& b) { return b.size() >= 3 && b.compare(0, 3, "\xff\xd8\xff") == 0; }
 
-// Runs on a worker thread: re-reads the version (the draft guard runs again at start) and
-// tiles the asset into storage under the version's prefix.
-void run_job(service_context& c, const std::string& job_id, const project& p, const version& queued_version,
-             const asset& source, tilekit::cancel_token cancel) {
-    const std::optional<version> current = c.db.find_version(p.id, queued_version.number);
-    jobs::tile_generation_request request;
-    request.job_id = job_id;
-    request.source_key = source.storage_key;
-    request.project_slug = p.slug;
-    request.version = {queued_version.number, current ? current->status : std::string("deleted")};
-    request.prefix_template = c.config.prefix_template;
-    request.tiling.layout = c.config.layout == "xyz" ? tilekit::layout_type::xyz : tilekit::layout_type::deep_zoom;
-    request.tiling.format = c.config.format == "jpg" ? tilekit::tile_format::jpeg : tilekit::tile_format::png;
-    request.tiling.threads = c.config.tiler_threads;
-    request.max_source_bytes = c.config.max_upload_bytes;
-    request.scratch_root = std::filesystem::path(c.config.data_dir) / "scratch";
-    std::error_code ec;
-    std::filesystem::create_directories(request.scratch_root, ec);
-    std::unique_ptr<tilekit::storage_sink> sink = c.store.make_sink();
-    const jobs::job_record done =
-        jobs::run_tile_generation_job(c.jobs, c.store.source(), *sink, request, cancel);
-    std::fprintf(stderr, "tilekit-service: job %s %s%s%s\n", job_id.c_str(), jobs::to_string(done.status),
-                 done.error.empty() ? "" : ": ", done.error.c_str());
-}
-
 }  // namespace
 
 void install_api_routes(httplib::Server& server, service_context& context) {
     service_context* const c = &context;
 
     server.Get("/health", [c](const httplib::Request&, httplib::Response& res) {
-        const worker_pool::stats s = c->pool.snapshot();
-        const bool stopping = c->stopping.load() || s.stopping;
-        send_json(res, stopping ? 503 : 200,
-                  {{"status", stopping ? "stopping" : "ok"},
-                   {"workers", s.workers},
-                   {"queue_capacity", s.capacity},
-                   {"queued", s.queued},
-                   {"running", s.running},
-                   {"storage", c->store.describe()}});
+        const bool stopping = c->stopping.load();
+        json body{{"status", stopping ? "stopping" : "ok"},
+                  {"role", c->config.role},
+                  {"job_store", describe_job_store(c->config)},
+                  {"queue_capacity", c->config.queue_capacity},
+                  {"workers", nullptr},
+                  {"storage", c->store.describe()}};
+        if (c->workers) {
+            const jobs::worker_pool::stats s = c->workers->snapshot();
+            body["workers"] = {{"threads", s.threads}, {"running", s.running}, {"completed", s.completed},
+                               {"failed", s.failed}, {"retried", s.retried}};
+        }
+        send_json(res, stopping ? 503 : 200, body);
     });
 
     server.Get("/projects", [c](const httplib::Request& req, httplib::Response& res) {
@@ -284,25 +264,20 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         if (!jobs::is_draft({v.number, v.status})) return send_error(res, 400, "Can only generate tiles for draft versions");
         const auto a = c->db.find_asset(asset_id);
         if (!a || a->project_id != p.id || a->type != "base_map") return send_error(res, 400, "Invalid base map asset");
-        if (c->stopping.load() || !c->pool.try_reserve()) {
+        // The queue is durable, but not unbounded: beyond the capacity a client is asked to come back.
+        if (c->stopping.load() || c->jobs.list_by_status(jobs::job_status::queued).size() >= c->config.queue_capacity) {
             res.set_header("Retry-After", "5");
             return send_error(res, 503, "Too many tile generation jobs; try again later");
         }
+        jobs::new_job request{jobs::tile_generation_job, p.id, v.id, t->who.id};
+        request.payload = tile_job_payload(c->config, a->storage_key, p.slug, v.number);
+        request.max_attempts = c->config.max_attempts;
         jobs::job_record job;
         try {
-            job = c->jobs.create({jobs::tile_generation_job, p.id, v.id, t->who.id, "Queued"});
+            job = c->jobs.enqueue(request);
         } catch (const jobs::job_state_error&) {
-            c->pool.release();
             return send_error(res, 409, "A tile generation job is already queued or running for this version");
-        } catch (...) {
-            c->pool.release();
-            throw;
         }
-        const project proj = p;
-        const version ver = v;
-        const asset source = *a;
-        const std::string id = job.id;
-        c->pool.submit(id, [c, id, proj, ver, source](tilekit::cancel_token cancel) { run_job(*c, id, proj, ver, source, cancel); });
         send_json(res, 202, {{"job_id", job.id}, {"status", "queued"}, {"message", "Tile generation started"}});
     });
 
@@ -325,6 +300,22 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         const auto p = job ? c->db.project_by_id(job->project_id) : std::nullopt;
         if (!job || !p || p->owner_id != who->id) return send_error(res, 404, "Job not found");
         send_json(res, 200, job_json(*job));
+    });
+
+    // Cancels a queued or running job; a running one stops within about a second, no manifest.
+    server.Post("/jobs/([^/]+)/cancel", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const std::string id = lower(req.matches[1]);
+        if (!jobs::is_uuid(id)) return send_error(res, 422, "Invalid job id: a UUID");
+        const auto job = c->jobs.get(id);
+        const auto p = job ? c->db.project_by_id(job->project_id) : std::nullopt;
+        if (!job || !p || p->owner_id != who->id) return send_error(res, 404, "Job not found");
+        try {
+            send_json(res, 200, job_json(c->jobs.cancel(id, "cancelled by " + who->name)));
+        } catch (const jobs::job_state_error&) {
+            send_error(res, 409, std::string("The job has already ended: it is ") + jobs::to_string(c->jobs.get(id)->status));
+        }
     });
 }
 

@@ -5,7 +5,7 @@
 #include "catalog.hpp"
 #include "request_parsing.hpp"  // valid_slug, parse_version_number, the body and query parsers
 
-#include <tilekit/sqlite.hpp>
+#include <tilekit/jobs.hpp>
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -19,14 +19,12 @@ namespace tilekit_service {
 struct service_config;
 class catalog;
 class storage;
-class worker_pool;
-
 struct service_context {
     const service_config& config;
     catalog& db;
-    tilekit::jobs::sqlite_job_store& jobs;
+    tilekit::jobs::job_store& jobs;  // the queue: SQLite or PostgreSQL
     storage& store;
-    worker_pool& pool;
+    tilekit::jobs::worker_pool* workers;  // null for --role serve: other processes run the jobs
     std::atomic<bool>& stopping;
 };
 

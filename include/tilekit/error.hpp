@@ -28,6 +28,8 @@ enum class errc {
     not_a_draft,       // tiles may only be generated for a draft version
     duplicate_job,     // a queued or running job already exists for this project version
     over_memory_budget,  // decoding the image would need more memory than decode_limits allows
+    lease_lost,        // a worker's lease on a job expired and the job was taken over or ended
+    store_unavailable, // the job store could not be reached (a database down or restarting)
 };
 
 inline const char* to_string(errc code) noexcept {
@@ -50,6 +52,8 @@ inline const char* to_string(errc code) noexcept {
         case errc::not_a_draft: return "not_a_draft";
         case errc::duplicate_job: return "duplicate_job";
         case errc::over_memory_budget: return "over_memory_budget";
+        case errc::lease_lost: return "lease_lost";
+        case errc::store_unavailable: return "store_unavailable";
     }
     return "unknown";
 }

@@ -12,9 +12,10 @@
 //                 retract a previous pyramid's manifests before overwriting its tiles, so a
 //                 sink that cannot delete leaves them in place during a rerun.
 
-#include <tilekit/config.hpp>
+#include <tilekit/error.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,14 @@ public:
     virtual bool remove(const std::string& key) {
         static_cast<void>(key);
         return false;
+    }
+    // Listing (see the top of this file): whether list() works, and every stored key that starts
+    // with `prefix`, in any order.
+    virtual bool can_list() const { return false; }
+    virtual void list(const std::string& prefix, const std::function<void(const std::string& key)>& on_key) {
+        static_cast<void>(prefix);
+        static_cast<void>(on_key);
+        throw error(errc::invalid_argument, "this storage sink cannot list its objects");
     }
 };
 

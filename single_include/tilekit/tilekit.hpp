@@ -95,6 +95,8 @@ enum class errc {
     not_a_draft,       // tiles may only be generated for a draft version
     duplicate_job,     // a queued or running job already exists for this project version
     over_memory_budget,  // decoding the image would need more memory than decode_limits allows
+    lease_lost,        // a worker's lease on a job expired and the job was taken over or ended
+    store_unavailable, // the job store could not be reached (a database down or restarting)
 };
 
 inline const char* to_string(errc code) noexcept {
@@ -117,6 +119,8 @@ inline const char* to_string(errc code) noexcept {
         case errc::not_a_draft: return "not_a_draft";
         case errc::duplicate_job: return "duplicate_job";
         case errc::over_memory_budget: return "over_memory_budget";
+        case errc::lease_lost: return "lease_lost";
+        case errc::store_unavailable: return "store_unavailable";
     }
     return "unknown";
 }
@@ -2535,9 +2539,10 @@ TILEKIT_NAMESPACE_END
 //                 retract a previous pyramid's manifests before overwriting its tiles, so a
 //                 sink that cannot delete leaves them in place during a rerun.
 
-// #include <tilekit/config.hpp>
+// #include <tilekit/error.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -2561,6 +2566,14 @@ public:
         static_cast<void>(key);
         return false;
     }
+    // Listing (see the top of this file): whether list() works, and every stored key that starts
+    // with `prefix`, in any order.
+    virtual bool can_list() const { return false; }
+    virtual void list(const std::string& prefix, const std::function<void(const std::string& key)>& on_key) {
+        static_cast<void>(prefix);
+        static_cast<void>(on_key);
+        throw error(errc::invalid_argument, "this storage sink cannot list its objects");
+    }
 };
 
 TILEKIT_NAMESPACE_END
@@ -2571,6 +2584,7 @@ TILEKIT_NAMESPACE_END
 // #include <tilekit/sink.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -2595,6 +2609,18 @@ public:
     bool remove(const std::string& key) override {
         std::lock_guard<std::mutex> lock(mutex_);
         return objects_.erase(key) != 0;
+    }
+
+    bool can_list() const override { return true; }
+    // The keys are copied first, so `on_key` may call remove().
+    void list(const std::string& prefix, const std::function<void(const std::string&)>& on_key) override {
+        std::vector<std::string> found;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            for (auto it = objects_.lower_bound(prefix); it != objects_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
+                found.push_back(it->first);
+        }
+        for (const std::string& key : found) on_key(key);
     }
 
     std::optional<storage_object> get(const std::string& key) const {

@@ -28,13 +28,17 @@ int main() try {
     job.version_id = "v1";
 
     tilekit::jobs::tile_generation_request request;
-    request.job_id = store.create(job).id;
     request.source_key = "uploads/map.png";
     request.project_slug = "consumer";
-    request.version = {1, "draft"};
+    request.version = 1;
     request.tiling.tile_size = 128;  // options one level deep
-    request.tiling.threads = 2;
-    const tilekit::jobs::job_record done = tilekit::jobs::run_tile_generation_job(store, source, sink, request);
+    job.payload = tilekit::jobs::to_payload(request);
+    store.enqueue(job);
+    tilekit::jobs::tile_generation_settings settings;
+    settings.threads = 2;
+    const auto draft = [](const tilekit::jobs::job_record&) { return tilekit::jobs::version_info{1, "draft"}; };
+    const tilekit::jobs::job_record done = *tilekit::jobs::run_next_job(
+        store, {{tilekit::jobs::tile_generation_job, tilekit::jobs::tile_generation_handler(source, sink, draft, settings)}});
 
     // Without <tilekit/fast_codecs.hpp> in the program the job tiles with stb.
     const bool stb = std::string(tilekit::default_codecs_name()) == "stb";

@@ -6,6 +6,7 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -27,9 +28,11 @@ int main() try {
         tilekit::jobs::new_job job;
         job.project_id = "consumer";
         job.version_id = "v1";
-        id = store.create(job).id;
-        store.start(id, "Generating tiles...");
-        store.complete(id, {{"levels", 3}}, "Done");
+        id = store.enqueue(job).id;
+        auto claimed = store.claim("consumer", {tilekit::jobs::tile_generation_job}, std::chrono::seconds(30));
+        if (!claimed || claimed->job.id != id) return 1;
+        store.report_progress(claimed->lease, 50, "Generating tiles...");
+        store.complete(claimed->lease, {{"levels", 3}}, "Done");
     }
     const tilekit::jobs::sqlite_job_store store(path);
     const auto job = store.get(id);

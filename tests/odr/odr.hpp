@@ -16,6 +16,7 @@
 #include <tilekit/tilekit.hpp>
 
 #include <cstdint>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -35,9 +36,9 @@ inline std::string odr_sqlite_job(const std::string& project) {
     tilekit::jobs::new_job job;
     job.project_id = project;
     job.version_id = "v1";
-    const std::string id = store.create(job).id;
-    store.start(id, "go");
-    return store.complete(id, {{"project", project}}, "done").result.dump();
+    store.enqueue(job);
+    auto claimed = store.claim("odr", {tilekit::jobs::tile_generation_job}, std::chrono::seconds(30));
+    return store.complete(claimed->lease, {{"project", project}}, "done").result.dump();
 }
 
 // Used by both TUs (with different keys), so both emit the S3 part's inline functions.
@@ -84,11 +85,16 @@ std::string odr_tile_job(const std::string& project) {
     tilekit::memory_sink sink;
     tilekit::jobs::memory_job_store store;
     tilekit::jobs::tile_generation_request request;
-    request.job_id = store.create({tilekit::jobs::tile_generation_job, project, "v1", "odr"}).id;
     request.source_key = "map.png";
     request.project_slug = project;
-    request.version = {1, "draft"};
-    request.tiling.threads = 1;
-    const tilekit::jobs::job_record done = tilekit::jobs::run_tile_generation_job<Codecs>(store, source, sink, request);
+    request.version = 1;
+    tilekit::jobs::new_job job{tilekit::jobs::tile_generation_job, project, "v1", "odr"};
+    job.payload = tilekit::jobs::to_payload(request);
+    store.enqueue(job);
+    tilekit::jobs::tile_generation_settings settings;
+    settings.threads = 1;
+    const auto draft = [](const tilekit::jobs::job_record&) { return tilekit::jobs::version_info{1, "draft"}; };
+    const tilekit::jobs::job_record done = *tilekit::jobs::run_next_job(
+        store, {{tilekit::jobs::tile_generation_job, tilekit::jobs::tile_generation_handler<Codecs>(source, sink, draft, settings)}});
     return tilekit::jobs::to_string(done.status);
 }

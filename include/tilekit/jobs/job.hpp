@@ -1,6 +1,9 @@
 #pragma once
 // The job record: what a service shows its users about a background job (queued, running with
-// a percentage and a message, completed with a result, failed with the reason), and its JSON.
+// a percentage and a message, completed with a result, failed with the reason), what a worker
+// needs to run it (its payload), its attempts and, while it runs, the lease a worker holds on it;
+// and its JSON. The lease's fencing token is not part of the record: only the worker holding the
+// lease knows it (see job_lease in job_store.hpp).
 
 #include <tilekit/error.hpp>
 
@@ -49,20 +52,31 @@ inline bool is_terminal(job_status status) noexcept {
 
 inline const char* const tile_generation_job = "tile_generation";
 
+// Attempts a job gets unless new_job::max_attempts says otherwise: the first run and four retries.
+constexpr int default_max_attempts = 5;
+
 struct job_record {
     std::string id;                    // random UUID v4
     std::string job_type = tile_generation_job;
     job_status status = job_status::queued;
-    int progress = 0;                  // 0..100, never decreases
+    int progress = 0;                  // 0..100, never decreases within an attempt
     std::string message;
     nlohmann::json result;             // null until completed
-    std::string error;                 // set when failed or cancelled
+    // Set when failed or cancelled; while a job waits for a retry (queued, attempt > 0) it keeps
+    // the error of the attempt that failed.
+    std::string error;
     std::string project_id;
     std::string version_id;
     std::string created_by;
     std::string created_at;            // UTC, ISO 8601 ("2026-11-28T23:07:16.123Z")
-    std::optional<std::string> started_at;
+    std::optional<std::string> started_at;    // the start of the latest attempt
     std::optional<std::string> completed_at;
+    nlohmann::json payload = nlohmann::json::object();  // what a worker needs to run the job
+    int attempt = 0;                   // attempts started so far (a claim starts one)
+    int max_attempts = default_max_attempts;
+    std::string run_at;                // a queued job is not claimed before this time (UTC, ISO 8601)
+    std::optional<std::string> worker;            // while running: the worker holding the lease
+    std::optional<std::string> lease_expires_at;  // while running: when the lease ends unless renewed
 };
 
 // Thrown for a state change the state machine forbids (completing a failed job, progress over
@@ -77,6 +91,20 @@ public:
 class job_not_found : public error {
 public:
     explicit job_not_found(const std::string& id) : error(errc::not_found, "job '" + id + "' not found") {}
+};
+
+// Thrown to a worker whose write is fenced off: its lease expired and the job was rescued, taken
+// over by another worker or ended. Its write changed nothing; the worker must stop the job.
+class lease_lost : public error {
+public:
+    explicit lease_lost(const std::string& message) : error(errc::lease_lost, message) {}
+};
+
+// Thrown to the worker holding a job that was cancelled (by cancel()): stop and write nothing.
+class job_cancelled : public error {
+public:
+    explicit job_cancelled(const std::string& id, const std::string& reason)
+        : error(errc::cancelled, "job '" + id + "' was cancelled" + (reason.empty() ? "" : ": " + reason)) {}
 };
 
 }  // namespace jobs
@@ -124,20 +152,24 @@ inline bool is_uuid(const std::string& text) {
     return true;
 }
 
-// Now, UTC, ISO 8601 with milliseconds.
-inline std::string utc_now_iso8601() {
-    const auto now = std::chrono::system_clock::now();
-    const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
-    const auto millis =
-        std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+// A time as UTC ISO 8601 with milliseconds ("2026-11-28T23:07:16.123Z"): one fixed width, so
+// such texts sort (and compare) in time order.
+inline std::string format_utc(std::chrono::system_clock::time_point time) {
+    const auto millis_since_epoch = std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
+    const long long seconds_part = millis_since_epoch >= 0 ? millis_since_epoch / 1000 : (millis_since_epoch - 999) / 1000;
+    const std::time_t seconds = static_cast<std::time_t>(seconds_part);
+    const int millis = static_cast<int>(millis_since_epoch - seconds_part * 1000);
     std::tm utc{};
     gmtime_r(&seconds, &utc);
     char text[32];
     std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &utc);
     char out[40];
-    std::snprintf(out, sizeof out, "%s.%03dZ", text, static_cast<int>(millis));
+    std::snprintf(out, sizeof out, "%s.%03dZ", text, millis);
     return out;
 }
+
+// Now, UTC, ISO 8601 with milliseconds.
+inline std::string utc_now_iso8601() { return format_utc(std::chrono::system_clock::now()); }
 
 inline void to_json(nlohmann::json& j, const job_record& r) {
     const auto optional_text = [](const std::optional<std::string>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
@@ -153,7 +185,13 @@ inline void to_json(nlohmann::json& j, const job_record& r) {
                        {"created_by", r.created_by},
                        {"created_at", r.created_at},
                        {"started_at", optional_text(r.started_at)},
-                       {"completed_at", optional_text(r.completed_at)}};
+                       {"completed_at", optional_text(r.completed_at)},
+                       {"payload", r.payload},
+                       {"attempt", r.attempt},
+                       {"max_attempts", r.max_attempts},
+                       {"run_at", r.run_at},
+                       {"worker", optional_text(r.worker)},
+                       {"lease_expires_at", optional_text(r.lease_expires_at)}};
 }
 
 inline void from_json(const nlohmann::json& j, job_record& r) {
@@ -175,6 +213,13 @@ inline void from_json(const nlohmann::json& j, job_record& r) {
     r.created_at = j.value("created_at", std::string());
     r.started_at = optional_text("started_at");
     r.completed_at = optional_text("completed_at");
+    r.payload = j.contains("payload") && !j.at("payload").is_null() ? j.at("payload") : nlohmann::json::object();
+    r.attempt = j.value("attempt", 0);
+    r.max_attempts = j.value("max_attempts", default_max_attempts);
+    if (r.attempt < 0 || r.max_attempts < 1) throw error(errc::invalid_argument, "job attempts out of range in JSON");
+    r.run_at = j.value("run_at", r.created_at);
+    r.worker = optional_text("worker");
+    r.lease_expires_at = optional_text("lease_expires_at");
 }
 
 }  // namespace jobs

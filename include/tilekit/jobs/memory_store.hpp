@@ -1,6 +1,6 @@
 #pragma once
-// An in-memory job store: for tests and small embeddings that need no durability. One mutex
-// guards everything, so every method is atomic with respect to every other; transitions go
+// An in-memory job store: for tests and single-process embeddings that need no durability. One
+// mutex guards everything, so every method is atomic with respect to every other; changes go
 // through the shared detail::apply_* helpers so this store and the SQLite one agree exactly.
 // Jobs are never evicted: a long-lived embedding that creates many jobs should use a durable store.
 
@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -27,22 +28,28 @@ public:
     memory_job_store(const memory_job_store&) = delete;
     memory_job_store& operator=(const memory_job_store&) = delete;
 
-    job_record create(const new_job& job) override {
-        job_record record = detail::make_job(job);  // the random id is drawn outside the lock
-        std::lock_guard<std::mutex> lock(mutex_);
-        const version_key key = active_key(record);
-        const auto active = active_.find(key);
-        if (active != active_.end()) {
-            const job_record& other = jobs_.at(active->second).record;
-            throw job_state_error("a " + other.job_type + " job is already " + to_string(other.status) +
-                                  " for project '" + other.project_id + "' version '" + other.version_id +
-                                  "' (job '" + other.id + "')",
-                                  errc::duplicate_job);
+    job_record enqueue(const new_job& job) override {
+        detail::job_queue_state state;
+        job_record record = detail::make_job(job, state, detail::job_clock::now());  // the random id is drawn outside the lock
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const version_key key = active_key(record);
+            const auto active = active_.find(key);
+            if (active != active_.end()) {
+                const job_record& other = jobs_.at(active->second).record;
+                throw job_state_error("a " + other.job_type + " job is already " + to_string(other.status) +
+                                          " for project '" + other.project_id + "' version '" + other.version_id +
+                                          "' (job '" + other.id + "')",
+                                      errc::duplicate_job);
+            }
+            // A UUID v4 collision is astronomically unlikely, but overwriting a job would lose it silently.
+            if (jobs_.count(record.id)) throw job_state_error("job id '" + record.id + "' already exists");
+            const std::uint64_t sequence = next_sequence_++;
+            jobs_.emplace(record.id, entry{record, state, sequence});
+            active_.emplace(key, record.id);
+            queued_.insert({state.run_at, sequence, record.id});
         }
-        // A UUID v4 collision is astronomically unlikely, but overwriting a job would lose it silently.
-        if (jobs_.count(record.id)) throw job_state_error("job id '" + record.id + "' already exists");
-        jobs_.emplace(record.id, entry{record, next_sequence_++});
-        active_.emplace(key, record.id);
+        wakeup().notify();
         return record;
     }
 
@@ -61,29 +68,92 @@ public:
         return list([&](const job_record& r) { return r.status == status; }, /*newest_first=*/false);
     }
 
-    job_record start(const std::string& id, const std::string& message) override {
-        return update(id, [&](job_record& r) { detail::apply_start(r, message); });
+    std::optional<claimed_job> claim(const std::string& worker_id, const std::vector<std::string>& job_types,
+                                     std::chrono::milliseconds lease_duration) override {
+        if (worker_id.empty()) throw error(errc::invalid_argument, "claim: a worker needs an id");
+        if (lease_duration.count() <= 0) throw error(errc::invalid_argument, "claim: the lease duration must be positive");
+        const auto now = detail::job_clock::now();
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (auto it = queued_.begin(); it != queued_.end() && std::get<0>(*it) <= now; ++it) {
+            entry& e = jobs_.at(std::get<2>(*it));
+            if (std::find(job_types.begin(), job_types.end(), e.record.job_type) == job_types.end()) continue;
+            claimed_job claimed;
+            claimed.lease.worker_id = worker_id;
+            claimed.lease.duration = lease_duration;
+            const auto sent = std::chrono::steady_clock::now();
+            job_record changed = e.record;
+            detail::job_queue_state state = e.state;
+            detail::apply_claim(changed, state, claimed.lease, now);
+            queued_.erase(it);
+            e.record = changed;
+            e.state = state;
+            claimed.lease.valid_until = sent + lease_duration;
+            claimed.job = std::move(changed);
+            return claimed;
+        }
+        return std::nullopt;
     }
 
-    job_record report_progress(const std::string& id, int progress, const std::string& message) override {
-        return update(id, [&](job_record& r) { detail::apply_progress(r, progress, message); });
+    job_record renew(job_lease& lease) override {
+        return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+            detail::extend_lease(r, s, lease, now);
+        });
     }
 
-    job_record complete(const std::string& id, const nlohmann::json& result, const std::string& message) override {
-        return update(id, [&](job_record& r) { detail::apply_complete(r, result, message); });
+    job_record report_progress(job_lease& lease, int progress, const std::string& message) override {
+        return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+            detail::apply_progress(r, progress, message);
+            detail::extend_lease(r, s, lease, now);
+        });
     }
 
-    job_record fail(const std::string& id, const std::string& error) override {
-        return update(id, [&](job_record& r) { detail::apply_end(r, job_status::failed, error); });
+    job_record complete(job_lease& lease, const nlohmann::json& result, const std::string& message) override {
+        return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+            detail::apply_complete(r, s, result, message, now);
+        });
+    }
+
+    job_record fail(job_lease& lease, const std::string& error, failure_kind kind) override {
+        return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+            detail::apply_fail(r, s, error, kind, retries(), now);
+        });
+    }
+
+    job_record release(job_lease& lease, const std::string& reason) override {
+        return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+            detail::apply_release(r, s, reason, now);
+        });
     }
 
     job_record cancel(const std::string& id, const std::string& reason) override {
-        return update(id, [&](job_record& r) { detail::apply_end(r, job_status::cancelled, reason); });
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto it = jobs_.find(id);
+        if (it == jobs_.end()) throw job_not_found(id);
+        return change(it->second, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+            detail::apply_end(r, s, job_status::cancelled, reason, now);
+        });
+    }
+
+    std::vector<job_record> rescue_expired() override {
+        std::vector<job_record> rescued;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const auto now = detail::job_clock::now();
+            for (auto& item : jobs_) {
+                if (!detail::lease_expired(item.second.record, item.second.state, now)) continue;
+                rescued.push_back(change(item.second, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point at) {
+                    detail::apply_rescue(r, s, retries(), at);
+                }));
+            }
+        }
+        if (!rescued.empty()) wakeup().notify();
+        return rescued;
     }
 
 private:
     struct entry {
         job_record record;
+        detail::job_queue_state state;
         std::uint64_t sequence;  // insertion order: breaks created_at ties (timestamps are per millisecond)
     };
 
@@ -91,20 +161,39 @@ private:
     using version_key = std::tuple<std::string, std::string, std::string>;
     static version_key active_key(const job_record& r) { return {r.job_type, r.project_id, r.version_id}; }
 
-    // Applies a transition to a copy and stores it only if the helper did not throw, so an illegal
-    // change never leaves a half-updated record behind.
+    // Applies a change to a copy and stores it only if the helper did not throw, so an illegal
+    // change never leaves a half-updated record behind. Keeps the queued and active indexes in step.
     template <class Apply>
-    job_record update(const std::string& id, Apply&& apply) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        const auto it = jobs_.find(id);
-        if (it == jobs_.end()) throw job_not_found(id);
-        job_record changed = it->second.record;
-        apply(changed);
-        if (is_terminal(changed.status) && !is_terminal(it->second.record.status)) {
+    job_record change(entry& e, Apply&& apply) {
+        job_record changed = e.record;
+        detail::job_queue_state state = e.state;
+        apply(changed, state, detail::job_clock::now());
+        if (e.record.status == job_status::queued) queued_.erase({e.state.run_at, e.sequence, e.record.id});
+        if (changed.status == job_status::queued) queued_.insert({state.run_at, e.sequence, changed.id});
+        if (is_terminal(changed.status) && !is_terminal(e.record.status)) {
             const auto active = active_.find(active_key(changed));
-            if (active != active_.end() && active->second == id) active_.erase(active);
+            if (active != active_.end() && active->second == changed.id) active_.erase(active);
         }
-        it->second.record = changed;
+        e.record = changed;
+        e.state = state;
+        return changed;
+    }
+
+    template <class Apply>
+    job_record fenced(job_lease& lease, Apply&& apply) {
+        const auto sent = std::chrono::steady_clock::now();
+        job_record changed;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const auto it = jobs_.find(lease.job_id);
+            if (it == jobs_.end()) throw job_not_found(lease.job_id);
+            detail::check_lease(it->second.record, it->second.state, lease);
+            changed = change(it->second, apply);
+        }
+        if (changed.status == job_status::running)
+            lease.valid_until = sent + lease.duration;
+        else if (changed.status == job_status::queued)
+            wakeup().notify();
         return changed;
     }
 
@@ -129,6 +218,7 @@ private:
     mutable std::mutex mutex_;
     std::unordered_map<std::string, entry> jobs_;
     std::map<version_key, std::string> active_;  // -> id of the queued or running job
+    std::set<std::tuple<detail::job_clock::time_point, std::uint64_t, std::string>> queued_;  // claim order
     std::uint64_t next_sequence_ = 0;
 };
 

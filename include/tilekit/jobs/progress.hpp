@@ -1,11 +1,19 @@
 #pragma once
 // Job progress as the service this replaces showed it: each stage owns a share of the bar
 //   download 0-10, generating tiles 10-80, uploading 80-95, finalising 95-100
-// and the store is written from a background thread at most every `interval` (and only when
-// the whole percent or the message changed), never per tile, so a slow store cannot slow the
-// tiler. Because tilekit uploads while it tiles, "Generating tiles" counts tiles handed to the
-// sink, whose queue is bounded: the bar follows the slower of the two streams, and the
-// "Uploading" share covers only the uploads still in flight when the last tile is made.
+// and the lease keeper that writes it. While a worker runs a job, one keeper thread is the only
+// writer for that job's lease: it writes the latest percent and message at most every
+// `progress_interval` (and only when they changed), never per tile, so a slow store cannot slow
+// the tiler, and renews the lease every `heartbeat` when there was nothing to write. Because
+// tilekit uploads while it tiles, "Generating tiles" counts tiles handed to the sink, whose queue
+// is bounded: the bar follows the slower of the two streams, and the "Uploading" share covers
+// only the uploads still in flight when the last tile is made.
+//
+// The keeper stops the job (on_stop, once) when the store fences it off (the job was cancelled:
+// job_cancelled; or rescued and taken over: lease_lost), and also when it has failed to reach the
+// store for so long that the lease may end before the next try (a third of the lease before the
+// bound the store guarantees): another worker may then be given the job, and the two must never
+// run it at the same time.
 
 #include <tilekit/jobs/job_store.hpp>
 #include <tilekit/progress.hpp>
@@ -14,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -42,21 +51,29 @@ inline int stage_percent(const stage& s, double fraction) {
     return s.begin + static_cast<int>((s.end - s.begin) * fraction);
 }
 
-// Holds the latest percent and message and writes them to the store from its own thread.
-// If the store refuses (the job was cancelled or failed by someone else), `on_refused` runs once
-// so the caller can stop its work.
-class progress_writer {
+// Why a keeper stopped a job.
+enum class stop_reason { none, cancelled, lease_lost };
+
+class lease_keeper {
 public:
-    progress_writer(job_store& store, std::string job_id, std::chrono::milliseconds interval,
-                    std::function<void()> on_refused = {})
-        : store_(store), job_id_(std::move(job_id)), interval_(interval), on_refused_(std::move(on_refused)) {
+    // Called once, from the keeper's thread, with why and the store's message.
+    using stop_callback = std::function<void(stop_reason, const std::string& message)>;
+
+    lease_keeper(job_store& store, job_lease& lease, std::chrono::milliseconds progress_interval,
+                 std::chrono::milliseconds heartbeat, stop_callback on_stop = {})
+        : store_(store),
+          lease_(lease),
+          progress_interval_(std::max(progress_interval, std::chrono::milliseconds(1))),
+          heartbeat_(std::max(heartbeat, std::chrono::milliseconds(1))),
+          on_stop_(std::move(on_stop)),
+          last_write_(std::chrono::steady_clock::now()) {
         thread_ = std::thread([this] { run(); });
     }
 
-    progress_writer(const progress_writer&) = delete;
-    progress_writer& operator=(const progress_writer&) = delete;
+    lease_keeper(const lease_keeper&) = delete;
+    lease_keeper& operator=(const lease_keeper&) = delete;
 
-    ~progress_writer() { stop(); }
+    ~lease_keeper() { stop(); }
 
     // Cheap and thread-safe; a lower percent than already set is ignored (monotonic bar).
     // A milestone (the start of a stage) is always written, in order, even when later values
@@ -71,7 +88,7 @@ public:
         if (milestone) milestones_.emplace_back(percent, message);
     }
 
-    // Writes what is pending now and stops the thread.
+    // Writes what is pending now and stops the thread. After stop() the caller may use the lease.
     void stop() {
         {
             std::lock_guard<std::mutex> lock(mutex_);
@@ -80,63 +97,87 @@ public:
         }
         wake_.notify_all();
         thread_.join();
-        write_pending();
+        if (reason_ == stop_reason::none) tick(/*final=*/true);
     }
 
+    stop_reason reason() const noexcept { return reason_.load(); }
     std::size_t writes() const noexcept { return writes_.load(); }
 
 private:
     void run() {
         std::unique_lock<std::mutex> lock(mutex_);
-        while (!stopping_) {
-            wake_.wait_for(lock, interval_, [this] { return stopping_; });
+        while (!stopping_ && reason_ == stop_reason::none) {
+            wake_.wait_for(lock, std::min(progress_interval_, heartbeat_), [this] { return stopping_; });
             if (stopping_) break;
             lock.unlock();
-            write_pending();
+            tick(/*final=*/false);
             lock.lock();
         }
     }
 
-    void write_pending() {
+    // One round: the pending progress if any (which renews too), else a renewal when due.
+    void tick(bool final) {
         std::vector<std::pair<int, std::string>> batch;
+        std::size_t milestones_in_batch = 0;
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (!dirty_ || refused_) return;
-            dirty_ = false;
-            batch.assign(milestones_.begin(), milestones_.end());
-            milestones_.clear();
-            if (batch.empty() || batch.back().first != percent_ || batch.back().second != message_)
-                batch.emplace_back(percent_, message_);
+            if (dirty_) {
+                batch.assign(milestones_.begin(), milestones_.end());
+                milestones_in_batch = batch.size();
+                if (batch.empty() || batch.back().first != percent_ || batch.back().second != message_)
+                    batch.emplace_back(percent_, message_);
+            }
         }
+        const auto now = std::chrono::steady_clock::now();
+        if (batch.empty() && (final || now - last_write_ < heartbeat_)) return;
         try {
-            for (const auto& [percent, message] : batch) {
-                store_.report_progress(job_id_, percent, message);
-                ++writes_;
-            }
-        } catch (const error&) {
-            bool first = false;
-            {
+            if (batch.empty()) {
+                store_.renew(lease_);
+            } else {
+                for (const auto& [percent, message] : batch) store_.report_progress(lease_, percent, message);
                 std::lock_guard<std::mutex> lock(mutex_);
-                first = !refused_;
-                refused_ = true;
+                milestones_.erase(milestones_.begin(), milestones_.begin() + static_cast<std::ptrdiff_t>(milestones_in_batch));
+                if (batch.back().first == percent_ && batch.back().second == message_) dirty_ = false;
             }
-            if (first && on_refused_) on_refused_();
+            writes_ += batch.empty() ? 1 : batch.size();
+            last_write_ = std::chrono::steady_clock::now();
+        } catch (const job_cancelled& e) {
+            halt(stop_reason::cancelled, e.what());
+        } catch (const lease_lost& e) {
+            halt(stop_reason::lease_lost, e.what());
+        } catch (const job_state_error&) {
+            // progress the state machine refuses (a bug in the caller): drop it, keep the lease
+            std::lock_guard<std::mutex> lock(mutex_);
+            dirty_ = false;
+            milestones_.clear();
+        } catch (const std::exception& e) {
+            // The store is unreachable or busy: try again next round while the lease can still
+            // be trusted, and stop the job before it might be given to someone else.
+            if (std::chrono::steady_clock::now() > lease_.valid_until - lease_.duration / 3)
+                halt(stop_reason::lease_lost, std::string("cannot renew the lease: ") + e.what());
         }
     }
 
+    void halt(stop_reason reason, const std::string& message) {
+        stop_reason expected = stop_reason::none;
+        if (reason_.compare_exchange_strong(expected, reason) && on_stop_) on_stop_(reason, message);
+    }
+
     job_store& store_;
-    const std::string job_id_;
-    const std::chrono::milliseconds interval_;
-    std::function<void()> on_refused_;
+    job_lease& lease_;
+    const std::chrono::milliseconds progress_interval_;
+    const std::chrono::milliseconds heartbeat_;
+    stop_callback on_stop_;
     std::mutex mutex_;
     std::condition_variable wake_;
     int percent_ = -1;
     std::string message_;
     std::vector<std::pair<int, std::string>> milestones_;
     bool dirty_ = false;
-    bool refused_ = false;
     bool stopping_ = false;
+    std::atomic<stop_reason> reason_{stop_reason::none};
     std::atomic<std::size_t> writes_{0};
+    std::chrono::steady_clock::time_point last_write_;  // the keeper thread's only (and stop() after join)
     std::thread thread_;
 };
 

@@ -5,6 +5,7 @@
 #include <tilekit/sink.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -29,6 +30,18 @@ public:
     bool remove(const std::string& key) override {
         std::lock_guard<std::mutex> lock(mutex_);
         return objects_.erase(key) != 0;
+    }
+
+    bool can_list() const override { return true; }
+    // The keys are copied first, so `on_key` may call remove().
+    void list(const std::string& prefix, const std::function<void(const std::string&)>& on_key) override {
+        std::vector<std::string> found;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            for (auto it = objects_.lower_bound(prefix); it != objects_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
+                found.push_back(it->first);
+        }
+        for (const std::string& key : found) on_key(key);
     }
 
     std::optional<storage_object> get(const std::string& key) const {

@@ -35,19 +35,25 @@
 //   with a newer user_version, another application id, or someone else's tables is refused.
 // - Results are stored as JSON text (NULL until completed).
 //
-// Recovery of interrupted jobs. `start` records the job's owner: host name, pid, the process start
-// time (/proc/<pid>/stat field 22) and the kernel boot id. Opening a store (recovery_policy::
-// fail_interrupted, the default) then fails every `running` job whose owner is on this host and is
-// gone: the pid no longer exists, is a zombie, or belongs to a process with a different start time
-// (the pid was reused), or the host has rebooted since. The error says "interrupted: the process
-// running this job stopped (pid N on host H)". Jobs of live processes sharing the file are left
-// alone. The store fails such jobs rather than re-queueing them: a half-written pyramid needs a
-// decision by the service (which usually simply creates a new job), and a re-queued job nobody
-// picks up would be the "stuck job" this is meant to prevent.
-// Same-host assumption: owners are judged only on their own host (same host name). Jobs owned by
-// another host are never touched, because its pids mean nothing here; a file shared between hosts
-// (NFS) is not supported by SQLite's locking anyway. Containers sharing the file must have
-// distinct host names or share the pid namespace, or a live owner could be judged gone.
+// The queue. A claim is one IMMEDIATE transaction: the first queued row whose run_at has come
+// (index jobs_runnable) becomes running under a fresh lease token, so two processes never claim
+// one job. Every fenced write reads the row, checks the token (detail::check_lease) and writes it
+// back in one transaction. Times are this host's clock, as integer milliseconds beside the ISO
+// text (run_at_ms, lease_expires_ms), which is what SQLite's one-host use needs.
+//
+// Dead workers. Leases are the defence: a job whose worker stops renewing is rescued by any
+// process's rescue_expired() once its lease ends. On top of that, claim() records the claiming
+// process (host name, pid, its start time from /proc/<pid>/stat field 22, and the kernel boot id),
+// and rescue_dead_owners() (run by the constructor under recovery_policy::rescue_dead_owners, the
+// default) rescues at once every running job whose owner on this host is certainly gone: the pid
+// no longer exists, is a zombie, runs a different process (the pid was reused), or the host has
+// rebooted since. A rescued job goes back to the queue for another attempt, or is failed as
+// interrupted when its attempts are used up. Owners on other hosts are never judged by pid (their
+// pids mean nothing here; a file shared between hosts is not supported by SQLite's locking
+// anyway); their leases still expire.
+//
+// Schema versions: 1 (tilekit 0.1: no queue columns) is migrated in place to 2 when opened; its
+// running jobs have no lease and are rescued.
 
 #if !__has_include(<sqlite3.h>)
 #error "<tilekit/jobs/sqlite_store.hpp> needs SQLite 3 (<sqlite3.h>; Debian: libsqlite3-dev). Link tilekit::sqlite (CMake), tilekit_sqlite_dep (meson) or pkg-config tilekit-sqlite."
@@ -87,8 +93,8 @@ namespace jobs {
 
 // What opening a store does with `running` jobs whose process is gone.
 enum class recovery_policy {
-    fail_interrupted,  // fail them with "interrupted: ..." (the default)
-    none,              // leave them; call sqlite_job_store::recover_interrupted() yourself
+    rescue_dead_owners,  // rescue them at once (the default): queued again, or failed when out of attempts
+    none,                // leave them to their leases; or call sqlite_job_store::rescue_dead_owners() yourself
 };
 
 struct sqlite_store_options {
@@ -96,12 +102,12 @@ struct sqlite_store_options {
     std::chrono::milliseconds busy_timeout{5000};
     // Further attempts (with jittered backoff) when an attempt still reports SQLITE_BUSY.
     int busy_retries = 8;
-    recovery_policy recovery = recovery_policy::fail_interrupted;
+    recovery_policy recovery = recovery_policy::rescue_dead_owners;
     // PRAGMA synchronous=FULL instead of NORMAL: fsync every commit (survives power loss).
     bool synchronous_full = false;
 };
 
-// Who runs a job, as recorded by start().
+// Who runs a job, as recorded by claim().
 struct job_owner {
     std::string host;
     std::int64_t pid = 0;
@@ -259,14 +265,14 @@ namespace jobs {
 
 class sqlite_job_store final : public job_store {
 public:
-    static constexpr int schema_version = 1;
+    static constexpr int schema_version = 2;
     static constexpr std::int32_t application_id = 0x544b4a53;  // "TKJS"
 
     explicit sqlite_job_store(std::string path, sqlite_store_options options = {})
         : path_(std::move(path)), options_(options) {
         try {
             open();
-            if (options_.recovery == recovery_policy::fail_interrupted) recovered_ = recover_interrupted();
+            if (options_.recovery == recovery_policy::rescue_dead_owners) recovered_ = rescue_dead_owners();
         } catch (...) {
             close();
             throw;
@@ -278,40 +284,44 @@ public:
     ~sqlite_job_store() override { close(); }
 
     const std::string& path() const noexcept { return path_; }
-    // The jobs that the constructor failed as interrupted.
+    // The jobs that the constructor rescued because their process was gone.
     const std::vector<job_record>& recovered_on_open() const noexcept { return recovered_; }
 
-    job_record create(const new_job& job) override {
-        job_record record = detail::make_job(job);
-        std::lock_guard<std::mutex> lock(mutex_);
-        write_transaction tx(*this);
+    job_record enqueue(const new_job& job) override {
+        detail::job_queue_state state;
+        job_record record = detail::make_job(job, state, detail::job_clock::now());
         {
-            const auto& q = stmt_.active;
-            q.bind(1, record.project_id);
-            q.bind(2, record.version_id);
-            q.bind(3, record.job_type);
-            const reset_on_exit reset(q);
-            const int rc = sqlite3_step(q.get());
-            if (rc == SQLITE_ROW)
-                throw job_state_error("a " + record.job_type + " job is already " + q.text(1) + " for project '" +
-                                      record.project_id + "' version '" + record.version_id + "' (job '" + q.text(0) +
-                                      "')",
-                                      errc::duplicate_job);
-            if (rc != SQLITE_DONE) fail_sqlite(rc, "check for an active job");
+            std::lock_guard<std::mutex> lock(mutex_);
+            write_transaction tx(*this);
+            {
+                const auto& q = stmt_.active;
+                q.bind(1, record.project_id);
+                q.bind(2, record.version_id);
+                q.bind(3, record.job_type);
+                const reset_on_exit reset(q);
+                const int rc = sqlite3_step(q.get());
+                if (rc == SQLITE_ROW)
+                    throw job_state_error("a " + record.job_type + " job is already " + q.text(1) + " for project '" +
+                                              record.project_id + "' version '" + record.version_id + "' (job '" +
+                                              q.text(0) + "')",
+                                          errc::duplicate_job);
+                if (rc != SQLITE_DONE) fail_sqlite(rc, "check for an active job");
+            }
+            {
+                const auto& q = stmt_.insert;
+                bind_record(q, record, state);
+                const reset_on_exit reset(q);
+                const int rc = sqlite3_step(q.get());
+                if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) throw job_state_error("job id '" + record.id + "' already exists");
+                if (rc == SQLITE_CONSTRAINT_UNIQUE)
+                    throw job_state_error("a " + record.job_type + " job is already queued or running for project '" +
+                                              record.project_id + "' version '" + record.version_id + "'",
+                                          errc::duplicate_job);
+                if (rc != SQLITE_DONE) fail_sqlite(rc, "insert a job");
+            }
+            tx.commit();
         }
-        {
-            const auto& q = stmt_.insert;
-            bind_record(q, record);
-            const reset_on_exit reset(q);
-            const int rc = sqlite3_step(q.get());
-            if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) throw job_state_error("job id '" + record.id + "' already exists");
-            if (rc == SQLITE_CONSTRAINT_UNIQUE)
-                throw job_state_error("a " + record.job_type + " job is already queued or running for project '" +
-                                      record.project_id + "' version '" + record.version_id + "'",
-                                      errc::duplicate_job);
-            if (rc != SQLITE_DONE) fail_sqlite(rc, "insert a job");
-        }
-        tx.commit();
+        wakeup().notify();
         return record;
     }
 
@@ -332,28 +342,97 @@ public:
         return read_jobs(stmt_.by_status, to_string(status), "list jobs by status");
     }
 
-    job_record start(const std::string& id, const std::string& message) override {
+    std::optional<claimed_job> claim(const std::string& worker_id, const std::vector<std::string>& job_types,
+                                     std::chrono::milliseconds lease_duration) override {
+        if (worker_id.empty()) throw error(errc::invalid_argument, "claim: a worker needs an id");
+        if (lease_duration.count() <= 0) throw error(errc::invalid_argument, "claim: the lease duration must be positive");
+        if (job_types.empty()) return std::nullopt;
+        const std::string types = nlohmann::json(job_types).dump();
         const job_owner self = detail::this_process();
-        return update(id, [&](job_record& r) { detail::apply_start(r, message); }, &self);
+        const auto sent = std::chrono::steady_clock::now();
+        std::lock_guard<std::mutex> lock(mutex_);
+        write_transaction tx(*this);
+        const auto now = detail::job_clock::now();
+        std::vector<stored_job> found;
+        {
+            const auto& q = stmt_.next_runnable;
+            q.bind(1, millis(now));
+            q.bind(2, types);
+            const reset_on_exit reset(q);
+            const int rc = step_rows(q, [&] { found.push_back(read_stored(q)); });
+            if (rc != SQLITE_DONE) fail_sqlite(rc, "look for a runnable job");
+        }
+        if (found.empty()) return std::nullopt;  // the transaction rolls back: nothing changed
+        claimed_job claimed;
+        claimed.lease.worker_id = worker_id;
+        claimed.lease.duration = lease_duration;
+        stored_job& job = found.front();
+        detail::apply_claim(job.record, job.state, claimed.lease, now);
+        write_record(job.record, job.state);
+        set_owner(job.record.id, self);
+        tx.commit();
+        claimed.lease.valid_until = sent + lease_duration;
+        claimed.job = std::move(job.record);
+        return claimed;
     }
 
-    job_record report_progress(const std::string& id, int progress, const std::string& message) override {
-        return update(id, [&](job_record& r) { detail::apply_progress(r, progress, message); });
+    job_record renew(job_lease& lease) override {
+        return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+            detail::extend_lease(r, s, lease, now);
+        });
     }
 
-    job_record complete(const std::string& id, const nlohmann::json& result, const std::string& message) override {
-        return update(id, [&](job_record& r) { detail::apply_complete(r, result, message); });
+    job_record report_progress(job_lease& lease, int progress, const std::string& message) override {
+        return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+            detail::apply_progress(r, progress, message);
+            detail::extend_lease(r, s, lease, now);
+        });
     }
 
-    job_record fail(const std::string& id, const std::string& error) override {
-        return update(id, [&](job_record& r) { detail::apply_end(r, job_status::failed, error); });
+    job_record complete(job_lease& lease, const nlohmann::json& result, const std::string& message) override {
+        return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+            detail::apply_complete(r, s, result, message, now);
+        });
+    }
+
+    job_record fail(job_lease& lease, const std::string& error, failure_kind kind) override {
+        return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+            detail::apply_fail(r, s, error, kind, retries(), now);
+        });
+    }
+
+    job_record release(job_lease& lease, const std::string& reason) override {
+        return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+            detail::apply_release(r, s, reason, now);
+        });
     }
 
     job_record cancel(const std::string& id, const std::string& reason) override {
-        return update(id, [&](job_record& r) { detail::apply_end(r, job_status::cancelled, reason); });
+        return update(id, [&](stored_job& job, detail::job_clock::time_point now) {
+            detail::apply_end(job.record, job.state, job_status::cancelled, reason, now);
+        });
     }
 
-    // The owner recorded when the job started; nullopt for an unknown or never started job.
+    std::vector<job_record> rescue_expired() override {
+        return rescue_where([](const stored_job& job, detail::job_clock::time_point now) -> std::optional<std::string> {
+            if (!detail::lease_expired(job.record, job.state, now)) return std::nullopt;
+            return std::string();  // detail::apply_rescue's reason
+        });
+    }
+
+    // Rescues every running job whose owner on this host is gone (see the top of this file) and
+    // returns them. The constructor calls it under recovery_policy::rescue_dead_owners; a service
+    // whose worker processes die while it keeps running may call it at any time.
+    std::vector<job_record> rescue_dead_owners() {
+        const job_owner self = detail::this_process();
+        return rescue_where([&](const stored_job& job, detail::job_clock::time_point) -> std::optional<std::string> {
+            if (!job.owner || !detail::owner_is_gone(*job.owner, self)) return std::nullopt;
+            return "interrupted: the process running this job stopped (pid " + std::to_string(job.owner->pid) +
+                   " on host " + job.owner->host + ")";
+        });
+    }
+
+    // The owner recorded when the job was last claimed; nullopt for an unknown or never claimed job.
     std::optional<job_owner> owner(const std::string& id) const {
         std::lock_guard<std::mutex> lock(mutex_);
         const auto& q = stmt_.owner;
@@ -369,49 +448,33 @@ public:
         return found;
     }
 
-    // Fails every running job whose owner on this host is gone (see the top of this file) and
-    // returns them. The constructor calls it under recovery_policy::fail_interrupted; a service
-    // whose worker processes die while it keeps running can call it again at any time.
-    std::vector<job_record> recover_interrupted() {
-        const job_owner self = detail::this_process();
-        std::lock_guard<std::mutex> lock(mutex_);
-        write_transaction tx(*this);
-        std::vector<std::pair<job_record, job_owner>> running;
-        {
-            const auto& q = stmt_.running_with_owner;
-            const reset_on_exit reset(q);
-            const int rc = step_rows(q, [&] {
-                if (sqlite3_column_type(q.get(), job_column_count) == SQLITE_NULL) return;  // no owner recorded
-                running.emplace_back(read_record(q), read_owner(q, job_column_count));
-            });
-            if (rc != SQLITE_DONE) fail_sqlite(rc, "list running jobs");
-        }
-        std::vector<job_record> recovered;
-        for (auto& item : running) {
-            const job_owner& owner = item.second;
-            if (!detail::owner_is_gone(owner, self)) continue;
-            job_record& job = item.first;
-            detail::apply_end(job, job_status::failed,
-                              "interrupted: the process running this job stopped (pid " + std::to_string(owner.pid) +
-                                  " on host " + owner.host + ")");
-            write_record(job);
-            recovered.push_back(job);
-        }
-        tx.commit();
-        return recovered;
-    }
-
 private:
-    // Column order of every job SELECT (read_record relies on it).
+    // Column order of every job SELECT (read_record and read_stored rely on it), then the owner.
     static constexpr const char* job_columns =
         "id, job_type, status, progress, message, result, error, project_id, version_id, created_by, "
-        "created_at, started_at, completed_at";
-    static constexpr int job_column_count = 13;
+        "created_at, started_at, completed_at, payload, attempt, max_attempts, run_at, worker, lease_expires_at, "
+        "run_at_ms, lease_token, lease_expires_ms";
+    static constexpr int job_column_count = 22;
+    static constexpr const char* owner_columns = "owner_host, owner_pid, owner_start_time, owner_boot_id";
 
     struct statements {
         detail::sqlite_statement begin, commit, rollback, get, by_project, by_status, active, insert, update,
-            set_owner, owner, running_with_owner;
+            set_owner, owner, running, next_runnable;
     };
+
+    // A row: the record, the queue state beside it, and the process that claimed it last.
+    struct stored_job {
+        job_record record;
+        detail::job_queue_state state;
+        std::optional<job_owner> owner;
+    };
+
+    static std::int64_t millis(detail::job_clock::time_point t) {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+    }
+    static detail::job_clock::time_point from_millis(std::int64_t ms) {
+        return detail::job_clock::time_point(std::chrono::duration_cast<detail::job_clock::duration>(std::chrono::milliseconds(ms)));
+    }
 
     struct reset_on_exit {
         const detail::sqlite_statement& statement;
@@ -514,14 +577,7 @@ private:
         r.status = parse_job_status(q.text(2));
         r.progress = static_cast<int>(q.integer(3));
         r.message = q.text(4);
-        if (const auto result = q.optional_text(5)) {
-            try {
-                r.result = nlohmann::json::parse(*result);
-            } catch (const nlohmann::json::exception& e) {
-                throw sqlite_store_error(errc::io_error, "sqlite job store '" + path_ + "': job '" + r.id +
-                                                             "' has a result that is not JSON: " + e.what());
-            }
-        }
+        if (const auto result = q.optional_text(5)) r.result = parse_json(r.id, "result", *result);
         r.error = q.text(6);
         r.project_id = q.text(7);
         r.version_id = q.text(8);
@@ -529,7 +585,32 @@ private:
         r.created_at = q.text(10);
         r.started_at = q.optional_text(11);
         r.completed_at = q.optional_text(12);
+        r.payload = parse_json(r.id, "payload", q.text(13));
+        r.attempt = static_cast<int>(q.integer(14));
+        r.max_attempts = static_cast<int>(q.integer(15));
+        r.run_at = q.text(16);
+        r.worker = q.optional_text(17);
+        r.lease_expires_at = q.optional_text(18);
         return r;
+    }
+
+    stored_job read_stored(const detail::sqlite_statement& q) const {
+        stored_job job;
+        job.record = read_record(q);
+        job.state.run_at = from_millis(q.integer(19));
+        job.state.token = q.text(20);
+        job.state.lease_expires = from_millis(q.integer(21));
+        if (sqlite3_column_type(q.get(), job_column_count) != SQLITE_NULL) job.owner = read_owner(q, job_column_count);
+        return job;
+    }
+
+    nlohmann::json parse_json(const std::string& id, const char* column, const std::string& text) const {
+        try {
+            return nlohmann::json::parse(text);
+        } catch (const nlohmann::json::exception& e) {
+            throw sqlite_store_error(errc::io_error, "sqlite job store '" + path_ + "': job '" + id + "' has a " + column +
+                                                         " that is not JSON: " + e.what());
+        }
     }
 
     static job_owner read_owner(const detail::sqlite_statement& q, int first) {
@@ -541,22 +622,22 @@ private:
         return o;
     }
 
-    std::string result_text(const job_record& r) const {
+    std::string json_text(const job_record& r, const nlohmann::json& value, const char* what) const {
         try {
-            return r.result.dump();
+            return value.dump();
         } catch (const nlohmann::json::exception& e) {  // e.g. a string that is not UTF-8
-            throw job_state_error("job '" + r.id + "': the result cannot be stored as JSON text: " + e.what());
+            throw job_state_error("job '" + r.id + "': the " + std::string(what) + " cannot be stored as JSON text: " + e.what());
         }
     }
 
-    // Binds the 13 job columns in job_columns order.
-    void bind_record(const detail::sqlite_statement& q, const job_record& r) const {
+    // Binds the 22 job columns in job_columns order.
+    void bind_record(const detail::sqlite_statement& q, const job_record& r, const detail::job_queue_state& s) const {
         q.bind(1, r.id);
         q.bind(2, r.job_type);
         q.bind(3, std::string(to_string(r.status)));
         q.bind(4, static_cast<std::int64_t>(r.progress));
         q.bind(5, r.message);
-        q.bind(6, r.result.is_null() ? std::optional<std::string>() : std::optional<std::string>(result_text(r)));
+        q.bind(6, r.result.is_null() ? std::optional<std::string>() : std::optional<std::string>(json_text(r, r.result, "result")));
         q.bind(7, r.error);
         q.bind(8, r.project_id);
         q.bind(9, r.version_id);
@@ -564,48 +645,106 @@ private:
         q.bind(11, r.created_at);
         q.bind(12, r.started_at);
         q.bind(13, r.completed_at);
+        q.bind(14, json_text(r, r.payload, "payload"));
+        q.bind(15, static_cast<std::int64_t>(r.attempt));
+        q.bind(16, static_cast<std::int64_t>(r.max_attempts));
+        q.bind(17, r.run_at);
+        q.bind(18, r.worker);
+        q.bind(19, r.lease_expires_at);
+        q.bind(20, millis(s.run_at));
+        q.bind(21, s.token.empty() ? std::optional<std::string>() : std::optional<std::string>(s.token));
+        q.bind(22, s.token.empty() ? std::int64_t{0} : millis(s.lease_expires));
     }
 
-    void write_record(const job_record& r) {
+    void write_record(const job_record& r, const detail::job_queue_state& s) {
         const auto& q = stmt_.update;
-        bind_record(q, r);
+        bind_record(q, r, s);
         const reset_on_exit reset(q);
         const int rc = sqlite3_step(q.get());
         if (rc != SQLITE_DONE) fail_sqlite(rc, "update job '" + r.id + "'");
         if (sqlite3_changes(db_) != 1) throw job_not_found(r.id);
     }
 
-    // One transition: BEGIN IMMEDIATE, read, apply, write back, COMMIT. An exception from
-    // `apply` (an illegal transition) rolls back, so the stored record never changes halfway.
+    void set_owner(const std::string& id, const job_owner& owner) {
+        const auto& q = stmt_.set_owner;
+        q.bind(1, owner.host);
+        q.bind(2, owner.pid);
+        q.bind(3, static_cast<std::int64_t>(owner.start_time));
+        q.bind(4, owner.boot_id);
+        q.bind(5, id);
+        const reset_on_exit reset(q);
+        const int rc = sqlite3_step(q.get());
+        if (rc != SQLITE_DONE) fail_sqlite(rc, "record the owner of job '" + id + "'");
+    }
+
+    // One change: BEGIN IMMEDIATE, read, apply, write back, COMMIT. An exception from `apply` (an
+    // illegal transition, a fenced-off lease) rolls back, so the stored row never changes halfway.
     template <class Apply>
-    job_record update(const std::string& id, Apply&& apply, const job_owner* new_owner = nullptr) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        write_transaction tx(*this);
-        std::vector<job_record> found;
+    job_record update(const std::string& id, Apply&& apply) {
+        job_record changed;
         {
-            const auto& q = stmt_.get;
-            q.bind(1, id);
-            const reset_on_exit reset(q);
-            const int rc = step_rows(q, [&] { found.push_back(read_record(q)); });
-            if (rc != SQLITE_DONE) fail_sqlite(rc, "read job '" + id + "'");
+            std::lock_guard<std::mutex> lock(mutex_);
+            write_transaction tx(*this);
+            std::vector<stored_job> found;
+            {
+                const auto& q = stmt_.get;
+                q.bind(1, id);
+                const reset_on_exit reset(q);
+                const int rc = step_rows(q, [&] { found.push_back(read_stored(q)); });
+                if (rc != SQLITE_DONE) fail_sqlite(rc, "read job '" + id + "'");
+            }
+            if (found.empty()) throw job_not_found(id);
+            stored_job& job = found.front();
+            apply(job, detail::job_clock::now());
+            write_record(job.record, job.state);
+            tx.commit();
+            changed = std::move(job.record);
         }
-        if (found.empty()) throw job_not_found(id);
-        job_record& record = found.front();
-        apply(record);
-        write_record(record);
-        if (new_owner) {
-            const auto& q = stmt_.set_owner;
-            q.bind(1, new_owner->host);
-            q.bind(2, new_owner->pid);
-            q.bind(3, static_cast<std::int64_t>(new_owner->start_time));
-            q.bind(4, new_owner->boot_id);
-            q.bind(5, id);
-            const reset_on_exit reset(q);
-            const int rc = sqlite3_step(q.get());
-            if (rc != SQLITE_DONE) fail_sqlite(rc, "record the owner of job '" + id + "'");
+        if (changed.status == job_status::queued) wakeup().notify();
+        return changed;
+    }
+
+    template <class Apply>
+    job_record fenced(job_lease& lease, Apply&& apply) {
+        const auto sent = std::chrono::steady_clock::now();
+        job_record changed = update(lease.job_id, [&](stored_job& job, detail::job_clock::time_point now) {
+            detail::check_lease(job.record, job.state, lease);
+            apply(job.record, job.state, now);
+        });
+        if (changed.status == job_status::running) lease.valid_until = sent + lease.duration;
+        return changed;
+    }
+
+    // Rescues, in one transaction, every running job for which `reason` gives a reason (empty:
+    // apply_rescue's own).
+    template <class Reason>
+    std::vector<job_record> rescue_where(Reason&& reason) {
+        std::vector<job_record> rescued;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            write_transaction tx(*this);
+            const auto now = detail::job_clock::now();
+            std::vector<stored_job> running;
+            {
+                const auto& q = stmt_.running;
+                const reset_on_exit reset(q);
+                const int rc = step_rows(q, [&] { running.push_back(read_stored(q)); });
+                if (rc != SQLITE_DONE) fail_sqlite(rc, "list running jobs");
+            }
+            for (stored_job& job : running) {
+                const std::optional<std::string> why = reason(job, now);
+                if (!why) continue;
+                if (why->empty())
+                    detail::apply_rescue(job.record, job.state, retries(), now);
+                else
+                    detail::apply_fail(job.record, job.state, *why, failure_kind::retryable, retries(), now);
+                write_record(job.record, job.state);
+                rescued.push_back(job.record);
+            }
+            tx.commit();
         }
-        tx.commit();
-        return record;
+        if (!rescued.empty()) wakeup().notify();
+        return rescued;
     }
 
     void exec(const char* sql, const char* what) {
@@ -679,60 +818,86 @@ private:
 
     void create_schema() {
         write_transaction tx(*this);  // IMMEDIATE: two processes creating it at once take turns
-        if (!check_identity()) return;  // another process created it first (tx rolls back nothing)
-        exec("CREATE TABLE jobs ("
-             " id TEXT PRIMARY KEY NOT NULL,"
-             " job_type TEXT NOT NULL,"
-             " status TEXT NOT NULL CHECK (status IN ('queued','running','completed','failed','cancelled')),"
-             " progress INTEGER NOT NULL CHECK (progress BETWEEN 0 AND 100),"
-             " message TEXT NOT NULL,"
-             " result TEXT,"  // JSON text; NULL until completed
-             " error TEXT NOT NULL,"
-             " project_id TEXT NOT NULL,"
-             " version_id TEXT NOT NULL,"
-             " created_by TEXT NOT NULL,"
-             " created_at TEXT NOT NULL,"  // ISO 8601 UTC, fixed width: sorts as text
-             " started_at TEXT,"
-             " completed_at TEXT,"
-             " owner_host TEXT,"  // who ran it (set by start): recovery of interrupted jobs
-             " owner_pid INTEGER,"
-             " owner_start_time INTEGER,"
-             " owner_boot_id TEXT);"
-             "CREATE UNIQUE INDEX jobs_one_active ON jobs (project_id, version_id, job_type)"
-             " WHERE status IN ('queued','running');"
-             "CREATE INDEX jobs_by_project ON jobs (project_id, created_at);"
-             "CREATE INDEX jobs_by_status ON jobs (status, created_at);"
-             "PRAGMA application_id = 1414220371;"  // 0x544b4a53
-             "PRAGMA user_version = 1;",
-             "create the schema");
-        static_assert(application_id == 1414220371 && schema_version == 1, "keep the schema SQL in step");
+        const bool empty = check_identity();
+        const std::int64_t version = query_integer("PRAGMA user_version", "read the schema version");
+        if (!empty && version == schema_version) return;  // another process got there first
+        if (empty) {
+            exec("CREATE TABLE jobs ("
+                 " id TEXT PRIMARY KEY NOT NULL,"
+                 " job_type TEXT NOT NULL,"
+                 " status TEXT NOT NULL CHECK (status IN ('queued','running','completed','failed','cancelled')),"
+                 " progress INTEGER NOT NULL CHECK (progress BETWEEN 0 AND 100),"
+                 " message TEXT NOT NULL,"
+                 " result TEXT,"  // JSON text; NULL until completed
+                 " error TEXT NOT NULL,"
+                 " project_id TEXT NOT NULL,"
+                 " version_id TEXT NOT NULL,"
+                 " created_by TEXT NOT NULL,"
+                 " created_at TEXT NOT NULL,"  // ISO 8601 UTC, fixed width: sorts as text
+                 " started_at TEXT,"
+                 " completed_at TEXT,"
+                 " owner_host TEXT,"  // the process that claimed it last: rescue_dead_owners()
+                 " owner_pid INTEGER,"
+                 " owner_start_time INTEGER,"
+                 " owner_boot_id TEXT);"
+                 "CREATE UNIQUE INDEX jobs_one_active ON jobs (project_id, version_id, job_type)"
+                 " WHERE status IN ('queued','running');"
+                 "CREATE INDEX jobs_by_project ON jobs (project_id, created_at);"
+                 "CREATE INDEX jobs_by_status ON jobs (status, created_at);"
+                 "PRAGMA application_id = 1414220371;",  // 0x544b4a53
+                 "create the schema");
+            static_assert(application_id == 1414220371, "keep the schema SQL in step");
+        }
+        // Version 1 -> 2: the queue's columns. A version-1 running job has no lease (0) and is rescued.
+        exec("ALTER TABLE jobs ADD COLUMN payload TEXT NOT NULL DEFAULT '{}';"
+             "ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0 CHECK (attempt >= 0);"
+             "ALTER TABLE jobs ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 5 CHECK (max_attempts >= 1);"
+             "ALTER TABLE jobs ADD COLUMN run_at TEXT NOT NULL DEFAULT '';"  // ISO 8601 UTC, for people
+             "ALTER TABLE jobs ADD COLUMN run_at_ms INTEGER NOT NULL DEFAULT 0;"  // the same, for the claim
+             "ALTER TABLE jobs ADD COLUMN worker TEXT;"
+             "ALTER TABLE jobs ADD COLUMN lease_expires_at TEXT;"
+             "ALTER TABLE jobs ADD COLUMN lease_token TEXT;"  // the fencing token; NULL unless running
+             "ALTER TABLE jobs ADD COLUMN lease_expires_ms INTEGER NOT NULL DEFAULT 0;"
+             "UPDATE jobs SET run_at = created_at,"
+             " run_at_ms = CAST(round((julianday(created_at) - 2440587.5) * 86400000.0) AS INTEGER),"
+             " attempt = CASE WHEN status = 'queued' THEN 0 ELSE 1 END;"
+             "CREATE INDEX jobs_runnable ON jobs (run_at_ms) WHERE status = 'queued';"
+             "CREATE INDEX jobs_leases ON jobs (lease_expires_ms) WHERE status = 'running';"
+             "PRAGMA user_version = 2;",
+             "create the queue's columns (schema version 2)");
+        static_assert(schema_version == 2, "keep the schema SQL in step");
         tx.commit();
     }
 
     void prepare() {
         const std::string columns = job_columns;
+        const std::string selected = columns + ", " + owner_columns;
         const auto make = [&](const std::string& sql) { return detail::sqlite_statement(db_, sql.c_str()); };
         // rowid (insertion order) breaks ties between jobs created in the same millisecond.
-        stmt_.get = make("SELECT " + columns + " FROM jobs WHERE id = ?1");
+        stmt_.get = make("SELECT " + selected + " FROM jobs WHERE id = ?1");
         stmt_.by_project =
-            make("SELECT " + columns + " FROM jobs WHERE project_id = ?1 ORDER BY created_at DESC, rowid DESC");
-        stmt_.by_status = make("SELECT " + columns + " FROM jobs WHERE status = ?1 ORDER BY created_at, rowid");
+            make("SELECT " + selected + " FROM jobs WHERE project_id = ?1 ORDER BY created_at DESC, rowid DESC");
+        stmt_.by_status = make("SELECT " + selected + " FROM jobs WHERE status = ?1 ORDER BY created_at, rowid");
         stmt_.active = make(
             "SELECT id, status FROM jobs WHERE project_id = ?1 AND version_id = ?2 AND job_type = ?3"
             " AND status IN ('queued','running') LIMIT 1");
         stmt_.insert = make("INSERT INTO jobs (" + columns +
-                            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
-        // Only the mutable columns change; ?2 and ?8..?11 (immutable) are bound but not used.
+                            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,"
+                            " ?19, ?20, ?21, ?22)");
+        // Only the mutable columns change; ?2, ?8..?11 and ?14 (immutable) are bound but not used.
         stmt_.update = make(
             "UPDATE jobs SET status = ?3, progress = ?4, message = ?5, result = ?6, error = ?7, started_at = ?12,"
-            " completed_at = ?13 WHERE id = ?1");
+            " completed_at = ?13, attempt = ?15, max_attempts = ?16, run_at = ?17, worker = ?18,"
+            " lease_expires_at = ?19, run_at_ms = ?20, lease_token = ?21, lease_expires_ms = ?22 WHERE id = ?1");
         stmt_.set_owner = make(
             "UPDATE jobs SET owner_host = ?1, owner_pid = ?2, owner_start_time = ?3, owner_boot_id = ?4 WHERE id = ?5");
-        stmt_.owner = make("SELECT owner_host, owner_pid, owner_start_time, owner_boot_id FROM jobs WHERE id = ?1");
-        stmt_.running_with_owner =
-            make("SELECT " + columns +
-                 ", owner_host, owner_pid, owner_start_time, owner_boot_id FROM jobs WHERE status = 'running'"
-                 " ORDER BY created_at, rowid");
+        stmt_.owner = make(std::string("SELECT ") + owner_columns + " FROM jobs WHERE id = ?1");
+        stmt_.running = make("SELECT " + selected + " FROM jobs WHERE status = 'running' ORDER BY created_at, rowid");
+        // jobs_runnable serves the range on run_at_ms in claim order (named: without statistics the
+        // planner would take jobs_by_status and sort every queued job); the types come as a JSON array.
+        stmt_.next_runnable = make("SELECT " + selected +
+                                   " FROM jobs INDEXED BY jobs_runnable WHERE status = 'queued' AND run_at_ms <= ?1"
+                                   " AND job_type IN (SELECT value FROM json_each(?2)) ORDER BY run_at_ms, rowid LIMIT 1");
     }
 
     void close() noexcept {

@@ -1,0 +1,86 @@
+#include "job_queue.hpp"
+
+#include "catalog.hpp"
+#include "config.hpp"
+#include "storage.hpp"
+
+#include <tilekit/fast_codecs.hpp>
+#include <tilekit/sqlite.hpp>
+#ifdef TILEKIT_HAS_POSTGRESQL
+#include <tilekit/postgresql.hpp>
+#endif
+
+#include <cstdio>
+#include <filesystem>
+
+namespace tilekit_service {
+
+namespace jobs = tilekit::jobs;
+
+std::unique_ptr<jobs::job_store> open_job_store(const service_config& config) {
+    std::unique_ptr<jobs::job_store> store;
+    if (is_postgresql_url(config.jobs_db)) {
+#ifdef TILEKIT_HAS_POSTGRESQL
+        store = std::make_unique<jobs::postgresql_job_store>(config.jobs_db);
+#else
+        throw std::runtime_error("--jobs-db " + redact_url(config.jobs_db) +
+                                 ": this tilekit-service was built without PostgreSQL support (libpq-dev)");
+#endif
+    } else {
+        // Opening the file rescues the jobs of processes on this host that were killed mid-job.
+        auto sqlite = std::make_unique<jobs::sqlite_job_store>(config.jobs_db);
+        for (const auto& job : sqlite->recovered_on_open())
+            std::fprintf(stderr, "tilekit-service: job %s rescued: %s\n", job.id.c_str(), job.error.c_str());
+        store = std::move(sqlite);
+    }
+    return store;
+}
+
+std::string describe_job_store(const service_config& config) {
+    if (!is_postgresql_url(config.jobs_db)) return "sqlite";
+    return "postgresql";
+}
+
+nlohmann::json tile_job_payload(const service_config& config, const std::string& source_key, const std::string& slug,
+                                int version_number) {
+    jobs::tile_generation_request request;
+    request.source_key = source_key;
+    request.project_slug = slug;
+    request.version = version_number;
+    request.prefix_template = config.prefix_template;
+    request.tiling.layout = config.layout == "xyz" ? tilekit::layout_type::xyz : tilekit::layout_type::deep_zoom;
+    request.tiling.format = config.format == "jpg" ? tilekit::tile_format::jpeg : tilekit::tile_format::png;
+    return jobs::to_payload(request);
+}
+
+std::unique_ptr<jobs::worker_pool> start_workers(const service_config& config, jobs::job_store& queue, catalog& db,
+                                                 storage& store) {
+    jobs::worker_options options;
+    options.threads = config.workers;
+    options.lease = std::chrono::seconds(config.lease_seconds);
+    options.heartbeat = std::min(std::chrono::milliseconds(500), options.lease / 4);
+    options.shutdown_grace = std::chrono::seconds(config.shutdown_grace_seconds);
+    options.on_job_end = [](const jobs::job_record& job) {
+        std::fprintf(stderr, "tilekit-service: job %s %s (attempt %d of %d)%s%s\n", job.id.c_str(), jobs::to_string(job.status),
+                     job.attempt, job.max_attempts, job.error.empty() ? "" : ": ", job.error.c_str());
+    };
+    jobs::tile_generation_settings settings;
+    settings.max_source_bytes = config.max_upload_bytes;
+    settings.scratch_root = std::filesystem::path(config.data_dir) / "scratch";
+    settings.threads = config.tiler_threads;
+    std::filesystem::create_directories(settings.scratch_root);
+    // The catalog is the service's: the version as it is now, not as it was when the job was queued.
+    const jobs::version_lookup current_version = [&db](const jobs::job_record& job) {
+        const int number = job.payload.value("version", 0);
+        const std::optional<version> v = db.find_version(job.project_id, number);
+        if (!v) throw tilekit::error(tilekit::errc::not_found, "version " + std::to_string(number) + " no longer exists");
+        return jobs::version_info{v->number, v->status};
+    };
+    auto pool = std::make_unique<jobs::worker_pool>(queue, options);
+    pool->handle(jobs::tile_generation_job,
+                 jobs::tile_generation_handler(store.source(), [&store] { return store.make_sink(); }, current_version, settings));
+    pool->start();
+    return pool;
+}
+
+}  // namespace tilekit_service

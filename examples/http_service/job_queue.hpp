@@ -1,0 +1,33 @@
+#pragma once
+// The service's job queue: the store (a SQLite file, or PostgreSQL for several instances) and
+// the tile-generation workers that run on it. The store is the queue: a job enqueued by any
+// instance is run by any instance's workers, and survives restarts.
+
+#include <tilekit/jobs.hpp>
+
+#include <memory>
+#include <string>
+
+namespace tilekit_service {
+
+struct service_config;
+class catalog;
+class storage;
+
+// The SQLite store for a path, the PostgreSQL store for a postgresql:// URL (when the service
+// was built with tilekit's PostgreSQL part; otherwise a clear error).
+std::unique_ptr<tilekit::jobs::job_store> open_job_store(const service_config& config);
+// What kind of store it is, without secrets: "sqlite <path>" or "postgresql <host/db>".
+std::string describe_job_store(const service_config& config);
+
+// The payload of a tile-generation job for a version's base map, with the service's tiling
+// settings.
+nlohmann::json tile_job_payload(const service_config& config, const std::string& source_key, const std::string& slug,
+                                int version_number);
+
+// Workers for the tile-generation jobs: the draft guard reads the version from the catalog
+// again when a job starts.
+std::unique_ptr<tilekit::jobs::worker_pool> start_workers(const service_config& config, tilekit::jobs::job_store& jobs,
+                                                          catalog& db, storage& store);
+
+}  // namespace tilekit_service

@@ -1,0 +1,374 @@
+#pragma once
+// The worker runtime: N threads per process that claim jobs from a job_store, run the handler
+// registered for each job's type, keep the job's lease alive while it runs (lease_keeper), and
+// record the outcome. Any number of such processes, on any number of hosts, may share a store.
+//
+//   jobs::worker_pool pool(store, options);
+//   pool.handle(jobs::tile_generation_job, jobs::tile_generation_handler(source, sink, lookup));
+//   pool.start();
+//   ...
+//   pool.stop();  // stop claiming; running jobs get options.shutdown_grace, the rest are handed back
+//
+// A handler returns the job's result (JSON) or throws. Its outcome:
+//   returns                       -> complete
+//   throws tilekit::error         -> fail; retryable (failure_kind) for storage and I/O errors, a
+//                                    lost lease and an unreachable store; permanent for bad input
+//   throws anything else          -> fail, permanent
+//   the job was cancelled, or its lease lost, while it ran -> nothing more is written: the store
+//                                    already says what happened (the keeper stopped the handler
+//                                    through ctx.cancel())
+//   the pool stopped and the grace period ended -> release: queued again at once, for any worker
+// Handlers must watch ctx.cancel() (the tiler does) so that cancellation takes effect within
+// about a heartbeat, and so that a worker that lost its lease stops before anyone else starts.
+
+#include <tilekit/jobs/job_store.hpp>
+#include <tilekit/jobs/progress.hpp>
+#include <tilekit/progress.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#if __has_include(<unistd.h>)
+#include <unistd.h>
+#endif
+
+TILEKIT_NAMESPACE_BEGIN
+namespace jobs {
+
+struct worker_options {
+    unsigned threads = 2;                      // jobs run at the same time by this pool
+    std::string name;                          // worker ids are "<name>#<thread>"; default "<host>/<pid>/<random>"
+    std::chrono::milliseconds lease{30000};    // how long a job stays ours without a renewal
+    std::chrono::milliseconds heartbeat{500};  // renewal cadence, and so how soon a cancel is noticed
+    std::chrono::milliseconds progress_interval{250};  // progress is written at most this often
+    std::chrono::milliseconds poll_interval{1000};     // idle workers look again this often without a wake-up
+    std::chrono::milliseconds rescue_interval{5000};   // this pool's sweep for expired leases (0: none)
+    std::chrono::milliseconds shutdown_grace{20000};   // stop(): running jobs may finish within this
+    // Called for each job that ended (completed, failed, cancelled, requeued for a retry or handed
+    // back) with its record; from a worker thread. For logging.
+    std::function<void(const job_record&)> on_job_end;
+};
+
+// What a handler sees of the job it runs.
+class job_context {
+public:
+    job_context(const job_record& job, std::shared_ptr<lease_keeper> keeper, cancel_token cancel)
+        : job_(job), keeper_(std::move(keeper)), cancel_(std::move(cancel)) {}
+
+    const job_record& job() const noexcept { return job_; }
+    const nlohmann::json& payload() const noexcept { return job_.payload; }
+    int attempt() const noexcept { return job_.attempt; }
+
+    // Cancelled when the job was cancelled, its lease was lost, or the pool is shutting down past
+    // its grace period. Pass it to tile_file (pyramid_options::cancel) or poll it.
+    const cancel_token& cancel() const noexcept { return cancel_; }
+
+    // Monotonic; written by the lease keeper at most every progress_interval.
+    void progress(int percent, const std::string& message, bool milestone = false) {
+        if (keeper_) keeper_->set(percent, message, milestone);
+    }
+
+private:
+    const job_record& job_;
+    std::shared_ptr<lease_keeper> keeper_;
+    cancel_token cancel_;
+};
+
+using job_handler = std::function<nlohmann::json(job_context&)>;
+
+// Which failures are worth another attempt: storage and I/O trouble, a lost lease, a store that
+// could not be reached. Everything else (bad input, a version that is not a draft, an image over
+// a limit, access denied, a bug) fails the job at once.
+inline failure_kind classify_failure(errc code) noexcept {
+    switch (code) {
+        case errc::io_error:
+        case errc::storage_error:
+        case errc::lease_lost:
+        case errc::store_unavailable:
+            return failure_kind::retryable;
+        default:
+            return failure_kind::permanent;
+    }
+}
+
+}  // namespace jobs
+namespace detail {
+
+inline std::string default_worker_name() {
+    char host[256] = {};
+#if __has_include(<unistd.h>)
+    if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "localhost");
+    const long pid = static_cast<long>(getpid());
+#else
+    std::snprintf(host, sizeof host, "localhost");
+    const long pid = 0;
+#endif
+    unsigned char random[3];
+    random_bytes(random, sizeof random);
+    char name[320];
+    std::snprintf(name, sizeof name, "%s/%ld/%02x%02x%02x", host, pid, random[0], random[1], random[2]);
+    return name;
+}
+
+// Runs a store write that ends a job. While the lease can be trusted, an unreachable store is
+// tried again (a database restarting); a fenced-off write (lease_lost, job_cancelled) means the
+// store already holds the outcome, and nothing is written. Returns the record written, if any.
+template <class Write>
+std::optional<jobs::job_record> write_outcome(jobs::job_lease& lease, Write&& write) {
+    std::chrono::milliseconds pause{50};
+    for (;;) {
+        try {
+            return write();
+        } catch (const jobs::lease_lost&) {
+            return std::nullopt;
+        } catch (const jobs::job_cancelled&) {
+            return std::nullopt;
+        } catch (const jobs::job_state_error&) {
+            throw;
+        } catch (const std::exception&) {
+            if (std::chrono::steady_clock::now() + pause >= lease.valid_until) throw;  // it will be rescued
+            std::this_thread::sleep_for(pause);
+            pause = std::min(pause * 2, std::chrono::milliseconds(2000));
+        }
+    }
+}
+
+// One claimed job, start to end, on the calling thread. `cancel` is the worker's own stop
+// signal (a pool shutting down, the caller of run_next_job): a handler it stopped hands its job
+// back. The keeper cancels it too when the store fences the job off; then nothing is written.
+inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, jobs::claimed_job& claimed,
+                                                       const jobs::job_handler& handler, const jobs::worker_options& options,
+                                                       cancel_token cancel) {
+    using namespace jobs;
+    job_lease& lease = claimed.lease;
+    // The keeper cancels the handler when the store fences it off; the store holds the outcome.
+    auto keeper = std::make_shared<lease_keeper>(store, lease, options.progress_interval, options.heartbeat,
+                                                 [cancel](stop_reason, const std::string&) mutable { cancel.cancel(); });
+    job_context context(claimed.job, keeper, cancel);
+    nlohmann::json result;
+    std::string failure;
+    failure_kind kind = failure_kind::permanent;
+    bool ok = false;
+    try {
+        result = handler(context);
+        ok = true;
+    } catch (const error& e) {
+        failure = e.what();
+        kind = classify_failure(e.code());
+    } catch (const std::exception& e) {
+        failure = std::string("unexpected error: ") + e.what();
+    } catch (...) {
+        failure = "unexpected error (not a std::exception)";
+    }
+    keeper->stop();
+    if (keeper->reason() != stop_reason::none) return std::nullopt;  // cancelled or taken over: the store knows
+    if (ok) return write_outcome(lease, [&] { return store.complete(lease, result, "Completed"); });
+    if (cancel.is_cancelled())
+        return write_outcome(lease, [&] { return store.release(lease, "the worker shut down before the job finished"); });
+    return write_outcome(lease, [&] { return store.fail(lease, failure, kind); });
+}
+
+}  // namespace detail
+namespace jobs {
+
+// Claims the next runnable job of the handlers' types and runs it on this thread. Returns its
+// record as the run left it (as the store holds it, when the job was cancelled or taken over
+// while it ran), or nullopt when nothing was runnable. Cancelling `cancel` hands the job back.
+inline std::optional<job_record> run_next_job(job_store& store, const std::map<std::string, job_handler>& handlers,
+                                              const worker_options& options = {}, cancel_token cancel = {}) {
+    std::vector<std::string> types;
+    for (const auto& entry : handlers) types.push_back(entry.first);
+    const std::string worker = options.name.empty() ? detail::default_worker_name() : options.name;
+    std::optional<claimed_job> claimed = store.claim(worker, types, options.lease);
+    if (!claimed) return std::nullopt;
+    const std::string id = claimed->job.id;
+    auto outcome = detail::run_claimed_job(store, *claimed, handlers.at(claimed->job.job_type), options, cancel);
+    if (outcome && options.on_job_end) options.on_job_end(*outcome);
+    if (!outcome) return store.get(id);
+    return outcome;
+}
+
+class worker_pool {
+public:
+    explicit worker_pool(job_store& store, worker_options options = {})
+        : store_(store), options_(std::move(options)) {
+        if (options_.threads == 0) throw error(errc::invalid_argument, "a worker pool needs at least one thread");
+        if (options_.lease < options_.heartbeat * 3)
+            throw error(errc::invalid_argument, "the lease must be at least three heartbeats long");
+        if (options_.name.empty()) options_.name = detail::default_worker_name();
+    }
+    worker_pool(const worker_pool&) = delete;
+    worker_pool& operator=(const worker_pool&) = delete;
+    ~worker_pool() { stop(); }
+
+    // Registers the handler of a job type; before start().
+    void handle(const std::string& job_type, job_handler handler) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (started_) throw error(errc::invalid_argument, "register handlers before the pool starts");
+        handlers_[job_type] = std::move(handler);
+    }
+
+    void start() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (started_) return;
+        if (handlers_.empty()) throw error(errc::invalid_argument, "a worker pool needs at least one handler");
+        started_ = true;
+        for (const auto& entry : handlers_) types_.push_back(entry.first);
+        for (unsigned i = 0; i < options_.threads; ++i)
+            threads_.emplace_back([this, i] { work(options_.name + "#" + std::to_string(i)); });
+        if (options_.rescue_interval.count() > 0) threads_.emplace_back([this] { rescue(); });
+    }
+
+    // Stops claiming; running jobs may finish within the grace period; then their handlers are
+    // cancelled and the jobs handed back (queued again at once). Joins every thread. Idempotent.
+    void stop() { stop(options_.shutdown_grace); }
+    void stop(std::chrono::milliseconds grace) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (stopping_ && threads_.empty()) return;
+            stopping_ = true;
+        }
+        store_.wakeup().notify();
+        changed_.notify_all();
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            changed_.wait_for(lock, grace, [&] { return running_.empty(); });
+            shutting_down_ = true;
+            for (auto& entry : running_) entry.second.cancel();
+        }
+        for (std::thread& t : threads_) t.join();
+        threads_.clear();
+    }
+
+    struct stats {
+        unsigned threads = 0;
+        unsigned running = 0;
+        std::uint64_t claimed = 0, completed = 0, failed = 0, retried = 0, released = 0, lost = 0;
+        bool stopping = false;
+    };
+    stats snapshot() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stats s = counts_;
+        s.threads = options_.threads;
+        s.running = static_cast<unsigned>(running_.size());
+        s.stopping = stopping_;
+        return s;
+    }
+
+    const std::string& name() const noexcept { return options_.name; }
+
+private:
+    void work(const std::string& worker_id) {
+        std::chrono::milliseconds backoff{0};
+        while (!is_stopping()) {
+            const std::uint64_t ticket = store_.wakeup().ticket();
+            std::optional<claimed_job> claimed;
+            try {
+                claimed = store_.claim(worker_id, types_, options_.lease);
+                backoff = std::chrono::milliseconds(0);
+            } catch (const std::exception& e) {
+                // The store is down or busy: wait (longer each time, up to the poll interval) and retry.
+                backoff = std::min(std::max(backoff * 2, std::chrono::milliseconds(50)), options_.poll_interval);
+                report_store_error(worker_id, e.what());
+                sleep_unless_stopping(backoff);
+                continue;
+            }
+            if (!claimed) {
+                if (!is_stopping()) store_.wakeup().wait(ticket, options_.poll_interval);
+                continue;
+            }
+            run(*claimed);
+        }
+    }
+
+    void run(claimed_job& claimed) {
+        cancel_token cancel;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            ++counts_.claimed;
+            running_.emplace(claimed.job.id, cancel);
+            if (shutting_down_) cancel.cancel();
+        }
+        std::optional<job_record> outcome;
+        try {
+            outcome = detail::run_claimed_job(store_, claimed, handlers_.at(claimed.job.job_type), options_, cancel);
+        } catch (const std::exception& e) {
+            report_store_error(claimed.lease.worker_id, std::string("job ") + claimed.job.id + ": " + e.what());
+        }
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            running_.erase(claimed.job.id);
+            if (!outcome) ++counts_.lost;
+            else if (outcome->status == job_status::completed) ++counts_.completed;
+            else if (outcome->status == job_status::failed) ++counts_.failed;
+            else if (outcome->status == job_status::queued && outcome->attempt < claimed.lease.attempt) ++counts_.released;
+            else if (outcome->status == job_status::queued) ++counts_.retried;
+        }
+        changed_.notify_all();
+        if (outcome && options_.on_job_end) options_.on_job_end(*outcome);
+    }
+
+    void rescue() {
+        while (!is_stopping()) {
+            try {
+                store_.rescue_expired();
+            } catch (const std::exception& e) {
+                report_store_error(options_.name + "/rescuer", e.what());
+            }
+            sleep_unless_stopping(options_.rescue_interval);
+        }
+    }
+
+    bool is_stopping() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return stopping_;
+    }
+
+    void sleep_unless_stopping(std::chrono::milliseconds duration) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        changed_.wait_for(lock, duration, [&] { return stopping_; });
+    }
+
+    // At most one line per second per pool, so a database outage does not flood the log.
+    void report_store_error(const std::string& who, const std::string& what) {
+        const auto now = std::chrono::steady_clock::now();
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (now - last_report_ < std::chrono::seconds(1)) return;
+        last_report_ = now;
+        std::fprintf(stderr, "tilekit worker %s: %s\n", who.c_str(), what.c_str());
+    }
+
+    job_store& store_;
+    worker_options options_;
+    std::map<std::string, job_handler> handlers_;
+    std::vector<std::string> types_;
+    mutable std::mutex mutex_;
+    std::condition_variable changed_;
+    std::map<std::string, cancel_token> running_;
+    stats counts_;
+    bool started_ = false;
+    bool stopping_ = false;
+    bool shutting_down_ = false;
+    std::chrono::steady_clock::time_point last_report_{};
+    std::vector<std::thread> threads_;
+};
+
+}  // namespace jobs
+TILEKIT_NAMESPACE_END
