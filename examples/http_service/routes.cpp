@@ -92,8 +92,11 @@ std::optional<json> json_body(const service_context& c, const httplib::Request& 
     return body;
 }
 
+// A job as the API shows it: the record without what only workers need (the payload, with its
+// storage keys, and which worker holds the lease until when).
 json job_json(const jobs::job_record& job) {
     json j = job;
+    for (const char* internal : {"payload", "worker", "lease_expires_at"}) j.erase(internal);
     if (job.status == jobs::job_status::completed && job.result.is_object() && job.result.contains("tiles_path"))
     {
         j["result"]["tiles_url"] = "/tiles/" + job.result["tiles_path"].get<std::string>();

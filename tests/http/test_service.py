@@ -65,9 +65,10 @@ def reply_of(response):
 
 
 class Service:
-    def __init__(self, data_dir=None, args=(), env=None):
+    def __init__(self, data_dir=None, args=(), env=None, log_name="service.log"):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="data-", dir=WORK)
         self.args = list(args)
+        self.log_name = log_name
         self.env = dict(os.environ, **(env or {}))
         self.process = None
         self.port = None
@@ -78,10 +79,13 @@ class Service:
         return out.stdout.strip()
 
     def start(self):
-        self.log = open(os.path.join(self.data_dir, "service.log"), "ab")
+        self.log = open(os.path.join(self.data_dir, self.log_name), "ab")
         self.process = subprocess.Popen([SERVICE, "--data-dir", self.data_dir, "--port", "0", *self.args],
                                         stdout=subprocess.PIPE, stderr=self.log, env=self.env)
         line = self.process.stdout.readline().decode()
+        if "work" in self.args and self.args[self.args.index("work") - 1] == "--role":
+            assert line.strip() == "working", "worker did not start: %r (see %s)" % (line, self.log.name)
+            return self
         assert line.startswith("listening "), "service did not start: %r (see %s)" % (line, self.log.name)
         self.port = int(line.split()[1])
         return self
@@ -249,7 +253,8 @@ def test_full_flow():
         # The record as GET /jobs/{id} sends it: every key, its type and the values a test can know.
         expect_golden(s.request("GET", "/jobs/" + body["job_id"], token), 200, "job_completed",
                       job_id=body["job_id"], project_id=proj["id"], version_id=v["id"], user_id=proj["owner_id"],
-                      created_at=TIMESTAMP, started_at=TIMESTAMP, completed_at=TIMESTAMP, total_bytes=COUNT)
+                      created_at=TIMESTAMP, started_at=TIMESTAMP, completed_at=TIMESTAMP, run_at=TIMESTAMP,
+                      total_bytes=COUNT)
         result = job["result"]
         assert result["tiles_path"] == "mp/flow-map/uploads/tiles/1/", result
         assert result["tiles_url"] == "/tiles/mp/flow-map/uploads/tiles/1/", result
@@ -492,7 +497,28 @@ def start_slow_job(s, token, slug):
     return job_id
 
 
+def stored_jobs(s):
+    """The job rows as the SQLite job store holds them, read while the service is stopped."""
+    import sqlite3
+    with sqlite3.connect(os.path.join(s.data_dir, "jobs.db")) as db:
+        db.row_factory = sqlite3.Row
+        return {row["id"]: dict(row) for row in db.execute("SELECT id, status, attempt, message, error FROM jobs")}
+
+
+def expect_complete_pyramid(s, token, job):
+    """Every tile the manifest implies is served: no half-made pyramid presented as complete."""
+    result = job["result"]
+    code, _, meta = s.request("GET", result["metadata_url"], token, raw=True)
+    assert code == 200, (code, result)
+    meta = json.loads(meta)
+    assert meta["tile_count"] == result["tile_count"] and result["tile_count"] > 0, (meta, result)
+    code, _, _ = s.request("GET", result["tiles_url"] + "image_files/0/0_0.png", token, raw=True)
+    assert code == 200, code
+
+
 def test_restart_mid_job():
+    # A process killed mid-job: its job is not lost. The next start rescues it (its owner is dead),
+    # and a worker runs it again as attempt 2, to a complete pyramid.
     s = Service(args=["--workers", "1", "--tiler-threads", "1"]).start()
     token = s.add_user("alice")
     try:
@@ -500,19 +526,21 @@ def test_restart_mid_job():
         time.sleep(0.3)
     finally:
         s.stop(signal.SIGKILL)
+    assert stored_jobs(s)[job_id]["status"] == "running"  # as the killed process left it
     s.start()
     try:
-        job = expect(s.request("GET", "/jobs/" + job_id, token), 200)
-        assert job["status"] == "failed" and job["error"].startswith("interrupted"), job
-        assert job["completed_at"], job
-        # The version can be tiled again.
-        a = expect(s.request("GET", "/projects/crash/versions/1", token), 200)
-        assert a["job_status"] == "failed"
+        job = s.wait_job(token, job_id, timeout=300)
+        assert job["status"] == "completed" and job["attempt"] == 2, job
+        expect_complete_pyramid(s, token, job)
+        view = expect(s.request("GET", "/projects/crash/versions/1", token), 200)
+        assert view["job_status"] == "completed", view
     finally:
         s.stop()
 
 
 def test_sigterm_grace():
+    # SIGTERM with no grace: the running job is handed back (its attempt does not count), the
+    # queued one stays queued; both run after the restart.
     s = Service(args=["--workers", "1", "--queue", "4", "--tiler-threads", "1", "--grace-seconds", "0"]).start()
     token = s.add_user("alice")
     job_id = start_slow_job(s, token, "term")
@@ -521,13 +549,70 @@ def test_sigterm_grace():
     queued = expect(s.generate(token, "term", 2, a2["id"]), 202)["job_id"]
     expect_golden(s.generate(token, "term", 2, a2["id"]), 409, "job_already_active")  # queued counts too
     s.stop(signal.SIGTERM, timeout=60)
+    rows = stored_jobs(s)
+    assert rows[job_id]["status"] == "queued" and rows[job_id]["attempt"] == 0, rows[job_id]
+    assert rows[job_id]["message"].startswith("Queued again"), rows[job_id]
+    assert rows[queued]["status"] == "queued" and rows[queued]["attempt"] == 0, rows[queued]
     s.start()
     try:
         for jid in (job_id, queued):
-            job = expect(s.request("GET", "/jobs/" + jid, token), 200)
-            assert job["status"] == "failed" and job["error"].startswith("interrupted"), job
+            job = s.wait_job(token, jid, timeout=300)
+            assert job["status"] == "completed" and job["attempt"] == 1, job
+            expect_complete_pyramid(s, token, job)
     finally:
         s.stop()
+
+
+def completed_in_log(service):
+    with open(os.path.join(service.data_dir, service.log_name), "rb") as f:
+        return re.findall(r"job ([0-9a-f-]{36}) completed", f.read().decode(errors="replace"))
+
+
+def check_roles(jobs_db):
+    """An API that only enqueues (--role serve) and two worker processes (--role work) on one job
+    store: queued jobs wait for workers, and the two share the work, each job done once."""
+    common = ["--jobs-db", jobs_db] if jobs_db else []
+    api = Service(args=["--role", "serve", *common]).start()
+    workers = []
+    try:
+        token = api.add_user("alice")
+        count = 8
+        a = api.project_with_versions(token, "fleet", count, sample("1500x1500"))
+        ids = [expect(api.generate(token, "fleet", n, a["id"]), 202)["job_id"] for n in range(1, count + 1)]
+        time.sleep(1.0)
+        states = {expect(api.request("GET", "/jobs/" + i, token), 200)["status"] for i in ids}
+        assert states == {"queued"}, "an API-only service ran jobs: %s" % states
+        for n in (1, 2):
+            workers.append(Service(data_dir=api.data_dir, log_name="worker-%d.log" % n,
+                                   args=["--role", "work", "--workers", "1", "--tiler-threads", "1", *common]).start())
+        for i in ids:
+            job = api.wait_job(token, i, timeout=300)
+            assert job["status"] == "completed" and job["attempt"] == 1, job
+        for w in workers:
+            w.stop()
+        done = [completed_in_log(w) for w in workers]
+        assert sorted(done[0] + done[1]) == sorted(ids), done
+        assert done[0] and done[1], "one worker did all the work: %s" % [len(d) for d in done]
+        print("  roles (%s): worker jobs %d + %d" % ("postgresql" if jobs_db else "sqlite", len(done[0]), len(done[1])))
+    finally:
+        for w in workers:
+            w.stop()
+        api.stop()
+
+
+def test_roles():
+    check_roles(None)
+
+
+def test_roles_postgresql():
+    url = os.environ.get("TILEKIT_TEST_POSTGRES_URL")
+    if not url:
+        # Run by ctest's http_service_e2e_postgresql under scripts/postgres-server.sh; selected by
+        # name there, where a missing server is a failure.
+        assert "test_roles_postgresql" not in SELECTED, "TILEKIT_TEST_POSTGRES_URL is not set"
+        print("SKIP test_roles_postgresql: no TILEKIT_TEST_POSTGRES_URL (run under scripts/postgres-server.sh run)")
+        return
+    check_roles(url)
 
 
 def test_s3_flow():
@@ -559,7 +644,7 @@ def test_s3_flow():
 
 
 TESTS = [test_full_flow, test_error_paths, test_auth, test_twenty_jobs, test_queue_full, test_restart_mid_job,
-         test_sigterm_grace, test_s3_flow]
+         test_sigterm_grace, test_roles, test_roles_postgresql, test_s3_flow]
 
 
 def main():

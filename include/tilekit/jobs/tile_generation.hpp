@@ -342,6 +342,7 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
             });
             for (const std::string& key : stale) destination.remove(key);
         }
+        context.set_completion_message("Tile generation completed");
         return detail::job_result(metadata, prefix, options.metadata_key);
     } catch (const error& e) {
         if (e.code() == errc::cancelled || classify_failure(e.code()) == failure_kind::permanent) discard_written();
