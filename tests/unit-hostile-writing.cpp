@@ -165,6 +165,18 @@ TEST_CASE("filesystem_sink never writes through a symbolic link below its root",
     CHECK(tree(elsewhere).size() <= 1);  // only the secret file of the last section, if any
 }
 
+TEST_CASE("filesystem_sink writes into a folder deleted mid-run again, visibly, not into the unlinked one",
+          "[sink][fs][hostile]") {
+    tkt::temp_dir dir;
+    const tkt::fs::path root = dir.path() / "out";
+    filesystem_sink sink(root);
+    sink.put(object_for("image_files/3/0_0.png"));
+    tkt::fs::remove_all(root / "image_files");  // an operator empties the output folder
+    sink.put(object_for("image_files/3/1_0.png"));
+    CHECK(tkt::fs::exists(root / "image_files" / "3" / "1_0.png"));
+    CHECK(sink.remove("image_files/3/1_0.png"));
+}
+
 TEST_CASE("filesystem_sink stores 255-byte key segments and refuses 256 with a clear error", "[sink][fs][hostile]") {
     tkt::temp_dir dir;
     filesystem_sink sink(dir.path() / "out");

@@ -1163,10 +1163,15 @@ public:
         if (keeper_) keeper_->set(percent, message, milestone);
     }
 
+    // The message the job is completed with when the handler returns ("Completed" unless set).
+    void set_completion_message(std::string message) { completion_message_ = std::move(message); }
+    const std::string& completion_message() const noexcept { return completion_message_; }
+
 private:
     const job_record& job_;
     std::shared_ptr<lease_keeper> keeper_;
     cancel_token cancel_;
+    std::string completion_message_ = "Completed";
 };
 
 using job_handler = std::function<nlohmann::json(job_context&)>;
@@ -1257,7 +1262,7 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
     }
     keeper->stop();
     if (keeper->reason() != stop_reason::none) return std::nullopt;  // cancelled or taken over: the store knows
-    if (ok) return write_outcome(lease, [&] { return store.complete(lease, result, "Completed"); });
+    if (ok) return write_outcome(lease, [&] { return store.complete(lease, result, context.completion_message()); });
     if (cancel.is_cancelled())
         return write_outcome(lease, [&] { return store.release(lease, "the worker shut down before the job finished"); });
     return write_outcome(lease, [&] { return store.fail(lease, failure, kind); });
@@ -1771,6 +1776,7 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
             });
             for (const std::string& key : stale) destination.remove(key);
         }
+        context.set_completion_message("Tile generation completed");
         return detail::job_result(metadata, prefix, options.metadata_key);
     } catch (const error& e) {
         if (e.code() == errc::cancelled || classify_failure(e.code()) == failure_kind::permanent) discard_written();

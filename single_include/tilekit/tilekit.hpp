@@ -2812,7 +2812,13 @@ private:
         {
             std::lock_guard<std::mutex> lock(mutex_);
             const auto found = directories_.find(relative);
-            if (found != directories_.end()) return found->second;
+            if (found != directories_.end()) {
+                // A cached directory that was deleted since (someone emptied the output folder
+                // mid-run) would take writes that nobody can see: walk the path again instead.
+                struct stat status {};
+                if (::fstat(found->second->get(), &status) == 0 && status.st_nlink > 0) return found->second;
+                directories_.erase(found);
+            }
         }
         int parent = root_fd_.get();
         detail::unique_fd current;
