@@ -24,6 +24,7 @@ class recording_store final : public job_store {
 public:
     std::chrono::milliseconds delay{0};
     std::function<void(const std::string& message)> before_progress_write;  // may block
+    std::function<void()> before_renew;                                      // may block
 
     job_record enqueue(const new_job& job) override { return inner.enqueue(job); }
     std::optional<job_record> get(const std::string& id) const override { return inner.get(id); }
@@ -33,7 +34,10 @@ public:
                                      std::chrono::milliseconds lease) override {
         return inner.claim(worker, types, lease);
     }
-    job_record renew(job_lease& lease) override { return inner.renew(lease); }
+    job_record renew(job_lease& lease) override {
+        if (before_renew) before_renew();
+        return inner.renew(lease);
+    }
     job_record report_progress(job_lease& lease, int progress, const std::string& message) override {
         if (delay.count()) std::this_thread::sleep_for(delay);
         if (before_progress_write) before_progress_write(message);
@@ -544,4 +548,53 @@ TEST_CASE("a sink that cannot delete or list: nothing removed, the job still com
     const job_record second = f.run(sink);
     REQUIRE(second.status == job_status::completed);
     CHECK(sink.inner.contains(second.result.at("metadata").get<std::string>()));
+}
+
+TEST_CASE("a worker stuck renewing its lease stops its handler before the lease can expire", "[jobs][worker]") {
+    // The store hangs on the first renewal (a database that stopped answering) and comes back only
+    // after the handler stopped: the handler must stop on its own, before the store's lease ends,
+    // so that a rescuer never gives the job to a second worker while the first still runs it.
+    fixture f;
+    f.options.lease = std::chrono::milliseconds(900);
+    f.options.heartbeat = std::chrono::milliseconds(50);
+    std::mutex gate_mutex;
+    std::condition_variable gate_changed;
+    bool store_back = false;
+    f.store.before_renew = [&] {
+        std::unique_lock<std::mutex> lock(gate_mutex);
+        gate_changed.wait_for(lock, std::chrono::seconds(10), [&] { return store_back; });
+    };
+    const auto claimed_at = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::duration ran_for{};
+    const std::map<std::string, job_handler> handlers{{"spin", [&](job_context& context) -> nlohmann::json {
+        while (!context.cancel().is_cancelled() && std::chrono::steady_clock::now() - claimed_at < std::chrono::seconds(5))
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        ran_for = std::chrono::steady_clock::now() - claimed_at;
+        {
+            std::lock_guard<std::mutex> lock(gate_mutex);
+            store_back = true;
+        }
+        gate_changed.notify_all();
+        throw cancelled_error();
+    }}};
+    new_job job{"spin", "project-1", "version-1", "alice"};
+    f.store.enqueue(job);
+    cancel_token reused;  // the caller's own token, used for two jobs in turn
+    const auto done = run_next_job(f.store, handlers, f.options, reused);
+    REQUIRE(done);
+    // Stopped at two thirds of the lease (600 ms), not at the 5 s safety bound.
+    CHECK(ran_for < std::chrono::milliseconds(900));
+    CHECK(ran_for >= std::chrono::milliseconds(500));
+    // Its lease was still valid when the store came back: the job is handed back, not lost.
+    CHECK(done->status == job_status::queued);
+    CHECK(done->attempt == 0);
+    // The caller's token carries no deadline into the next job (the same one, handed back).
+    f.store.before_renew = nullptr;
+    CHECK(run_next_job(f.store, {{"spin", [&](job_context& context) -> nlohmann::json {
+                                      CHECK_FALSE(context.cancel().is_cancelled());
+                                      return nlohmann::json::object();
+                                  }}},
+                       f.options, reused)
+              ->status == job_status::completed);
+    CHECK_FALSE(reused.is_cancelled());
 }

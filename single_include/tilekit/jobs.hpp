@@ -930,14 +930,20 @@ public:
     // Called once, from the keeper's thread, with why and the store's message.
     using stop_callback = std::function<void(stop_reason, const std::string& message)>;
 
+    // `work` is the token of the work the lease covers: it is set to cancel itself when the lease
+    // can no longer be trusted (a third of the lease before the bound the store guarantees), and
+    // moved on after every successful write. So the work stops in time even while this keeper is
+    // stuck in a call to an unreachable store.
     lease_keeper(job_store& store, job_lease& lease, std::chrono::milliseconds progress_interval,
-                 std::chrono::milliseconds heartbeat, stop_callback on_stop = {})
+                 std::chrono::milliseconds heartbeat, stop_callback on_stop = {}, cancel_token work = {})
         : store_(store),
           lease_(lease),
           progress_interval_(std::max(progress_interval, std::chrono::milliseconds(1))),
           heartbeat_(std::max(heartbeat, std::chrono::milliseconds(1))),
           on_stop_(std::move(on_stop)),
+          work_(std::move(work)),
           last_write_(std::chrono::steady_clock::now()) {
+        work_.cancel_at(trusted_until());
         thread_ = std::thread([this] { run(); });
     }
 
@@ -1012,6 +1018,7 @@ private:
             }
             writes_ += batch.empty() ? 1 : batch.size();
             last_write_ = std::chrono::steady_clock::now();
+            work_.cancel_at(trusted_until());
         } catch (const job_cancelled& e) {
             halt(stop_reason::cancelled, e.what());
         } catch (const lease_lost& e) {
@@ -1024,10 +1031,12 @@ private:
         } catch (const std::exception& e) {
             // The store is unreachable or busy: try again next round while the lease can still
             // be trusted, and stop the job before it might be given to someone else.
-            if (std::chrono::steady_clock::now() > lease_.valid_until - lease_.duration / 3)
+            if (std::chrono::steady_clock::now() > trusted_until())
                 halt(stop_reason::lease_lost, std::string("cannot renew the lease: ") + e.what());
         }
     }
+
+    std::chrono::steady_clock::time_point trusted_until() const { return lease_.valid_until - lease_.duration / 3; }
 
     void halt(stop_reason reason, const std::string& message) {
         stop_reason expected = stop_reason::none;
@@ -1039,6 +1048,7 @@ private:
     const std::chrono::milliseconds progress_interval_;
     const std::chrono::milliseconds heartbeat_;
     stop_callback on_stop_;
+    cancel_token work_;
     std::mutex mutex_;
     std::condition_variable wake_;
     int percent_ = -1;
@@ -1241,10 +1251,13 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
                                                        cancel_token cancel) {
     using namespace jobs;
     job_lease& lease = claimed.lease;
-    // The keeper cancels the handler when the store fences it off; the store holds the outcome.
+    // The handler's token: cancelled with the worker's, by the keeper when the store fences the
+    // job off (the store then holds the outcome), and by itself when the lease can no longer be
+    // trusted.
+    cancel_token work = cancel.child();
     auto keeper = std::make_shared<lease_keeper>(store, lease, options.progress_interval, options.heartbeat,
-                                                 [cancel](stop_reason, const std::string&) mutable { cancel.cancel(); });
-    job_context context(claimed.job, keeper, cancel);
+                                                 [work](stop_reason, const std::string&) mutable { work.cancel(); }, work);
+    job_context context(claimed.job, keeper, work);
     nlohmann::json result;
     std::string failure;
     failure_kind kind = failure_kind::permanent;
@@ -1261,10 +1274,14 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
         failure = "unexpected error (not a std::exception)";
     }
     keeper->stop();
+    const bool stopped = work.is_cancelled();
     if (keeper->reason() != stop_reason::none) return std::nullopt;  // cancelled or taken over: the store knows
     if (ok) return write_outcome(lease, [&] { return store.complete(lease, result, context.completion_message()); });
-    if (cancel.is_cancelled())
-        return write_outcome(lease, [&] { return store.release(lease, "the worker shut down before the job finished"); });
+    if (stopped) {
+        const char* why = cancel.is_cancelled() ? "the worker shut down before the job finished"
+                                                : "the worker could not renew its lease in time";
+        return write_outcome(lease, [&] { return store.release(lease, why); });
+    }
     return write_outcome(lease, [&] { return store.fail(lease, failure, kind); });
 }
 

@@ -59,14 +59,20 @@ public:
     // Called once, from the keeper's thread, with why and the store's message.
     using stop_callback = std::function<void(stop_reason, const std::string& message)>;
 
+    // `work` is the token of the work the lease covers: it is set to cancel itself when the lease
+    // can no longer be trusted (a third of the lease before the bound the store guarantees), and
+    // moved on after every successful write. So the work stops in time even while this keeper is
+    // stuck in a call to an unreachable store.
     lease_keeper(job_store& store, job_lease& lease, std::chrono::milliseconds progress_interval,
-                 std::chrono::milliseconds heartbeat, stop_callback on_stop = {})
+                 std::chrono::milliseconds heartbeat, stop_callback on_stop = {}, cancel_token work = {})
         : store_(store),
           lease_(lease),
           progress_interval_(std::max(progress_interval, std::chrono::milliseconds(1))),
           heartbeat_(std::max(heartbeat, std::chrono::milliseconds(1))),
           on_stop_(std::move(on_stop)),
+          work_(std::move(work)),
           last_write_(std::chrono::steady_clock::now()) {
+        work_.cancel_at(trusted_until());
         thread_ = std::thread([this] { run(); });
     }
 
@@ -141,6 +147,7 @@ private:
             }
             writes_ += batch.empty() ? 1 : batch.size();
             last_write_ = std::chrono::steady_clock::now();
+            work_.cancel_at(trusted_until());
         } catch (const job_cancelled& e) {
             halt(stop_reason::cancelled, e.what());
         } catch (const lease_lost& e) {
@@ -153,10 +160,12 @@ private:
         } catch (const std::exception& e) {
             // The store is unreachable or busy: try again next round while the lease can still
             // be trusted, and stop the job before it might be given to someone else.
-            if (std::chrono::steady_clock::now() > lease_.valid_until - lease_.duration / 3)
+            if (std::chrono::steady_clock::now() > trusted_until())
                 halt(stop_reason::lease_lost, std::string("cannot renew the lease: ") + e.what());
         }
     }
+
+    std::chrono::steady_clock::time_point trusted_until() const { return lease_.valid_until - lease_.duration / 3; }
 
     void halt(stop_reason reason, const std::string& message) {
         stop_reason expected = stop_reason::none;
@@ -168,6 +177,7 @@ private:
     const std::chrono::milliseconds progress_interval_;
     const std::chrono::milliseconds heartbeat_;
     stop_callback on_stop_;
+    cancel_token work_;
     std::mutex mutex_;
     std::condition_variable wake_;
     int percent_ = -1;

@@ -163,10 +163,13 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
                                                        cancel_token cancel) {
     using namespace jobs;
     job_lease& lease = claimed.lease;
-    // The keeper cancels the handler when the store fences it off; the store holds the outcome.
+    // The handler's token: cancelled with the worker's, by the keeper when the store fences the
+    // job off (the store then holds the outcome), and by itself when the lease can no longer be
+    // trusted.
+    cancel_token work = cancel.child();
     auto keeper = std::make_shared<lease_keeper>(store, lease, options.progress_interval, options.heartbeat,
-                                                 [cancel](stop_reason, const std::string&) mutable { cancel.cancel(); });
-    job_context context(claimed.job, keeper, cancel);
+                                                 [work](stop_reason, const std::string&) mutable { work.cancel(); }, work);
+    job_context context(claimed.job, keeper, work);
     nlohmann::json result;
     std::string failure;
     failure_kind kind = failure_kind::permanent;
@@ -183,10 +186,14 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
         failure = "unexpected error (not a std::exception)";
     }
     keeper->stop();
+    const bool stopped = work.is_cancelled();
     if (keeper->reason() != stop_reason::none) return std::nullopt;  // cancelled or taken over: the store knows
     if (ok) return write_outcome(lease, [&] { return store.complete(lease, result, context.completion_message()); });
-    if (cancel.is_cancelled())
-        return write_outcome(lease, [&] { return store.release(lease, "the worker shut down before the job finished"); });
+    if (stopped) {
+        const char* why = cancel.is_cancelled() ? "the worker shut down before the job finished"
+                                                : "the worker could not renew its lease in time";
+        return write_outcome(lease, [&] { return store.release(lease, why); });
+    }
     return write_outcome(lease, [&] { return store.fail(lease, failure, kind); });
 }
 
