@@ -1,0 +1,645 @@
+#!/usr/bin/env python3
+"""The durable job queue with real processes: several queue_tool workers on one store.
+
+    test_queue_processes.py --tool PATH --store FILE_OR_URL [--scenario NAME ...]
+    test_queue_processes.py --tool PATH --store-from-env --restart-cmd "CMD"   # PostgreSQL (ctest)
+
+Scenarios (all but `restart` by default; `restart` runs when --restart-cmd is given or it is named):
+  spread    3 workers, 300 short jobs: each completes exactly once, the work is spread
+  kill      SIGKILL a worker mid-job (a long sleep, then a tile_generation): rescued after its
+            lease by the surviving worker, completed on attempt 2; the pyramid is complete
+  retry     a job that always fails retryably: exactly max_attempts attempts with growing gaps,
+            then failed; a permanent failure fails at once
+  cancel    cancel a running sleep job (stops within ~1 s) and a running tile_generation (no
+            manifest left)
+  graceful  SIGTERM a worker with a short grace: its job is handed back, not used up, and
+            another worker completes it
+  restart   200 jobs over 2 workers with CMD (e.g. a database restart) run in the middle: every
+            job completes exactly once
+
+Each scenario gets a fresh store (its own SQLite file, or its own PostgreSQL schema), a fresh
+side-effect log and prints one summary line. The side-effect log, written by the handlers with
+one O_APPEND write() per line, is the proof of what ran; the store is only checked against it.
+Every wait has a timeout that fails with the job states; all child processes are killed at the
+end, also on failure. Python 3 standard library only.
+"""
+
+import argparse
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import zlib
+from collections import Counter, defaultdict
+from pathlib import Path
+
+TERMINAL = {"completed", "failed", "cancelled"}
+ALL_SCENARIOS = ["spread", "kill", "retry", "cancel", "graceful", "restart"]
+TILE_IMAGE_KEY = "map.png"
+TILE_IMAGE_SIZE = (8192, 8192)  # ~3 s of tiling on one thread of a 2-core VM (Release)
+
+
+class ToolError(Exception):
+    pass
+
+
+# Every queue_tool process this driver started; killed on exit, whatever happens.
+CHILDREN = []
+
+
+def kill_children():
+    for proc in CHILDREN:
+        if proc.poll() is None:
+            proc.kill()
+    for proc in CHILDREN:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    CHILDREN.clear()
+
+
+def on_stop_signal(signum, _frame):
+    kill_children()
+    sys.exit(128 + signum)
+
+
+def write_png(path, width, height):
+    """An RGB PNG of shifted pseudo-random rows: cheap to make here, real work to tile."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    stride = width * 3
+    rng = random.Random(20261203)
+    noise = bytes(rng.getrandbits(8) for _ in range(stride + 8192))
+    compressor = zlib.compressobj(1)
+    with open(path, "wb") as out:
+        out.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)))
+        pending = []
+        for y in range(height):
+            offset = (y * 97) % 8192
+            pending.append(compressor.compress(b"\x00" + noise[offset:offset + stride]))
+            if y % 64 == 63 and any(pending):
+                out.write(chunk(b"IDAT", b"".join(pending)))
+                pending = []
+        out.write(chunk(b"IDAT", b"".join(pending) + compressor.flush()) + chunk(b"IEND", b""))
+
+
+class Worker:
+    def __init__(self, name, proc, stderr_path):
+        self.name = name
+        self.proc = proc
+        self.stderr_path = stderr_path
+
+    def stderr_tail(self, lines=15):
+        try:
+            return "".join(Path(self.stderr_path).read_text(errors="replace").splitlines(True)[-lines:])
+        except OSError:
+            return ""
+
+
+class Scenario:
+    """One scenario's store, log, workers and helpers."""
+
+    def __init__(self, config, name):
+        self.config = config
+        self.name = name
+        self.work_dir = config.work_dir
+        self.log_path = self.work_dir / f"{name}.log"
+        self.log_path.unlink(missing_ok=True)
+        self.store_args = self._fresh_store()
+        self.workers = []
+        self.killed_at = {}  # pid -> monotonic time of its SIGKILL
+
+    def _fresh_store(self):
+        if self.config.is_postgresql:
+            # Its own schema, so that no scenario sees another's jobs.
+            return [self.config.store, "--schema", f"tk_q_{self.name}_{os.getpid()}"]
+        base = Path(self.config.store)
+        path = base.with_name(f"{base.stem}-{self.name}{base.suffix or '.sqlite'}")
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        return [str(path)]
+
+    # --- queue_tool commands ---------------------------------------------------------------
+
+    def tool(self, command, *args, timeout=60):
+        argv = [self.config.tool, command, self.store_args[0], *args, *self.store_args[1:]]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ToolError(f"{' '.join(map(shlex.quote, argv))} took over {timeout} s")
+        if done.returncode != 0:
+            raise ToolError(f"{' '.join(map(shlex.quote, argv))} exited {done.returncode}: {done.stderr.strip()}")
+        return done.stdout
+
+    def enqueue(self, job_type, count=1, payload=None, max_attempts=None):
+        args = ["--type", job_type, "--count", str(count)]
+        if payload is not None:
+            args += ["--payload", json.dumps(payload)]
+        if max_attempts is not None:
+            args += ["--max-attempts", str(max_attempts)]
+        ids = self.tool("enqueue", *args, timeout=300).split()
+        assert len(ids) == count, f"enqueue printed {len(ids)} ids, expected {count}"
+        return ids
+
+    def show(self, job_id):
+        return json.loads(self.tool("show", job_id))
+
+    def jobs(self):
+        return {job["id"]: job for job in json.loads(self.tool("list"))}
+
+    def cancel(self, job_id):
+        return json.loads(self.tool("cancel", job_id))
+
+    def start_worker(self, name, threads=2, lease_ms=30000, heartbeat_ms=None, rescue_ms=5000, poll_ms=100,
+                     grace_ms=20000, backoff_base_ms=100, backoff_cap_ms=60000, jitter=False):
+        args = ["--threads", str(threads), "--name", name, "--log", str(self.log_path),
+                "--lease-ms", str(lease_ms), "--rescue-ms", str(rescue_ms), "--poll-ms", str(poll_ms),
+                "--grace-ms", str(grace_ms), "--backoff-base-ms", str(backoff_base_ms),
+                "--backoff-cap-ms", str(backoff_cap_ms), "--tiles-root", str(self.config.tiles_root)]
+        if heartbeat_ms is not None:
+            args += ["--heartbeat-ms", str(heartbeat_ms)]
+        if not jitter:
+            args.append("--no-jitter")
+        stderr_path = self.work_dir / f"{self.name}-{name}.stderr"
+        argv = [self.config.tool, "work", self.store_args[0], *args, *self.store_args[1:]]
+        with open(stderr_path, "w") as stderr:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        CHILDREN.append(proc)
+        worker = Worker(name, proc, stderr_path)
+        self.workers.append(worker)
+        self.wait_for(lambda: any(e["event"] == "ready" and e.get("worker") == name for e in self.log()),
+                      30, f"worker {name} to start")
+        return worker
+
+    def stop_worker(self, worker, timeout=60):
+        """SIGTERM (graceful) and wait; returns the seconds it took to exit."""
+        began = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = worker.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker {worker.name} did not exit within {timeout} s of SIGTERM")
+        assert rc == 0, f"worker {worker.name} exited {rc}: {worker.stderr_tail()}"
+        return time.monotonic() - began
+
+    def kill_worker(self, worker):
+        """SIGKILL: the worker's running executions end now, without a line in the log."""
+        worker.proc.kill()
+        self.killed_at[worker.proc.pid] = time.monotonic()
+        worker.proc.wait(timeout=10)
+        return self.killed_at[worker.proc.pid]
+
+    def stop_all_workers(self):
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                self.stop_worker(worker)
+
+    # --- the side-effect log -----------------------------------------------------------------
+
+    def log(self):
+        if not self.log_path.exists():
+            return []
+        events = []
+        with open(self.log_path) as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.endswith("\n"):
+                    break  # a line being written right now (or cut by SIGKILL)
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise AssertionError(f"{self.log_path}:{number} is not one JSON object (interleaved?): {line!r}")
+        return events
+
+    def job_events(self, job_id, event=None, events=None):
+        return [e for e in (events if events is not None else self.log())
+                if e.get("job") == job_id and (event is None or e["event"] == event)]
+
+    # --- waiting -----------------------------------------------------------------------------
+
+    def wait_for(self, predicate, timeout, what):
+        """Polls predicate() until true; on timeout fails with the job states and the workers' stderr.
+        A failing queue_tool (a database restarting) counts as "not yet"."""
+        deadline = time.monotonic() + timeout
+        last_error = None
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except ToolError as e:
+                last_error = e
+            for worker in self.workers:
+                if worker.proc.poll() not in (None, 0, -signal.SIGKILL):
+                    raise AssertionError(f"worker {worker.name} died ({worker.proc.returncode}) while waiting for "
+                                         f"{what}:\n{worker.stderr_tail()}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}"
+                             + (f" (last tool error: {last_error})" if last_error else "") + "\n" + self.describe())
+
+    def wait_terminal(self, ids, timeout):
+        wanted = set(ids)
+
+        def all_terminal():
+            jobs = self.jobs()
+            return all(jobs.get(i, {}).get("status") in TERMINAL for i in wanted)
+
+        self.wait_for(all_terminal, timeout, f"{len(wanted)} job(s) to end")
+        jobs = self.jobs()
+        return {i: jobs[i] for i in wanted}
+
+    def describe(self):
+        out = []
+        try:
+            counts = Counter(job["status"] for job in self.jobs().values())
+            out.append(f"job states: {dict(counts)}")
+            for job in [j for j in self.jobs().values() if j["status"] not in TERMINAL][:10]:
+                out.append(f"  {job['id']} {job['job_type']} {job['status']} attempt {job['attempt']} "
+                           f"worker {job['worker']} run_at {job['run_at']} progress {job['progress']} {job['message']}")
+        except (ToolError, ValueError) as e:
+            out.append(f"(cannot list the jobs: {e})")
+        for worker in self.workers:
+            tail = worker.stderr_tail(5).strip()
+            if tail:
+                out.append(f"worker {worker.name} stderr:\n{tail}")
+        return "\n".join(out)
+
+    # --- checks every scenario makes ---------------------------------------------------------
+
+    def executions(self, events):
+        """(job, pid, worker, attempt) -> [start, end] in seconds (monotonic); an execution without
+        an end line ends when its process was killed (or never)."""
+        runs = {}
+        for e in events:
+            key = (e.get("job"), e.get("pid"), e.get("worker"), e.get("attempt"))
+            if e["event"] == "start":
+                assert key not in runs, f"job {key[0]} attempt {key[3]} started twice by {key[2]}"
+                runs[key] = [e["mono_ns"] / 1e9, None]
+            elif e["event"] in ("end", "stopped", "failed"):
+                assert key in runs, f"an {e['event']} line without a start: {e}"
+                runs[key][1] = e["mono_ns"] / 1e9
+        for (_job, pid, _worker, _attempt), run in runs.items():
+            if run[1] is None:
+                run[1] = self.killed_at.get(pid, float("inf"))
+        return runs
+
+    def assert_no_overlap(self, events):
+        by_job = defaultdict(list)
+        for (job, _pid, worker, attempt), (begin, end) in self.executions(events).items():
+            by_job[job].append((begin, end, worker, attempt))
+        for job, runs in by_job.items():
+            runs.sort()
+            for earlier, later in zip(runs, runs[1:]):
+                assert later[0] >= earlier[1], (f"job {job} ran twice at once: {earlier[2]} attempt {earlier[3]} "
+                                                f"until {earlier[1]:.3f}, {later[2]} attempt {later[3]} from {later[0]:.3f}")
+
+    def assert_completed_once(self, ids, events, expected_attempt=1):
+        jobs = self.jobs()
+        ends = Counter(e["job"] for e in events if e["event"] == "end")
+        starts = Counter(e["job"] for e in events if e["event"] == "start")
+        for job_id in ids:
+            job = jobs.get(job_id)
+            assert job is not None, f"job {job_id} is not in the store"
+            assert job["status"] == "completed", f"job {job_id} is {job['status']} ({job['error']}), not completed"
+            if expected_attempt is not None:
+                assert job["attempt"] == expected_attempt, f"job {job_id} completed on attempt {job['attempt']}"
+            assert ends[job_id] == 1, f"job {job_id} ran to its end {ends[job_id]} times (side-effect log)"
+            if expected_attempt == 1:
+                assert starts[job_id] == 1, f"job {job_id} started {starts[job_id]} times (side-effect log)"
+
+
+# --- pyramids ----------------------------------------------------------------------------------
+
+def pyramid_report(tiles_dir):
+    """Checks a finished pyramid: pyramid.json, its manifest and every tile it implies exist (with
+    a PNG or JPEG signature). Returns (tile count, stray files)."""
+    meta_path = tiles_dir / "pyramid.json"
+    assert meta_path.is_file(), f"no pyramid.json in {tiles_dir}"
+    meta = json.loads(meta_path.read_text())
+    expected = {"pyramid.json"}
+    if meta["manifest"]:
+        assert (tiles_dir / meta["manifest"]).is_file(), f"the manifest {meta['manifest']} is missing"
+        expected.add(meta["manifest"])
+    for level in meta["level_sizes"]:
+        for col in range(level["columns"]):
+            for row in range(level["rows"]):
+                key = (meta["tile_url_template"].replace("{level}", str(level["level"])).replace("{z}", str(level["level"]))
+                       .replace("{col}", str(col)).replace("{x}", str(col)).replace("{row}", str(row)).replace("{y}", str(row)))
+                path = tiles_dir / key
+                assert path.is_file(), f"tile {key} is missing ({meta['tile_count']} tiles expected)"
+                with open(path, "rb") as tile:
+                    head = tile.read(8)
+                assert head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8"), f"tile {key} is not an image"
+                expected.add(key)
+    tiles = len(expected) - (2 if meta["manifest"] else 1)
+    assert tiles == meta["tile_count"], f"{tiles} tiles on disk, pyramid.json says {meta['tile_count']}"
+    present = {str(p.relative_to(tiles_dir)) for p in tiles_dir.rglob("*") if p.is_file()}
+    return tiles, sorted(present - expected)
+
+
+def tile_payload():
+    return {"source_key": TILE_IMAGE_KEY, "project_slug": "queue-test", "version": 1,
+            "prefix_template": "jobs/{job_id}/", "tiling": {"tile_size": 256, "format": "png"}}
+
+
+def files_under(directory):
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
+
+
+# --- scenarios ---------------------------------------------------------------------------------
+
+def scenario_spread(s):
+    workers = [s.start_worker(f"w{i}", threads=2) for i in (1, 2, 3)]
+    began = time.monotonic()
+    ids = s.enqueue("sleep", 300, payload={"ms": 5})
+    s.wait_terminal(ids, 180)
+    elapsed = time.monotonic() - began
+    s.stop_all_workers()
+    events = s.log()
+    s.assert_completed_once(ids, events)
+    s.assert_no_overlap(events)
+    per_worker = Counter(e["worker"].split("#")[0] for e in events if e["event"] == "end")
+    for worker in workers:
+        share = per_worker[worker.name] / len(ids)
+        assert share >= 0.10, f"worker {worker.name} ran only {per_worker[worker.name]} of {len(ids)} jobs: {dict(per_worker)}"
+    return (f"{len(ids)} jobs by 3 workers x 2 threads in {elapsed:.1f} s; per worker "
+            + " ".join(f"{w.name}={per_worker[w.name]}" for w in workers) + "; each exactly once, no overlap")
+
+
+def kill_mid_job(s, job_type, payload, started):
+    """Worker `victim` runs the job until started(job) says it is in the middle; `survivor` (rescue
+    every 500 ms) starts, the victim is SIGKILLed; returns (job id, seconds from kill to attempt 2)."""
+    lease_ms, heartbeat_ms = 2000, 500
+    victim_name, survivor_name = f"victim-{job_type}", f"survivor-{job_type}"
+    victim = s.start_worker(victim_name, threads=1, lease_ms=lease_ms, heartbeat_ms=heartbeat_ms, rescue_ms=0)
+    [job_id] = s.enqueue(job_type, payload=payload, max_attempts=3)
+    s.wait_for(lambda: s.job_events(job_id, "start"), 30, f"the victim to start {job_type} job {job_id}")
+    s.wait_for(lambda: started(job_id), 60, f"{job_type} job {job_id} to be under way")
+    s.start_worker(survivor_name, threads=1, lease_ms=lease_ms, heartbeat_ms=heartbeat_ms, rescue_ms=500)
+    assert not s.job_events(job_id, "end"), f"the {job_type} job ended before the victim was killed: make it longer"
+    killed_at = s.kill_worker(victim)
+    [job] = s.wait_terminal([job_id], 120).values()
+    events = s.log()
+    s.assert_no_overlap(events)
+    assert job["status"] == "completed", f"job {job_id} is {job['status']}: {job['error']}"
+    assert job["attempt"] == 2, f"job {job_id} completed on attempt {job['attempt']}, expected 2"
+    starts = s.job_events(job_id, "start", events)
+    assert [(e["worker"].split("#")[0], e["attempt"]) for e in starts] == [(victim_name, 1), (survivor_name, 2)], \
+        f"expected the victim's attempt 1 then the survivor's attempt 2, got {starts}"
+    ends = s.job_events(job_id, "end", events)
+    assert len(ends) == 1 and ends[0]["worker"].startswith(survivor_name + "#"), f"expected one end, by the survivor: {ends}"
+    rescue_seconds = starts[1]["mono_ns"] / 1e9 - killed_at
+    # Not before the lease can have ended (last renewal <= a heartbeat and a keeper tick before the
+    # kill), and not long after: lease + rescue interval + backoff + poll + slack.
+    earliest = (lease_ms - heartbeat_ms - 250) / 1000 - 0.1
+    latest = (lease_ms + 500 + 100 + 100) / 1000 + 3.0
+    assert earliest <= rescue_seconds <= latest, \
+        f"attempt 2 began {rescue_seconds:.2f} s after the kill; expected {earliest:.2f}..{latest:.2f} s (lease {lease_ms} ms)"
+    return job_id, rescue_seconds
+
+
+def scenario_kill(s):
+    sleep_id, sleep_rescue = kill_mid_job(s, "sleep", {"ms": 4000},
+                                          lambda job_id: s.show(job_id)["progress"] >= 10)
+    s.stop_all_workers()
+    s.workers.clear()
+    tile_id, tile_rescue = kill_mid_job(s, "tile_generation", tile_payload(),
+                                        lambda job_id: s.show(job_id)["progress"] >= 20)
+    s.stop_all_workers()
+    result = s.show(tile_id)["result"]
+    tiles_dir = s.config.tiles_root / "tiles" / result["tiles_path"]
+    tile_count, strays = pyramid_report(tiles_dir)
+    assert tile_count == result["tile_count"], f"{tile_count} tiles, the job's result says {result['tile_count']}"
+    return (f"SIGKILL mid-job, lease 2 s: sleep job rescued and restarted after {sleep_rescue:.2f} s, "
+            f"tile_generation after {tile_rescue:.2f} s; both completed on attempt 2; pyramid complete "
+            f"({tile_count} tiles, {result['levels']} levels); stray files left by the killed worker: {len(strays)}"
+            + (f" e.g. {strays[:3]}" if strays else ""))
+
+
+def scenario_retry(s):
+    base_ms, attempts = 200, 4
+    s.start_worker("w1", threads=1, backoff_base_ms=base_ms, backoff_cap_ms=10000, poll_ms=50)
+    [retry_id] = s.enqueue("retryable_fail", max_attempts=attempts)
+    [permanent_id] = s.enqueue("permanent_fail", max_attempts=attempts)
+    jobs = s.wait_terminal([retry_id, permanent_id], 60)
+    s.stop_all_workers()
+    events = s.log()
+    s.assert_no_overlap(events)
+
+    starts = s.job_events(retry_id, "start", events)
+    assert [e["attempt"] for e in starts] == list(range(1, attempts + 1)), \
+        f"expected attempts 1..{attempts} in the side-effect log, got {[e['attempt'] for e in starts]}"
+    gaps = [(b["mono_ns"] - a["mono_ns"]) / 1e9 for a, b in zip(starts, starts[1:])]
+    windows = [base_ms * 2 ** i / 1000 for i in range(attempts - 1)]  # no jitter: the whole window
+    for gap, window in zip(gaps, windows):
+        assert window * 0.95 <= gap <= window + 1.5, f"retry gaps {gaps} do not follow the backoff windows {windows}"
+    assert all(b > a for a, b in zip(gaps, gaps[1:])), f"retry gaps do not grow: {gaps}"
+    job = jobs[retry_id]
+    assert job["status"] == "failed" and job["attempt"] == attempts, \
+        f"retryable job: {job['status']} on attempt {job['attempt']}, expected failed on {attempts}"
+    assert f"simulated storage outage on attempt {attempts}" in (job["error"] or ""), f"last error: {job['error']!r}"
+
+    permanent = jobs[permanent_id]
+    assert len(s.job_events(permanent_id, "start", events)) == 1, "the permanent failure ran more than once"
+    assert permanent["status"] == "failed" and permanent["attempt"] == 1, \
+        f"permanent job: {permanent['status']} on attempt {permanent['attempt']}, expected failed on 1"
+    assert "simulated bad input" in (permanent["error"] or ""), f"permanent error: {permanent['error']!r}"
+    return (f"retryable: {attempts} attempts, gaps " + ", ".join(f"{g * 1000:.0f}" for g in gaps)
+            + " ms (windows " + ", ".join(f"{w * 1000:.0f}" for w in windows) + " ms), then failed; "
+            "permanent: failed on attempt 1")
+
+
+def cancel_mid_job(s, job_type, payload, started, stop_within):
+    [job_id] = s.enqueue(job_type, payload=payload)
+    s.wait_for(lambda: s.job_events(job_id, "start"), 30, f"{job_type} job {job_id} to start")
+    s.wait_for(lambda: started(job_id), 60, f"{job_type} job {job_id} to be under way")
+    before = time.monotonic()
+    s.cancel(job_id)
+    s.wait_for(lambda: s.job_events(job_id, "stopped") or s.job_events(job_id, "end"), 30,
+               f"the worker to stop cancelled job {job_id}")
+    events = s.log()
+    assert not s.job_events(job_id, "end", events), f"cancelled job {job_id} ran to its end"
+    latency = s.job_events(job_id, "stopped", events)[0]["mono_ns"] / 1e9 - before
+    assert latency <= stop_within, f"the worker stopped {latency:.2f} s after the cancel (limit {stop_within} s)"
+    job = s.show(job_id)
+    assert job["status"] == "cancelled", f"job {job_id} is {job['status']}, not cancelled"
+    return job_id, latency
+
+
+def scenario_cancel(s):
+    s.start_worker("w1", threads=2, lease_ms=6000, heartbeat_ms=500)
+    sleep_id, sleep_latency = cancel_mid_job(s, "sleep", {"ms": 60000}, lambda _id: True, 1.5)
+    tile_id, tile_latency = cancel_mid_job(s, "tile_generation", tile_payload(),
+                                           lambda job_id: s.show(job_id)["progress"] >= 20, 3.0)
+    time.sleep(1.0)  # a cancelled job must not come back
+    s.stop_all_workers()
+    events = s.log()
+    s.assert_no_overlap(events)
+    for job_id in (sleep_id, tile_id):
+        assert len(s.job_events(job_id, "start", events)) == 1, f"cancelled job {job_id} was started again"
+    left = files_under(s.config.tiles_root / "tiles" / "jobs" / tile_id)
+    manifests = [f for f in left if f in ("pyramid.json", "image.dzi")]
+    assert not manifests, f"the cancelled tile job left its manifests: {manifests}"
+    assert not left, f"the cancelled tile job left {len(left)} files, e.g. {left[:5]}"
+    return (f"cancel -> worker stopped: sleep job {sleep_latency * 1000:.0f} ms, tile_generation "
+            f"{tile_latency * 1000:.0f} ms; both cancelled, no manifest or tile left")
+
+
+def scenario_graceful(s):
+    grace_ms = 300
+    leaving = s.start_worker("leaving", threads=1, grace_ms=grace_ms)
+    [job_id] = s.enqueue("sleep", payload={"ms": 5000})
+    s.wait_for(lambda: s.job_events(job_id, "start"), 30, f"job {job_id} to start")
+    s.start_worker("staying", threads=1)
+    exit_seconds = s.stop_worker(leaving, timeout=30)
+    released = s.show(job_id)
+    assert exit_seconds <= grace_ms / 1000 + 3.0, f"the worker took {exit_seconds:.2f} s to stop (grace {grace_ms} ms)"
+    [job] = s.wait_terminal([job_id], 60).values()
+    s.stop_all_workers()
+    events = s.log()
+    s.assert_no_overlap(events)
+    starts = s.job_events(job_id, "start", events)
+    assert [(e["worker"].split("#")[0], e["attempt"]) for e in starts] == [("leaving", 1), ("staying", 1)], \
+        f"expected attempt 1 by the leaving worker, then attempt 1 (not used up) by the staying one: {starts}"
+    stopped = s.job_events(job_id, "stopped", events)
+    assert len(stopped) == 1 and stopped[0]["worker"].startswith("leaving"), f"the leaving worker's stop: {stopped}"
+    assert job["status"] == "completed" and job["attempt"] == 1, \
+        f"job {job_id} is {job['status']} on attempt {job['attempt']}, expected completed on attempt 1"
+    pool = [e for e in events if e["event"] == "pool_stopped" and e["worker"] == "leaving"]
+    assert pool and pool[0]["released"] == 1, f"the leaving pool's counts: {pool}"
+    handback = starts[1]["mono_ns"] / 1e9 - stopped[0]["mono_ns"] / 1e9
+    return (f"SIGTERM with {grace_ms} ms grace: the worker exited after {exit_seconds:.2f} s, handed the job back "
+            f"(store then said {released['status']}, attempt {released['attempt']}); the other worker took it "
+            f"{handback * 1000:.0f} ms later and completed it on attempt 1")
+
+
+def scenario_restart(s):
+    restart_cmd = s.config.restart_cmd
+    assert restart_cmd, "scenario restart needs --restart-cmd"
+    s.start_worker("w1", threads=2, lease_ms=5000, rescue_ms=1000)
+    s.start_worker("w2", threads=2, lease_ms=5000, rescue_ms=1000)
+    ids = s.enqueue("sleep", 200, payload={"ms": 20})
+    s.wait_for(lambda: sum(e["event"] == "end" for e in s.log()) >= 60, 120, "60 jobs to complete before the restart")
+    began = time.monotonic()
+    done = subprocess.run(restart_cmd, shell=True, capture_output=True, text=True, timeout=180)
+    restart_seconds = time.monotonic() - began
+    assert done.returncode == 0, f"--restart-cmd exited {done.returncode}: {done.stderr.strip()}"
+    s.wait_terminal(ids, 300)
+    s.stop_all_workers()
+    events = s.log()
+    s.assert_completed_once(ids, events, expected_attempt=None)
+    s.assert_no_overlap(events)
+    starts = Counter(e["job"] for e in events if e["event"] == "start")
+    rerun = sorted(i for i in ids if starts[i] > 1)
+    attempts = Counter(job["attempt"] for job in s.jobs().values())
+    return (f"{len(ids)} jobs over 2 workers, `{restart_cmd}` took {restart_seconds:.1f} s mid-run; every job "
+            f"completed exactly once; started more than once: {len(rerun)}; attempts {dict(attempts)}")
+
+
+SCENARIOS = {"spread": scenario_spread, "kill": scenario_kill, "retry": scenario_retry, "cancel": scenario_cancel,
+             "graceful": scenario_graceful, "restart": scenario_restart}
+
+
+class Config:
+    pass
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tool", required=True, help="the tilekit_queue_tool binary")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", help="a SQLite file (each scenario uses a sibling file) or a postgresql:// URL")
+    where.add_argument("--store-from-env", action="store_true",
+                       help="the PostgreSQL URL in TILEKIT_TEST_POSTGRES_URL (scripts/postgres-server.sh run)")
+    parser.add_argument("--scenario", action="append", choices=ALL_SCENARIOS,
+                        help="run only this scenario (repeatable)")
+    parser.add_argument("--restart-cmd", help="a shell command run in the middle of scenario restart")
+    parser.add_argument("--work-dir", help="logs, tiles and SQLite files (default: beside the store, or a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory's tiles on success")
+    args = parser.parse_args()
+
+    config = Config()
+    config.tool = str(Path(args.tool).resolve())
+    if args.store_from_env:
+        config.store = os.environ.get("TILEKIT_TEST_POSTGRES_URL", "")
+        if not config.store:
+            parser.error("--store-from-env: TILEKIT_TEST_POSTGRES_URL is not set (run under scripts/postgres-server.sh run)")
+    else:
+        config.store = args.store
+    config.is_postgresql = config.store.startswith(("postgresql://", "postgres://"))
+    if args.work_dir:
+        config.work_dir = Path(args.work_dir)
+    elif config.is_postgresql:
+        config.work_dir = Path(tempfile.mkdtemp(prefix="tilekit-queue-processes-"))
+    else:
+        config.work_dir = Path(config.store).resolve().parent
+        config.store = str(Path(config.store).resolve())
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    config.tiles_root = config.work_dir / "tiles-root"
+    config.restart_cmd = args.restart_cmd
+    config.keep = args.keep
+    if args.scenario:
+        config.scenarios = args.scenario
+        if "restart" in args.scenario and not args.restart_cmd:
+            parser.error("scenario restart needs --restart-cmd")
+    else:
+        config.scenarios = [n for n in ALL_SCENARIOS if n != "restart" or args.restart_cmd]
+    return config
+
+
+def prepare_tiles_root(config):
+    shutil.rmtree(config.tiles_root, ignore_errors=True)
+    (config.tiles_root / "sources").mkdir(parents=True)
+    began = time.monotonic()
+    write_png(config.tiles_root / "sources" / TILE_IMAGE_KEY, *TILE_IMAGE_SIZE)
+    print(f"test image {TILE_IMAGE_SIZE[0]}x{TILE_IMAGE_SIZE[1]} written in {time.monotonic() - began:.1f} s", flush=True)
+
+
+def main():
+    config = parse_args()
+    signal.signal(signal.SIGTERM, on_stop_signal)
+    signal.signal(signal.SIGINT, on_stop_signal)
+    where = "PostgreSQL" if config.is_postgresql else "SQLite"
+    print(f"queue processes: {where} store, scenarios {', '.join(config.scenarios)}, work dir {config.work_dir}",
+          flush=True)
+    if {"kill", "cancel"} & set(config.scenarios):
+        prepare_tiles_root(config)
+    failures = []
+    for name in config.scenarios:
+        began = time.monotonic()
+        scenario = None
+        try:
+            scenario = Scenario(config, name)
+            summary = SCENARIOS[name](scenario)
+            print(f"PASS {name} ({time.monotonic() - began:.1f} s): {summary}", flush=True)
+        except Exception as e:  # report, clean up, go on with the next scenario
+            failures.append(name)
+            detail = traceback.format_exc() if not isinstance(e, AssertionError) else f"{e}\n{traceback.format_exc(limit=-2)}"
+            print(f"FAIL {name} ({time.monotonic() - began:.1f} s): {detail}", flush=True)
+            if scenario is not None:
+                print(scenario.describe(), flush=True)
+        finally:
+            kill_children()
+    if failures:
+        print(f"queue processes: {len(failures)} of {len(config.scenarios)} scenario(s) failed: {', '.join(failures)}")
+        return 1
+    if not config.keep:
+        shutil.rmtree(config.tiles_root, ignore_errors=True)
+    print(f"queue processes: all {len(config.scenarios)} scenario(s) passed")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        kill_children()
