@@ -82,7 +82,7 @@ const std::string& positional(const command_line& line, std::size_t index, const
 }
 
 std::unique_ptr<jobs::job_store> observer_store(const command_line& line) {
-    return queue_tool::open_store(positional(line, 0, "STORE"), queue_tool::store_role::observer, line.text("schema", ""));
+    return queue_tool::open_store(positional(line, 0, "STORE"), line.text("schema", ""));
 }
 
 // Each job gets a project version of its own, so the one-active-job-per-version rule never refuses one.
@@ -154,7 +154,7 @@ sigset_t block_stop_signals() {
 int work(const command_line& line) {
     const sigset_t stop_signals = block_stop_signals();
     const std::string store_name = positional(line, 0, "STORE");
-    const auto store = queue_tool::open_store(store_name, queue_tool::store_role::worker, line.text("schema", ""));
+    const auto store = queue_tool::open_store(store_name, line.text("schema", ""));
 
     jobs::retry_policy retries = store->retries();
     retries.base = line.millis("backoff-base-ms", retries.base.count());
@@ -163,6 +163,8 @@ int work(const command_line& line) {
     store->set_retry_policy(retries);
 
     const side_effect_log log(line.required("log"));
+    for (const jobs::job_record& job : queue_tool::rescue_dead_owners(*store))
+        log.write("recovered", {{"job", job.id}, {"status", jobs::to_string(job.status)}, {"error", job.error}});
     jobs::worker_options options;
     options.threads = static_cast<unsigned>(line.number("threads", 2));
     options.name = line.required("name");

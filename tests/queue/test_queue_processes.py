@@ -7,7 +7,11 @@
 Scenarios (all but `restart` by default; `restart` runs when --restart-cmd is given or it is named):
   spread    3 workers, 300 short jobs: each completes exactly once, the work is spread
   kill      SIGKILL a worker mid-job (a long sleep, then a tile_generation): rescued after its
-            lease by the surviving worker, completed on attempt 2; the pyramid is complete
+            lease by the surviving worker, completed on attempt 2; the pyramid is complete. On
+            its last attempt, the job fails as interrupted instead
+  dead_owner  (SQLite) the next worker to open the store rescues a killed worker's job at once
+  pause     SIGSTOP a worker past its lease: taken over; on SIGCONT its writes are fenced off
+            and its handler stopped
   retry     a job that always fails retryably: exactly max_attempts attempts with growing gaps,
             then failed; a permanent failure fails at once
   cancel    cancel a running sleep job (stops within ~1 s) and a running tile_generation (no
@@ -42,7 +46,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 TERMINAL = {"completed", "failed", "cancelled"}
-ALL_SCENARIOS = ["spread", "kill", "retry", "cancel", "graceful", "restart"]
+ALL_SCENARIOS = ["spread", "kill", "dead_owner", "pause", "retry", "cancel", "graceful", "restart"]
 TILE_IMAGE_KEY = "map.png"
 TILE_IMAGE_SIZE = (8192, 8192)  # ~3 s of tiling on one thread of a 2-core VM (Release)
 
@@ -415,6 +419,8 @@ def scenario_kill(s):
     tile_id, tile_rescue = kill_mid_job(s, "tile_generation", tile_payload(),
                                         lambda job_id: s.show(job_id)["progress"] >= 20)
     s.stop_all_workers()
+    s.workers.clear()
+    last_chance = kill_with_no_attempt_left(s)
     result = s.show(tile_id)["result"]
     tiles_dir = s.config.tiles_root / "tiles" / result["tiles_path"]
     tile_count, strays = pyramid_report(tiles_dir)
@@ -422,7 +428,88 @@ def scenario_kill(s):
     return (f"SIGKILL mid-job, lease 2 s: sleep job rescued and restarted after {sleep_rescue:.2f} s, "
             f"tile_generation after {tile_rescue:.2f} s; both completed on attempt 2; pyramid complete "
             f"({tile_count} tiles, {result['levels']} levels); stray files left by the killed worker: {len(strays)}"
-            + (f" e.g. {strays[:3]}" if strays else ""))
+            + (f" e.g. {strays[:3]}" if strays else "") + f"; with max_attempts 1: {last_chance}")
+
+
+def kill_with_no_attempt_left(s):
+    """A job on its last attempt whose worker is killed fails as interrupted and never runs again."""
+    victim = s.start_worker("victim-last", threads=1, lease_ms=2000, heartbeat_ms=500, rescue_ms=0)
+    [job_id] = s.enqueue("sleep", payload={"ms": 4000}, max_attempts=1)
+    s.wait_for(lambda: s.job_events(job_id, "start"), 30, f"job {job_id} to start")
+    s.start_worker("survivor-last", threads=1, lease_ms=2000, heartbeat_ms=500, rescue_ms=500)
+    killed_at = s.kill_worker(victim)
+    [job] = s.wait_terminal([job_id], 60).values()
+    failed_after = time.monotonic() - killed_at
+    time.sleep(0.5)  # it must not come back
+    s.stop_all_workers()
+    assert job["status"] == "failed" and job["attempt"] == 1, \
+        f"job {job_id} is {job['status']} on attempt {job['attempt']}, expected failed on attempt 1"
+    assert "interrupted" in (job["error"] or ""), f"the error should say the job was interrupted: {job['error']!r}"
+    assert len(s.job_events(job_id, "start")) == 1, "a job with no attempt left was run again"
+    return f"failed as interrupted {failed_after:.2f} s after the kill, not run again"
+
+
+def scenario_dead_owner(s):
+    """SQLite only: a worker opening the store rescues at once the jobs of a local process that
+    is gone (pid and start time from /proc), without waiting for their (long) lease."""
+    if s.config.is_postgresql:
+        return None
+    lease_ms = 30000
+    victim = s.start_worker("victim", threads=1, lease_ms=lease_ms, rescue_ms=0)
+    [job_id] = s.enqueue("sleep", payload={"ms": 3000}, max_attempts=3)
+    s.wait_for(lambda: s.job_events(job_id, "start"), 30, f"job {job_id} to start")
+    killed_at = s.kill_worker(victim)
+    s.start_worker("newcomer", threads=1, lease_ms=lease_ms, rescue_ms=0)  # no lease-based rescue at all
+    s.wait_for(lambda: len(s.job_events(job_id, "start")) == 2, 20, f"job {job_id} to be rescued on open")
+    taken_after = s.job_events(job_id, "start")[1]["mono_ns"] / 1e9 - killed_at
+    [job] = s.wait_terminal([job_id], 60).values()
+    s.stop_all_workers()
+    events = s.log()
+    s.assert_no_overlap(events)
+    assert job["status"] == "completed" and job["attempt"] == 2, \
+        f"job {job_id} is {job['status']} on attempt {job['attempt']}, expected completed on attempt 2"
+    recovered = s.job_events(job_id, "recovered", events)
+    assert recovered and recovered[0]["status"] == "queued", f"the newcomer's open-time rescue: {recovered}"
+    assert taken_after < lease_ms / 1000 / 2, f"rescued {taken_after:.2f} s after the kill: that was the lease, not the open"
+    return (f"SIGKILLed worker's job rescued by the next process to open the store {taken_after:.2f} s after the "
+            f"kill (lease {lease_ms / 1000:.0f} s), completed on attempt 2")
+
+
+def scenario_pause(s):
+    """SIGSTOP a worker past its lease: the job is rescued and run by another worker; when the
+    paused worker resumes, the store refuses its writes (fencing) and its keeper stops its handler."""
+    lease_ms, heartbeat_ms = 2000, 500
+    paused = s.start_worker("paused", threads=1, lease_ms=lease_ms, heartbeat_ms=heartbeat_ms, rescue_ms=0)
+    [job_id] = s.enqueue("sleep", payload={"ms": 6000}, max_attempts=3)
+    s.wait_for(lambda: s.job_events(job_id, "start"), 30, f"job {job_id} to start")
+    s.wait_for(lambda: s.show(job_id)["progress"] >= 5, 30, f"job {job_id} to report progress")
+    s.start_worker("other", threads=1, lease_ms=lease_ms, heartbeat_ms=heartbeat_ms, rescue_ms=500)
+    paused.proc.send_signal(signal.SIGSTOP)
+    try:
+        s.wait_for(lambda: len(s.job_events(job_id, "start")) == 2, 20, f"job {job_id} to be taken over")
+    finally:
+        resumed_at = time.monotonic()
+        paused.proc.send_signal(signal.SIGCONT)
+    s.wait_for(lambda: [e for e in s.job_events(job_id) if e["pid"] == paused.proc.pid
+                        and e["event"] in ("end", "stopped", "failed")], 20, "the paused worker's handler to return")
+    [job] = s.wait_terminal([job_id], 60).values()
+    s.stop_all_workers()
+    events = s.log()
+    mine = [e for e in s.job_events(job_id, events=events) if e["pid"] == paused.proc.pid]
+    ended = [e for e in mine if e["event"] in ("end", "stopped", "failed")][0]
+    assert ended["event"] == "stopped", f"the paused worker's handler was not stopped after its lease was lost: {ended}"
+    stopped_after = ended["mono_ns"] / 1e9 - resumed_at
+    assert stopped_after <= 1.5, f"the resumed worker stopped its handler only {stopped_after:.2f} s after SIGCONT"
+    assert not [e for e in mine if e["event"] == "outcome"], f"the paused worker wrote an outcome after losing its lease: {mine}"
+    pool = [e for e in events if e["event"] == "pool_stopped" and e["worker"] == "paused"]
+    assert pool and pool[0]["lost"] == 1 and pool[0]["completed"] == 0, f"the paused pool's counts: {pool}"
+    assert job["status"] == "completed" and job["attempt"] == 2, \
+        f"job {job_id} is {job['status']} on attempt {job['attempt']}, expected completed on attempt 2"
+    other_start = s.job_events(job_id, "start", events)[1]["mono_ns"] / 1e9
+    overlap = max(0.0, ended["mono_ns"] / 1e9 - max(other_start, resumed_at))
+    return (f"SIGSTOP past the 2 s lease: taken over on attempt 2; after SIGCONT the paused worker's writes were "
+            f"fenced off and its handler stopped {stopped_after * 1000:.0f} ms later (it ran beside attempt 2 for "
+            f"{overlap * 1000:.0f} ms); completed once, by the other worker")
 
 
 def scenario_retry(s):
@@ -552,7 +639,8 @@ def scenario_restart(s):
             f"completed exactly once; started more than once: {len(rerun)}; attempts {dict(attempts)}")
 
 
-SCENARIOS = {"spread": scenario_spread, "kill": scenario_kill, "retry": scenario_retry, "cancel": scenario_cancel,
+SCENARIOS = {"spread": scenario_spread, "kill": scenario_kill, "dead_owner": scenario_dead_owner,
+             "pause": scenario_pause, "retry": scenario_retry, "cancel": scenario_cancel,
              "graceful": scenario_graceful, "restart": scenario_restart}
 
 
@@ -585,6 +673,10 @@ def parse_args():
     config.is_postgresql = config.store.startswith(("postgresql://", "postgres://"))
     if args.work_dir:
         config.work_dir = Path(args.work_dir)
+    elif config.is_postgresql and os.environ.get("TILEKIT_TEST_POSTGRES_DIR"):
+        # Beside the server's directory, not in it: postgres-server.sh chowns that one on (re)start.
+        server_dir = Path(os.environ["TILEKIT_TEST_POSTGRES_DIR"]).resolve()
+        config.work_dir = server_dir.with_name(server_dir.name + "-driver")
     elif config.is_postgresql:
         config.work_dir = Path(tempfile.mkdtemp(prefix="tilekit-queue-processes-"))
     else:
@@ -627,7 +719,10 @@ def main():
         try:
             scenario = Scenario(config, name)
             summary = SCENARIOS[name](scenario)
-            print(f"PASS {name} ({time.monotonic() - began:.1f} s): {summary}", flush=True)
+            if summary is None:
+                print(f"SKIP {name}: not for this store", flush=True)
+            else:
+                print(f"PASS {name} ({time.monotonic() - began:.1f} s): {summary}", flush=True)
         except Exception as e:  # report, clean up, go on with the next scenario
             failures.append(name)
             detail = traceback.format_exc() if not isinstance(e, AssertionError) else f"{e}\n{traceback.format_exc(limit=-2)}"
