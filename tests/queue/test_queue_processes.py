@@ -272,34 +272,46 @@ def scenario_cancel(s):
 
 
 def scenario_graceful(s):
-    grace_ms = 300
-    leaving = s.start_worker("leaving", threads=1, grace_ms=grace_ms)
-    [job_id] = s.enqueue("sleep", payload={"ms": 5000})
-    s.wait_for(lambda: s.job_events(job_id, "start"), 30, f"job {job_id} to start")
-    s.start_worker("staying", threads=1)
+    """SIGTERM a worker running three long jobs and a short one, with a grace longer than the short
+    one: the short job completes there, the long ones go back (attempt not used) to the other worker."""
+    grace_ms, long_ms, short_ms = 1500, 4000, 1000
+    leaving = s.start_worker("leaving", threads=4, grace_ms=grace_ms)
+    long_ids = s.enqueue("sleep", 3, payload={"ms": long_ms})
+    [short_id] = s.enqueue("sleep", payload={"ms": short_ms})
+    s.wait_for(lambda: all(s.job_events(i, "start") for i in long_ids + [short_id]), 30, "all four jobs to start")
+    s.start_worker("staying", threads=3)
     exit_seconds = s.stop_worker(leaving, timeout=30)
     assert exit_seconds <= grace_ms / 1000 + 3.0, f"the worker took {exit_seconds:.2f} s to stop (grace {grace_ms} ms)"
-    [job] = s.wait_terminal([job_id], 60).values()
+    jobs = s.wait_terminal(long_ids + [short_id], 60)
     s.stop_all_workers()
     events = s.log()
     s.assert_no_overlap(events)
-    starts = s.job_events(job_id, "start", events)
-    assert [(e["worker"].split("#")[0], e["attempt"]) for e in starts] == [("leaving", 1), ("staying", 1)], \
-        f"expected attempt 1 by the leaving worker, then attempt 1 (not used up) by the staying one: {starts}"
-    stopped = s.job_events(job_id, "stopped", events)
-    assert len(stopped) == 1 and stopped[0]["worker"].startswith("leaving"), f"the leaving worker's stop: {stopped}"
-    assert job["status"] == "completed" and job["attempt"] == 1, \
-        f"job {job_id} is {job['status']} on attempt {job['attempt']}, expected completed on attempt 1"
+
+    short_runs = [(e["worker"].split("#")[0], e["event"]) for e in s.job_events(short_id, events=events)
+                  if e["event"] in ("start", "end", "stopped")]
+    assert short_runs == [("leaving", "start"), ("leaving", "end")], \
+        f"the short job should have finished within the grace, on the leaving worker: {short_runs}"
+    assert jobs[short_id]["status"] == "completed" and jobs[short_id]["attempt"] == 1, f"short job: {jobs[short_id]}"
+    handbacks = []
+    for job_id in long_ids:
+        starts = s.job_events(job_id, "start", events)
+        assert [(e["worker"].split("#")[0], e["attempt"]) for e in starts] == [("leaving", 1), ("staying", 1)], \
+            f"job {job_id}: expected attempt 1 by the leaving worker, then attempt 1 (not used up) by the staying one: {starts}"
+        stopped = s.job_events(job_id, "stopped", events)
+        assert len(stopped) == 1 and stopped[0]["worker"].startswith("leaving#"), f"job {job_id}: the leaving worker's stop: {stopped}"
+        # The record the release wrote (the staying worker may have claimed the job again since).
+        handed_back = [e for e in s.job_events(job_id, "outcome", events) if e["pid"] == leaving.proc.pid]
+        assert [(e["status"], e["attempt"]) for e in handed_back] == [("queued", 0)], \
+            f"job {job_id}: the release should leave it queued with its attempt given back: {handed_back}"
+        job = jobs[job_id]
+        assert job["status"] == "completed" and job["attempt"] == 1, \
+            f"job {job_id} is {job['status']} on attempt {job['attempt']}, expected completed on attempt 1"
+        handbacks.append(starts[1]["mono_ns"] / 1e9 - stopped[0]["mono_ns"] / 1e9)
     pool = [e for e in events if e["event"] == "pool_stopped" and e["worker"] == "leaving"]
-    assert pool and pool[0]["released"] == 1, f"the leaving pool's counts: {pool}"
-    # The record the release wrote (the staying worker may have claimed the job again since).
-    handed_back = [e for e in s.job_events(job_id, "outcome", events) if e["pid"] == leaving.proc.pid]
-    assert [(e["status"], e["attempt"]) for e in handed_back] == [("queued", 0)], \
-        f"the release should leave the job queued with its attempt given back: {handed_back}"
-    handback = starts[1]["mono_ns"] / 1e9 - stopped[0]["mono_ns"] / 1e9
-    return (f"SIGTERM with {grace_ms} ms grace: the worker exited after {exit_seconds:.2f} s, handed the job back "
-            f"(queued, attempt count back to 0); the other worker took it "
-            f"{handback * 1000:.0f} ms later and completed it on attempt 1")
+    assert pool and (pool[0]["released"], pool[0]["completed"]) == (3, 1), f"the leaving pool's counts: {pool}"
+    return (f"SIGTERM with {grace_ms} ms grace: the {short_ms} ms job finished there, the worker exited after "
+            f"{exit_seconds:.2f} s and handed 3 long jobs back (queued, attempt back to 0); the other worker took "
+            f"them {min(handbacks) * 1000:.0f}..{max(handbacks) * 1000:.0f} ms later and completed them on attempt 1")
 
 
 def scenario_restart(s):
