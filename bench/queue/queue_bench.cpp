@@ -4,6 +4,7 @@
 //
 //   tilekit_queue_bench throughput STORE --jobs N --workers W [--timeout-s S]
 //   tilekit_queue_bench latency    STORE --jobs N --workers W --interval-ms I [--timeout-s S]
+//   tilekit_queue_bench --stores   the store kinds this build supports (bench/queue.sh asks)
 //
 // STORE: postgresql://... or postgres://... (a PostgreSQL server; needs a build with
 // tilekit::postgresql, and every run gets a fresh schema bench_<pid>_<n>, dropped afterwards
@@ -344,6 +345,17 @@ int run_latency(const bench_args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc == 2 && std::string(argv[1]) == "--stores") {
+        std::string stores = "memory";
+#if defined(TILEKIT_HAS_SQLITE)
+        stores += " sqlite";
+#endif
+#if defined(TILEKIT_HAS_POSTGRESQL)
+        stores += " postgresql";
+#endif
+        std::printf("%s\n", stores.c_str());
+        return 0;
+    }
     const bench_args args = parse_args(argc, argv);
     try {
         return args.mode == "throughput" ? run_throughput(args) : run_latency(args);
