@@ -176,6 +176,7 @@ private:
     void drop_schema() {
         PGconn* conn = PQconnectdb(conninfo_.c_str());
         if (PQstatus(conn) == CONNECTION_OK) {
+            PQclear(PQexec(conn, "SET client_min_messages TO warning"));  // no "drop cascades to" notices
             const std::string sql = "DROP SCHEMA IF EXISTS \"" + schema_ + "\" CASCADE";
             PGresult* result = PQexec(conn, sql.c_str());
             if (PQresultStatus(result) != PGRES_COMMAND_OK)
