@@ -129,6 +129,7 @@ if [ -z "$URL" ]; then
   PGDIR=$WORK/pg
   URL=$(bash "$ROOT/scripts/postgres-server.sh" start "$PGDIR") || die "could not start PostgreSQL in $PGDIR"
   trap 'bash "$ROOT/scripts/postgres-server.sh" stop "$PGDIR"' EXIT
+  trap 'exit 130' INT TERM  # so that the EXIT trap stops the server on Ctrl-C / kill too
 fi
 PG_VERSION=$(node -e '
   const { Client } = require(process.argv[1] + "/node_modules/pg");
