@@ -247,7 +247,8 @@ for w in sorted({r["workers"] for r in rows if r["mode"] == "throughput"}):
     jobs = next(r["jobs"] for r in ok if r["mode"] == "throughput") if ok else "?"
     verdict = "n/a" if not (t and g) else ("PASS" if t[0] >= g[0] else "FAIL")
     print(f"| {w} | {jobs} | {t[3] if t else 0} / {g[3] if g else 0} | {fmt(t, 0)} | {fmt(g, 0)} | {ratio(t, g)} | {verdict} |")
-print(f"\n## Enqueue-to-start latency, idle workers woken by LISTEN/NOTIFY (ms; median of runs, min-max)\n")
+wake = "LISTEN/NOTIFY" if store == "postgresql" else f"LISTEN/NOTIFY for graphile-worker, tilekit's in-process wake-up on {store}"
+print(f"\n## Enqueue-to-start latency, idle workers woken by {wake} (ms; median of runs, min-max)\n")
 print("| workers | jobs x interval | tilekit median | graphile median | ratio | tilekit p99 | graphile p99 | ratio | tilekit max | graphile max | target tilekit p99 < 20 ms |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for w in sorted({r["workers"] for r in rows if r["mode"] == "latency"}):
