@@ -205,23 +205,29 @@ jobs::new_job noop(std::size_t index) {
     return job;
 }
 
-// Counts jobs the store has recorded as completed (or ended otherwise) and wakes the timer.
+// Counts jobs the store has recorded as completed (or ended otherwise) and wakes the timer once,
+// when the last one ends: a wake-up per job would cost the pool a context switch per job.
 struct end_counter {
+    explicit end_counter(std::size_t target_jobs) : target(target_jobs) {}
+
+    const std::size_t target;
     std::mutex mutex;
     std::condition_variable changed;
     std::size_t completed = 0;
     std::size_t other = 0;  // failed, retried, released: must stay 0
 
     void record(const jobs::job_record& job) {
+        bool last = false;
         {
             std::lock_guard<std::mutex> lock(mutex);
             if (job.status == jobs::job_status::completed) ++completed;
             else ++other;
+            last = completed + other == target;
         }
-        changed.notify_all();
+        if (last) changed.notify_all();
     }
-    // True when `target` jobs completed before `deadline`.
-    bool wait_for(std::size_t target, steady::time_point deadline) {
+    // True when all `target` jobs completed before `deadline`.
+    bool wait_until(steady::time_point deadline) {
         std::unique_lock<std::mutex> lock(mutex);
         return changed.wait_until(lock, deadline, [&] { return completed + other >= target; }) && other == 0;
     }
@@ -244,13 +250,13 @@ int run_throughput(const bench_args& args) {
     bench_store store(args.store, args.workers, args.keep);
     for (std::size_t i = 0; i < args.jobs; ++i) store.get().enqueue(noop(i));
 
-    end_counter ends;
+    end_counter ends(args.jobs);
     jobs::worker_pool pool(store.get(), pool_options(args.workers, ends));
     pool.handle(noop_job, [](jobs::job_context&) { return nlohmann::json::object(); });
 
     const steady::time_point start = steady::now();
     pool.start();
-    const bool done = ends.wait_for(args.jobs, start + std::chrono::seconds(args.timeout_s));
+    const bool done = ends.wait_until(start + std::chrono::seconds(args.timeout_s));
     const steady::time_point end = steady::now();
     pool.stop();
 
@@ -285,7 +291,7 @@ int run_latency(const bench_args& args) {
     std::vector<steady::time_point> enqueued(args.jobs), started(args.jobs);
     std::vector<char> seen(args.jobs, 0);
     std::mutex starts_mutex;
-    end_counter ends;
+    end_counter ends(args.jobs);
     jobs::worker_pool pool(store.get(), pool_options(args.workers, ends));
     pool.handle(noop_job, [&](jobs::job_context& context) {
         const steady::time_point now = steady::now();  // first thing: the pickup time
@@ -308,7 +314,7 @@ int run_latency(const bench_args& args) {
         enqueued[i] = steady::now();
         store.get().enqueue(job);
     }
-    const bool done = ends.wait_for(args.jobs, steady::now() + std::chrono::seconds(args.timeout_s));
+    const bool done = ends.wait_until(steady::now() + std::chrono::seconds(args.timeout_s));
     pool.stop();
     if (!done) {
         std::fprintf(stderr, "tilekit_queue_bench: %zu of %zu jobs completed (%zu ended otherwise) within %d s\n",
