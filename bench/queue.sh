@@ -261,7 +261,9 @@ for w in sorted({r["workers"] for r in rows if r["mode"] == "latency"}):
     print(f"| {w} | {shape} | {fmt(tm, 2)} | {fmt(gm, 2)} | {ratio(tm, gm)} | {fmt(tp, 2)} | {fmt(gp, 2)} | {ratio(tp, gp)} | {fmt(tx, 2)} | {fmt(gx, 2)} | {verdict} |")
 busy = [r for r in rows if r.get("idle") not in ("idle", "nowait")]
 failed = [r for r in rows if r.get("failed")]
-print(f"\nRuns started on a busy machine: {len(busy)} of {len(rows)}; failed runs: {len(failed)}.")
+unchecked = [r for r in rows if r.get("idle") == "nowait"]
+print(f"\nRuns started on a busy machine: {len(busy)} of {len(rows)}" + (f" ({len(unchecked)} not checked: -W 0)" if unchecked else "") +
+      f"; failed runs: {len(failed)}.")
 EOF
 } > "$REPORT"
 cat "$REPORT"
