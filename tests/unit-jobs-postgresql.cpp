@@ -49,6 +49,7 @@ std::string fresh_schema(const std::string& prefix) {
 // SQL on a connection of its own (as another program would); returns the first value, if any.
 std::string admin_sql(const std::string& sql) {
     PGconn* conn = PQconnectdb(server_url().c_str());
+    PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);  // no "drop cascades to ..." chatter
     const bool connected = PQstatus(conn) == CONNECTION_OK;
     std::string value, message = PQerrorMessage(conn);
     bool ok = false;
@@ -73,6 +74,7 @@ struct drop_schema_after {
         delete store;
         if (const char* url = std::getenv("TILEKIT_TEST_POSTGRES_URL")) {
             PGconn* conn = PQconnectdb(url);
+            PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
             if (PQstatus(conn) == CONNECTION_OK) PQclear(PQexec(conn, ("DROP SCHEMA IF EXISTS \"" + schema + "\" CASCADE").c_str()));
             PQfinish(conn);
         }

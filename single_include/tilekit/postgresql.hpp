@@ -484,10 +484,6 @@ public:
         return fenced_statement(lease, sql_.complete, detail::pg_params().add(message).add(result_text), "complete a job");
     }
 
-    static std::int64_t duration_ms(const job_lease& lease) {
-        return static_cast<std::int64_t>(lease.duration.count());
-    }
-
     job_record fail(job_lease& lease, const std::string& error, failure_kind kind) override {
         return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
             detail::apply_fail(r, s, error, kind, retries(), now);
@@ -566,6 +562,8 @@ private:
     };
 
     static std::string quoted(const std::string& identifier) { return "\"" + identifier + "\""; }
+
+    static std::int64_t duration_ms(const job_lease& lease) { return static_cast<std::int64_t>(lease.duration.count()); }
 
     static std::string migrations_table_sql(const std::string& s) {
         return "CREATE TABLE IF NOT EXISTS " + s +
@@ -673,6 +671,9 @@ private:
         if (PQstatus(conn.get()) != CONNECTION_OK)
             throw postgresql_store_error(errc::store_unavailable,
                                          where() + ": cannot connect: " + detail::trimmed(PQerrorMessage(conn.get())));
+        // libpq prints NOTICEs and a shutting-down server's FATAL to stderr by default; a library
+        // must not. Errors that matter reach the caller as exceptions.
+        PQsetNoticeProcessor(conn.get(), [](void*, const char*) {}, nullptr);
         return conn;
     }
 

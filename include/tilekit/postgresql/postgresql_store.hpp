@@ -635,6 +635,9 @@ private:
         if (PQstatus(conn.get()) != CONNECTION_OK)
             throw postgresql_store_error(errc::store_unavailable,
                                          where() + ": cannot connect: " + detail::trimmed(PQerrorMessage(conn.get())));
+        // libpq prints NOTICEs and a shutting-down server's FATAL to stderr by default; a library
+        // must not. Errors that matter reach the caller as exceptions.
+        PQsetNoticeProcessor(conn.get(), [](void*, const char*) {}, nullptr);
         return conn;
     }
 
