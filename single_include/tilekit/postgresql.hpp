@@ -669,9 +669,13 @@ private:
 
     detail::pg_conn open_connection() const {
         const std::string timeout = std::to_string(std::max<long long>(2, options_.connect_timeout.count()));
-        // Later keywords override the conninfo's own: our timeout and encoding always apply.
-        const char* keys[] = {"application_name", "dbname", "connect_timeout", "client_encoding", nullptr};
-        const char* values[] = {options_.application_name.c_str(), conninfo_.c_str(), timeout.c_str(), "UTF8", nullptr};
+        // Keywords before dbname are defaults the conninfo may override; those after it always
+        // apply (our timeout and encoding). TCP keepalives let a dead server's connections (the
+        // listener's above all, which only waits) fail within about a minute instead of hours.
+        const char* keys[] = {"application_name", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                              "dbname", "connect_timeout", "client_encoding", nullptr};
+        const char* values[] = {options_.application_name.c_str(), "30", "10", "3", conninfo_.c_str(), timeout.c_str(),
+                                "UTF8", nullptr};
         detail::pg_conn conn(PQconnectdbParams(keys, values, 1));
         if (!conn) throw postgresql_store_error(errc::store_unavailable, where() + ": cannot connect: out of memory");
         if (PQstatus(conn.get()) != CONNECTION_OK)
