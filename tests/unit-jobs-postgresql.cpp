@@ -409,6 +409,31 @@ TEST_CASE("postgresql_job_store survives a server restart and reports store_unav
     CHECK(next->job.id == after);
 }
 
+TEST_CASE("postgresql_job_store: a server crash (SIGKILL) loses no committed change", "[.postgresql]") {
+    const store_ptr store = make_store("crash");
+    const std::string done_id = store->enqueue(job_for("crash", "done")).id;
+    auto claimed = store->claim("w", tile_jobs, milliseconds(60000));
+    REQUIRE(claimed);
+    store->complete(claimed->lease, {{"levels", 4}}, "Completed");
+    const std::string queued_id = store->enqueue(job_for("crash", "queued")).id;
+
+    REQUIRE(server_script("kill"));
+    try {
+        store->get(done_id);
+        FAIL("read from a killed server");
+    } catch (const tilekit::error& e) {
+        CHECK(e.code() == tilekit::errc::store_unavailable);
+    }
+    REQUIRE(server_script("start"));  // crash recovery replays the WAL
+    const auto done = store->get(done_id);
+    REQUIRE(done);
+    CHECK(done->status == job_status::completed);
+    CHECK(done->result == nlohmann::json{{"levels", 4}});
+    auto next = store->claim("w", tile_jobs, milliseconds(60000));
+    REQUIRE(next);
+    CHECK(next->job.id == queued_id);
+}
+
 TEST_CASE("postgresql_job_store: messages never show the password", "[.postgresql]") {
     const std::string url = "postgresql://someone:s3cret-pass@127.0.0.1:1/nowhere";
     postgresql_store_options options;
