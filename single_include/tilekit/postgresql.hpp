@@ -62,11 +62,15 @@
 //     UPDATE jobs SET ... WHERE id = $1 AND status = 'running' AND lease_token::text = $2 RETURNING ...
 //   When no row comes back, the row is read and detail::check_lease says why (job_cancelled,
 //   lease_lost with the same text as the other stores, or job_not_found).
-// - Everything else (fail, release, cancel, rescue_expired, progress out of range) runs in one
-//   transaction: SELECT ... FOR UPDATE, the shared detail::apply_* helper in C++ with the server's
-//   now(), UPDATE back. So the semantics are the memory and SQLite stores' by construction, and
-//   tests/job_store_conformance.hpp checks the single-statement forms against them.
-// - rescue_expired locks expired rows FOR UPDATE SKIP LOCKED: many processes may run it at once.
+// - Everything else (fail, release, cancel, progress out of range) reads the row with the server's
+//   now() and its xmin, applies the shared detail::apply_* helper in C++, and writes it back with
+//   UPDATE ... WHERE id = $1 AND xmin = <the xmin read>: optimistic, two round trips and no lock
+//   held across them; when another write came in between, no row matches and the change is
+//   computed again from the new row. So the semantics are the memory and SQLite stores' by
+//   construction, and tests/job_store_conformance.hpp checks the single-statement forms against
+//   them. (xmin, the id of the transaction that wrote the row version, changes with every UPDATE.)
+// - rescue_expired, in one transaction, locks expired rows FOR UPDATE SKIP LOCKED (many processes
+//   may run it at once) and applies detail::apply_rescue to each.
 // - One active job per (job_type, project, version): a partial unique index; its violation
 //   (SQLSTATE 23505) becomes job_state_error(errc::duplicate_job) naming the active job.
 // - Wake-ups: a trigger NOTIFYs channel "<schema>_jobs" (payload: the job type) in the same
@@ -519,7 +523,9 @@ public:
                 const auto now = server_now(rows.get(), row);
                 if (!detail::lease_expired(job.record, job.state, now)) continue;
                 detail::apply_rescue(job.record, job.state, retries(), now);
-                write_back(session, job);
+                if (!write_back(session, job))  // cannot happen: the row is locked
+                    throw postgresql_store_error(errc::io_error, where() + ": job '" + job.record.id +
+                                                                     "' changed while locked for rescue");
                 rescued.push_back(std::move(job.record));
             }
             tx.commit();
@@ -530,15 +536,17 @@ public:
 
 private:
     // Column order of every job SELECT / RETURNING (read_record and read_stored rely on it).
-    static constexpr int token_column = 19, run_at_ms_column = 20, lease_expires_ms_column = 21, now_ms_column = 22;
+    static constexpr int token_column = 19, run_at_ms_column = 20, lease_expires_ms_column = 21, now_ms_column = 22,
+                         row_version_column = 23;
 
     struct stored_job {
         job_record record;
         detail::job_queue_state state;
+        std::string row_version;  // xmin as read: the write-back applies only to this version
     };
 
     struct statements {
-        std::string insert, active, get, get_for_update, by_project, by_status, claim, renew, progress, complete,
+        std::string insert, active, get, get_for_change, by_project, by_status, claim, renew, progress, complete,
             write_back, expired;
     };
 
@@ -625,7 +633,7 @@ private:
             utc("created_at") + ", " + utc("started_at") + ", " + utc("completed_at") +
             ", payload::text, attempt, max_attempts, " + utc("run_at") + ", worker, " + utc("lease_expires_at") +
             ", lease_token::text, " + millis("run_at") + ", " + millis("lease_expires_at");
-        const std::string with_now = columns + ", " + millis(now_ms.c_str());
+        const std::string with_now = columns + ", " + millis(now_ms.c_str()) + ", xmin::text";
         const std::string lease_end = now_ms + " + $3::bigint * interval '1 millisecond'";
         const std::string& t = table_;
 
@@ -636,7 +644,7 @@ private:
         sql_.active = "SELECT id::text, status FROM " + t +
                       " WHERE job_type = $1 AND project_id = $2 AND version_id = $3 AND status IN ('queued','running') LIMIT 1";
         sql_.get = "SELECT " + columns + " FROM " + t + " WHERE id = $1::uuid";
-        sql_.get_for_update = "SELECT " + with_now + " FROM " + t + " WHERE id = $1::uuid FOR UPDATE";
+        sql_.get_for_change = "SELECT " + with_now + " FROM " + t + " WHERE id = $1::uuid";
         sql_.by_project = "SELECT " + columns + " FROM " + t + " WHERE project_id = $1 ORDER BY created_at DESC, seq DESC";
         sql_.by_status = "SELECT " + columns + " FROM " + t + " WHERE status = $1 ORDER BY created_at, seq";
         sql_.claim = "UPDATE " + t + " SET status = 'running', attempt = attempt + 1, lease_token = gen_random_uuid(),"
@@ -658,7 +666,7 @@ private:
         sql_.write_back = "UPDATE " + t + " SET status = $2, progress = $3::integer, message = $4, result = $5::jsonb,"
                           " error = $6, started_at = $7::timestamptz, completed_at = $8::timestamptz, attempt = $9::integer,"
                           " run_at = $10::timestamptz, worker = $11, lease_token = $12::uuid,"
-                          " lease_expires_at = $13::timestamptz WHERE id = $1::uuid";
+                          " lease_expires_at = $13::timestamptz WHERE id = $1::uuid AND xmin = $14::xid";
         sql_.expired = "SELECT " + with_now + " FROM " + t + " WHERE status = 'running' AND lease_expires_at < " + now_ms +
                        " ORDER BY created_at, seq FOR UPDATE SKIP LOCKED";
     }
@@ -821,6 +829,7 @@ private:
         job.state.token = text(rows, row, token_column);
         job.state.run_at = detail::from_epoch_millis(integer(rows, row, run_at_ms_column));
         job.state.lease_expires = detail::from_epoch_millis(integer(rows, row, lease_expires_ms_column));
+        if (PQnfields(rows) > row_version_column) job.row_version = text(rows, row, row_version_column);
         return job;
     }
 
@@ -883,25 +892,29 @@ private:
                          std::to_string(lease.attempt) + " is no longer valid");
     }
 
-    // One change in one transaction: lock the row, apply a detail::apply_* helper with the
-    // server's now(), write it back. An exception from `apply` rolls back: nothing changes.
+    // One change: read the row (with the server's now() and its xmin), apply a detail::apply_*
+    // helper, write it back only if the row is still that version; else start again from the new
+    // one. An exception from `apply` (an illegal change, a fenced-off lease) writes nothing.
     template <class Apply>
     job_record update(const std::string& id, Apply&& apply) {
         if (!is_uuid(id)) throw job_not_found(id);
-        job_record changed;
+        constexpr int attempts = 50;  // each lost race means another write succeeded meanwhile
+        std::optional<job_record> changed;
         {
             detail::pg_session session(*pool_);
-            transaction tx(*this, session);
-            const auto rows = run(session, sql_.get_for_update, detail::pg_params().add(id), "lock a job");
-            if (PQntuples(rows.get()) == 0) throw job_not_found(id);
-            stored_job job = read_stored(rows.get(), 0);
-            apply(job.record, job.state, server_now(rows.get(), 0));
-            write_back(session, job);
-            tx.commit();
-            changed = std::move(job.record);
+            for (int attempt = 0; attempt < attempts && !changed; ++attempt) {
+                const auto rows = run(session, sql_.get_for_change, detail::pg_params().add(id), "read a job");
+                if (PQntuples(rows.get()) == 0) throw job_not_found(id);
+                stored_job job = read_stored(rows.get(), 0);
+                apply(job.record, job.state, server_now(rows.get(), 0));
+                if (write_back(session, job)) changed = std::move(job.record);
+            }
         }
-        if (changed.status == job_status::queued) wakeup().notify();
-        return changed;
+        if (!changed)
+            throw postgresql_store_error(errc::io_error, where() + ": job '" + id + "' changed under every one of " +
+                                                             std::to_string(attempts) + " attempts to update it");
+        if (changed->status == job_status::queued) wakeup().notify();
+        return std::move(*changed);
     }
 
     template <class Apply>
@@ -915,7 +928,8 @@ private:
         return changed;
     }
 
-    void write_back(detail::pg_session& session, const stored_job& job) const {
+    // False when the row is no longer the version that was read.
+    bool write_back(detail::pg_session& session, const stored_job& job) const {
         const job_record& r = job.record;
         const bool leased = !job.state.token.empty();
         detail::pg_params params;
@@ -924,7 +938,9 @@ private:
         params.add(r.error).add(r.started_at).add(r.completed_at).add(r.attempt).add(r.run_at).add(r.worker);
         params.add(leased ? std::optional<std::string>(job.state.token) : std::nullopt);
         params.add(leased ? r.lease_expires_at : std::nullopt);
-        run(session, sql_.write_back, params, "update a job");
+        params.add(job.row_version);
+        const auto result = run(session, sql_.write_back, params, "update a job");
+        return std::string(PQcmdTuples(result.get())) == "1";
     }
 
     // ---- LISTEN
