@@ -1,10 +1,10 @@
 # ctest install_without_optional_parts (tests/CMakeLists.txt), run with cmake -P:
 #   -DSOURCE_DIR= -DWORK_DIR= -DGENERATOR= -DCXX= -DPKG_CONFIG= -DDATADIR=
 # Configures tilekit where the optional parts' libraries cannot be found (pkg-config sees only
-# stb.pc; find_package(SQLite3) and find_package(CURL) are disabled), installs it, and checks
-# that the core and jobs are installed and fast_codecs, s3 and sqlite left no target, export
-# file or .pc file behind; then that find_package(tilekit) finds jobs and reports sqlite as
-# not installed.
+# stb.pc; find_package(SQLite3), find_package(PostgreSQL) and find_package(CURL) are disabled), installs it, and checks
+# that the core and jobs are installed and fast_codecs, s3, sqlite and postgresql left no target,
+# export file or .pc file behind; then that find_package(tilekit) finds jobs and reports sqlite
+# and postgresql as not installed.
 cmake_minimum_required(VERSION 3.21)
 
 function(run)
@@ -28,9 +28,10 @@ set(prefix "${WORK_DIR}/prefix")
 run("${CMAKE_COMMAND}" -E env --unset=PKG_CONFIG_PATH "PKG_CONFIG_LIBDIR=${pc_only_stb}"
     "${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${build}" -G "${GENERATOR}" "-DCMAKE_CXX_COMPILER=${CXX}"
     -DTILEKIT_BUILD_TESTS=OFF -DTILEKIT_BUILD_EXAMPLES=OFF -DTILEKIT_BUILD_BENCH=OFF -DTILEKIT_INSTALL=ON
-    -DCMAKE_DISABLE_FIND_PACKAGE_SQLite3=ON -DCMAKE_DISABLE_FIND_PACKAGE_CURL=ON)
+    -DCMAKE_DISABLE_FIND_PACKAGE_SQLite3=ON -DCMAKE_DISABLE_FIND_PACKAGE_PostgreSQL=ON
+    -DCMAKE_DISABLE_FIND_PACKAGE_CURL=ON)
 set(configure_output "${run_output}")
-foreach(expected "no tilekit::fast_codecs" "no tilekit::s3" "no tilekit::sqlite")
+foreach(expected "no tilekit::fast_codecs" "no tilekit::s3" "no tilekit::sqlite" "no tilekit::postgresql")
     string(FIND "${configure_output}" "${expected}" at)
     if(at EQUAL -1)
         message(FATAL_ERROR "configure did not say '${expected}':\n${configure_output}")
@@ -49,12 +50,13 @@ foreach(file tilekitTargets.cmake tilekitJobsTargets.cmake tilekitConfig.cmake)
         list(APPEND failures "missing ${DATADIR}/cmake/tilekit/${file}")
     endif()
 endforeach()
-foreach(file tilekit-fast-codecs.pc tilekit-s3.pc tilekit-sqlite.pc)
+foreach(file tilekit-fast-codecs.pc tilekit-s3.pc tilekit-sqlite.pc tilekit-postgresql.pc)
     if(EXISTS "${prefix}/${DATADIR}/pkgconfig/${file}")
         list(APPEND failures "installed ${DATADIR}/pkgconfig/${file} although its part was not built")
     endif()
 endforeach()
-foreach(file tilekitFastCodecsTargets.cmake tilekitS3Targets.cmake tilekitSqliteTargets.cmake)
+foreach(file tilekitFastCodecsTargets.cmake tilekitS3Targets.cmake tilekitSqliteTargets.cmake
+             tilekitPostgresqlTargets.cmake)
     if(EXISTS "${prefix}/${DATADIR}/cmake/tilekit/${file}")
         list(APPEND failures "installed ${DATADIR}/cmake/tilekit/${file} although its part was not built")
     endif()
@@ -66,12 +68,17 @@ file(WRITE "${consumer}/CMakeLists.txt" [=[
 cmake_minimum_required(VERSION 3.21)
 project(partial LANGUAGES CXX)
 find_package(tilekit REQUIRED COMPONENTS jobs)
-if(NOT TARGET tilekit::jobs OR TARGET tilekit::sqlite OR TARGET tilekit::fast_codecs OR TARGET tilekit::s3)
+if(NOT TARGET tilekit::jobs OR TARGET tilekit::sqlite OR TARGET tilekit::postgresql OR TARGET tilekit::fast_codecs
+   OR TARGET tilekit::s3)
     message(FATAL_ERROR "wrong targets after find_package(tilekit COMPONENTS jobs)")
 endif()
 find_package(tilekit COMPONENTS sqlite)
 if(tilekit_FOUND OR tilekit_sqlite_FOUND)
     message(FATAL_ERROR "find_package(tilekit COMPONENTS sqlite) found an sqlite part that was not installed")
+endif()
+find_package(tilekit COMPONENTS postgresql)
+if(tilekit_FOUND OR tilekit_postgresql_FOUND)
+    message(FATAL_ERROR "find_package(tilekit COMPONENTS postgresql) found a postgresql part that was not installed")
 endif()
 message(STATUS "partial-consumer: ok")
 ]=])
@@ -86,9 +93,13 @@ string(FIND "${run_output}" "installed without the sqlite component" at)
 if(at EQUAL -1)
     list(APPEND failures "find_package(tilekit COMPONENTS sqlite) did not say 'installed without the sqlite component':\n${run_output}")
 endif()
+string(FIND "${run_output}" "installed without the postgresql component" at)
+if(at EQUAL -1)
+    list(APPEND failures "find_package(tilekit COMPONENTS postgresql) did not say 'installed without the postgresql component':\n${run_output}")
+endif()
 
 if(failures)
     string(JOIN "\n  " failures ${failures})
     message(FATAL_ERROR "install without the optional parts:\n  ${failures}")
 endif()
-message(STATUS "install without the optional parts: core and jobs installed; no fast_codecs, s3 or sqlite files")
+message(STATUS "install without the optional parts: core and jobs installed; no fast_codecs, s3, sqlite or postgresql files")

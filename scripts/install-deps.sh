@@ -11,6 +11,7 @@ packages=(
     fonts-dejavu-core time                                      # bench: test images, GNU time
     libssl-dev libcurl4-openssl-dev                             # tilekit::s3 (OpenSSL 3 libcrypto, libcurl)
     libsqlite3-dev                                              # tilekit::sqlite (the durable job store)
+    postgresql libpq-dev                                        # tilekit::postgresql (libpq) and its live tests' private server
     libcpp-httplib-dev chromium                                 # examples/http_service and its viewer test in headless Chromium
     nodejs npm python3-botocore                                 # S3 test peer: s3rver (npm) behind a botocore verifier
     rclone                                                      # bench: upload baseline (awscli: see below)

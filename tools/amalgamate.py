@@ -9,7 +9,7 @@
 
 One output per layer (README "Architecture"): tilekit.hpp (the core), and one per optional part,
 each opening with `#include "<its base>"`: fast_codecs.hpp, s3.hpp and jobs.hpp build on
-tilekit.hpp, sqlite.hpp on jobs.hpp. Every `#include <tilekit/...>` is replaced by the file it
+tilekit.hpp, sqlite.hpp and postgresql.hpp on jobs.hpp. Every `#include <tilekit/...>` is replaced by the file it
 names, once, recursively and in order; a `// #include <tilekit/...>` marker stays behind so the
 output reads (and diffs) like the sources. Other includes pass through untouched; a part inlines
 only the headers its base does not already contain. The top of each output says, stb-style, what
@@ -43,6 +43,7 @@ OUTPUTS = {
     "s3.hpp": ("tilekit/s3.hpp", "tilekit.hpp"),
     "jobs.hpp": ("tilekit/jobs.hpp", "tilekit.hpp"),
     "sqlite.hpp": ("tilekit/sqlite.hpp", "jobs.hpp"),
+    "postgresql.hpp": ("tilekit/postgresql.hpp", "jobs.hpp"),
 }
 
 # The top of each output: what it is, what to link (Debian packages, pkg-config modules for the
@@ -55,7 +56,8 @@ BANNERS = {
         "title": "the core",
         "what": "Tiles a large image into a Deep Zoom or XYZ pyramid and writes it to a sink (a directory,\n"
                 "memory, or your own storage_sink). No job code. The optional parts are the other files\n"
-                "here, each building on this one: fast_codecs.hpp, s3.hpp, jobs.hpp, sqlite.hpp.",
+                "here, each building on this one: fast_codecs.hpp, s3.hpp, jobs.hpp, sqlite.hpp,\n"
+                "postgresql.hpp.",
         "debian": "libstb-dev nlohmann-json3-dev",
         "modules": "stb",
         "pc": "tilekit",
@@ -113,12 +115,13 @@ BANNERS = {
         "example": [
             "#include <tilekit/jobs.hpp>",
             "tilekit::jobs::memory_job_store store;  tilekit::jobs::tile_generation_request request;",
-            "request.job_id = store.create({tilekit::jobs::tile_generation_job, \"demo\", \"v1\", \"alice\"}).id;",
-            "request.source_key = \"map.png\";  request.project_slug = \"demo\";  request.version = {1, \"draft\"};",
-            "tilekit::filesystem_source source(\"uploads\");  tilekit::filesystem_sink sink(\"tiles\");",
-            "tilekit::jobs::job_record done = tilekit::jobs::run_tile_generation_job(store, source, sink, request);",
+            "request.source_key = \"map.png\";  request.project_slug = \"demo\";  request.version = 1;",
+            "tilekit::jobs::new_job job;  job.project_id = \"demo\";  job.version_id = \"v1\";  job.payload = tilekit::jobs::to_payload(request);",
+            "store.enqueue(job);  tilekit::filesystem_source source(\"uploads\");  tilekit::filesystem_sink sink(\"tiles\");",
+            "auto draft = [](const tilekit::jobs::job_record&) { return tilekit::jobs::version_info{1, \"draft\"}; };",
+            "auto done = tilekit::jobs::run_next_job(store, {{tilekit::jobs::tile_generation_job, tilekit::jobs::tile_generation_handler(source, sink, draft)}});",
         ],
-        "check": "done.status == tilekit::jobs::job_status::completed",
+        "check": "done && done->status == tilekit::jobs::job_status::completed",
     },
     "sqlite.hpp": {
         "title": "the sqlite part",
@@ -131,9 +134,29 @@ BANNERS = {
         "example": [
             "#include <tilekit/sqlite.hpp>",
             "tilekit::jobs::sqlite_job_store store(\"jobs.db\");",
-            "tilekit::jobs::job_record job = store.create({tilekit::jobs::tile_generation_job, \"project\", \"v1\", \"alice\"});",
-            "store.start(job.id, \"Generating tiles...\");",
-            "store.complete(job.id, {{\"levels\", 12}}, \"Done\");",
+            "tilekit::jobs::new_job job;  job.project_id = \"project\";  job.version_id = \"v1\";  store.enqueue(job);",
+            "auto claimed = store.claim(\"worker-1\", {tilekit::jobs::tile_generation_job}, std::chrono::seconds(30));",
+            "store.report_progress(claimed->lease, 50, \"Generating tiles...\");  // fenced by the lease",
+            "tilekit::jobs::job_record done = store.complete(claimed->lease, {{\"levels\", 12}}, \"Done\");",
+        ],
+        "check": "done.status == tilekit::jobs::job_status::completed",
+    },
+    "postgresql.hpp": {
+        "title": "the postgresql part",
+        "what": "The job store for many worker processes on many hosts: PostgreSQL over libpq (SKIP LOCKED\n"
+                "claims, fenced writes, LISTEN/NOTIFY wake-ups, the server's clock). Creates its schema.",
+        "debian": "libpq-dev",
+        "modules": "stb libpq",
+        "pc": "tilekit-postgresql",
+        "note": "tilekit-postgresql.pc also defines TILEKIT_HAS_POSTGRESQL=1 for code that wants to #if on it.",
+        "run": False,  # needs a PostgreSQL server: --compile-examples only compiles it
+        "example": [
+            "#include <tilekit/postgresql.hpp>",
+            "tilekit::jobs::postgresql_job_store store(\"postgresql://app@db.internal/app\");  // schema \"tilekit\"",
+            "tilekit::jobs::new_job job;  job.project_id = \"project\";  job.version_id = \"v1\";  store.enqueue(job);",
+            "auto claimed = store.claim(\"host-1/worker-1\", {tilekit::jobs::tile_generation_job}, std::chrono::seconds(30));",
+            "store.report_progress(claimed->lease, 50, \"Generating tiles...\");  // fenced by the lease",
+            "tilekit::jobs::job_record done = store.complete(claimed->lease, {{\"levels\", 12}}, \"Done\");",
         ],
     },
 }

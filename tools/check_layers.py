@@ -13,11 +13,12 @@ The layers, lowest first. A header may include its own layer and those listed fo
     s3           s3/ and <tilekit/s3.hpp>                     may include: core
     jobs         jobs/ and <tilekit/jobs.hpp>                 may include: core
     sqlite       sqlite/ and <tilekit/sqlite.hpp>             may include: core, jobs
+    postgresql   postgresql/ and <tilekit/postgresql.hpp>     may include: core, jobs
 
-A part's umbrella must include its base first (<tilekit/tilekit.hpp>; for sqlite.hpp,
-<tilekit/jobs.hpp>). The headers of an optional library may be included only by the part that
+A part's umbrella must include its base first (<tilekit/tilekit.hpp>; for sqlite.hpp and
+postgresql.hpp, <tilekit/jobs.hpp>). The headers of an optional library may be included only by the part that
 links it (core: none; fast_codecs: libpng, libjpeg, libjpeg-turbo, libdeflate; s3: OpenSSL,
-libcurl; sqlite: SQLite). Every `#include <tilekit/...>` and `#include "..."` must name a header
+libcurl; sqlite: SQLite; postgresql: libpq). Every `#include <tilekit/...>` and `#include "..."` must name a header
 that exists. And a name declared in a header under a detail/ folder must not appear, as
 `detail::name`, in a public signature (return or parameter type of a function, a public data
 member, base class or alias outside any `detail` namespace): public types live in public headers.
@@ -43,6 +44,7 @@ ALLOWED = {
     "s3": {"core"},
     "jobs": {"core"},
     "sqlite": {"core", "jobs"},
+    "postgresql": {"core", "jobs"},
 }
 # Part umbrella (under include/tilekit/) -> its layer, and the header it must include first.
 UMBRELLAS = {
@@ -50,6 +52,7 @@ UMBRELLAS = {
     "s3.hpp": ("s3", "tilekit/tilekit.hpp"),
     "jobs.hpp": ("jobs", "tilekit/tilekit.hpp"),
     "sqlite.hpp": ("sqlite", "tilekit/jobs.hpp"),
+    "postgresql.hpp": ("postgresql", "tilekit/jobs.hpp"),
 }
 # Folders under include/tilekit/ that belong to the core (besides the top-level headers).
 CORE_FOLDERS = {"sinks", "detail"}
@@ -57,6 +60,10 @@ CORE_FOLDERS = {"sinks", "detail"}
 # matches a directory prefix.
 LIBRARY_HEADERS = {
     "sqlite3.h": "sqlite",
+    "libpq-fe.h": "postgresql",
+    "libpq-events.h": "postgresql",
+    "libpq/": "postgresql",
+    "postgres_ext.h": "postgresql",
     "curl/": "s3",
     "openssl/": "s3",
     "png.h": "fast_codecs",

@@ -11,10 +11,11 @@
 //
 //   #include <tilekit/jobs.hpp>
 //   tilekit::jobs::memory_job_store store;  tilekit::jobs::tile_generation_request request;
-//   request.job_id = store.create({tilekit::jobs::tile_generation_job, "demo", "v1", "alice"}).id;
-//   request.source_key = "map.png";  request.project_slug = "demo";  request.version = {1, "draft"};
-//   tilekit::filesystem_source source("uploads");  tilekit::filesystem_sink sink("tiles");
-//   tilekit::jobs::job_record done = tilekit::jobs::run_tile_generation_job(store, source, sink, request);
+//   request.source_key = "map.png";  request.project_slug = "demo";  request.version = 1;
+//   tilekit::jobs::new_job job;  job.project_id = "demo";  job.version_id = "v1";  job.payload = tilekit::jobs::to_payload(request);
+//   store.enqueue(job);  tilekit::filesystem_source source("uploads");  tilekit::filesystem_sink sink("tiles");
+//   auto draft = [](const tilekit::jobs::job_record&) { return tilekit::jobs::version_info{1, "draft"}; };
+//   auto done = tilekit::jobs::run_next_job(store, {{tilekit::jobs::tile_generation_job, tilekit::jobs::tile_generation_handler(source, sink, draft)}});
 //
 // Generated from include/tilekit/jobs.hpp by tools/amalgamate.py. Do not edit: change include/tilekit/
 // and rerun the script.

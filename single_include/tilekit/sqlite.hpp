@@ -11,9 +11,10 @@
 //
 //   #include <tilekit/sqlite.hpp>
 //   tilekit::jobs::sqlite_job_store store("jobs.db");
-//   tilekit::jobs::job_record job = store.create({tilekit::jobs::tile_generation_job, "project", "v1", "alice"});
-//   store.start(job.id, "Generating tiles...");
-//   store.complete(job.id, {{"levels", 12}}, "Done");
+//   tilekit::jobs::new_job job;  job.project_id = "project";  job.version_id = "v1";  store.enqueue(job);
+//   auto claimed = store.claim("worker-1", {tilekit::jobs::tile_generation_job}, std::chrono::seconds(30));
+//   store.report_progress(claimed->lease, 50, "Generating tiles...");  // fenced by the lease
+//   tilekit::jobs::job_record done = store.complete(claimed->lease, {{"levels", 12}}, "Done");
 //
 // Generated from include/tilekit/sqlite.hpp by tools/amalgamate.py. Do not edit: change include/tilekit/
 // and rerun the script.

@@ -2,7 +2,8 @@
 // tilekit 0.1.0, single header <tilekit/tilekit.hpp>: the core.
 // Tiles a large image into a Deep Zoom or XYZ pyramid and writes it to a sink (a directory,
 // memory, or your own storage_sink). No job code. The optional parts are the other files
-// here, each building on this one: fast_codecs.hpp, s3.hpp, jobs.hpp, sqlite.hpp.
+// here, each building on this one: fast_codecs.hpp, s3.hpp, jobs.hpp, sqlite.hpp,
+// postgresql.hpp.
 //
 // Link (Debian: libstb-dev nlohmann-json3-dev):
 //   c++ -std=c++17 -I single_include app.cpp $(pkg-config --cflags --libs stb) -pthread

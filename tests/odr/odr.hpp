@@ -11,6 +11,7 @@
 // The umbrellas again, in case the list were ever empty of them: the helpers below need them.
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/jobs.hpp>
+#include <tilekit/postgresql.hpp>
 #include <tilekit/s3.hpp>
 #include <tilekit/sqlite.hpp>
 #include <tilekit/tilekit.hpp>
@@ -26,6 +27,8 @@ std::string odr_s3_a();
 std::string odr_s3_b();
 std::string odr_sqlite_a();
 std::string odr_sqlite_b();
+std::string odr_postgresql_a();
+std::string odr_postgresql_b();
 std::string odr_job_a();
 std::string odr_job_b();
 
@@ -39,6 +42,20 @@ inline std::string odr_sqlite_job(const std::string& project) {
     store.enqueue(job);
     auto claimed = store.claim("odr", {tilekit::jobs::tile_generation_job}, std::chrono::seconds(30));
     return store.complete(claimed->lease, {{"project", project}}, "done").result.dump();
+}
+
+// Used by both TUs, so both emit the PostgreSQL job store's inline functions. No server: a socket
+// directory that does not exist fails at once, with store_unavailable.
+inline std::string odr_postgresql(const std::string& schema) {
+    const bool sql_ok = tilekit::jobs::postgresql_job_store::schema_sql(schema).find(schema) != std::string::npos;
+    tilekit::jobs::postgresql_store_options options;
+    options.schema = schema;
+    try {
+        tilekit::jobs::postgresql_job_store store("postgresql:///tilekit?host=/nonexistent-tilekit-odr", options);
+        return "connected";
+    } catch (const tilekit::error& e) {
+        return sql_ok && e.code() == tilekit::errc::store_unavailable ? "unavailable" : "FAILED";
+    }
 }
 
 // Used by both TUs (with different keys), so both emit the S3 part's inline functions.
