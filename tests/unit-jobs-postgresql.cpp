@@ -128,16 +128,8 @@ long long elapsed_ms(std::chrono::steady_clock::time_point since) {
 
 TEST_CASE("postgresql_job_store conforms to the job_store contract", "[.postgresql]") {
     server_url();
-    // synchronous_commit off, which changes no semantics: the suite's "full jitter" section
-    // expects its previous jobs' retries (a random 0..4 s away) not to come due while it runs
-    // twelve enqueue-claim-fail rounds; with an fsync per commit (~1.5 ms here, ~5 ms a round) a
-    // retry comes due first in about one run in ten (measured: 4 of 40 runs of that section;
-    // 0 of 40 with synchronous_commit off). The cases below use the default, durable commits.
-    check_job_store_conformance([] {
-        postgresql_store_options options = options_for(fresh_schema("conf"));
-        options.synchronous_commit = false;
-        return make_store("conf", options);
-    });
+    // The defaults a service runs with: durable commits.
+    check_job_store_conformance([] { return make_store("conf", options_for(fresh_schema("conf"))); });
 }
 
 TEST_CASE("postgresql_job_store creates its schema, records its version and refuses a newer one", "[.postgresql]") {

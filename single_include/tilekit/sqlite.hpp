@@ -131,6 +131,9 @@ struct sqlite_store_options {
     // Further attempts (with jittered backoff) when an attempt still reports SQLITE_BUSY.
     int busy_retries = 8;
     recovery_policy recovery = recovery_policy::rescue_dead_owners;
+    // The store's retry policy (job_store::set_retry_policy), set before the constructor rescues
+    // dead owners' jobs, so that those retries follow it too.
+    retry_policy retries;
     // PRAGMA synchronous=FULL instead of NORMAL: fsync every commit (survives power loss).
     bool synchronous_full = false;
 };
@@ -298,6 +301,7 @@ public:
 
     explicit sqlite_job_store(std::string path, sqlite_store_options options = {})
         : path_(std::move(path)), options_(options) {
+        set_retry_policy(options_.retries);
         try {
             open();
             if (options_.recovery == recovery_policy::rescue_dead_owners) recovered_ = rescue_dead_owners();
