@@ -326,6 +326,45 @@ void check_job_store_conformance(MakeStore make_store, job_store_conformance::op
         check_fenced_off<lease_lost>(store, c.lease);  // a completed job takes no more writes
     }
 
+    SECTION("complete_and_claim: the completion, then the next runnable job under a fresh lease") {
+        const std::string first = store.enqueue(job_for("p1", "v1")).id;
+        const std::string second = store.enqueue(job_for("p1", "v2")).id;
+        store.enqueue(job_for("p1", "v3", "other_type"));
+        claimed_job c = claim_one(store, "worker-a");
+        REQUIRE(c.job.id == first);
+        const nlohmann::json result{{"levels", 3}};
+        completion_and_next step = store.complete_and_claim(c.lease, result, "Completed", "worker-a", tile_jobs, milliseconds(20000));
+        CHECK(step.completed.id == first);
+        CHECK(step.completed.status == job_status::completed);
+        CHECK(step.completed.result == result);
+        CHECK(as_json(*store.get(first)) == as_json(step.completed));
+        REQUIRE(step.next);
+        CHECK(step.next->job.id == second);
+        CHECK(step.next->job.status == job_status::running);
+        CHECK(step.next->job.attempt == 1);
+        CHECK(step.next->job.worker == std::optional<std::string>("worker-a"));
+        CHECK(step.next->lease.job_id == second);
+        CHECK(step.next->lease.attempt == 1);
+        CHECK(step.next->lease.duration == milliseconds(20000));
+        CHECK(step.next->lease.token.size() >= 16);
+        CHECK(step.next->lease.token != c.lease.token);
+        CHECK(as_json(*store.get(second)) == as_json(step.next->job));
+        check_fenced_off<lease_lost>(store, c.lease);
+        // Nothing more of this type is runnable: the completion alone.
+        completion_and_next last = store.complete_and_claim(step.next->lease, result, "Completed", "worker-a", tile_jobs, long_lease);
+        CHECK(last.completed.status == job_status::completed);
+        CHECK_FALSE(last.next);
+        // A completion that is fenced off claims nothing.
+        const std::string third = store.enqueue(job_for("p1", "v4")).id;
+        claimed_job d = claim_one(store, "worker-b");
+        REQUIRE(d.job.id == third);
+        const std::string fourth = store.enqueue(job_for("p1", "v5")).id;
+        store.cancel(third, "stop");
+        CHECK_THROWS_AS(store.complete_and_claim(d.lease, result, "Completed", "worker-b", tile_jobs, long_lease), job_cancelled);
+        CHECK(store.get(fourth)->status == job_status::queued);
+        CHECK(store.get(third)->status == job_status::cancelled);
+    }
+
     SECTION("claim order: earliest run_at, then oldest; only the given types; never a job twice") {
         CHECK_FALSE(store.claim("w", tile_jobs, long_lease));
         std::vector<std::string> ids;

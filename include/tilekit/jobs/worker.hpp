@@ -158,9 +158,18 @@ std::optional<jobs::job_record> write_outcome(jobs::job_lease& lease, Write&& wr
 // One claimed job, start to end, on the calling thread. `cancel` is the worker's own stop
 // signal (a pool shutting down, the caller of run_next_job): a handler it stopped hands its job
 // back. The keeper cancels it too when the store fences the job off; then nothing is written.
+// A busy worker passes `claim_next` (the job types it runs): a job that completes is then
+// completed together with the claim of the next one (job_store::complete_and_claim), returned in
+// `next`.
+struct next_claim_request {
+    const std::vector<std::string>& job_types;
+    std::optional<jobs::claimed_job>& next;
+};
+
 inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, jobs::claimed_job& claimed,
                                                        const jobs::job_handler& handler, const jobs::worker_options& options,
-                                                       cancel_token cancel) {
+                                                       cancel_token cancel,
+                                                       std::optional<next_claim_request> claim_next = std::nullopt) {
     using namespace jobs;
     job_lease& lease = claimed.lease;
     // The handler's token: cancelled with the worker's, by the keeper when the store fences the
@@ -188,6 +197,13 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
     keeper->stop();
     const bool stopped = work.is_cancelled();
     if (keeper->reason() != stop_reason::none) return std::nullopt;  // cancelled or taken over: the store knows
+    if (ok && claim_next && !cancel.is_cancelled())
+        return write_outcome(lease, [&] {
+            jobs::completion_and_next done = store.complete_and_claim(lease, result, context.completion_message(), lease.worker_id,
+                                                                      claim_next->job_types, options.lease);
+            claim_next->next = std::move(done.next);
+            return done.completed;
+        });
     if (ok) return write_outcome(lease, [&] { return store.complete(lease, result, context.completion_message()); });
     if (stopped) {
         const char* why = cancel.is_cancelled() ? "the worker shut down before the job finished"
@@ -289,7 +305,14 @@ public:
 private:
     void work(const std::string& worker_id) {
         std::chrono::milliseconds backoff{0};
+        std::optional<claimed_job> next;  // claimed together with the last completion
         while (!is_stopping()) {
+            if (next) {
+                claimed_job claimed = std::move(*next);
+                next.reset();
+                run(claimed, next);
+                continue;
+            }
             const std::uint64_t ticket = store_.wakeup().ticket();
             std::optional<claimed_job> claimed;
             try {
@@ -306,11 +329,22 @@ private:
                 if (!is_stopping()) store_.wakeup().wait(ticket, options_.poll_interval);
                 continue;
             }
-            run(*claimed);
+            run(*claimed, next);
+        }
+        if (next) hand_back(*next);
+    }
+
+    // A job claimed with the last completion when the pool had begun to stop: queued again at
+    // once, its attempt not counted.
+    void hand_back(claimed_job& claimed) {
+        try {
+            detail::write_outcome(claimed.lease, [&] { return store_.release(claimed.lease, "the worker shut down before starting it"); });
+        } catch (const std::exception& e) {
+            report_store_error(claimed.lease.worker_id, std::string("job ") + claimed.job.id + ": " + e.what());
         }
     }
 
-    void run(claimed_job& claimed) {
+    void run(claimed_job& claimed, std::optional<claimed_job>& next) {
         cancel_token cancel;
         {
             std::lock_guard<std::mutex> lock(mutex_);
@@ -320,7 +354,9 @@ private:
         }
         std::optional<job_record> outcome;
         try {
-            outcome = detail::run_claimed_job(store_, claimed, handlers_.at(claimed.job.job_type), options_, cancel);
+            std::optional<detail::next_claim_request> claim_next;
+            if (!is_stopping()) claim_next.emplace(detail::next_claim_request{types_, next});
+            outcome = detail::run_claimed_job(store_, claimed, handlers_.at(claimed.job.job_type), options_, cancel, claim_next);
         } catch (const std::exception& e) {
             report_store_error(claimed.lease.worker_id, std::string("job ") + claimed.job.id + ": " + e.what());
         }

@@ -458,6 +458,47 @@ public:
         return fenced_statement(lease, sql_.complete, detail::pg_params().add(message).add(result_text), "complete a job");
     }
 
+    // One statement, so one round trip and one commit: the completion (fenced, as complete()) and,
+    // only if it happened, the claim of the next runnable job (as claim()).
+    completion_and_next complete_and_claim(job_lease& lease, const nlohmann::json& result, const std::string& message,
+                                           const std::string& worker_id, const std::vector<std::string>& job_types,
+                                           std::chrono::milliseconds lease_duration) override {
+        if (worker_id.empty()) throw error(errc::invalid_argument, "claim: a worker needs an id");
+        if (lease_duration.count() <= 0) throw error(errc::invalid_argument, "claim: the lease duration must be positive");
+        if (job_types.empty()) return {complete(lease, result, message), std::nullopt};
+        job_record named;
+        named.id = lease.job_id;
+        const std::optional<std::string> result_text =
+            result.is_null() ? std::nullopt : std::optional<std::string>(json_text(named, result, "result"));
+        if (!is_uuid(lease.job_id)) throw job_not_found(lease.job_id);
+        const auto sent = std::chrono::steady_clock::now();
+        detail::pg_params params;
+        params.add(lease.job_id).add(lease.token).add(message).add(result_text).add(worker_id).add(detail::pg_text_array(job_types))
+            .add(static_cast<std::int64_t>(lease_duration.count()));
+        detail::pg_session session(*pool_);
+        const auto rows = run(session, sql_.complete_and_claim, params, "complete a job and claim the next");
+        completion_and_next out;
+        bool completed = false;
+        for (int row = 0; row < PQntuples(rows.get()); ++row) {
+            if (std::string(PQgetvalue(rows.get(), row, which_column)) == "0") {
+                out.completed = read_record(rows.get(), row);
+                completed = true;
+                continue;
+            }
+            claimed_job claimed;
+            claimed.job = read_record(rows.get(), row);
+            claimed.lease.job_id = claimed.job.id;
+            claimed.lease.worker_id = worker_id;
+            claimed.lease.token = PQgetvalue(rows.get(), row, token_column);
+            claimed.lease.attempt = claimed.job.attempt;
+            claimed.lease.duration = lease_duration;
+            claimed.lease.valid_until = sent + lease_duration;
+            out.next = std::move(claimed);
+        }
+        if (!completed) throw_fenced_off(session, lease);
+        return out;
+    }
+
     job_record fail(job_lease& lease, const std::string& error, failure_kind kind) override {
         return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
             detail::apply_fail(r, s, error, kind, retries(), now);
@@ -502,6 +543,7 @@ private:
     // Column order of every job SELECT / RETURNING (read_record and read_stored rely on it).
     static constexpr int token_column = 19, run_at_ms_column = 20, lease_expires_ms_column = 21, now_ms_column = 22,
                          row_version_column = 23;
+    static constexpr int which_column = 22;  // complete_and_claim: 0 the completed job, 1 the claimed one
 
     struct stored_job {
         job_record record;
@@ -511,7 +553,7 @@ private:
 
     struct statements {
         std::string insert, active, get, get_for_change, by_project, by_status, claim, renew, progress, complete,
-            write_back, expired;
+            complete_and_claim, write_back, expired;
     };
 
     // BEGIN ... COMMIT on a session; rolled back unless committed. A connection whose ROLLBACK
@@ -627,6 +669,21 @@ private:
         sql_.complete = "UPDATE " + t + " SET status = 'completed', progress = 100, message = $3, result = $4::jsonb,"
                         " error = '', completed_at = " + now_ms + ", worker = NULL, lease_expires_at = NULL,"
                         " lease_token = NULL" + fence;
+        // Both changes in one statement (one snapshot, one commit). The claim's sub-select sees the
+        // completed row still as running, so it can never pick it; EXISTS (done) claims nothing
+        // when the completion was fenced off. $1 job, $2 token, $3 message, $4 result, $5 worker,
+        // $6 types, $7 the new lease in ms.
+        sql_.complete_and_claim =
+            "WITH done AS (UPDATE " + t + " SET status = 'completed', progress = 100, message = $3, result = $4::jsonb,"
+            " error = '', completed_at = " + now_ms + ", worker = NULL, lease_expires_at = NULL, lease_token = NULL"
+            " WHERE id = $1::uuid AND status = 'running' AND lease_token::text = $2 RETURNING " + columns + "),"
+            " next AS (UPDATE " + t + " SET status = 'running', attempt = attempt + 1, lease_token = gen_random_uuid(),"
+            " worker = $5, started_at = " + now_ms + ", lease_expires_at = " + now_ms + " + $7::bigint * interval '1 millisecond',"
+            " progress = 0, message = 'Starting (attempt ' || (attempt + 1) || ' of ' || max_attempts || ')'"
+            " WHERE id = (SELECT id FROM " + t + " WHERE status = 'queued' AND run_at <= now()"
+            " AND job_type = ANY($6::text[]) AND EXISTS (SELECT 1 FROM done) ORDER BY run_at, seq LIMIT 1"
+            " FOR UPDATE SKIP LOCKED) RETURNING " + columns + ")"
+            " SELECT *, 0 FROM done UNION ALL SELECT *, 1 FROM next";
         sql_.write_back = "UPDATE " + t + " SET status = $2, progress = $3::integer, message = $4, result = $5::jsonb,"
                           " error = $6, started_at = $7::timestamptz, completed_at = $8::timestamptz, attempt = $9::integer,"
                           " run_at = $10::timestamptz, worker = $11, lease_token = $12::uuid,"
