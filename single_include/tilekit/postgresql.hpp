@@ -152,6 +152,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -182,6 +183,9 @@ struct postgresql_store_options {
     // completion is lost. The default keeps every commit durable.
     bool synchronous_commit = true;
     std::string application_name = "tilekit";
+    // Prepare the store's statements once per connection (false for a pooler that cannot keep
+    // them, such as PgBouncer in transaction mode).
+    bool prepared_statements = true;
 };
 
 // A database error, or a database that is not a job store this tilekit can use (a newer schema).
@@ -494,6 +498,47 @@ public:
         return fenced_statement(lease, sql_.complete, detail::pg_params().add(message).add(result_text), "complete a job");
     }
 
+    // One statement, so one round trip and one commit: the completion (fenced, as complete()) and,
+    // only if it happened, the claim of the next runnable job (as claim()).
+    completion_and_next complete_and_claim(job_lease& lease, const nlohmann::json& result, const std::string& message,
+                                           const std::string& worker_id, const std::vector<std::string>& job_types,
+                                           std::chrono::milliseconds lease_duration) override {
+        if (worker_id.empty()) throw error(errc::invalid_argument, "claim: a worker needs an id");
+        if (lease_duration.count() <= 0) throw error(errc::invalid_argument, "claim: the lease duration must be positive");
+        if (job_types.empty()) return {complete(lease, result, message), std::nullopt};
+        job_record named;
+        named.id = lease.job_id;
+        const std::optional<std::string> result_text =
+            result.is_null() ? std::nullopt : std::optional<std::string>(json_text(named, result, "result"));
+        if (!is_uuid(lease.job_id)) throw job_not_found(lease.job_id);
+        const auto sent = std::chrono::steady_clock::now();
+        detail::pg_params params;
+        params.add(lease.job_id).add(lease.token).add(message).add(result_text).add(worker_id).add(detail::pg_text_array(job_types))
+            .add(static_cast<std::int64_t>(lease_duration.count()));
+        detail::pg_session session(*pool_);
+        const auto rows = run(session, sql_.complete_and_claim, params, "complete a job and claim the next");
+        completion_and_next out;
+        bool completed = false;
+        for (int row = 0; row < PQntuples(rows.get()); ++row) {
+            if (std::string(PQgetvalue(rows.get(), row, which_column)) == "0") {
+                out.completed = read_record(rows.get(), row);
+                completed = true;
+                continue;
+            }
+            claimed_job claimed;
+            claimed.job = read_record(rows.get(), row);
+            claimed.lease.job_id = claimed.job.id;
+            claimed.lease.worker_id = worker_id;
+            claimed.lease.token = PQgetvalue(rows.get(), row, token_column);
+            claimed.lease.attempt = claimed.job.attempt;
+            claimed.lease.duration = lease_duration;
+            claimed.lease.valid_until = sent + lease_duration;
+            out.next = std::move(claimed);
+        }
+        if (!completed) throw_fenced_off(session, lease);
+        return out;
+    }
+
     job_record fail(job_lease& lease, const std::string& error, failure_kind kind) override {
         return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
             detail::apply_fail(r, s, error, kind, retries(), now);
@@ -538,6 +583,7 @@ private:
     // Column order of every job SELECT / RETURNING (read_record and read_stored rely on it).
     static constexpr int token_column = 19, run_at_ms_column = 20, lease_expires_ms_column = 21, now_ms_column = 22,
                          row_version_column = 23;
+    static constexpr int which_column = 22;  // complete_and_claim: 0 the completed job, 1 the claimed one
 
     struct stored_job {
         job_record record;
@@ -547,7 +593,7 @@ private:
 
     struct statements {
         std::string insert, active, get, get_for_change, by_project, by_status, claim, renew, progress, complete,
-            write_back, expired;
+            complete_and_claim, write_back, expired;
     };
 
     // BEGIN ... COMMIT on a session; rolled back unless committed. A connection whose ROLLBACK
@@ -663,6 +709,21 @@ private:
         sql_.complete = "UPDATE " + t + " SET status = 'completed', progress = 100, message = $3, result = $4::jsonb,"
                         " error = '', completed_at = " + now_ms + ", worker = NULL, lease_expires_at = NULL,"
                         " lease_token = NULL" + fence;
+        // Both changes in one statement (one snapshot, one commit). The claim's sub-select sees the
+        // completed row still as running, so it can never pick it; EXISTS (done) claims nothing
+        // when the completion was fenced off. $1 job, $2 token, $3 message, $4 result, $5 worker,
+        // $6 types, $7 the new lease in ms.
+        sql_.complete_and_claim =
+            "WITH done AS (UPDATE " + t + " SET status = 'completed', progress = 100, message = $3, result = $4::jsonb,"
+            " error = '', completed_at = " + now_ms + ", worker = NULL, lease_expires_at = NULL, lease_token = NULL"
+            " WHERE id = $1::uuid AND status = 'running' AND lease_token::text = $2 RETURNING " + columns + "),"
+            " next AS (UPDATE " + t + " SET status = 'running', attempt = attempt + 1, lease_token = gen_random_uuid(),"
+            " worker = $5, started_at = " + now_ms + ", lease_expires_at = " + now_ms + " + $7::bigint * interval '1 millisecond',"
+            " progress = 0, message = 'Starting (attempt ' || (attempt + 1) || ' of ' || max_attempts || ')'"
+            " WHERE id = (SELECT id FROM " + t + " WHERE status = 'queued' AND run_at <= now()"
+            " AND job_type = ANY($6::text[]) AND EXISTS (SELECT 1 FROM done) ORDER BY run_at, seq LIMIT 1"
+            " FOR UPDATE SKIP LOCKED) RETURNING " + columns + ")"
+            " SELECT *, 0 FROM done UNION ALL SELECT *, 1 FROM next";
         sql_.write_back = "UPDATE " + t + " SET status = $2, progress = $3::integer, message = $4, result = $5::jsonb,"
                           " error = $6, started_at = $7::timestamptz, completed_at = $8::timestamptz, attempt = $9::integer,"
                           " run_at = $10::timestamptz, worker = $11, lease_token = $12::uuid,"
@@ -703,11 +764,43 @@ private:
 
     // Runs one statement; throws postgresql_store_error (store_unavailable when the connection
     // failed, which also drops the connection) unless it succeeded.
+    // The store's own statements (the members of sql_) are prepared once per connection and then
+    // only executed: the server skips parsing and planning, which costs more than the execution
+    // of a claim or a completion.
     detail::pg_result run(detail::pg_session& session, const std::string& sql, const detail::pg_params& params,
                           const char* what) const {
         const std::vector<const char*> values = params.pointers();
-        detail::pg_result result(PQexecParams(session.get(), sql.c_str(), params.size(), nullptr,
-                                              values.empty() ? nullptr : values.data(), nullptr, nullptr, 0));
+        const char* const* value_data = values.empty() ? nullptr : values.data();
+        const std::less<const void*> before;
+        // Outside transactions only: a failed execution inside one would abort it.
+        const bool own = options_.prepared_statements && !before(&sql, &sql_) && before(&sql, &sql_ + 1) &&
+                         PQtransactionStatus(session.get()) == PQTRANS_IDLE;
+        detail::pg_result result;
+        for (int round = 0; round < 2; ++round) {
+            if (!own) {
+                result = detail::pg_result(PQexecParams(session.get(), sql.c_str(), params.size(), nullptr, value_data, nullptr, nullptr, 0));
+                break;
+            }
+            const std::string name = "tilekit_" + std::to_string(reinterpret_cast<const char*>(&sql) - reinterpret_cast<const char*>(&sql_));
+            const std::pair<PGconn*, const std::string*> key{session.get(), &sql};
+            bool prepared;
+            {
+                std::lock_guard<std::mutex> lock(prepared_mutex_);
+                prepared = prepared_.count(key) != 0;
+            }
+            if (!prepared) {
+                result = detail::pg_result(PQprepare(session.get(), name.c_str(), sql.c_str(), params.size(), nullptr));
+                if (!result || PQresultStatus(result.get()) != PGRES_COMMAND_OK) break;
+                std::lock_guard<std::mutex> lock(prepared_mutex_);
+                prepared_.insert(key);
+            }
+            result = detail::pg_result(PQexecPrepared(session.get(), name.c_str(), params.size(), value_data, nullptr, nullptr, 0));
+            const char* state = result ? PQresultErrorField(result.get(), PG_DIAG_SQLSTATE) : nullptr;
+            if (!(state && std::string(state) == "26000")) break;
+            // "Prepared statement does not exist": a new connection at a finished one's address.
+            std::lock_guard<std::mutex> lock(prepared_mutex_);
+            prepared_.erase(key);
+        }
         const ExecStatusType status = result ? PQresultStatus(result.get()) : PGRES_FATAL_ERROR;
         if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return result;
         const char* state = result ? PQresultErrorField(result.get(), PG_DIAG_SQLSTATE) : nullptr;
@@ -1029,6 +1122,9 @@ private:
     std::string server_;  // the conninfo without its password, for messages
     std::string table_;
     statements sql_;
+    // Which connection has which of sql_'s statements prepared.
+    mutable std::mutex prepared_mutex_;
+    mutable std::set<std::pair<PGconn*, const std::string*>> prepared_;
     std::unique_ptr<detail::pg_pool> pool_;
     std::thread listener_;
     int stop_read_ = -1, stop_write_ = -1;

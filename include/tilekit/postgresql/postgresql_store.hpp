@@ -116,6 +116,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -146,6 +147,9 @@ struct postgresql_store_options {
     // completion is lost. The default keeps every commit durable.
     bool synchronous_commit = true;
     std::string application_name = "tilekit";
+    // Prepare the store's statements once per connection (false for a pooler that cannot keep
+    // them, such as PgBouncer in transaction mode).
+    bool prepared_statements = true;
 };
 
 // A database error, or a database that is not a job store this tilekit can use (a newer schema).
@@ -724,11 +728,43 @@ private:
 
     // Runs one statement; throws postgresql_store_error (store_unavailable when the connection
     // failed, which also drops the connection) unless it succeeded.
+    // The store's own statements (the members of sql_) are prepared once per connection and then
+    // only executed: the server skips parsing and planning, which costs more than the execution
+    // of a claim or a completion.
     detail::pg_result run(detail::pg_session& session, const std::string& sql, const detail::pg_params& params,
                           const char* what) const {
         const std::vector<const char*> values = params.pointers();
-        detail::pg_result result(PQexecParams(session.get(), sql.c_str(), params.size(), nullptr,
-                                              values.empty() ? nullptr : values.data(), nullptr, nullptr, 0));
+        const char* const* value_data = values.empty() ? nullptr : values.data();
+        const std::less<const void*> before;
+        // Outside transactions only: a failed execution inside one would abort it.
+        const bool own = options_.prepared_statements && !before(&sql, &sql_) && before(&sql, &sql_ + 1) &&
+                         PQtransactionStatus(session.get()) == PQTRANS_IDLE;
+        detail::pg_result result;
+        for (int round = 0; round < 2; ++round) {
+            if (!own) {
+                result = detail::pg_result(PQexecParams(session.get(), sql.c_str(), params.size(), nullptr, value_data, nullptr, nullptr, 0));
+                break;
+            }
+            const std::string name = "tilekit_" + std::to_string(reinterpret_cast<const char*>(&sql) - reinterpret_cast<const char*>(&sql_));
+            const std::pair<PGconn*, const std::string*> key{session.get(), &sql};
+            bool prepared;
+            {
+                std::lock_guard<std::mutex> lock(prepared_mutex_);
+                prepared = prepared_.count(key) != 0;
+            }
+            if (!prepared) {
+                result = detail::pg_result(PQprepare(session.get(), name.c_str(), sql.c_str(), params.size(), nullptr));
+                if (!result || PQresultStatus(result.get()) != PGRES_COMMAND_OK) break;
+                std::lock_guard<std::mutex> lock(prepared_mutex_);
+                prepared_.insert(key);
+            }
+            result = detail::pg_result(PQexecPrepared(session.get(), name.c_str(), params.size(), value_data, nullptr, nullptr, 0));
+            const char* state = result ? PQresultErrorField(result.get(), PG_DIAG_SQLSTATE) : nullptr;
+            if (!(state && std::string(state) == "26000")) break;
+            // "Prepared statement does not exist": a new connection at a finished one's address.
+            std::lock_guard<std::mutex> lock(prepared_mutex_);
+            prepared_.erase(key);
+        }
         const ExecStatusType status = result ? PQresultStatus(result.get()) : PGRES_FATAL_ERROR;
         if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return result;
         const char* state = result ? PQresultErrorField(result.get(), PG_DIAG_SQLSTATE) : nullptr;
@@ -1050,6 +1086,9 @@ private:
     std::string server_;  // the conninfo without its password, for messages
     std::string table_;
     statements sql_;
+    // Which connection has which of sql_'s statements prepared.
+    mutable std::mutex prepared_mutex_;
+    mutable std::set<std::pair<PGconn*, const std::string*>> prepared_;
     std::unique_ptr<detail::pg_pool> pool_;
     std::thread listener_;
     int stop_read_ = -1, stop_write_ = -1;
