@@ -67,13 +67,14 @@ struct bench_args {
     unsigned workers = 1;
     int interval_ms = 20;
     int timeout_s = 600;
+    int pool_size = 0;  // PostgreSQL connections; 0: one per worker plus two
     bool keep = false;
 };
 
 [[noreturn]] void usage(const std::string& why) {
     std::fprintf(stderr,
                  "tilekit_queue_bench: %s\n"
-                 "usage: tilekit_queue_bench throughput STORE --jobs N --workers W [--timeout-s S] [--keep]\n"
+                 "usage: tilekit_queue_bench throughput STORE --jobs N --workers W [--timeout-s S] [--pool-size C] [--keep]\n"
                  "       tilekit_queue_bench latency STORE --jobs N --workers W --interval-ms I [--timeout-s S] [--keep]\n"
                  "STORE: postgresql://... | memory | a SQLite file path that does not exist yet\n",
                  why.c_str());
@@ -105,6 +106,7 @@ bench_args parse_args(int argc, char** argv) {
         else if (flag == "--workers") a.workers = static_cast<unsigned>(positive_number(flag, value));
         else if (flag == "--interval-ms") a.interval_ms = static_cast<int>(positive_number(flag, value));
         else if (flag == "--timeout-s") a.timeout_s = static_cast<int>(positive_number(flag, value));
+        else if (flag == "--pool-size") a.pool_size = static_cast<int>(positive_number(flag, value));
         else usage("unknown option '" + flag + "'");
     }
     if (a.jobs == 0) usage("--jobs is required");
@@ -118,7 +120,7 @@ bool is_postgresql_url(const std::string& s) {
 // Opens the store named on the command line, fresh, and undoes it when destroyed (unless kept).
 class bench_store {
 public:
-    bench_store(const std::string& spec, unsigned workers, bool keep) : keep_(keep) {
+    bench_store(const std::string& spec, unsigned workers, int pool_size, bool keep) : keep_(keep) {
         if (spec == "memory") {
             kind_ = "memory";
             store_ = std::make_unique<jobs::memory_job_store>();
@@ -134,11 +136,12 @@ public:
             options.schema = schema_;
             // One connection per worker thread plus the enqueuing thread and the rescuer, so
             // that the pool is never what the workers wait for.
-            options.pool_size = static_cast<decltype(options.pool_size)>(workers + 2);
+            options.pool_size = pool_size > 0 ? pool_size : static_cast<decltype(options.pool_size)>(workers + 2);
             options.listen = true;
             store_ = std::make_unique<jobs::postgresql_job_store>(spec, options);
 #else
             (void)workers;
+            (void)pool_size;
             usage("this build has no PostgreSQL store (configure with tilekit::postgresql available)");
 #endif
         } else {
@@ -247,7 +250,7 @@ double seconds_between(steady::time_point a, steady::time_point b) {
 }
 
 int run_throughput(const bench_args& args) {
-    bench_store store(args.store, args.workers, args.keep);
+    bench_store store(args.store, args.workers, args.pool_size, args.keep);
     for (std::size_t i = 0; i < args.jobs; ++i) store.get().enqueue(noop(i));
 
     end_counter ends(args.jobs);
@@ -286,7 +289,7 @@ double percentile(const std::vector<double>& sorted, double p) {
 }
 
 int run_latency(const bench_args& args) {
-    bench_store store(args.store, args.workers, args.keep);
+    bench_store store(args.store, args.workers, args.pool_size, args.keep);
 
     std::vector<steady::time_point> enqueued(args.jobs), started(args.jobs);
     std::vector<char> seen(args.jobs, 0);
