@@ -429,15 +429,7 @@ public:
         detail::pg_session session(*pool_);
         const auto rows = run(session, sql_.claim, params, "claim a job");
         if (PQntuples(rows.get()) == 0) return std::nullopt;
-        claimed_job claimed;
-        claimed.job = read_record(rows.get(), 0);
-        claimed.lease.job_id = claimed.job.id;
-        claimed.lease.worker_id = worker_id;
-        claimed.lease.token = PQgetvalue(rows.get(), 0, token_column);
-        claimed.lease.attempt = claimed.job.attempt;
-        claimed.lease.duration = lease_duration;
-        claimed.lease.valid_until = sent + lease_duration;
-        return claimed;
+        return claimed_from_row(rows.get(), 0, worker_id, lease_duration, sent);
     }
 
     job_record renew(job_lease& lease) override {
@@ -489,15 +481,7 @@ public:
                 completed = true;
                 continue;
             }
-            claimed_job claimed;
-            claimed.job = read_record(rows.get(), row);
-            claimed.lease.job_id = claimed.job.id;
-            claimed.lease.worker_id = worker_id;
-            claimed.lease.token = PQgetvalue(rows.get(), row, token_column);
-            claimed.lease.attempt = claimed.job.attempt;
-            claimed.lease.duration = lease_duration;
-            claimed.lease.valid_until = sent + lease_duration;
-            out.next = std::move(claimed);
+            out.next = claimed_from_row(rows.get(), row, worker_id, lease_duration, sent);
         }
         if (!completed) throw_fenced_off(session, lease);
         return out;
@@ -548,6 +532,20 @@ private:
     static constexpr int token_column = 19, run_at_ms_column = 20, lease_expires_ms_column = 21, now_ms_column = 22,
                          row_version_column = 23;
     static constexpr int which_column = 22;  // complete_and_claim: 0 the completed job, 1 the claimed one
+
+    // A claimed row and the lease on it; `sent` is when the claim left this process.
+    claimed_job claimed_from_row(const PGresult* rows, int row, const std::string& worker_id,
+                                 std::chrono::milliseconds lease_duration, std::chrono::steady_clock::time_point sent) const {
+        claimed_job claimed;
+        claimed.job = read_record(rows, row);
+        claimed.lease.job_id = claimed.job.id;
+        claimed.lease.worker_id = worker_id;
+        claimed.lease.token = PQgetvalue(rows, row, token_column);
+        claimed.lease.attempt = claimed.job.attempt;
+        claimed.lease.duration = lease_duration;
+        claimed.lease.valid_until = sent + lease_duration;
+        return claimed;
+    }
 
     struct stored_job {
         job_record record;
