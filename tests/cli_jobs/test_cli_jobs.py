@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`tilekit jobs` end to end with real processes, on a SQLite job store or a PostgreSQL one.
 
-    test_cli_jobs.py --cli PATH --work DIR [--postgresql] [--scenario NAME ...]
+    test_cli_jobs.py --cli PATH --service PATH --work DIR [--postgresql] [--scenario NAME ...]
 
 --postgresql takes the store's URL from $TILEKIT_TEST_POSTGRES_URL (scripts/postgres-server.sh
 run sets it) and fails when it is missing; the catalog and storage stay in the data directory,
@@ -17,6 +17,9 @@ as with the service. Scenarios (all by default):
   sigterm      SIGTERM a worker (grace 0) mid-job: the job is handed back (queued, attempt not
                counted), a second worker completes it
   timeout      `wait --timeout 1` on a job nobody runs exits 4; a bad command line exits 2
+  service      (with --service) the same store, catalog and storage as tilekit-service: a job
+               enqueued by the CLI for a service user's project is run by the service's workers and
+               shown by its API; a job the API (--role serve) enqueues is run by `tilekit jobs work`
   run          `tilekit jobs run` (what scripts/demo.sh runs): enqueue + in-process worker +
                wait, the result JSON on stdout, stage progress lines on stderr
 
@@ -24,6 +27,7 @@ Every wait has a timeout; child processes are killed at the end, also on failure
 """
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -37,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "queue"))
 from pyramids import pyramid_report, write_png  # noqa: E402
 
-ALL = ["refused", "two_workers", "cancel", "sigterm", "timeout", "run"]
+ALL = ["refused", "two_workers", "cancel", "sigterm", "timeout", "service", "run"]
 children = []
 
 
@@ -238,6 +242,73 @@ def scenario_timeout(e, small, big):
     return "wait --timeout exits 4, cancelled 3, usage 2, unknown job 1"
 
 
+class Service:
+    def __init__(self, e, role):
+        args = [e.service, "--data-dir", str(e.data), "--port", "0", "--role", role]
+        if e.jobs_db:
+            args += ["--jobs-db", e.jobs_db]
+        self.log_path = e.work / f"service-{role}.log"
+        self.log = open(self.log_path, "ab")
+        self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, env=e.env, cwd=e.work)
+        children.append(self.p)
+        line = self.p.stdout.readline().decode()
+        check(line.startswith("listening "), f"tilekit-service did not start: {line!r}: {self.log_path.read_text()[-2000:]}")
+        self.port = int(line.split()[1])
+
+    def request(self, method, path, token, body=None, content_type="application/json"):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        if isinstance(body, dict):
+            body = json.dumps(body).encode()
+        c.request(method, path, body=body if body is not None else (b"" if method == "POST" else None),
+                  headers={"Authorization": "Bearer " + token, "Content-Type": content_type})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, json.loads(data) if data else None
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        self.p.wait(60)
+        self.p.stdout.close()
+        self.log.close()
+
+
+def scenario_service(e, small, big):
+    if not e.service:
+        raise Failure("no --service binary given")
+    token = subprocess.run([e.service, "add-user", "interop-user", "--data-dir", str(e.data)], check=True,
+                           capture_output=True, text=True, env=e.env).stdout.strip()
+    # The CLI enqueues for the service user's project; the service's workers run it; its API shows it.
+    job_id = e.enqueue(small, "interop", 1, "--owner", "interop-user")
+    s = Service(e, "all")
+    try:
+        done = json.loads(e.run("wait", job_id, "--timeout", "90", expect=0).stdout)
+        status, job = s.request("GET", "/jobs/" + job_id, token)
+        check(status == 200 and job["status"] == "completed", f"the service's GET /jobs/{job_id}: {status} {job}")
+    finally:
+        s.stop()
+    check("completed" in s.log_path.read_text(), "the service's log does not show the job")
+    check(done["result"]["tiles_path"] == "mp/interop/uploads/tiles/1/", f"tiles_path {done['result']['tiles_path']}")
+    # The API only enqueues (--role serve); `tilekit jobs work --drain` runs the job.
+    s = Service(e, "serve")
+    try:
+        status, version = s.request("POST", "/projects/interop/versions", token, {"status": "draft", "number": 2})
+        check(status == 201, f"POST version: {status} {version}")
+        status, asset = s.request("POST", "/projects/interop/assets?type=base_map", token, small.read_bytes(), "image/png")
+        check(status == 201, f"POST asset: {status} {asset}")
+        status, queued = s.request("POST", f"/projects/interop/versions/2/generate-tiles?asset_id={asset['id']}", token)
+        check(status == 202, f"generate-tiles: {status} {queued}")
+        e.run("work", "--drain", expect=0, timeout=120)
+        done = json.loads(e.run("wait", queued["job_id"], "--timeout", "30", expect=0).stdout)
+        status, job = s.request("GET", "/jobs/" + queued["job_id"], token)
+        check(status == 200 and job["status"] == "completed", f"the service's GET /jobs: {status} {job}")
+    finally:
+        s.stop()
+    tiles, stray = pyramid_report(e.tiles("interop", 2))
+    check(tiles == done["result"]["tile_count"] and not stray, f"{tiles} tiles, stray {stray[:5]}")
+    return "CLI job run by tilekit-service's workers; API-enqueued job run by tilekit jobs work --drain"
+
+
 def scenario_run(e, small, big):
     p = e.run("run", "--file", str(small), "--project", "demo", "--version", "1", "--create-draft", expect=0)
     result = json.loads(p.stdout)
@@ -259,6 +330,7 @@ def main():
     parser.add_argument("--cli", required=True)
     parser.add_argument("--work", required=True)
     parser.add_argument("--postgresql", action="store_true")
+    parser.add_argument("--service", help="tilekit-service binary (the service scenario)")
     parser.add_argument("--scenario", action="append")
     a = parser.parse_args()
     cli = str(Path(a.cli).resolve())
@@ -276,6 +348,7 @@ def main():
     write_png(small, 1500, 1000)
     write_png(big, 6144, 6144)
     e = Env(cli, work, jobs_db)
+    e.service = str(Path(a.service).resolve()) if a.service else None
     failed = 0
     for name in a.scenario or ALL:
         began = time.monotonic()
