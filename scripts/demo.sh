@@ -10,16 +10,21 @@
 #   3. writes a static viewer page (OpenSeadragon from npm) beside the tiles, and says how to open it.
 # All of it is one command, `tilekit jobs run`; it exits when the job has ended.
 #   DEMO_SIZE=WxH (default 6000x4000)   DEMO_OUT=DIR (default demo-output)   DEMO_BUILD=DIR (default build-demo)
+#   DEMO_CLI=PATH: use this tilekit binary, skip installing and building (tests/browser/run-demo.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
 
-bash scripts/install-deps.sh --demo
-build=${DEMO_BUILD:-build-demo}
-echo "demo: building the tilekit CLI in $build/"
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTILEKIT_BUILD_EXAMPLES=ON -DTILEKIT_BUILD_TESTS=OFF >/dev/null
-cmake --build "$build" --target tilekit_cli
-cli=$build/examples/tilekit
+if [ -n "${DEMO_CLI:-}" ]; then
+    cli=$DEMO_CLI
+else
+    bash scripts/install-deps.sh --demo
+    build=${DEMO_BUILD:-build-demo}
+    echo "demo: building the tilekit CLI in $build/"
+    cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTILEKIT_BUILD_EXAMPLES=ON -DTILEKIT_BUILD_TESTS=OFF >/dev/null
+    cmake --build "$build" --target tilekit_cli
+    cli=$build/examples/tilekit
+fi
 "$cli" jobs --help >/dev/null || { echo "demo: $cli was built without \`tilekit jobs\` (needs libsqlite3-dev)" >&2; exit 1; }
 
 out=${DEMO_OUT:-demo-output}
