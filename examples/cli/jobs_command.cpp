@@ -434,7 +434,8 @@ int command_run(const options& o) {
     const jobs::job_record queued = enqueue(o, config, *env.db, *env.store, *env.queue);
     std::cerr << "tilekit jobs: job " << queued.id << " queued in " << describe_job_store(config) << " "
               << redact_url(config.jobs_db) << "; running it here\n";
-    std::unique_ptr<jobs::worker_pool> pool = start_workers(config, *env.queue, *env.db, *env.store);
+    // No log line per job end: the progress display shows it (and a line would break the bar).
+    std::unique_ptr<jobs::worker_pool> pool = start_workers(config, *env.queue, *env.db, *env.store, "");
     const std::optional<jobs::job_record> job =
         wait_for_job(*env.queue, queued.id, o.timeout_seconds, &signals, [&] {
             std::cerr << "tilekit jobs: interrupted, cancelling job " << queued.id << "\n";
@@ -455,7 +456,7 @@ int command_work(const options& o) {
     if (o.threads) config.workers = *o.threads;
     const sigset_t signals = block_stop_signals();
     environment env = open_environment(config, true);
-    std::unique_ptr<jobs::worker_pool> pool = start_workers(config, *env.queue, *env.db, *env.store);
+    std::unique_ptr<jobs::worker_pool> pool = start_workers(config, *env.queue, *env.db, *env.store, "tilekit jobs work");
     std::cerr << "tilekit jobs work: " << config.workers << " workers (" << pool->name() << ") on "
               << describe_job_store(config) << " " << redact_url(config.jobs_db) << ", storage " << env.store->describe()
               << (o.drain ? "; exits when no runnable job is left" : "; SIGTERM or SIGINT stops") << "\n";

@@ -16,7 +16,8 @@
 // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)
 // or from --endpoint URL, --region R, --r2-account ID, --virtual-host, --concurrency N.
 //
-// Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.
+// Exit status: 0 success, 1 failure (one line on stderr), 2 usage error; `tilekit jobs` adds
+// 3 (the job was cancelled) and 4 (--timeout passed), see jobs_command.hpp.
 
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/s3.hpp>
