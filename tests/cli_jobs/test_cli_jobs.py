@@ -20,6 +20,7 @@ as with the service. Scenarios (all by default):
   service      (with --service) the same store, catalog and storage as tilekit-service: a job
                enqueued by the CLI for a service user's project is run by the service's workers and
                shown by its API; a job the API (--role serve) enqueues is run by `tilekit jobs work`
+  terminal     on a terminal (a pty): list and show print tables, not JSON; wait draws a bar
   run          `tilekit jobs run` (what scripts/demo.sh runs): enqueue + in-process worker +
                wait, the result JSON on stdout, stage progress lines on stderr
 
@@ -30,6 +31,7 @@ import argparse
 import http.client
 import json
 import os
+import pty
 import shutil
 import signal
 import sqlite3
@@ -41,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "queue"))
 from pyramids import pyramid_report, write_png  # noqa: E402
 
-ALL = ["refused", "two_workers", "cancel", "sigterm", "timeout", "service", "run"]
+ALL = ["refused", "two_workers", "cancel", "sigterm", "timeout", "service", "terminal", "run"]
 children = []
 
 
@@ -307,6 +309,40 @@ def scenario_service(e, small, big):
     tiles, stray = pyramid_report(e.tiles("interop", 2))
     check(tiles == done["result"]["tile_count"] and not stray, f"{tiles} tiles, stray {stray[:5]}")
     return "CLI job run by tilekit-service's workers; API-enqueued job run by tilekit jobs work --drain"
+
+
+def on_terminal(e, *extra):
+    """Runs tilekit jobs with stdout and stderr on a pty; returns (exit code, everything it wrote)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(e.args(*extra), stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=e.env, cwd=e.work)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the pty
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return p.wait(60), b"".join(chunks).decode(errors="replace")
+
+
+def scenario_terminal(e, small, big):
+    job_id = e.enqueue(small, "tty", 1)
+    e.run("work", "--drain", expect=0, timeout=120)
+    code, out = on_terminal(e, "list", "--project", "tty")
+    check(code == 0 and "STATUS" in out and job_id in out and "completed" in out and not out.lstrip().startswith("["),
+          f"list on a terminal: {out[:500]!r}")
+    code, out = on_terminal(e, "show", job_id)
+    check(code == 0 and "status" in out and "tiles_path" in out and not out.lstrip().startswith("{"),
+          f"show on a terminal: {out[:500]!r}")
+    code, out = on_terminal(e, "wait", job_id)
+    check(code == 0 and "[" + "#" * 30 + "] 100%" in out, f"wait on a terminal: {out[:500]!r}")
+    code, out = on_terminal(e, "list", "--project", "tty", "--json")
+    check(code == 0 and out.lstrip().startswith("["), f"list --json on a terminal: {out[:200]!r}")
+    return "tables on a terminal, JSON with --json, a progress bar"
 
 
 def scenario_run(e, small, big):
