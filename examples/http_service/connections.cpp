@@ -104,7 +104,13 @@ void install_connection_limits(httplib::Server& server, const service_config& co
 
     // Connections beyond the limit: their headers were read (quickly, or within the timeout),
     // and they are answered before anything else is done for them.
-    server.set_pre_routing_handler([](const httplib::Request&, httplib::Response& res) {
+    server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+        // httplib reads no body for GET, HEAD or OPTIONS: one sent anyway would be taken for the
+        // next request, so the connection ends with this one.
+        const bool reads_body = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" || req.method == "DELETE";
+        if (!reads_body && (req.get_header_value("Content-Length", 0).find_first_not_of("0") != std::string::npos ||
+                            req.has_header("Transfer-Encoding")))
+            close_after_response(res);
         if (this_connection.admitted) return httplib::Server::HandlerResponse::Unhandled;
         res.set_header("Retry-After", "1");
         send_error(res, 503, "Too many connections; try again later");

@@ -230,6 +230,23 @@ def test_oversized_header():
         s.stop()
 
 
+def test_get_with_a_body():
+    # httplib reads no body on a GET: the connection ends after the answer, so that the body is
+    # not taken for a second request.
+    s = Service().start()
+    try:
+        sock = raw_connection(s, 10)
+        try:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\nGET /nope HTTP/1.1\r\n\r\n")
+            status, headers, _ = read_response(sock, 10)
+            assert status == 200 and headers.get("connection") == "close", (status, headers)
+            assert sock.recv(65536) == b""  # no answer to the "request" in the body
+        finally:
+            sock.close()
+    finally:
+        s.stop()
+
+
 def test_health_tells_no_paths():
     s = Service().start()
     try:
@@ -306,7 +323,7 @@ def test_scratch_of_a_killed_run_is_swept():
 
 TESTS = [test_post_without_content_length, test_unread_bodies_are_refused_at_once,
          test_stalled_bodies_do_not_stall_the_service, test_slow_headers_and_connection_limit, test_oversized_header,
-         test_health_tells_no_paths, test_tiles_serve_only_tiles, test_version_numbers_stay_addressable,
+         test_get_with_a_body, test_health_tells_no_paths, test_tiles_serve_only_tiles, test_version_numbers_stay_addressable,
          test_scratch_of_a_killed_run_is_swept]
 
 
