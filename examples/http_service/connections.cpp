@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -32,31 +33,43 @@ public:
     connection_pool(unsigned limit, int timeout_seconds) : limit_(limit), timeout_seconds_(timeout_seconds) {}
 
     void enqueue(std::function<void()> serve) override {
-        std::unique_lock<std::mutex> lock(mutex_);
-        changed_.wait(lock, [this] { return refused_ < limit_; });
-        const bool admitted = served_ < limit_;
-        ++(admitted ? served_ : refused_);
-        std::thread([this, admitted, serve = std::move(serve)] {
-            this_connection = {admitted, clock::now(), timeout_seconds_};
+        std::unique_lock<std::mutex> lock(counts_->mutex);
+        counts_->changed.wait(lock, [this] { return counts_->refused < limit_; });
+        const bool admitted = counts_->served < limit_;
+        ++(admitted ? counts_->served : counts_->refused);
+        std::thread([counts = counts_, admitted, timeout = timeout_seconds_, serve = std::move(serve)] {
+            this_connection = {admitted, clock::now(), timeout};
             serve();  // reads requests and answers them until the connection closes
-            const std::lock_guard<std::mutex> done(mutex_);
-            --(admitted ? served_ : refused_);
-            changed_.notify_all();
+            const std::lock_guard<std::mutex> done(counts->mutex);
+            --(admitted ? counts->served : counts->refused);
+            counts->changed.notify_all();
         }).detach();
     }
 
-    // httplib calls this when it stops listening: every connection has ended after it.
+    // httplib calls this when it stops listening. A request in progress or an idle kept-alive
+    // connection ends within the client timeout; a client that sends a byte just in time would
+    // hold its thread for ever, so after the timeout (and a little more) it is left behind: the
+    // process is stopping.
     void shutdown() override {
-        std::unique_lock<std::mutex> lock(mutex_);
-        changed_.wait(lock, [this] { return served_ + refused_ == 0; });
+        std::unique_lock<std::mutex> lock(counts_->mutex);
+        const bool all_ended = counts_->changed.wait_for(lock, std::chrono::seconds(timeout_seconds_ + 2), [this] {
+            return counts_->served + counts_->refused == 0;
+        });
+        if (!all_ended)
+            std::fprintf(stderr, "tilekit-service: stopping with %u connections open (clients that send too slowly)\n",
+                         counts_->served + counts_->refused);
     }
 
 private:
+    // Shared with the connections' threads, which may outlive the pool (see shutdown).
+    struct counts {
+        std::mutex mutex;
+        std::condition_variable changed;
+        unsigned served = 0, refused = 0;
+    };
+    const std::shared_ptr<counts> counts_ = std::make_shared<counts>();
     const unsigned limit_;
     const int timeout_seconds_;
-    std::mutex mutex_;
-    std::condition_variable changed_;
-    unsigned served_ = 0, refused_ = 0;
 };
 
 // The header close_after_response leaves for the post-routing handler (never sent).
@@ -102,8 +115,7 @@ void install_connection_limits(httplib::Server& server, const service_config& co
     // Bodies are read by request_body with the route's own limit; this one is for any other.
     server.set_payload_max_length(static_cast<std::size_t>(config.max_upload_bytes));
 
-    // Connections beyond the limit: their headers were read (quickly, or within the timeout),
-    // and they are answered before anything else is done for them.
+    // Runs once a request's headers are read, before its route.
     server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
         // httplib reads no body for GET, HEAD or OPTIONS: one sent anyway would be taken for the
         // next request, so the connection ends with this one.
@@ -111,6 +123,7 @@ void install_connection_limits(httplib::Server& server, const service_config& co
         if (!reads_body && (req.get_header_value("Content-Length", 0).find_first_not_of("0") != std::string::npos ||
                             req.has_header("Transfer-Encoding")))
             close_after_response(res);
+        // A connection beyond the limit is answered 503 and nothing else is done for it.
         if (this_connection.admitted) return httplib::Server::HandlerResponse::Unhandled;
         res.set_header("Retry-After", "1");
         send_error(res, 503, "Too many connections; try again later");
@@ -127,11 +140,13 @@ void install_connection_limits(httplib::Server& server, const service_config& co
         res.headers.erase(close_marker);
         res.headers.erase("Keep-Alive");
         if (!res.has_header("Connection")) res.set_header("Connection", "close");
-        if (res.body.empty()) res.body = "\n";
         const auto body = std::make_shared<std::string>(std::move(res.body));
         res.body.clear();
+        if (body->empty()) *body = "\n";  // the close comes with a write: there must be one
         const std::string type = res.get_header_value("Content-Type");
-        res.headers.erase("Content-Type");
+        res.headers.erase("Content-Type");  // set_content_provider sets it again
+        res.headers.erase("Content-Length");
+        res.set_header("Content-Length", std::to_string(body->size()));
         res.set_content_provider(body->size(), type, [body](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
             sink.write(body->data() + offset, length);
             return false;  // all written; "failing" here makes httplib close the connection

@@ -9,11 +9,13 @@
 // - Timeouts: --client-timeout bounds every wait for a client: for its headers, for each part
 //   of a body, for its next request on a kept-alive connection, for it to take a response.
 //   httplib applies it per read, not to a whole request (it has no such deadline), so a client
-//   that sends a byte just in time keeps its connection; the limit bounds how many can.
+//   that sends a byte just in time keeps its connection; the limit bounds how many can, and a
+//   stop leaves such connections behind after the timeout (plus 2 s) instead of waiting for them.
 // - Bodies: httplib reads a POST body before an ordinary handler runs. Every POST route is
 //   registered with post_route instead, which hands the handler a request_body that it reads
-//   after checking the token and the path; a body left unread closes the connection after the
-//   answer (otherwise its bytes would be taken for the next request).
+//   after checking the token and the path; a body left unread (over 64 KiB; smaller ones are
+//   read and dropped) closes the connection after the answer (otherwise its bytes would be
+//   taken for the next request).
 // - Answers instead of stalls: 503 beyond the limit, 408 when the client stops sending,
 //   413 for a body over its limit (before reading it), 431 for a header line over 8192 bytes.
 

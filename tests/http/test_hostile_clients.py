@@ -215,6 +215,40 @@ def test_slow_headers_and_connection_limit():
         s.stop()
 
 
+def test_sigterm_with_slow_clients():
+    # Clients that keep a connection by sending a byte a second do not keep the service from
+    # stopping: SIGTERM ends it within a few seconds (the old pool waited for every connection).
+    s = Service().start()
+    stop = threading.Event()
+
+    def dribble(sock):
+        try:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            while not stop.wait(1.0):
+                sock.sendall(b"X")
+        except OSError:
+            pass
+
+    socks = [raw_connection(s, 30) for _ in range(3)]
+    threads = [threading.Thread(target=dribble, args=(sock,), daemon=True) for sock in socks]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        started = time.time()
+        s.process.send_signal(signal.SIGTERM)
+        try:
+            s.process.wait(timeout=CLIENT_TIMEOUT + 15)
+        except base.subprocess.TimeoutExpired:
+            raise AssertionError("still running %.0f s after SIGTERM with 3 slow clients" % (time.time() - started))
+        assert s.process.returncode == 0, s.process.returncode
+    finally:
+        stop.set()
+        for sock in socks:
+            sock.close()
+        s.stop(signal.SIGKILL)
+
+
 def test_oversized_header():
     # A header line over the limit is 431, on a GET as on a POST, and says so (it used to be
     # "400 a POST needs Content-Length").
@@ -322,9 +356,9 @@ def test_scratch_of_a_killed_run_is_swept():
 
 
 TESTS = [test_post_without_content_length, test_unread_bodies_are_refused_at_once,
-         test_stalled_bodies_do_not_stall_the_service, test_slow_headers_and_connection_limit, test_oversized_header,
-         test_get_with_a_body, test_health_tells_no_paths, test_tiles_serve_only_tiles, test_version_numbers_stay_addressable,
-         test_scratch_of_a_killed_run_is_swept]
+         test_stalled_bodies_do_not_stall_the_service, test_slow_headers_and_connection_limit,
+         test_sigterm_with_slow_clients, test_oversized_header, test_get_with_a_body, test_health_tells_no_paths,
+         test_tiles_serve_only_tiles, test_version_numbers_stay_addressable, test_scratch_of_a_killed_run_is_swept]
 
 
 def main():
