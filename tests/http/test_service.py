@@ -391,6 +391,13 @@ def test_error_paths():
                       max_upload_bytes=2000000)
         # Unknown routes are JSON too; /health needs no token.
         expect_golden(s.request("GET", "/nope", token), 404, "not_found")
+        expect_golden(s.request("POST", "/nope", token), 404, "not_found")
+        # A header line over 8192 bytes (cpp-httplib's limit), on a GET too.
+        expect_golden(s.request("GET", "/health", headers={"X-Big": "a" * 9000}), 431, "header_too_large")
+        # No version number past what the URLs take (1..999999999).
+        s.project(token, "last-number")
+        s.version(token, "last-number", number=999999999)
+        expect_golden(s.request("POST", "/projects/last-number/versions", token, {}), 409, "no_version_number_left")
         expect(s.request("GET", "/health"), 200)
         # Path traversal on /tiles and /static: refused before any file is read.
         for path, status, name in (("/tiles/mp/errs/../../catalog.db", 400, "invalid_tile_key"),
