@@ -1,29 +1,59 @@
 #!/usr/bin/env bash
-# The main job end to end, with embedded defaults and no account: installs what it needs,
-# builds the CLI, generates a sample map, tiles it to demo-output/ (Deep Zoom and XYZ) and says
-# how to view the result.
+# README's first command: the tile-generation job end to end, with the embedded defaults (SQLite
+# job store, filesystem storage, no account). Installs what it needs (install-deps.sh --demo),
+# builds the CLI, generates a sample base map, and then, under demo-output/ (the data directory:
+# catalog.db, jobs.db, storage/):
+#   1. registers project `demo` with draft version 1 in the catalog and stores the base map as the
+#      project's upload (storage/mp/demo/uploads/assets/<id>.png),
+#   2. runs the tile-generation job through the SQLite job store, showing its stages (a bar on a
+#      terminal, plain lines otherwise), and prints the job's result JSON,
+#   3. writes a static viewer page (OpenSeadragon from npm) beside the tiles, and says how to open it.
+# All of it is one command, `tilekit jobs run`; it exits when the job has ended.
+#   DEMO_SIZE=WxH (default 6000x4000)   DEMO_OUT=DIR (default demo-output)   DEMO_BUILD=DIR (default build-demo)
+#   DEMO_CLI=PATH: use this tilekit binary, skip installing and building (tests/browser/run-demo.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$SECONDS
 
-bash scripts/install-deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DTILEKIT_BUILD_EXAMPLES=ON >/dev/null
-cmake --build build --target tilekit_cli
+if [ -n "${DEMO_CLI:-}" ]; then
+    cli=$DEMO_CLI
+else
+    bash scripts/install-deps.sh --demo
+    build=${DEMO_BUILD:-build-demo}
+    echo "demo: building the tilekit CLI in $build/"
+    cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTILEKIT_BUILD_EXAMPLES=ON -DTILEKIT_BUILD_TESTS=OFF >/dev/null
+    cmake --build "$build" --target tilekit_cli
+    cli=$build/examples/tilekit
+fi
+"$cli" jobs --help >/dev/null || { echo "demo: $cli was built without \`tilekit jobs\` (needs libsqlite3-dev)" >&2; exit 1; }
 
-cli=build/examples/tilekit
-out=demo-output
+out=${DEMO_OUT:-demo-output}
 rm -rf "$out"
 mkdir -p "$out"
-"$cli" sample "$out/sample.png" --size 6000x4000
-"$cli" tile "$out/sample.png" "$out/dz" --layout dz --format png > "$out/dz.json"
-"$cli" tile "$out/sample.png" "$out/xyz" --layout xyz --format jpg --quality 85 > "$out/xyz.json"
+# The service's settings: the same TILEKIT_* variables and defaults as tilekit-service.
+export TILEKIT_DATA_DIR=$out
+unset TILEKIT_JOBS_DB TILEKIT_CATALOG_DB TILEKIT_STORAGE_ROOT TILEKIT_S3_BUCKET TILEKIT_PREFIX_TEMPLATE TILEKIT_LAYOUT
+"$cli" sample "$out/basemap.png" --size "${DEMO_SIZE:-6000x4000}"
+
+echo "demo: the tile-generation job (project demo, draft version 1) through the SQLite job store $out/jobs.db"
+"$cli" jobs run --file "$out/basemap.png" --project demo --version 1 --create-draft | tee "$out/result.json"
+
+tiles=$out/storage/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tiles_path"])' "$out/result.json")
+vendor=examples/http_service/viewer/vendor/openseadragon
+if [ ! -f "$vendor/openseadragon.min.js" ]; then
+    echo "demo: fetching OpenSeadragon from npm (examples/http_service/viewer)"
+    (cd examples/http_service/viewer && npm ci --no-audit --no-fund --loglevel=error)
+fi
+job_id=$("$cli" jobs list --limit 1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+page=$(python3 scripts/static-viewer.py --tiles "$tiles" --out "$out/viewer.html" --openseadragon "$vendor" \
+    --title "tilekit demo: project demo, version 1")
 
 cat <<MSG
 
-Done. Two pyramids of $out/sample.png (6000x4000):
-  $out/dz/image.dzi + $out/dz/image_files/{level}/{col}_{row}.png   Deep Zoom (OpenSeadragon)
-  $out/xyz/{z}/{x}/{y}.jpg                                           XYZ (Leaflet, L.CRS.Simple)
-Each has a pyramid.json, written last: its presence means the pyramid is complete.
-$(for f in dz xyz; do python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("  %-4s %dx%d, %d levels, %d tiles, %d bytes" % (sys.argv[2], m["width"], m["height"], m["levels"], m["tile_count"], m["total_bytes"]))' "$out/$f.json" "$f"; done)
-To view: serve the folder (python3 -m http.server -d $out 8000) and point OpenSeadragon at
-/dz/image.dzi, or Leaflet at /xyz/{z}/{x}/{y}.jpg with the L.CRS.Simple snippet in README.md.
+Done in $((SECONDS - started)) s. The job went from queued to completed; its record:
+  $cli jobs show $job_id --data-dir $out
+The pyramid: $tiles (image.dzi + image_files/, pyramid.json written last)
+Look at the map:
+  open file://$page
+  or: python3 -m http.server -d $out 8000   then http://127.0.0.1:8000/viewer.html
 MSG

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package that tilekit's build, tests, examples and benchmarks use.
 # Does nothing when all of them are already installed; otherwise needs root (or sudo).
+#   install-deps.sh           everything
+#   install-deps.sh --demo    only what scripts/demo.sh needs: the CLI with `tilekit jobs` (the
+#                             service's parts: SQLite, S3, httplib for configuring) and npm for
+#                             the viewer's OpenSeadragon
 set -euo pipefail
 
 packages=(
@@ -17,6 +21,15 @@ packages=(
     rclone                                                      # bench: upload baseline (awscli: see below)
     clang libclang-rt-14-dev                                    # tests/fuzz: libFuzzer, ASan and UBSan runtimes for clang 14
 )
+if [ "${1:-}" = "--demo" ]; then
+    packages=(
+        g++ cmake ninja-build pkg-config python3
+        nlohmann-json3-dev libstb-dev
+        libdeflate-dev libturbojpeg0-dev libpng-dev libjpeg62-turbo-dev
+        libssl-dev libcurl4-openssl-dev libsqlite3-dev libcpp-httplib-dev
+        nodejs npm
+    )
+fi
 # awscli, the other upload baseline, is not listed: Debian 12's is the v2 line (2.9.19-1, with
 # python3-awscrt); the S3 research measured awscli 1.x from pip.
 

@@ -310,6 +310,38 @@ TEST_CASE("postgresql_job_store: store objects with separate pools never claim t
                 took > 0 ? static_cast<double>(job_count) * 1000.0 / static_cast<double>(took) : 0.0);
 }
 
+TEST_CASE("postgresql_job_store: a claim reads a bounded number of index entries however long the queue", "[.postgresql]") {
+    // Left to itself the planner chose, for a new table with more than a few thousand jobs, a
+    // bitmap scan of every queued row and a sort for the claim: each claim read the whole queue. Counted through the server's own statistics, which
+    // a backend flushes when it exits (so the store is closed before they are read).
+    constexpr std::size_t queued = 4000, claims = queued;  // the bad plan came above ~2500
+    const std::string schema = fresh_schema("scan");
+    auto store = std::make_unique<postgresql_job_store>(server_url(), options_for(schema));
+    for (std::size_t j = 0; j < queued; ++j) store->enqueue(job_for("scan", "v" + std::to_string(j)));
+    {
+        worker_options options;
+        options.threads = 4;
+        worker_pool pool(*store, options);
+        pool.handle(tile_generation_job, [](job_context&) { return nlohmann::json::object(); });
+        pool.start();
+        for (int wait = 0; wait < 1200 && pool.snapshot().completed < queued; ++wait) std::this_thread::sleep_for(milliseconds(50));
+        pool.stop();
+        REQUIRE(pool.snapshot().completed == queued);
+    }
+    store.reset();  // its backends exit and flush their statistics
+    const std::string read_sql = "SELECT coalesce(sum(idx_scan), 0) || ' ' || coalesce(sum(idx_tup_read), 0)"
+                                 " FROM pg_stat_user_indexes WHERE schemaname = '" + schema + "'";
+    long long scans = 0, entries = 0;
+    for (int wait = 0; wait < 100 && scans < static_cast<long long>(claims); ++wait) {
+        std::sscanf(admin_sql(read_sql).c_str(), "%lld %lld", &scans, &entries);
+        if (scans < static_cast<long long>(claims)) std::this_thread::sleep_for(milliseconds(100));
+    }
+    admin_sql("DROP SCHEMA \"" + schema + "\" CASCADE");
+    INFO(scans << " index scans read " << entries << " entries for " << claims << " claims with " << queued << " jobs queued");
+    REQUIRE(scans >= static_cast<long long>(claims));
+    CHECK(entries < static_cast<long long>(claims) * 20);  // the whole-queue plan read about claims * queued
+}
+
 TEST_CASE("postgresql_job_store: LISTEN/NOTIFY wakes another store object's workers", "[.postgresql]") {
     const store_ptr listener = make_store("notify");
     const auto producer = same_schema(*listener, false);

@@ -9,12 +9,15 @@
 //   tilekit put FILE s3://BUCKET/KEY [--content-type T]
 //   tilekit upload DIR s3://BUCKET/PREFIX/      uploads a directory tree with the S3 sink
 //   tilekit sample OUTPUT.png [--size WxH]     writes a generated map-like test image
+//   tilekit jobs SUBCOMMAND ...                the tile-generation job queue (jobs_command.cpp;
+//                                              built when the service's parts are, TILEKIT_CLI_JOBS)
 //
 // S3 endpoint and credentials come from the environment (AWS_ACCESS_KEY_ID,
 // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)
 // or from --endpoint URL, --region R, --r2-account ID, --virtual-host, --concurrency N.
 //
-// Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.
+// Exit status: 0 success, 1 failure (one line on stderr), 2 usage error; `tilekit jobs` adds
+// 3 (the job was cancelled) and 4 (--timeout passed), see jobs_command.hpp.
 
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/s3.hpp>
@@ -35,6 +38,9 @@
 #include <vector>
 
 #include "sample_image.hpp"
+#ifdef TILEKIT_CLI_JOBS
+#include "jobs_command.hpp"
+#endif
 
 namespace {
 
@@ -48,6 +54,9 @@ const char* const usage_text =
     "       tilekit put FILE s3://BUCKET/KEY [--content-type TYPE]\n"
     "       tilekit upload DIR s3://BUCKET/PREFIX/\n"
     "       tilekit sample OUTPUT.png [--size WxH]\n"
+#ifdef TILEKIT_CLI_JOBS
+    "       tilekit jobs enqueue|run|work|show|list|cancel|wait ...   the job queue (tilekit jobs --help)\n"
+#endif
     "S3 options: --endpoint URL --region R --r2-account ID --virtual-host --concurrency N --allow-http\n"
     "(credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)\n";
 
@@ -341,11 +350,17 @@ int main(int argc, char** argv) {
     const std::vector<std::string> args(argv + 1, argv + argc);
     try {
         if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-            std::cerr << usage_text;
+            (args.empty() ? std::cerr : std::cout) << usage_text;
+#ifdef TILEKIT_CLI_JOBS
+            if (!args.empty()) std::cout << "\n" << tilekit_cli::jobs_usage_text;
+#endif
             return args.empty() ? 2 : 0;
         }
         const std::vector<std::string> rest(args.begin() + 1, args.end());
         if (args[0] == "tile") return run_tile(rest);
+#ifdef TILEKIT_CLI_JOBS
+        if (args[0] == "jobs") return tilekit_cli::jobs_main(rest);
+#endif
         if (args[0] == "sample") return run_sample(rest);
         if (args[0] == "presign" || args[0] == "get" || args[0] == "put" || args[0] == "upload")
             return run_s3_command(args[0], rest);

@@ -163,6 +163,14 @@ std::optional<user> catalog::authenticate(const std::string& token) const {
     return user{s.text(0), s.text(1)};
 }
 
+std::optional<user> catalog::find_user(const std::string& name) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    statement s(db_, "SELECT id, name FROM users WHERE name = ?");
+    s.bind(1, name);
+    if (!s.row()) return std::nullopt;
+    return user{s.text(0), s.text(1)};
+}
+
 project catalog::create_project(const std::string& slug, const std::string& name, const std::string& owner_id) {
     std::lock_guard<std::mutex> lock(mutex_);
     project p{new_uuid(), slug, name, owner_id, now_iso8601()};

@@ -61,6 +61,8 @@ public:
     user add_user(const std::string& name, const std::string& token);
     // The user whose token this is; the stored hash is compared in constant time.
     std::optional<user> authenticate(const std::string& token) const;
+    // The user of that name (names are unique).
+    std::optional<user> find_user(const std::string& name) const;
 
     project create_project(const std::string& slug, const std::string& name, const std::string& owner_id);
     std::optional<project> find_project(const std::string& slug) const;

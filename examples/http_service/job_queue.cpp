@@ -69,16 +69,18 @@ void sweep_scratch(const service_config& config, jobs::job_store& queue) {
 }
 
 std::unique_ptr<jobs::worker_pool> start_workers(const service_config& config, jobs::job_store& queue, catalog& db,
-                                                 storage& store) {
+                                                 storage& store, const std::string& log_name) {
     jobs::worker_options options;
     options.threads = config.workers;
     options.lease = std::chrono::seconds(config.lease_seconds);
     options.heartbeat = std::min(std::chrono::milliseconds(500), options.lease / 4);
     options.shutdown_grace = std::chrono::seconds(config.shutdown_grace_seconds);
-    options.on_job_end = [](const jobs::job_record& job) {
-        std::fprintf(stderr, "tilekit-service: job %s %s (attempt %d of %d)%s%s\n", job.id.c_str(), jobs::to_string(job.status),
-                     job.attempt, job.max_attempts, job.error.empty() ? "" : ": ", job.error.c_str());
-    };
+    if (!log_name.empty())
+        options.on_job_end = [log_name](const jobs::job_record& job) {
+            std::fprintf(stderr, "%s: job %s %s (attempt %d of %d)%s%s\n", log_name.c_str(), job.id.c_str(),
+                         jobs::to_string(job.status), job.attempt, job.max_attempts, job.error.empty() ? "" : ": ",
+                         job.error.c_str());
+        };
     jobs::tile_generation_settings settings;
     settings.max_source_bytes = config.max_upload_bytes;
     settings.scratch_root = std::filesystem::path(config.data_dir) / "scratch";

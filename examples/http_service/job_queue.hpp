@@ -33,8 +33,10 @@ nlohmann::json tile_job_payload(const service_config& config, const std::string&
 void sweep_scratch(const service_config& config, tilekit::jobs::job_store& jobs);
 
 // Workers for the tile-generation jobs: the draft guard reads the version from the catalog
-// again when a job starts.
+// again when a job starts. Each job's end is logged on stderr, prefixed with `log_name` (empty:
+// not logged).
 std::unique_ptr<tilekit::jobs::worker_pool> start_workers(const service_config& config, tilekit::jobs::job_store& jobs,
-                                                          catalog& db, storage& store);
+                                                          catalog& db, storage& store,
+                                                          const std::string& log_name = "tilekit-service");
 
 }  // namespace tilekit_service

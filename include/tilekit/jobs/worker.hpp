@@ -1,7 +1,7 @@
 #pragma once
 // The worker runtime: N threads per process that claim jobs from a job_store, run the handler
-// registered for each job's type, keep the job's lease alive while it runs (lease_keeper), and
-// record the outcome. Any number of such processes, on any number of hosts, may share a store.
+// registered for each job's type, keep the job's lease alive while it runs (lease_keeper, all on
+// one lease_scheduler thread per pool), and record the outcome. Any number of such processes, on any number of hosts, may share a store.
 //
 //   jobs::worker_pool pool(store, options);
 //   pool.handle(jobs::tile_generation_job, jobs::tile_generation_handler(source, sink, lookup));
@@ -169,7 +169,8 @@ struct next_claim_request {
 inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, jobs::claimed_job& claimed,
                                                        const jobs::job_handler& handler, const jobs::worker_options& options,
                                                        cancel_token cancel,
-                                                       std::optional<next_claim_request> claim_next = std::nullopt) {
+                                                       std::optional<next_claim_request> claim_next = std::nullopt,
+                                                       jobs::lease_scheduler* keepers = nullptr) {
     using namespace jobs;
     job_lease& lease = claimed.lease;
     // The handler's token: cancelled with the worker's, by the keeper when the store fences the
@@ -177,7 +178,7 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
     // trusted.
     cancel_token work = cancel.child();
     auto keeper = std::make_shared<lease_keeper>(store, lease, options.progress_interval, options.heartbeat,
-                                                 [work](stop_reason, const std::string&) mutable { work.cancel(); }, work);
+                                                 [work](stop_reason, const std::string&) mutable { work.cancel(); }, work, keepers);
     job_context context(claimed.job, keeper, work);
     nlohmann::json result;
     std::string failure;
@@ -259,6 +260,7 @@ public:
         if (handlers_.empty()) throw error(errc::invalid_argument, "a worker pool needs at least one handler");
         started_ = true;
         for (const auto& entry : handlers_) types_.push_back(entry.first);
+        keepers_ = std::make_unique<lease_scheduler>();
         for (unsigned i = 0; i < options_.threads; ++i)
             threads_.emplace_back([this, i] { work(options_.name + "#" + std::to_string(i)); });
         if (options_.rescue_interval.count() > 0) threads_.emplace_back([this] { rescue(); });
@@ -283,6 +285,7 @@ public:
         }
         for (std::thread& t : threads_) t.join();
         threads_.clear();
+        keepers_.reset();
     }
 
     struct stats {
@@ -356,7 +359,8 @@ private:
         try {
             std::optional<detail::next_claim_request> claim_next;
             if (!is_stopping()) claim_next.emplace(detail::next_claim_request{types_, next});
-            outcome = detail::run_claimed_job(store_, claimed, handlers_.at(claimed.job.job_type), options_, cancel, claim_next);
+            outcome = detail::run_claimed_job(store_, claimed, handlers_.at(claimed.job.job_type), options_, cancel, claim_next,
+                                              keepers_.get());
         } catch (const std::exception& e) {
             report_store_error(claimed.lease.worker_id, std::string("job ") + claimed.job.id + ": " + e.what());
         }
@@ -416,6 +420,7 @@ private:
     bool shutting_down_ = false;
     std::chrono::steady_clock::time_point last_report_{};
     std::vector<std::thread> threads_;
+    std::unique_ptr<lease_scheduler> keepers_;  // the lease keepers' thread, shared by all jobs
 };
 
 }  // namespace jobs
