@@ -39,3 +39,22 @@ TEST_CASE("version numbers round-trip to text; slugs and tokens keep their rules
     CHECK(svc::presented_token("", "GET", &query_token, "tilekit_token=c", "tilekit_token") == "q");
     CHECK(svc::presented_token("", "GET", nullptr, "a=1; tilekit_token=c", "tilekit_token") == "c");
 }
+
+TEST_CASE("/tiles/ serves what lies under a version's tile prefix, nothing next to it", "[service]") {
+    const std::string t = "mp/{slug}/uploads/tiles/{version}/";
+    CHECK(svc::key_under_tile_prefix(t, "demo", 1, "mp/demo/uploads/tiles/1/image_files/0/0_0.png"));
+    CHECK(svc::key_under_tile_prefix(t, "demo", 12, "mp/demo/uploads/tiles/12/pyramid.json"));
+    CHECK_FALSE(svc::key_under_tile_prefix(t, "demo", 1, "mp/demo/uploads/tiles/1/"));  // the prefix itself
+    CHECK_FALSE(svc::key_under_tile_prefix(t, "demo", 1, "mp/demo/uploads/tiles/12/pyramid.json"));
+    CHECK_FALSE(svc::key_under_tile_prefix(t, "demo", 1, "mp/demo/uploads/assets/4f6c.png"));  // a source upload
+    CHECK_FALSE(svc::key_under_tile_prefix(t, "demo", 1, "mp/demo-2/uploads/tiles/1/pyramid.json"));
+    CHECK_FALSE(svc::key_under_tile_prefix(t, "demo", 1, "mp/demo/uploads/tiles/pyramid.json"));
+    // No trailing slash in the template: the jobs add one.
+    CHECK(svc::key_under_tile_prefix("tiles/{slug}-{version}", "demo", 3, "tiles/demo-3/image.dzi"));
+    CHECK_FALSE(svc::key_under_tile_prefix("tiles/{slug}-{version}", "demo", 3, "tiles/demo-33/image.dzi"));
+    // {job_id}: any job id, a UUID.
+    const std::string j = "mp/{slug}/{version}/{job_id}/";
+    CHECK(svc::key_under_tile_prefix(j, "demo", 1, "mp/demo/1/0c8f3a55-1f7e-4e43-9a3c-6d2b8e4f1a20/image.dzi"));
+    CHECK_FALSE(svc::key_under_tile_prefix(j, "demo", 1, "mp/demo/1/not-a-job-id/image.dzi"));
+    CHECK_FALSE(svc::key_under_tile_prefix(j, "demo", 1, "mp/demo/1/0c8f3a55-1f7e-4e43-9a3c-6d2b8e4f1a20"));
+}

@@ -1,5 +1,7 @@
 #include "catalog.hpp"
 
+#include "request_parsing.hpp"  // max_version_number
+
 #include <tilekit/jobs/job.hpp>
 
 #include <openssl/crypto.h>
@@ -198,7 +200,12 @@ version catalog::create_version(const std::string& project_id, int number, const
         statement s(db_, "SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE project_id = ?");
         s.bind(1, project_id);
         s.row();
-        number = static_cast<int>(s.integer(0));
+        const long long next = s.integer(0);
+        // The next number must stay addressable: URLs take at most max_version_number.
+        if (next > max_version_number)
+            throw catalog_limit("No version number left: the highest, " + std::to_string(max_version_number) +
+                                ", is taken; give 'number' explicitly");
+        number = static_cast<int>(next);
     }
     version v{new_uuid(), project_id, number, status, now_iso8601(), status == "published" ? now_iso8601() : ""};
     statement s(db_, "INSERT INTO versions (id, project_id, number, status, created_at, published_at) "

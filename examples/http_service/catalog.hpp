@@ -41,6 +41,11 @@ struct catalog_conflict : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// A request the catalog cannot satisfy within its limits (no version number left).
+struct catalog_limit : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 void to_json(nlohmann::json& j, const project& p);
 void to_json(nlohmann::json& j, const version& v);
 void to_json(nlohmann::json& j, const asset& a);

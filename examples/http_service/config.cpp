@@ -31,8 +31,10 @@ const char* const usage_text =
     "  --lease-seconds N        a silent worker loses its job after N s (TILEKIT_LEASE_SECONDS, default 30)\n"
     "  --max-attempts N         attempts per job, retryable errors only (TILEKIT_MAX_ATTEMPTS, default 3)\n"
     "  --tiler-threads N        encoder threads per job, 0 = cores (TILEKIT_TILER_THREADS)\n"
-    "  --http-threads N         (TILEKIT_HTTP_THREADS, default 16)\n"
-    "  --max-upload-bytes N     (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
+    "  --max-connections N      connections served at once; beyond them 503 (TILEKIT_MAX_CONNECTIONS, default 64)\n"
+    "  --client-timeout N       seconds a client may stay silent while sending headers or a body,\n"
+    "                           or between requests; then 408 (TILEKIT_CLIENT_TIMEOUT, default 5)\n"
+    "  --max-upload-bytes N     larger uploads are 413, refused unread (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
     "  --grace-seconds N        SIGTERM grace for running jobs (TILEKIT_GRACE_SECONDS, default 20)\n"
     "  --prefix-template T      (TILEKIT_PREFIX_TEMPLATE, default mp/{slug}/uploads/tiles/{version}/)\n"
     "  --layout dz|xyz          (TILEKIT_LAYOUT)   --format png|jpg (TILEKIT_FORMAT)\n";
@@ -86,9 +88,13 @@ const setting settings[] = {
      [](service_config& c, const std::string& n, const std::string& v) {
          c.tiler_threads = static_cast<unsigned>(number(n, v, 0, 1024));
      }},
-    {"--http-threads", "TILEKIT_HTTP_THREADS",
+    {"--max-connections", "TILEKIT_MAX_CONNECTIONS",
      [](service_config& c, const std::string& n, const std::string& v) {
-         c.http_threads = static_cast<unsigned>(number(n, v, 1, 1024));
+         c.max_connections = static_cast<unsigned>(number(n, v, 1, 4096));
+     }},
+    {"--client-timeout", "TILEKIT_CLIENT_TIMEOUT",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.client_timeout_seconds = static_cast<int>(number(n, v, 1, 3600));
      }},
     {"--max-upload-bytes", "TILEKIT_MAX_UPLOAD_BYTES",
      [](service_config& c, const std::string& n, const std::string& v) {
@@ -171,7 +177,7 @@ std::string describe(const service_config& c) {
         << "  workers / queue  " << c.workers << " / " << c.queue_capacity << "\n"
         << "  lease / attempts " << c.lease_seconds << " s / " << c.max_attempts << "\n"
         << "  tiler threads    " << c.tiler_threads << (c.tiler_threads ? "" : " (one per core)") << "\n"
-        << "  http threads     " << c.http_threads << "\n"
+        << "  connections      " << c.max_connections << " at once, client timeout " << c.client_timeout_seconds << " s\n"
         << "  max upload       " << c.max_upload_bytes << " bytes\n"
         << "  shutdown grace   " << c.shutdown_grace_seconds << " s\n"
         << "  tile prefix      " << c.prefix_template << "\n"

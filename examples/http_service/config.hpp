@@ -23,7 +23,8 @@ struct service_config {
     int lease_seconds = 30;                 // a worker that stops renewing loses its job after this
     int max_attempts = 3;                   // per job: the first run and the retries of retryable errors
     unsigned tiler_threads = 0;             // encoder threads per job; 0 = one per core
-    unsigned http_threads = 16;
+    unsigned max_connections = 64;          // served at once; beyond: 503 (see connections.hpp)
+    int client_timeout_seconds = 5;         // the longest wait for a client (headers, body, keep-alive)
     std::uint64_t max_upload_bytes = std::uint64_t{256} << 20;
     std::uint64_t max_json_bytes = 64 << 10;
     int shutdown_grace_seconds = 20;

@@ -74,11 +74,21 @@ void install_file_routes(httplib::Server& server, service_context& context) {
         if (!who) return;
         const std::string key = req.matches[1];
         if (!tilekit::key_problem(key).empty()) return send_error(res, 400, "Invalid tile key");
-        const std::string slug = slug_of_key(c->config.prefix_template, key);
-        if (c->config.prefix_template.find("{slug}") != std::string::npos) {
+        // Only what lies under the tile prefix of a version of the user's projects: never the
+        // uploaded sources or anything else stored next to the tiles.
+        std::vector<project> candidates;
+        if (c->config.prefix_template.find("{slug}") == std::string::npos) {
+            candidates = c->db.projects_of(who->id);
+        } else {
+            const std::string slug = slug_of_key(c->config.prefix_template, key);
             const auto p = valid_slug(slug) ? c->db.find_project(slug) : std::nullopt;
-            if (!p || p->owner_id != who->id) return send_error(res, 404, "Not found");
+            if (p && p->owner_id == who->id) candidates.push_back(*p);
         }
+        bool tile = false;
+        for (const project& p : candidates)
+            for (const version& v : c->db.versions_of(p.id))
+                tile = tile || key_under_tile_prefix(c->config.prefix_template, p.slug, v.number, key);
+        if (!tile) return send_error(res, 404, "Not found");
         const auto object = c->store.get(key);
         if (!object) return send_error(res, 404, "Not found");
         res.set_header("Cache-Control", cache_control_for(key));

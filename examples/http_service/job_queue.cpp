@@ -53,6 +53,21 @@ nlohmann::json tile_job_payload(const service_config& config, const std::string&
     return jobs::to_payload(request);
 }
 
+void sweep_scratch(const service_config& config, jobs::job_store& queue) {
+    const std::filesystem::path root = std::filesystem::path(config.data_dir) / "scratch";
+    const std::string prefix = "tilekit-job-";  // as tilekit's tile_generation_handler names them
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.compare(0, prefix.size(), prefix) != 0 || !jobs::is_uuid(name.substr(prefix.size()))) continue;
+        const std::optional<jobs::job_record> job = queue.get(name.substr(prefix.size()));
+        if (job && job->status == jobs::job_status::running) continue;
+        std::filesystem::remove_all(entry.path(), ec);
+        std::fprintf(stderr, "tilekit-service: removed %s, left by a run that did not end%s\n", entry.path().c_str(),
+                     ec ? (": " + ec.message()).c_str() : "");
+    }
+}
+
 std::unique_ptr<jobs::worker_pool> start_workers(const service_config& config, jobs::job_store& queue, catalog& db,
                                                  storage& store, const std::string& log_name) {
     jobs::worker_options options;

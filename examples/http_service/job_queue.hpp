@@ -25,6 +25,13 @@ std::string describe_job_store(const service_config& config);
 nlohmann::json tile_job_payload(const service_config& config, const std::string& source_key, const std::string& slug,
                                 int version_number);
 
+// Removes what killed runs left in <data-dir>/scratch: each job's run works in
+// scratch/tilekit-job-<id>, which it removes when it ends; a process killed mid-job cannot. At
+// start, before any worker runs, every tilekit-job-<id> entry whose job is not running (ended,
+// queued again, or unknown) is removed; a running job's may belong to another live process
+// sharing the data directory and is kept. Other entries are not the service's and stay.
+void sweep_scratch(const service_config& config, tilekit::jobs::job_store& jobs);
+
 // Workers for the tile-generation jobs: the draft guard reads the version from the catalog
 // again when a job starts. Each job's end is logged on stderr, prefixed with `log_name` (empty:
 // not logged).

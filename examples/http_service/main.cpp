@@ -7,6 +7,7 @@
 #include "auth.hpp"
 #include "catalog.hpp"
 #include "config.hpp"
+#include "connections.hpp"
 #include "routes.hpp"
 #include "job_queue.hpp"
 #include "storage.hpp"
@@ -70,6 +71,7 @@ int serve(const std::vector<std::string>& args) {
     catalog db(config.catalog_db);
     // Queued jobs stay queued across restarts; the workers (here or in another process) run them.
     const std::unique_ptr<tilekit::jobs::job_store> jobs = open_job_store(config);
+    sweep_scratch(config, *jobs);  // before any worker here starts one
     std::unique_ptr<storage> store = make_storage(config);
     std::unique_ptr<tilekit::jobs::worker_pool> workers;
     if (config.role != "serve") workers = start_workers(config, *jobs, db, *store);
@@ -91,13 +93,11 @@ int serve(const std::vector<std::string>& args) {
         std::cout << "working" << std::endl;
         signal_waiter.join();
     } else {
-        const unsigned http_threads = config.http_threads;
-        server.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
-        server.set_payload_max_length(static_cast<std::size_t>(config.max_upload_bytes));
-        server.set_read_timeout(30);
+        install_connection_limits(server, config);
         install_common_handlers(server);
         install_api_routes(server, context);
         install_file_routes(server, context);
+        install_fallback_routes(server);
 
         int port = config.port;
         if (port == 0) {

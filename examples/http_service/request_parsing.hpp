@@ -22,6 +22,9 @@ inline bool valid_slug(const std::string& slug) {
            slug.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos;
 }
 
+// Version numbers are 1..max_version_number: at most 9 digits in a URL.
+inline constexpr int max_version_number = 999999999;
+
 // "1".."999999999" (leading zeros allowed) -> the number; anything else -> 0.
 inline int parse_version_number(const std::string& text) {
     if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos) return 0;
@@ -99,7 +102,7 @@ inline std::optional<version_fields> parse_version_fields(const nlohmann::json& 
     version_fields fields;
     if (body.contains("number")) {
         const nlohmann::json& n = body["number"];
-        if (!n.is_number_integer() || n.get<long long>() < 1 || n.get<long long>() > 999999999) {
+        if (!n.is_number_integer() || n.get<long long>() < 1 || n.get<long long>() > max_version_number) {
             failure = {422, "Field 'number' must be an integer in 1..999999999"};
             return std::nullopt;
         }
@@ -157,6 +160,31 @@ inline std::string slug_of_key(const std::string& prefix_template, const std::st
     if (key.compare(0, before.size(), before) != 0) return "";
     const std::size_t end = key.find('/', before.size());
     return end == std::string::npos ? "" : key.substr(before.size(), end - before.size());
+}
+
+// Whether `key` is an object under the tile prefix of version `number` of project `slug`: the
+// prefix template with {slug} and {version} put in as the tile jobs do ({job_id}: any job id),
+// and something after it. Source uploads and other folders of a project are not under one.
+inline bool key_under_tile_prefix(const std::string& prefix_template, const std::string& slug, int number,
+                                  const std::string& key) {
+    std::string prefix = prefix_template;
+    const auto replace_all = [&prefix](const std::string& name, const std::string& value) {
+        for (std::size_t at = prefix.find(name); at != std::string::npos; at = prefix.find(name, at + value.size()))
+            prefix.replace(at, name.size(), value);
+    };
+    replace_all("{slug}", slug);
+    replace_all("{version}", std::to_string(number));
+    if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+    std::size_t at_key = 0, at_prefix = 0;
+    for (std::size_t job = prefix.find("{job_id}"); job != std::string::npos; job = prefix.find("{job_id}", at_prefix)) {
+        if (key.compare(at_key, job - at_prefix, prefix, at_prefix, job - at_prefix) != 0) return false;
+        at_key += job - at_prefix;
+        if (key.size() < at_key + 36 || !tilekit::jobs::is_uuid(key.substr(at_key, 36))) return false;
+        at_key += 36;
+        at_prefix = job + 8;
+    }
+    const std::size_t rest = prefix.size() - at_prefix;
+    return key.size() > at_key + rest && key.compare(at_key, rest, prefix, at_prefix, rest) == 0;
 }
 
 // The length of the well-formed UTF-8 sequence at text[at] (1..4), or 0 when the bytes there

@@ -9,6 +9,7 @@
 #include "auth.hpp"
 #include "catalog.hpp"
 #include "config.hpp"
+#include "connections.hpp"
 #include "storage.hpp"
 
 #include <tilekit/fast_codecs.hpp>
@@ -84,10 +85,12 @@ std::optional<version_target> version_target_of(const service_context& c, const 
 
 namespace {
 
-// The request body as a JSON object, or nullopt after writing 400/413/422.
-std::optional<json> json_body(const service_context& c, const httplib::Request& request, httplib::Response& response) {
+// The request body as a JSON object, or nullopt after writing 400/408/413/422.
+std::optional<json> json_body(const service_context& c, request_body& input, httplib::Response& response) {
+    const std::optional<request_body::content> content = input.read(response, c.config.max_json_bytes);
+    if (!content) return std::nullopt;
     parse_failure failure;
-    std::optional<json> body = parse_json_body(request.body, c.config.max_json_bytes, failure);
+    std::optional<json> body = parse_json_body(content->bytes, c.config.max_json_bytes, failure);
     if (!body) send_error(response, failure.status, failure.detail);
     return body;
 }
@@ -142,12 +145,9 @@ void install_api_routes(httplib::Server& server, service_context& context) {
 
     server.Get("/health", [c](const httplib::Request&, httplib::Response& res) {
         const bool stopping = c->stopping.load();
-        json body{{"status", stopping ? "stopping" : "ok"},
-                  {"role", c->config.role},
-                  {"job_store", describe_job_store(c->config)},
-                  {"queue_capacity", c->config.queue_capacity},
-                  {"workers", nullptr},
-                  {"storage", c->store.describe()}};
+        // Whether it is up and what it does; nothing about where it keeps things (paths,
+        // bucket, endpoint): /health needs no token.
+        json body{{"status", stopping ? "stopping" : "ok"}, {"role", c->config.role}, {"workers", nullptr}};
         if (c->workers) {
             const jobs::worker_pool::stats s = c->workers->snapshot();
             body["workers"] = {{"threads", s.threads}, {"running", s.running}, {"completed", s.completed},
@@ -162,10 +162,11 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         send_json(res, 200, c->db.projects_of(who->id));
     });
 
-    server.Post("/projects", [c](const httplib::Request& req, httplib::Response& res) {
+    // POST routes read their body themselves, after the token and the path (connections.hpp).
+    post_route(server, "/projects", [c](const httplib::Request& req, httplib::Response& res, request_body& input) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto body = json_body(*c, req, res);
+        const auto body = json_body(*c, input, res);
         if (!body) return;
         parse_failure failure;
         const auto fields = parse_project_fields(*body, failure);
@@ -187,10 +188,11 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         send_json(res, 200, out);
     });
 
-    server.Post("/projects/([^/]+)/versions", [c](const httplib::Request& req, httplib::Response& res) {
+    post_route(server, "/projects/([^/]+)/versions", [c](const httplib::Request& req, httplib::Response& res,
+                                                         request_body& input) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto body = json_body(*c, req, res);
+        const auto body = json_body(*c, input, res);
         if (!body) return;
         parse_failure failure;
         const auto fields = parse_version_fields(*body, failure);
@@ -201,6 +203,8 @@ void install_api_routes(httplib::Server& server, service_context& context) {
             send_json(res, 201, c->db.create_version(p->id, fields->number, fields->status));
         } catch (const catalog_conflict&) {
             send_error(res, 409, "Version already exists");
+        } catch (const catalog_limit& e) {
+            send_error(res, 409, e.what());
         }
     });
 
@@ -210,14 +214,16 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         send_json(res, 200, version_view(*c, t->p, t->v));
     });
 
-    server.Post("/projects/([^/]+)/versions/([^/]+)/publish", [c](const httplib::Request& req, httplib::Response& res) {
+    post_route(server, "/projects/([^/]+)/versions/([^/]+)/publish", [c](const httplib::Request& req,
+                                                                         httplib::Response& res, request_body&) {
         const auto t = version_target_of(*c, req, res);
         if (!t) return;
         if (t->v.status != "draft") return send_error(res, 409, "Only draft versions can be published");
         send_json(res, 200, c->db.publish(t->v));
     });
 
-    server.Post("/projects/([^/]+)/assets", [c](const httplib::Request& req, httplib::Response& res) {
+    post_route(server, "/projects/([^/]+)/assets", [c](const httplib::Request& req, httplib::Response& res,
+                                                       request_body& input) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
         const std::string type = req.has_param("type") ? req.get_param_value("type") : "";
@@ -225,15 +231,13 @@ void install_api_routes(httplib::Server& server, service_context& context) {
             return send_error(res, 422, "Query parameter 'type' is required ([a-z_], e.g. base_map)");
         const auto p = accessible_project(*c, *who, req.matches[1], res);
         if (!p) return;
-        // A raw body (Content-Type image/png or image/jpeg), or the first file of a multipart form.
-        const std::string* bytes = &req.body;
-        std::string multipart_filename;
-        if (req.is_multipart_form_data() && !req.files.empty()) {
-            bytes = &req.files.begin()->second.content;
-            multipart_filename = req.files.begin()->second.filename;
-        }
+        // A raw body (Content-Type image/png or image/jpeg), or the first part of a multipart form;
+        // read only now, after the token and the path, and refused unread beyond the limit.
+        const auto content = input.read(res, c->config.max_upload_bytes);
+        if (!content) return;
+        const std::string* bytes = &content->bytes;
         const std::string filename =
-            asset_filename(req.has_param("filename") ? req.get_param_value("filename") : "", multipart_filename);
+            asset_filename(req.has_param("filename") ? req.get_param_value("filename") : "", content->filename);
         if (bytes->empty()) return send_error(res, 422, "The request body (the image) is empty");
         const bool png = is_png(*bytes), jpeg = is_jpeg(*bytes);
         if (type == "base_map" && !png && !jpeg) return send_error(res, 415, "A base map must be a PNG or JPEG image");
@@ -254,8 +258,8 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         send_json(res, 201, c->db.add_asset(a));
     });
 
-    server.Post("/projects/([^/]+)/versions/([^/]+)/generate-tiles", [c](const httplib::Request& req,
-                                                                          httplib::Response& res) {
+    post_route(server, "/projects/([^/]+)/versions/([^/]+)/generate-tiles", [c](const httplib::Request& req,
+                                                                                 httplib::Response& res, request_body&) {
         const auto path = parse_version_path(*c, req, res);
         if (!path) return;
         const std::string asset_id = lower(req.has_param("asset_id") ? req.get_param_value("asset_id") : "");
@@ -306,7 +310,7 @@ void install_api_routes(httplib::Server& server, service_context& context) {
     });
 
     // Cancels a queued or running job; a running one stops within about a second, no manifest.
-    server.Post("/jobs/([^/]+)/cancel", [c](const httplib::Request& req, httplib::Response& res) {
+    post_route(server, "/jobs/([^/]+)/cancel", [c](const httplib::Request& req, httplib::Response& res, request_body&) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
         const std::string id = lower(req.matches[1]);
@@ -323,13 +327,10 @@ void install_api_routes(httplib::Server& server, service_context& context) {
 }
 
 void install_common_handlers(httplib::Server& server) {
-    server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-        if (!res.body.empty()) return;
-        const char* detail = res.status == 404   ? "Not found"
-                             : res.status == 405 ? "Method not allowed"
-                             : res.status == 413 ? "Request body too large"
-                             : res.status == 400 ? "Bad request (a POST needs Content-Length, 0 for an empty body)"
-                                                 : "Error";
+    // Requests httplib answered itself (no route, a malformed or slow request: connections.hpp).
+    server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty() || res.has_header("Content-Type")) return;
+        const std::string detail = refused_request_detail(req, res);
         res.set_content(json{{"detail", detail}}.dump(), "application/json");
     });
     server.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {

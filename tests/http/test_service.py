@@ -127,6 +127,23 @@ class Service:
         connection.close()
         return reply
 
+    def request_early_answer(self, path, token, headers, body_start, length):
+        """POST announcing `length` bytes of body but sending only `body_start`, then the answer,
+        as a client that reads while it sends sees it (curl does): a body refused from its
+        headers is not read, and the service closes the connection after answering."""
+        import socket
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+        try:
+            head = "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n" % (
+                path, token, length)
+            head += "".join("%s: %s\r\n" % item for item in headers.items())
+            sock.sendall(head.encode() + b"\r\n" + body_start)
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            return reply_of(response)
+        finally:
+            sock.close()
+
     # The whole flow's building blocks.
     def project(self, token, slug):
         status, body = self.request("POST", "/projects", token, {"slug": slug, "name": slug.title()})
@@ -369,10 +386,18 @@ def test_error_paths():
                                 {"Content-Type": "image/gif"}), 415, "base_map_not_an_image")
         expect_golden(s.request("POST", "/projects/errs/assets?type=base_map", token, b"", {"Content-Type": "image/png"}),
                       422, "empty_image")
-        expect_golden(s.request("POST", "/projects/errs/assets?type=base_map", token, b"\x89PNG\r\n\x1a\n" + b"0" * 2100000,
-                                {"Content-Type": "image/png"}), 413, "upload_too_large")
+        expect_golden(s.request_early_answer("/projects/errs/assets?type=base_map", token, {"Content-Type": "image/png"},
+                                             b"\x89PNG\r\n\x1a\n", 2100000), 413, "upload_too_large",
+                      max_upload_bytes=2000000)
         # Unknown routes are JSON too; /health needs no token.
         expect_golden(s.request("GET", "/nope", token), 404, "not_found")
+        expect_golden(s.request("POST", "/nope", token), 404, "not_found")
+        # A header line over 8192 bytes (cpp-httplib's limit), on a GET too.
+        expect_golden(s.request("GET", "/health", headers={"X-Big": "a" * 9000}), 431, "header_too_large")
+        # No version number past what the URLs take (1..999999999).
+        s.project(token, "last-number")
+        s.version(token, "last-number", number=999999999)
+        expect_golden(s.request("POST", "/projects/last-number/versions", token, {}), 409, "no_version_number_left")
         expect(s.request("GET", "/health"), 200)
         # Path traversal on /tiles and /static: refused before any file is read.
         for path, status, name in (("/tiles/mp/errs/../../catalog.db", 400, "invalid_tile_key"),
@@ -626,8 +651,11 @@ def test_s3_flow():
     s = Service(env=env).start()
     try:
         token = s.add_user("alice")
-        health = expect(s.request("GET", "/health"), 200)
-        assert health["storage"].startswith("s3 "), health
+        code, _, health = s.request("GET", "/health", raw=True)
+        assert code == 200, code
+        # No bucket, endpoint or path to anyone who asks (/health needs no token).
+        for secret in (env["TILEKIT_S3_BUCKET"], env["AWS_ENDPOINT_URL_S3"], s.data_dir):
+            assert secret.encode() not in health, (secret, health)
         slug = "s3-flow-%d" % os.getpid()
         s.project(token, slug)
         s.version(token, slug)
