@@ -435,6 +435,7 @@ int command_run(const options& o) {
     std::cerr << "tilekit jobs: job " << queued.id << " queued in " << describe_job_store(config) << " "
               << redact_url(config.jobs_db) << "; running it here\n";
     // No log line per job end: the progress display shows it (and a line would break the bar).
+    sweep_scratch(config, *env.queue);  // what killed runs left, as tilekit-service does at start
     std::unique_ptr<jobs::worker_pool> pool = start_workers(config, *env.queue, *env.db, *env.store, "");
     const std::optional<jobs::job_record> job =
         wait_for_job(*env.queue, queued.id, o.timeout_seconds, &signals, [&] {
@@ -456,6 +457,7 @@ int command_work(const options& o) {
     if (o.threads) config.workers = *o.threads;
     const sigset_t signals = block_stop_signals();
     environment env = open_environment(config, true);
+    sweep_scratch(config, *env.queue);  // what killed runs left, as tilekit-service does at start
     std::unique_ptr<jobs::worker_pool> pool = start_workers(config, *env.queue, *env.db, *env.store, "tilekit jobs work");
     std::cerr << "tilekit jobs work: " << config.workers << " workers (" << pool->name() << ") on "
               << describe_job_store(config) << " " << redact_url(config.jobs_db) << ", storage " << env.store->describe()

@@ -63,7 +63,7 @@ void sweep_scratch(const service_config& config, jobs::job_store& queue) {
         const std::optional<jobs::job_record> job = queue.get(name.substr(prefix.size()));
         if (job && job->status == jobs::job_status::running) continue;
         std::filesystem::remove_all(entry.path(), ec);
-        std::fprintf(stderr, "tilekit-service: removed %s, left by a run that did not end%s\n", entry.path().c_str(),
+        std::fprintf(stderr, "tilekit: removed %s, left by a run that did not end%s\n", entry.path().c_str(),
                      ec ? (": " + ec.message()).c_str() : "");
     }
 }

@@ -908,6 +908,11 @@ TILEKIT_NAMESPACE_END
 // store for so long that the lease may end before the next try (a third of the lease before the
 // bound the store guarantees): another worker may then be given the job, and the two must never
 // run it at the same time.
+//
+// Keepers do their writes on a lease_scheduler's thread. A worker pool has one for all its jobs,
+// so a job costs no thread of its own (a thread started and joined per job cost ~60 us, a large
+// share of a short job); a keeper made without one owns a private scheduler. One slow store call
+// delays the other keepers' writes, but never their handlers' deadlines: those are on the tokens.
 
 // #include <tilekit/jobs/job_store.hpp>
 // #include <tilekit/progress.hpp>
@@ -918,6 +923,7 @@ TILEKIT_NAMESPACE_END
 #include <condition_variable>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -948,6 +954,62 @@ inline int stage_percent(const stage& s, double fraction) {
 // Why a keeper stopped a job.
 enum class stop_reason { none, cancelled, lease_lost };
 
+class lease_keeper;
+
+// The thread on which lease keepers write: each keeper is ticked every
+// min(progress_interval, heartbeat) from when it was added, one at a time.
+class lease_scheduler {
+public:
+    lease_scheduler() : thread_([this] { run(); }) {}
+    lease_scheduler(const lease_scheduler&) = delete;
+    lease_scheduler& operator=(const lease_scheduler&) = delete;
+    ~lease_scheduler() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();
+    }
+
+private:
+    friend class lease_keeper;
+    struct entry {
+        lease_keeper* keeper;
+        std::chrono::steady_clock::time_point due;
+    };
+
+    void add(lease_keeper* keeper, std::chrono::steady_clock::time_point due) {
+        bool earlier;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            entries_.push_back({keeper, due});
+            earlier = due < wake_at_;
+        }
+        if (earlier) wake_.notify_all();
+    }
+
+    // After remove() returns, the scheduler will not touch the keeper again (a tick in progress
+    // is waited for).
+    void remove(lease_keeper* keeper) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ticked_.wait(lock, [&] { return ticking_ != keeper; });
+        entries_.erase(std::remove_if(entries_.begin(), entries_.end(), [&](const entry& e) { return e.keeper == keeper; }),
+                       entries_.end());
+    }
+
+    inline void run();
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::condition_variable ticked_;
+    std::vector<entry> entries_;
+    lease_keeper* ticking_ = nullptr;
+    std::chrono::steady_clock::time_point wake_at_ = std::chrono::steady_clock::time_point::max();
+    bool stopping_ = false;
+    std::thread thread_;
+};
+
 class lease_keeper {
 public:
     // Called once, from the keeper's thread, with why and the store's message.
@@ -957,8 +1019,10 @@ public:
     // can no longer be trusted (a third of the lease before the bound the store guarantees), and
     // moved on after every successful write. So the work stops in time even while this keeper is
     // stuck in a call to an unreachable store.
+    // `scheduler`: whose thread does the writes (a worker pool's); none: a private one.
     lease_keeper(job_store& store, job_lease& lease, std::chrono::milliseconds progress_interval,
-                 std::chrono::milliseconds heartbeat, stop_callback on_stop = {}, cancel_token work = {})
+                 std::chrono::milliseconds heartbeat, stop_callback on_stop = {}, cancel_token work = {},
+                 lease_scheduler* scheduler = nullptr)
         : store_(store),
           lease_(lease),
           progress_interval_(std::max(progress_interval, std::chrono::milliseconds(1))),
@@ -967,7 +1031,12 @@ public:
           work_(std::move(work)),
           last_write_(std::chrono::steady_clock::now()) {
         work_.cancel_at(trusted_until());
-        thread_ = std::thread([this] { run(); });
+        if (!scheduler) {
+            own_scheduler_ = std::make_unique<lease_scheduler>();
+            scheduler = own_scheduler_.get();
+        }
+        scheduler_ = scheduler;
+        scheduler_->add(this, last_write_ + period());
     }
 
     lease_keeper(const lease_keeper&) = delete;
@@ -995,8 +1064,8 @@ public:
             if (stopping_) return;
             stopping_ = true;
         }
-        wake_.notify_all();
-        thread_.join();
+        scheduler_->remove(this);
+        own_scheduler_.reset();
         if (reason_ == stop_reason::none) tick(/*final=*/true);
     }
 
@@ -1004,16 +1073,8 @@ public:
     std::size_t writes() const noexcept { return writes_.load(); }
 
 private:
-    void run() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        while (!stopping_ && reason_ == stop_reason::none) {
-            wake_.wait_for(lock, std::min(progress_interval_, heartbeat_), [this] { return stopping_; });
-            if (stopping_) break;
-            lock.unlock();
-            tick(/*final=*/false);
-            lock.lock();
-        }
-    }
+    friend class lease_scheduler;
+    std::chrono::milliseconds period() const { return std::min(progress_interval_, heartbeat_); }
 
     // One round: the pending progress if any (which renews too), else a renewal when due.
     void tick(bool final) {
@@ -1073,7 +1134,6 @@ private:
     stop_callback on_stop_;
     cancel_token work_;
     std::mutex mutex_;
-    std::condition_variable wake_;
     int percent_ = -1;
     std::string message_;
     std::vector<std::pair<int, std::string>> milestones_;
@@ -1081,9 +1141,42 @@ private:
     bool stopping_ = false;
     std::atomic<stop_reason> reason_{stop_reason::none};
     std::atomic<std::size_t> writes_{0};
-    std::chrono::steady_clock::time_point last_write_;  // the keeper thread's only (and stop() after join)
-    std::thread thread_;
+    std::chrono::steady_clock::time_point last_write_;  // the scheduler's only (and stop() after remove)
+    std::unique_ptr<lease_scheduler> own_scheduler_;
+    lease_scheduler* scheduler_ = nullptr;
 };
+
+inline void lease_scheduler::run() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stopping_) {
+        auto now = std::chrono::steady_clock::now();
+        // Tick every keeper that is due, one at a time, without the lock (remove() waits for it).
+        for (std::size_t i = 0; i < entries_.size() && !stopping_; ++i) {
+            if (entries_[i].due > now) continue;
+            lease_keeper* keeper = entries_[i].keeper;
+            ticking_ = keeper;
+            lock.unlock();
+            keeper->tick(/*final=*/false);
+            const bool halted = keeper->reason() != stop_reason::none;
+            lock.lock();
+            ticking_ = nullptr;
+            ticked_.notify_all();
+            // The entries may have changed while unlocked: find this keeper again.
+            auto it = std::find_if(entries_.begin(), entries_.end(), [&](const entry& e) { return e.keeper == keeper; });
+            if (it != entries_.end()) {
+                if (halted) entries_.erase(it);
+                else it->due = std::chrono::steady_clock::now() + keeper->period();
+            }
+            i = static_cast<std::size_t>(-1);  // rescan from the start
+            now = std::chrono::steady_clock::now();
+        }
+        wake_at_ = std::chrono::steady_clock::time_point::max();
+        for (const entry& e : entries_) wake_at_ = std::min(wake_at_, e.due);
+        if (stopping_) break;
+        if (wake_at_ == std::chrono::steady_clock::time_point::max()) wake_.wait(lock);
+        else wake_.wait_until(lock, wake_at_);
+    }
+}
 
 }  // namespace jobs
 TILEKIT_NAMESPACE_END
@@ -1111,8 +1204,8 @@ TILEKIT_NAMESPACE_END
 // #include <tilekit/jobs/version_guard.hpp>
 // #include <tilekit/jobs/worker.hpp>
 // The worker runtime: N threads per process that claim jobs from a job_store, run the handler
-// registered for each job's type, keep the job's lease alive while it runs (lease_keeper), and
-// record the outcome. Any number of such processes, on any number of hosts, may share a store.
+// registered for each job's type, keep the job's lease alive while it runs (lease_keeper, all on
+// one lease_scheduler thread per pool), and record the outcome. Any number of such processes, on any number of hosts, may share a store.
 //
 //   jobs::worker_pool pool(store, options);
 //   pool.handle(jobs::tile_generation_job, jobs::tile_generation_handler(source, sink, lookup));
@@ -1280,7 +1373,8 @@ struct next_claim_request {
 inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, jobs::claimed_job& claimed,
                                                        const jobs::job_handler& handler, const jobs::worker_options& options,
                                                        cancel_token cancel,
-                                                       std::optional<next_claim_request> claim_next = std::nullopt) {
+                                                       std::optional<next_claim_request> claim_next = std::nullopt,
+                                                       jobs::lease_scheduler* keepers = nullptr) {
     using namespace jobs;
     job_lease& lease = claimed.lease;
     // The handler's token: cancelled with the worker's, by the keeper when the store fences the
@@ -1288,7 +1382,7 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
     // trusted.
     cancel_token work = cancel.child();
     auto keeper = std::make_shared<lease_keeper>(store, lease, options.progress_interval, options.heartbeat,
-                                                 [work](stop_reason, const std::string&) mutable { work.cancel(); }, work);
+                                                 [work](stop_reason, const std::string&) mutable { work.cancel(); }, work, keepers);
     job_context context(claimed.job, keeper, work);
     nlohmann::json result;
     std::string failure;
@@ -1370,6 +1464,7 @@ public:
         if (handlers_.empty()) throw error(errc::invalid_argument, "a worker pool needs at least one handler");
         started_ = true;
         for (const auto& entry : handlers_) types_.push_back(entry.first);
+        keepers_ = std::make_unique<lease_scheduler>();
         for (unsigned i = 0; i < options_.threads; ++i)
             threads_.emplace_back([this, i] { work(options_.name + "#" + std::to_string(i)); });
         if (options_.rescue_interval.count() > 0) threads_.emplace_back([this] { rescue(); });
@@ -1394,6 +1489,7 @@ public:
         }
         for (std::thread& t : threads_) t.join();
         threads_.clear();
+        keepers_.reset();
     }
 
     struct stats {
@@ -1467,7 +1563,8 @@ private:
         try {
             std::optional<detail::next_claim_request> claim_next;
             if (!is_stopping()) claim_next.emplace(detail::next_claim_request{types_, next});
-            outcome = detail::run_claimed_job(store_, claimed, handlers_.at(claimed.job.job_type), options_, cancel, claim_next);
+            outcome = detail::run_claimed_job(store_, claimed, handlers_.at(claimed.job.job_type), options_, cancel, claim_next,
+                                              keepers_.get());
         } catch (const std::exception& e) {
             report_store_error(claimed.lease.worker_id, std::string("job ") + claimed.job.id + ": " + e.what());
         }
@@ -1527,6 +1624,7 @@ private:
     bool shutting_down_ = false;
     std::chrono::steady_clock::time_point last_report_{};
     std::vector<std::thread> threads_;
+    std::unique_ptr<lease_scheduler> keepers_;  // the lease keepers' thread, shared by all jobs
 };
 
 }  // namespace jobs

@@ -751,12 +751,18 @@ private:
         // libpq prints NOTICEs and a shutting-down server's FATAL to stderr by default; a library
         // must not. Errors that matter reach the caller as exceptions.
         PQsetNoticeProcessor(conn.get(), [](void*, const char*) {}, nullptr);
-        if (!options_.synchronous_commit) {
-            detail::pg_result r(PQexec(conn.get(), "SET synchronous_commit = off"));
-            if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK)
-                throw postgresql_store_error(errc::store_unavailable, where() + ": cannot set synchronous_commit: " +
-                                                                          detail::trimmed(PQerrorMessage(conn.get())));
-        }
+        // The claim must walk jobs_claim in (run_at, seq) order and stop at the first row it can
+        // lock. Left to itself the planner, without statistics (a new table, a burst of jobs
+        // before autovacuum analyzes), chose a bitmap scan of every queued row and a sort: a
+        // claim then read the whole queue (3000 index entries per claim with 3000 queued, and
+        // 2.3x fewer jobs/s). Generic plans without bitmap scans keep every statement of the
+        // store on its index whatever the statistics say; they apply to these connections only.
+        std::string session = "SET enable_bitmapscan = off; SET plan_cache_mode = force_generic_plan";
+        if (!options_.synchronous_commit) session += "; SET synchronous_commit = off";
+        detail::pg_result r(PQexec(conn.get(), session.c_str()));
+        if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK)
+            throw postgresql_store_error(errc::store_unavailable, where() + ": cannot set up the session: " +
+                                                                      detail::trimmed(PQerrorMessage(conn.get())));
         return conn;
     }
 
