@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <thread>
 
 using namespace tilekit;
@@ -457,6 +458,37 @@ TEST_CASE("a rerun replaces the pyramid and leaves no stale object of the previo
     CHECK(now < first_count);
     CHECK_FALSE(f.sink.contains(tiles_prefix + "image_files/10/0_0.png"));  // level 10 only existed before
     CHECK(f.sink.contains("mp/harbour-map/uploads/base.png"));
+}
+
+TEST_CASE("a rerun on a filesystem sink leaves no stale file of the previous pyramid", "[jobs]") {
+    fixture f;
+    tkt::temp_dir out{"tilekit-job-out"};
+    filesystem_sink disk(out.path());
+    const auto files_under_prefix = [&] {
+        std::set<std::string> files = tkt::list_files(out.path());
+        std::set<std::string> under;
+        for (const std::string& file : files)
+            if (file.rfind(tiles_prefix, 0) == 0) under.insert(file);
+        return under;
+    };
+    f.source.add("uploads/map.png", png_of(900, 700));
+    f.enqueue();
+    REQUIRE(f.run(disk).status == job_status::completed);
+    const std::size_t first_count = files_under_prefix().size();
+    REQUIRE(tkt::fs::exists(out.path() / tiles_prefix / "image_files/10/0_0.png"));
+    disk.put({"mp/harbour-map/uploads/tiles-other/keep.png", {1}, "image/png", ""});  // shares the prefix's stem: kept
+
+    f.source.add("uploads/map.png", png_of(500, 400));
+    tile_generation_request smaller = f.request();
+    smaller.tiling.tile_size = 128;  // another grid: almost no key of the first run is reused
+    f.enqueue(smaller);
+    const job_record done = f.run(disk);
+    REQUIRE(done.status == job_status::completed);
+    const std::set<std::string> now = files_under_prefix();
+    CHECK(now.size() == done.result.at("tile_count").get<std::size_t>() + 2);  // its tiles and two manifests
+    CHECK(now.size() < first_count);
+    CHECK_FALSE(tkt::fs::exists(out.path() / tiles_prefix / "image_files/10/0_0.png"));
+    CHECK(tkt::fs::exists(out.path() / "mp/harbour-map/uploads/tiles-other/keep.png"));
 }
 
 TEST_CASE("a failed attempt's partial tiles are overwritten by the next attempt, then swept", "[jobs]") {

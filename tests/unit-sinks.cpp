@@ -4,6 +4,9 @@
 #include "test_helpers.hpp"
 
 #include <atomic>
+#include <fstream>
+#include <set>
+#include <string>
 #include <thread>
 
 using namespace tilekit;
@@ -111,6 +114,41 @@ TEST_CASE("filesystem_sink writes files under its root", "[sink][fs]") {
         } catch (const tilekit::error& e) {
             CHECK(e.code() == errc::io_error);
         }
+    }
+}
+
+TEST_CASE("filesystem_sink lists the keys under a prefix, and nothing that is not an object", "[sink][fs]") {
+    tkt::temp_dir dir;
+    const tkt::fs::path root = dir.path() / "root";
+    filesystem_sink sink(root);
+    CHECK(sink.can_list());
+    for (const char* key : {"a/b/1.png", "a/b/c/2.png", "a/bc/3.png", "a/x.json", "z.txt"}) sink.put(object_of(key, "x"));
+    tkt::temp_dir outside;
+    tkt::fs::create_directories(outside.path() / "secret");
+    { std::ofstream(outside.path() / "secret" / "s.txt") << "s"; }
+    tkt::fs::create_directory_symlink(outside.path() / "secret", root / "a" / "b" / "linked");  // not followed
+    tkt::fs::create_symlink(outside.path() / "secret" / "s.txt", root / "a" / "b" / "link.png");  // not an object
+    { std::ofstream(root / "a" / "b" / ".tk0000abcd-7.tmp") << "half"; }  // a put in flight
+    tkt::fs::create_directories(root / "a" / "b" / "empty");
+
+    const auto listed = [&](const std::string& prefix) {
+        std::set<std::string> keys;
+        sink.list(prefix, [&](const std::string& key) { CHECK(keys.insert(key).second); });
+        return keys;
+    };
+    CHECK(listed("a/b/") == std::set<std::string>{"a/b/1.png", "a/b/c/2.png"});
+    CHECK(listed("a/b") == std::set<std::string>{"a/b/1.png", "a/b/c/2.png", "a/bc/3.png"});  // a string prefix, as S3's
+    CHECK(listed("a/") == std::set<std::string>{"a/b/1.png", "a/b/c/2.png", "a/bc/3.png", "a/x.json"});
+    CHECK(listed("") == std::set<std::string>{"a/b/1.png", "a/b/c/2.png", "a/bc/3.png", "a/x.json", "z.txt"});
+    CHECK(listed("a/b/c/2").size() == 1);
+    CHECK(listed("missing/") .empty());
+    CHECK(listed("a/b/1.png/").empty());  // a file where a directory would be
+    CHECK_THROWS_AS(listed("../"), tilekit::error);
+
+    SECTION("on_key may remove what it is given") {
+        sink.list("a/", [&](const std::string& key) { CHECK(sink.remove(key)); });
+        CHECK(listed("").size() == 1);
+        CHECK(tkt::fs::exists(outside.path() / "secret" / "s.txt"));  // the link's target is untouched
     }
 }
 
