@@ -361,7 +361,7 @@ TEST_CASE("S3 listing pages through continuation tokens, filters by prefix and k
     const std::vector<std::string> odd = {"with space/file name.png", "plus+sign+.txt",        "percent%20literal%2B.bin",
                                           "utf8/ü-ñ-中文-🙂.bin",      "amp&lt;tag>\"q'.bin",    "marks!'()*.dat",
                                           "tilde~_-.ext",              "equals=and&amp;.bin",    " lead and trail ",
-                                          "many-not/x.bin"};
+                                          "many_not/x.bin"};
     for (const auto& name : many) client.put(prefix + name, random_bytes(3, 1));
     for (const auto& name : odd) client.put(prefix + name, random_bytes(3, 2));
     client.put(prefix + "manyx", random_bytes(3, 3));
@@ -373,7 +373,9 @@ TEST_CASE("S3 listing pages through continuation tokens, filters by prefix and k
     all.insert(all.end(), odd.begin(), odd.end());
     all.push_back("manyx");
     CHECK(listed(client, prefix, 4) == with_prefix(prefix, all));
-    CHECK(listed(client, prefix + "many", 7).size() == 23 + 2);  // many/..., many-not/x.bin, manyx
+    // many/..., many_not/x.bin, manyx. (Not "many-not/": s3rver walks its directories in name order,
+    // so it would list "many-not/x.bin" after "many/..." and skip it past a page boundary.)
+    CHECK(listed(client, prefix + "many", 7).size() == 23 + 2);
     CHECK(listed(client, prefix + "nothing/").empty());
     CHECK(listed(client, prefix + "many/k1", 3).size() == 23);
 
