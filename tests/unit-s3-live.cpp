@@ -13,7 +13,9 @@
 #include <tilekit/s3.hpp>
 #include <tilekit/sqlite.hpp>
 
+#include <algorithm>
 #include <cstdlib>
+#include <iterator>
 
 using namespace tilekit;
 
@@ -327,4 +329,182 @@ TEST_CASE("the tile-generation job downloads from and uploads to the S3 peer", "
     CHECK(failed.status == jobs::job_status::failed);  // not found: bad input, not retried
     CHECK(failed.attempt == 1);
     CHECK(failed.error.find("NoSuchKey") != std::string::npos);
+}
+
+namespace {
+
+// Every key client::list reports under `prefix`, sorted.
+std::vector<std::string> listed(s3::client& client, const std::string& prefix, unsigned page_size = 1000) {
+    std::vector<std::string> keys;
+    s3::list_options options;
+    options.max_keys = page_size;
+    client.list(prefix, [&](const std::string& key) { keys.push_back(key); }, options);
+    std::sort(keys.begin(), keys.end());
+    return keys;
+}
+
+std::vector<std::string> with_prefix(const std::string& prefix, std::vector<std::string> names) {
+    for (std::string& name : names) name = prefix + name;
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+}  // namespace
+
+TEST_CASE("S3 listing pages through continuation tokens, filters by prefix and keeps awkward keys", "[.s3-live]") {
+    const auto config = peer_config();
+    if (!config) return;
+    s3::client client(*config);
+    const std::string prefix = unique_prefix("list");
+    std::vector<std::string> many;
+    for (int i = 0; i < 23; ++i) many.push_back("many/k" + std::to_string(100 + i) + ".bin");
+    const std::vector<std::string> odd = {"with space/file name.png", "plus+sign+.txt",        "percent%20literal%2B.bin",
+                                          "utf8/ü-ñ-中文-🙂.bin",      "amp&lt;tag>\"q'.bin",    "marks!'()*.dat",
+                                          "tilde~_-.ext",              "equals=and&amp;.bin",    " lead and trail ",
+                                          "many_not/x.bin"};
+    for (const auto& name : many) client.put(prefix + name, random_bytes(3, 1));
+    for (const auto& name : odd) client.put(prefix + name, random_bytes(3, 2));
+    client.put(prefix + "manyx", random_bytes(3, 3));
+
+    // 23 keys, at most 5 a page (the client refuses a larger page): five requests or more.
+    CHECK(listed(client, prefix + "many/", 5) == with_prefix(prefix, many));
+    CHECK(listed(client, prefix + "many/", 1) == with_prefix(prefix, many));
+    std::vector<std::string> all = many;
+    all.insert(all.end(), odd.begin(), odd.end());
+    all.push_back("manyx");
+    CHECK(listed(client, prefix, 4) == with_prefix(prefix, all));
+    // many/..., many_not/x.bin, manyx. (Not "many-not/": s3rver walks its directories in name order,
+    // so it would list "many-not/x.bin" after "many/..." and skip it past a page boundary.)
+    CHECK(listed(client, prefix + "many", 7).size() == 23 + 2);
+    CHECK(listed(client, prefix + "nothing/").empty());
+    CHECK(listed(client, prefix + "many/k1", 3).size() == 23);
+
+    // Prefixes with characters that need encoding select exactly their keys.
+    CHECK(listed(client, prefix + "with space/") == with_prefix(prefix, {"with space/file name.png"}));
+    CHECK(listed(client, prefix + "plus+") == with_prefix(prefix, {"plus+sign+.txt"}));
+    CHECK(listed(client, prefix + "percent%20") == with_prefix(prefix, {"percent%20literal%2B.bin"}));
+    CHECK(listed(client, prefix + "utf8/ü-ñ") == with_prefix(prefix, {"utf8/ü-ñ-中文-🙂.bin"}));
+    CHECK(listed(client, prefix + "amp&lt;") == with_prefix(prefix, {"amp&lt;tag>\"q'.bin"}));
+    CHECK(listed(client, prefix + " lead") == with_prefix(prefix, {" lead and trail "}));
+    for (const std::string& key : listed(client, prefix)) CHECK(client.head(key).has_value());  // names are exact
+}
+
+TEST_CASE("the S3 sink lists what it put (pending uploads included) and can delete while listing", "[.s3-live]") {
+    const auto config = peer_config();
+    if (!config) return;
+    const std::string prefix = unique_prefix("sinklist");
+    s3::sink_options options;
+    options.listing.max_keys = 4;
+    s3::s3_sink sink(*config, options);
+    storage_sink& contract = sink;
+    REQUIRE(contract.can_list());
+    std::vector<std::string> expected;
+    for (int i = 0; i < 30; ++i) {
+        const std::string key = prefix + "tiles/" + std::to_string(i % 3) + "/" + std::to_string(i) + "_0.png";
+        contract.put({key, random_bytes(100, static_cast<std::uint32_t>(i)), "image/png", ""});
+        expected.push_back(key);
+    }
+    std::sort(expected.begin(), expected.end());
+    std::vector<std::string> keys;
+    contract.list(prefix, [&](const std::string& key) { keys.push_back(key); });  // no flush() before
+    std::sort(keys.begin(), keys.end());
+    CHECK(keys == expected);
+
+    std::size_t removed = 0;
+    contract.list(prefix, [&](const std::string& key) { removed += contract.remove(key); });
+    CHECK(removed == expected.size());
+    s3::client client(*config);
+    CHECK(listed(client, prefix).empty());
+}
+
+TEST_CASE("a rerun of the tile-generation job on the S3 peer leaves no object of the earlier pyramid", "[.s3-live]") {
+    const auto config = peer_config();
+    if (!config) return;
+    s3::client client(*config);
+    const std::string root = unique_prefix("rerun");
+    tkt::temp_dir scratch;
+    const auto upload = [&](const std::string& name, int width, int height) {
+        std::vector<std::uint8_t> png;
+        libdeflate_png_encoder().encode(tkt::make_image(width, height, 3, 17, 20).view(), png);
+        client.put(root + "uploads/" + name, png);
+        tkt::write_file(scratch.path() / name, png);
+        return (scratch.path() / name).string();
+    };
+    const std::string big = upload("big.png", 1100, 800);
+    const std::string small = upload("small.png", 500, 300);
+
+    jobs::memory_job_store store;
+    const auto draft = [](const jobs::job_record&) { return jobs::version_info{1, "draft"}; };
+    jobs::tile_generation_settings settings;
+    settings.scratch_root = scratch.path();
+    s3::object_source source(client);
+    const std::string tiles = root + "mp/rerun/uploads/tiles/";
+    // One run of the job for version 1 of project "rerun"; the sink lists 50 keys a page.
+    const auto run = [&](const std::string& image, int tile_size) {
+        jobs::tile_generation_request request;
+        request.source_key = root + "uploads/" + image;
+        request.project_slug = "rerun";
+        request.version = 1;
+        request.prefix_template = root + "mp/{slug}/uploads/tiles/";
+        request.tiling.tile_size = tile_size;
+        jobs::new_job job{jobs::tile_generation_job, "p-rerun", "v1", "tester"};
+        job.payload = jobs::to_payload(request);
+        store.enqueue(job);
+        const auto make_sink = [&] {
+            s3::sink_options options;
+            options.listing.max_keys = 50;
+            return std::make_unique<s3::s3_sink>(*config, options);
+        };
+        const auto done = jobs::run_next_job(
+            store, {{jobs::tile_generation_job, jobs::tile_generation_handler<fast_codecs>(source, make_sink, draft, settings)}});
+        REQUIRE(done);
+        INFO(done->error);
+        REQUIRE(done->status == jobs::job_status::completed);
+        CHECK(done->result.at("tiles_path") == tiles);
+    };
+    // The keys a run with these settings writes, from tiling the same file into memory.
+    const auto pyramid_keys = [&](const std::string& path, int tile_size) {
+        memory_sink reference;
+        pyramid_options options;
+        options.tile_size = tile_size;
+        options.prefix = tiles;
+        tile_file<fast_codecs>(path, reference, options);
+        std::vector<std::string> keys = reference.keys();
+        std::sort(keys.begin(), keys.end());
+        return keys;
+    };
+    const auto gone = [](const std::vector<std::string>& before, const std::vector<std::string>& after) {
+        std::vector<std::string> out;
+        std::set_difference(before.begin(), before.end(), after.begin(), after.end(), std::back_inserter(out));
+        return out;
+    };
+
+    run("big.png", 128);
+    const std::vector<std::string> first = pyramid_keys(big, 128);
+    REQUIRE(first.size() > 60);
+    CHECK(listed(client, tiles) == first);
+
+    // Same image, larger tiles: fewer columns and rows on each level.
+    client.put(tiles + "stray/left by someone.txt", random_bytes(10, 9));
+    run("big.png", 256);
+    const std::vector<std::string> second = pyramid_keys(big, 256);
+    const std::vector<std::string> stale = gone(first, second);
+    REQUIRE(stale.size() > 20);
+    CHECK(listed(client, tiles) == second);
+    std::size_t still_there = 0;
+    for (const std::string& key : stale) still_there += client.head(key).has_value();
+    CHECK(still_there == 0);
+    CHECK_FALSE(client.head(tiles + "stray/left by someone.txt").has_value());
+
+    // A smaller image: fewer levels, so whole level folders of the earlier pyramid are stale.
+    run("small.png", 256);
+    const std::vector<std::string> third = pyramid_keys(small, 256);
+    REQUIRE(gone(second, third).size() > 5);
+    CHECK(listed(client, tiles) == third);
+    const auto metadata = nlohmann::json::parse(tkt::as_string(client.get(tiles + "pyramid.json")));
+    CHECK(metadata.at("width") == 500);
+
+    // The sweep stays inside the version's prefix: the sources next to it are untouched.
+    CHECK(client.head(root + "uploads/big.png").has_value());
+    CHECK(client.head(root + "uploads/small.png").has_value());
 }

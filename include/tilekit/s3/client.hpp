@@ -1,5 +1,6 @@
 #pragma once
-// A blocking S3 client: PUT, GET (to memory or a file), HEAD, DELETE and presigned URLs, with
+// A blocking S3 client: PUT, GET (to memory or a file), HEAD, DELETE, listing (ListObjectsV2)
+// and presigned URLs, with
 // retries (full-jitter backoff, re-signed every attempt, Retry-After honoured) and the clock
 // corrected once when the server says RequestTimeTooSkewed. Thread-safe; connections are kept
 // alive in a small pool of curl handles. Also downloads by presigned URL, used verbatim.
@@ -7,6 +8,7 @@
 #include <tilekit/error.hpp>
 #include <tilekit/s3/config.hpp>
 #include <tilekit/s3/detail/curl.hpp>
+#include <tilekit/s3/detail/list_xml.hpp>
 #include <tilekit/s3/detail/transfer.hpp>
 #include <tilekit/s3/error.hpp>
 #include <tilekit/s3/request.hpp>
@@ -17,11 +19,13 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 TILEKIT_NAMESPACE_BEGIN
@@ -39,8 +43,31 @@ struct object_info {
     std::string etag;
 };
 
+// How client::list() pages through a listing.
+struct list_options {
+    unsigned max_keys = 1000;                      // keys per page (ListObjectsV2 max-keys, 1..1000)
+    std::uint64_t max_response_bytes = 16u << 20;  // a larger page is refused (ResponseTooLarge)
+    unsigned max_empty_pages = 100;                // more truncated pages without a key in a row: an error
+};
+
 }  // namespace s3
 namespace detail {
+
+// The query of one ListObjectsV2 request, each value strictly encoded (the signer sorts it).
+inline std::string list_objects_v2_query(const std::string& prefix, unsigned max_keys, const std::string& token) {
+    std::string query = "list-type=2&max-keys=" + std::to_string(max_keys) + "&prefix=" + uri_encode(prefix, false);
+    if (!token.empty()) query += "&continuation-token=" + uri_encode(token, false);
+    return query;
+}
+
+// A listing prefix: empty (the whole bucket) or up to 1024 bytes without NUL or control
+// characters. Unlike a key it may end with '/'.
+inline void check_list_prefix(const std::string& prefix) {
+    if (prefix.size() > 1024) throw error(errc::invalid_argument, "S3 listing prefix is longer than 1024 bytes");
+    for (const char c : prefix)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+            throw error(errc::invalid_argument, "S3 listing prefix contains a NUL or control character");
+}
 
 // Curl handles kept for reuse, so keep-alive connections survive between calls.
 class easy_pool {
@@ -172,6 +199,59 @@ public:
         detail::run_s3_request(
             pool_, retry_, limits_, clock_, "DELETE", key, nullptr, 0,
             [&](auto now) { return signer_.sign("DELETE", key, "", {}, empty_hash(), now); }, [](detail::s3_response&) {});
+    }
+
+    // Calls `on_key` with every key in the bucket that starts with `prefix` (all keys for an empty
+    // prefix), page by page (ListObjectsV2 with continuation tokens), in the server's order
+    // (S3: ascending UTF-8 bytes). Each page is requested with the retry policy, parsed and
+    // checked before any of its keys is passed on, so a failure part way leaves the earlier
+    // pages reported. `on_key` may remove() the keys it is given. Keys are reported as stored,
+    // also those tilekit would refuse to write (see validate_key). Throws s3_error for an HTTP
+    // failure and for an answer that cannot be trusted: malformed XML, a truncated page without
+    // a continuation token, a token that comes back a second time, a key outside the prefix,
+    // more keys than asked for, or too many empty truncated pages in a row.
+    void list(const std::string& prefix, const std::function<void(const std::string& key)>& on_key,
+              const list_options& options = {}) {
+        detail::check_list_prefix(prefix);
+        if (options.max_keys < 1 || options.max_keys > 1000)
+            throw error(errc::invalid_argument, "S3 listing page size (max-keys) must be 1 .. 1000, got " +
+                                                    std::to_string(options.max_keys));
+        const auto malformed = [&](const std::string& why) {
+            return s3_error(errc::storage_error, "S3 LIST '" + prefix + "' failed: " + why, 200, "MalformedListResponse",
+                            prefix);
+        };
+        std::string token;
+        std::unordered_set<std::string> tokens_seen;
+        unsigned empty_pages = 0;
+        for (;;) {
+            const std::string query = detail::list_objects_v2_query(prefix, options.max_keys, token);
+            const detail::s3_response answer = detail::run_s3_request(
+                pool_, retry_, limits_, clock_, "LIST", prefix, nullptr, 0,
+                [&](auto now) { return signer_.sign("GET", "", query, {}, empty_hash(), now); },
+                [&](detail::s3_response& r) { r.max_body = options.max_response_bytes; });
+            detail::s3_list_page page;
+            try {
+                page = detail::parse_list_objects_v2(answer.body);
+            } catch (const error& e) {
+                throw malformed(e.what());
+            }
+            if (page.keys.size() > options.max_keys)
+                throw malformed(std::to_string(page.keys.size()) + " keys in a page of at most " +
+                                std::to_string(options.max_keys));
+            for (const std::string& key : page.keys)
+                if (key.compare(0, prefix.size(), prefix) != 0)
+                    throw malformed("the key '" + key.substr(0, 200) + "' is outside the prefix");
+            if (page.truncated) {
+                if (!tokens_seen.insert(page.next_token).second)
+                    throw malformed("the server sent the same continuation token twice");
+                empty_pages = page.keys.empty() ? empty_pages + 1 : 0;
+                if (empty_pages > options.max_empty_pages)
+                    throw malformed(std::to_string(empty_pages) + " truncated pages in a row without a key");
+            }
+            for (const std::string& key : page.keys) on_key(key);
+            if (!page.truncated) return;
+            token = std::move(page.next_token);
+        }
     }
 
     std::string presign(const std::string& method, const std::string& key, std::chrono::seconds expires) const {

@@ -4,7 +4,8 @@
 // honoured, and backpressure: put() blocks while `max_pending` objects already wait, so memory
 // stays bounded however fast the tiler encodes. flush() waits for every upload and throws the
 // first failure with its key; after a failure nothing else is uploaded, so a run whose uploads
-// failed never publishes its manifest. remove() deletes right away (a blocking DELETE).
+// failed never publishes its manifest. remove() deletes right away (a blocking DELETE); list()
+// waits for the uploads put so far, then lists (ListObjectsV2, blocking).
 
 #include <tilekit/key.hpp>
 #include <tilekit/s3/client.hpp>
@@ -20,6 +21,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -37,6 +39,7 @@ struct sink_options {
     timeouts limits;
     bool content_md5 = true;
     bool if_none_match = false;      // create only; a 412 on a retry counts as our earlier try landing
+    list_options listing;            // list(): page size and limits
 };
 
 struct sink_stats {
@@ -48,7 +51,7 @@ struct sink_stats {
 class s3_sink final : public storage_sink {
 public:
     explicit s3_sink(const config& c, sink_options options = {})
-        : signer_(c), remover_(c, options.retry, options.limits), options_(options),
+        : signer_(c), blocking_(c, options.retry, options.limits), options_(options),
           slots_(std::max(1u, options.concurrency)) {
         detail::curl_global();
         multi_ = curl_multi_init();
@@ -107,8 +110,27 @@ public:
     // True means the delete request succeeded: S3 also succeeds for a key that did not exist, so
     // it does not say an object was there. A failure throws s3_error.
     bool remove(const std::string& key) override {
-        remover_.remove(key);
+        blocking_.remove(key);
         return true;
+    }
+
+    bool can_list() const override { return true; }
+
+    // Every key under `prefix` (the bucket's whole key space: this sink writes each key as the
+    // object name, with no prefix of its own). Pending puts are visible: list() first waits for
+    // every upload put so far, as flush() does (and throws the first upload failure as flush()
+    // does), then lists; S3 and R2 list what was written at once. Keys tilekit would refuse to
+    // write or delete (validate_key: '//', '..', a leading '/', ...) are skipped, so every key
+    // given to `on_key` can be passed to remove(); on_key may do that right away. Listing errors
+    // are s3_error, as for client::list.
+    void list(const std::string& prefix, const std::function<void(const std::string& key)>& on_key) override {
+        flush();
+        blocking_.list(
+            prefix,
+            [&](const std::string& key) {
+                if (key_problem(key).empty()) on_key(key);
+            },
+            options_.listing);
     }
 
     sink_stats stats() const {
@@ -257,7 +279,7 @@ private:
     }
 
     request_signer signer_;
-    client remover_;
+    client blocking_;  // remove() and list()
     sink_options options_;
     clock_offset clock_;
     std::vector<slot> slots_;           // touched by the loop thread only
