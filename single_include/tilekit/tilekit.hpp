@@ -2715,6 +2715,7 @@ TILEKIT_NAMESPACE_END
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -2724,6 +2725,7 @@ TILEKIT_NAMESPACE_END
 #include <utility>
 #include <vector>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -2804,7 +2806,67 @@ public:
         throw error(errc::io_error, "cannot remove '" + key + "': " + describe(errno));
     }
 
+    // Listing walks the directories below the prefix's own, opened as writes open them (relative
+    // to their parent, never through a link). Symbolic links and other non-files are not objects
+    // and are not listed; neither are this or another sink's temporary files (".tk*.tmp"), nor
+    // names that are not valid keys. The keys are gathered first, so `on_key` may call remove().
+    bool can_list() const override { return true; }
+    void list(const std::string& prefix, const std::function<void(const std::string& key)>& on_key) override {
+        const std::size_t slash = prefix.rfind('/');
+        const std::string base = slash == std::string::npos ? std::string() : prefix.substr(0, slash + 1);
+        std::vector<std::string> segments;
+        if (!base.empty()) {
+            segments = split(base + "_").directories;  // validates the segments
+        }
+        const std::shared_ptr<detail::unique_fd> start = open_directory("list", prefix, segments, false);
+        if (!start) return;
+        std::vector<std::string> keys;
+        struct pending {
+            detail::unique_fd directory;
+            std::string key_prefix;
+        };
+        std::vector<pending> stack;
+        // A descriptor of its own (not a dup: that would share the read position with the cache).
+        stack.push_back({detail::unique_fd(::openat(start->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)), base});
+        while (!stack.empty()) {
+            pending current = std::move(stack.back());
+            stack.pop_back();
+            if (!current.directory) throw error(errc::io_error, "cannot list '" + prefix + "': " + std::strerror(errno));
+            DIR* stream = ::fdopendir(current.directory.get());
+            if (!stream) throw error(errc::io_error, "cannot list '" + current.key_prefix + "': " + std::strerror(errno));
+            const int fd = current.directory.release();
+            struct closer {
+                DIR* stream;
+                ~closer() { ::closedir(stream); }
+            } close_stream{stream};
+            while (const dirent* entry = ::readdir(stream)) {
+                const std::string name = entry->d_name;
+                if (name == "." || name == ".." || is_temporary(name)) continue;
+                const std::string key = current.key_prefix + name;
+                struct stat status {};
+                if (::fstatat(fd, name.c_str(), &status, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone meanwhile
+                if (S_ISDIR(status.st_mode)) {
+                    // Only directories that can hold a matching key ("a/b/" for prefix "a/b/c" or "a/").
+                    const std::string directory = key + "/";
+                    if (!starts_with(directory, prefix) && !starts_with(prefix, directory)) continue;
+                    detail::unique_fd child(::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                    if (child) stack.push_back({std::move(child), directory});
+                } else if (S_ISREG(status.st_mode) && starts_with(key, prefix) && key_problem(key).empty()) {
+                    keys.push_back(key);
+                }
+            }
+        }
+        for (const std::string& key : keys) on_key(key);
+    }
+
 private:
+    static bool starts_with(const std::string& text, const std::string& start) {
+        return text.size() >= start.size() && text.compare(0, start.size(), start) == 0;
+    }
+    static bool is_temporary(const std::string& name) {
+        return name.size() > 7 && name.compare(0, 3, ".tk") == 0 && name.compare(name.size() - 4, 4, ".tmp") == 0;
+    }
+
     struct split_key {
         std::vector<std::string> directories;
         std::string name;
