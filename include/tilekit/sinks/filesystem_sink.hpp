@@ -120,16 +120,26 @@ public:
         if (!base.empty()) {
             segments = split(base + "_").directories;  // validates the segments
         }
-        const std::shared_ptr<detail::unique_fd> start = open_directory("list", prefix, segments, false);
-        if (!start) return;
+        // The prefix's directory, opened as writes open theirs. Missing, a file, or a link on the
+        // way: no object of this sink can be there, so there is nothing to list.
+        detail::unique_fd start(::openat(root_fd_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        int failure = start ? 0 : errno;
+        for (std::size_t i = 0; i < segments.size() && start; ++i) {
+            const int next = ::openat(start.get(), segments[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            failure = next < 0 ? errno : 0;
+            start = detail::unique_fd(next);
+        }
+        if (!start) {
+            if (failure == ENOENT || failure == ENOTDIR || failure == ELOOP) return;
+            throw error(errc::io_error, "cannot list '" + prefix + "': " + std::strerror(failure));
+        }
         std::vector<std::string> keys;
         struct pending {
             detail::unique_fd directory;
             std::string key_prefix;
         };
         std::vector<pending> stack;
-        // A descriptor of its own (not a dup: that would share the read position with the cache).
-        stack.push_back({detail::unique_fd(::openat(start->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)), base});
+        stack.push_back({std::move(start), base});
         while (!stack.empty()) {
             pending current = std::move(stack.back());
             stack.pop_back();
