@@ -14,13 +14,11 @@ import socket
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_service as base  # noqa: E402  (parses the same argv: SERVICE CLI [TEST ...])
 from test_service import Service, expect, sample  # noqa: E402
 
-SELECTED = base.SELECTED
 # The service's default --client-timeout; the tests below use the defaults where they can, so
 # that they ran unchanged against the service before the fix.
 CLIENT_TIMEOUT = 5
@@ -362,18 +360,7 @@ TESTS = [test_post_without_content_length, test_unread_bodies_are_refused_at_onc
 
 
 def main():
-    failed = 0
-    for test in TESTS:
-        if SELECTED and test.__name__ not in SELECTED:
-            continue
-        started = time.time()
-        try:
-            test()
-            print("PASS %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
-            traceback.print_exc()
+    failed = base.run_tests(TESTS)
     if failed:
         print("%d test(s) failed; service logs kept under %s" % (failed, base.WORK))
         return 1

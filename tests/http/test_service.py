@@ -675,9 +675,10 @@ TESTS = [test_full_flow, test_error_paths, test_auth, test_twenty_jobs, test_que
          test_sigterm_grace, test_roles, test_roles_postgresql, test_s3_flow]
 
 
-def main():
+def run_tests(tests):
+    """Runs the selected tests (all when none was named); returns how many failed."""
     failed = 0
-    for test in TESTS:
+    for test in tests:
         if SELECTED and test.__name__ not in SELECTED:
             continue
         started = time.time()
@@ -686,8 +687,13 @@ def main():
             print("PASS %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
         except Exception:
             failed += 1
-            print("FAIL %s" % test.__name__, flush=True)
+            print("FAIL %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
             traceback.print_exc()
+    return failed
+
+
+def main():
+    failed = run_tests(TESTS)
     if not SELECTED:
         try:
             check_all_goldens_used()
