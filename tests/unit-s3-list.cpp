@@ -276,16 +276,7 @@ namespace {
 class scripted_server {
 public:
     explicit scripted_server(std::vector<std::string> bodies) : bodies_(std::move(bodies)) {
-        listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(listener_ >= 0);
-        sockaddr_in address{};
-        address.sin_family = AF_INET;
-        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
-        REQUIRE(::listen(listener_, 16) == 0);
-        socklen_t length = sizeof address;
-        REQUIRE(::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) == 0);
-        port_ = ntohs(address.sin_port);
+        listener_ = tkt::listen_on_loopback(16, port_);
         thread_ = std::thread([this] { serve(); });
     }
     ~scripted_server() {
