@@ -17,7 +17,8 @@
 #   -n RUNS         timed runs per tool per (image, format); the median is reported.
 #                   Default: 3 for images up to 8192 px on the longer side, 1 above.
 #   -f IMAGE_REGEX  only images whose label (e.g. map-4096-rgb-png) matches (grep -E)
-#   -c FORMAT_REGEX only tile formats matching: png, jpg (default both)
+#   -c FORMAT_REGEX only tile formats matching: png, jpg, iiif (default all; iiif = the IIIF
+#                   level-0 layout with JPEG Q85 tiles of 512 px against `vips dzsave --layout iiif3`)
 #   -t TIMEOUT_S    per-run cap; a run over it is killed and reported (default 900)
 #   -k              keep the last output tree of both tools per (image, format)
 #   -W SECONDS      before each timed run wait up to SECONDS (default 60; 0 = off) for the
@@ -36,7 +37,9 @@
 # few sample tiles (vips subtract/abs/avg/max) as a sanity check on tilekit's output.
 #
 # Targets (PASS/FAIL per row): PNG tiles wall <= 0.5x vips, PNG tile bytes <= 0.9x vips,
-# JPEG Q85 tiles wall <= 0.8x vips.
+# JPEG Q85 tiles wall <= 0.8x vips. IIIF rows have no target (reported side by side only);
+# their tile names are compared without tilekit's full/ images (vips writes none), and the
+# sample tiles are the first, middle and last of vips' tile names.
 #
 # Needs: bash, GNU time (Debian `time`), coreutils `timeout`, libvips-tools (vips,
 # vipsheader), python3 (only to read tilekit's JSON), awk. g++ only if tilekit is built here.
@@ -128,10 +131,12 @@ mapfile -t IMAGE_LIST < <(
 # ---- configurations -----------------------------------------------------------------------
 # vips: output prefix {out} -> {out}.dzi + {out}_files/; tilekit: output directory {out}.
 FORMATS=(png jpg)
+FORMATS+=(iiif)   # IIIF level 0, JPEG Q85, 512 px tiles (both tools' IIIF default tile size)
 vips_args() {  # IN OUT FORMAT
   case $3 in
     png) echo "dzsave|$1|$2|--tile-size|256|--overlap|0|--depth|onepixel|--suffix|.png" ;;
     jpg) echo "dzsave|$1|$2|--tile-size|256|--overlap|0|--depth|onepixel|--suffix|.jpg[Q=85]" ;;
+    iiif) echo "dzsave|$1|$2|--layout|iiif3|--tile-size|512|--suffix|.jpg[Q=85]" ;;
   esac
 }
 tilekit_args() {  # IN OUT FORMAT
@@ -140,9 +145,11 @@ tilekit_args() {  # IN OUT FORMAT
   case $3 in
     png) echo "tile|$1|$2|--tile-size|256|--overlap|0|--format|png$extra" ;;
     jpg) echo "tile|$1|$2|--tile-size|256|--overlap|0|--format|jpg|--quality|85$extra" ;;
+    iiif) echo "tile|$1|$2|--layout|iiif|--tile-size|512|--format|jpg|--quality|85$extra" ;;
   esac
 }
-fmt_label() { case $1 in png) echo "PNG" ;; jpg) echo "JPEG Q85" ;; esac; }
+fmt_label() { case $1 in png) echo "PNG" ;; jpg) echo "JPEG Q85" ;; iiif) echo "IIIF JPEG Q85" ;; esac; }
+tile_ext() { case $1 in iiif) echo jpg ;; *) echo "$1" ;; esac; }
 shq() { if [[ $1 =~ ^[A-Za-z0-9_./=:,+@%{}-]+$ ]]; then printf '%s' "$1"; else printf "'%s'" "${1//\'/\'\\\'\'}"; fi; }
 show_cmd() {  # BIN ARGS_PIPE -> shell-quoted command line
   local IFS='|' x; local -a a; read -r -a a <<< "$2"
@@ -157,11 +164,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b + 0 =
 fmt2() { awk -v a="$1" 'BEGIN { if (a == "NA") print "NA"; else printf "%.2f", a }'; }
 fmt_r() { awk -v a="$1" 'BEGIN { if (a == "NA") print "NA"; else printf "%.2f", a }'; }
 mb() { awk -v a="$1" 'BEGIN { if (a == "NA") print "NA"; else printf "%.2f", a / 1e6 }'; }
-tile_root() {  # TOOL BASE -> directory holding the level directories
+tile_root() {  # TOOL BASE [FORMAT] -> directory holding the level directories (IIIF: info.json)
+  [ "${3:-}" = iiif ] && { echo "$2/$1/out"; return; }
   case $1 in vips) echo "$2/vips/out_files" ;; tilekit) echo "$2/tilekit/out/image_files" ;; esac
 }
 tile_files() { find "$1" -type f \( -name '*.png' -o -name '*.jpg' \) ! -name blank.png 2>/dev/null; }
-count_levels() { find "$1" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' 2>/dev/null | wc -l; }
+count_levels() {  # IIIF: the scale factors info.json lists (vips < 8.17 leaves the last one out)
+  if [ -f "$1/info.json" ]; then "$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["tiles"][0]["scaleFactors"]))' "$1/info.json"
+  else find "$1" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' 2>/dev/null | wc -l; fi
+}
 
 # machine-wide busy jiffies (user+nice+system+irq+softirq+steal) and total jiffies
 cpu_jiffies() { awk '/^cpu / { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6; exit }' /proc/stat; }
@@ -290,7 +301,7 @@ for entry in "${IMAGE_LIST[@]}"; do
     done
     # ---- per-tool summary (tile stats from the last run's output tree)
     for tool in vips tilekit; do
-      root=$(tile_root "$tool" "$d")
+      root=$(tile_root "$tool" "$d" "$fmt")
       if [ "${STAT[$tool]}" = ok ]; then
         tiles=$(tile_files "$root" | wc -l)
         bytes=$(tile_files "$root" | xargs -r -d '\n' stat -c %s | awk '{ s += $1 } END { print s + 0 }')
@@ -315,13 +326,15 @@ for entry in "${IMAGE_LIST[@]}"; do
         "$tool" "$wmed" "$wmin" "$wmax" "$cmed" "$rmed" "$tiles" "$bytes" "$levels" "${STAT[$tool]}"
     done
     # ---- sanity checks on the last output trees
-    vroot=$(tile_root vips "$d"); troot=$(tile_root tilekit "$d")
+    vroot=$(tile_root vips "$d" "$fmt"); troot=$(tile_root tilekit "$d" "$fmt")
     names=NA; json=NA; diffs=NA
     if [ "${STAT[vips]}" = ok ] && [ "${STAT[tilekit]}" = ok ]; then
       (cd "$vroot" && tile_files . | sort) > "$d/names-vips.txt"
       (cd "$troot" && tile_files . | sort) > "$d/names-tilekit.txt"
-      nd=$(diff "$d/names-vips.txt" "$d/names-tilekit.txt" | grep -c '^[<>]')
+      nfull=$(grep -c '^\./full/' "$d/names-tilekit.txt")
+      nd=$(grep -v '^\./full/' "$d/names-tilekit.txt" | diff "$d/names-vips.txt" - | grep -c '^[<>]')
       if [ "$nd" = 0 ]; then names=same; else names="DIFFER ($nd names)"; fi
+      [ "$nfull" = 0 ] || names="$names (+$nfull full/ by tilekit)"
       last=$(ls "$d/logs"/tilekit-*.stdout | sort -V | tail -1)
       json=$("$PY" - "$last" "$troot" <<'EOF'
 import json, os, sys
@@ -338,6 +351,7 @@ EOF
       # sample tiles: max level corner/middle/last, and the middle tile 1 and 3 levels down
       L=$(find "$vroot" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -printf '%f\n' | sort -n | tail -1)
       samples=()
+      [ "$fmt" = iiif ] && L=-9   # no level directories: first, middle and last of vips' names below
       for lv in "$L" "$((L - 1))" "$((L - 3))"; do
         [ "$lv" -ge 0 ] && [ -d "$vroot/$lv" ] || continue
         mc=$(find "$vroot/$lv" -maxdepth 1 -name "*_*.$fmt" -printf '%f\n' | cut -d_ -f1 | sort -n | tail -1)
@@ -348,9 +362,15 @@ EOF
           samples+=("$lv/$((mc / 2))_$((mr / 2))")
         fi
       done
+      if [ "$fmt" = iiif ]; then
+        nv=$(wc -l < "$d/names-vips.txt")
+        for k in 1 $(( (nv + 1) / 2 )) "$nv"; do
+          s=$(sed -n "${k}p" "$d/names-vips.txt"); s=${s#./}; samples+=("${s%.jpg}")
+        done
+      fi
       diffs=""
       for s in "${samples[@]}"; do
-        diffs+="$s:$(tile_diff "$vroot/$s.$fmt" "$troot/$s.$fmt") "
+        diffs+="$s:$(tile_diff "$vroot/$s.$(tile_ext "$fmt")" "$troot/$s.$(tile_ext "$fmt")") "
       done
       diffs=${diffs% }
     fi
@@ -429,6 +449,8 @@ field() {  # IMG FMT TOOL COLUMN_NUMBER
     IFS='|' read -r img fmt runs <<< "$row"
     if [ "$fmt" = png ]; then
       targets=("wall time|6|0.5|s" "tile bytes|14|0.9|MB")
+    elif [ "$fmt" = iiif ]; then
+      continue   # no target: side by side only
     else
       targets=("wall time|6|0.8|s")
     fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes a static viewer page for a finished Deep Zoom pyramid: one HTML file that opens from the
-file system (file://) or from any static server, with OpenSeadragon next to it.
+"""Writes a static viewer page for a finished Deep Zoom or IIIF pyramid: one HTML file that opens
+from the file system (file://) or from any static server, with OpenSeadragon next to it.
 
     static-viewer.py --tiles DIR --out PAGE.html --openseadragon VENDOR_DIR [--title TEXT]
 
@@ -10,6 +10,11 @@ Zoom tile source is given to OpenSeadragon inline, as an object, so the page nev
 which file:// allows. VENDOR_DIR holds openseadragon.min.js and images/ (the viewer's npm copy:
 examples/http_service/viewer/vendor/openseadragon); they are copied beside the page. Standard
 library only.
+
+IIIF (layout "iiif"): the page gives OpenSeadragon the pyramid's info.json inline, with its id set
+to the pyramid's folder relative to the page ("." when the page is written into that folder).
+OpenSeadragon joins the id and each tile's path as they are, so the tile URLs are relative to the
+page and work from file:// and from any server that serves the two together.
 """
 
 import argparse
@@ -34,8 +39,9 @@ def main():
     if not meta_path.is_file():
         sys.exit(f"static-viewer: no pyramid.json in {tiles}: the pyramid is not complete")
     meta = json.loads(meta_path.read_text())
-    if meta.get("layout") != "dz":
-        sys.exit(f"static-viewer: the pyramid in {tiles} is {meta.get('layout')!r}; this page shows Deep Zoom ('dz')")
+    if meta.get("layout") not in ("dz", "iiif"):
+        sys.exit(f"static-viewer: the pyramid in {tiles} is {meta.get('layout')!r}; this page shows Deep Zoom ('dz') "
+                 "and IIIF ('iiif')")
     vendor = Path(a.openseadragon).resolve()
     if not (vendor / "openseadragon.min.js").is_file():
         sys.exit(f"static-viewer: no openseadragon.min.js in {vendor} (run npm ci in examples/http_service/viewer)")
@@ -46,19 +52,24 @@ def main():
     shutil.rmtree(assets, ignore_errors=True)
     shutil.copytree(vendor, assets)
 
-    # image_files/{level}/{col}_{row}.png -> the folder OpenSeadragon's Deep Zoom source wants.
-    files_dir = meta["tile_url_template"].split("{level}")[0]
-    url = Path(os.path.relpath(tiles, out.parent)).as_posix() + "/" + files_dir
-    source = {
-        "Image": {
-            "xmlns": "http://schemas.microsoft.com/deepzoom/2008",
-            "Url": url,
-            "Format": meta["format"],
-            "Overlap": str(meta["overlap"]),
-            "TileSize": str(meta["tile_size"]),
-            "Size": {"Width": str(meta["width"]), "Height": str(meta["height"])},
+    relative = Path(os.path.relpath(tiles, out.parent)).as_posix()
+    if meta["layout"] == "iiif":
+        source = json.loads((tiles / (meta.get("manifest") or "info.json")).read_text())
+        source["id"] = relative  # "." when the page is in the pyramid's folder
+    else:
+        # image_files/{level}/{col}_{row}.png -> the folder OpenSeadragon's Deep Zoom source wants.
+        files_dir = meta["tile_url_template"].split("{level}")[0]
+        url = relative + "/" + files_dir
+        source = {
+            "Image": {
+                "xmlns": "http://schemas.microsoft.com/deepzoom/2008",
+                "Url": url,
+                "Format": meta["format"],
+                "Overlap": str(meta["overlap"]),
+                "TileSize": str(meta["tile_size"]),
+                "Size": {"Width": str(meta["width"]), "Height": str(meta["height"])},
+            }
         }
-    }
     title = html.escape(a.title)
     caption = html.escape(f"{meta['width']}x{meta['height']}, {meta['levels']} levels, {meta['tile_count']} tiles")
     page = f"""<!doctype html>
@@ -77,7 +88,7 @@ def main():
 <div id="viewer"></div>
 <script src="openseadragon/openseadragon.min.js"></script>
 <script>
-  // Written by scripts/static-viewer.py. The tile source is inline (no .dzi request), the tiles
+  // Written by scripts/static-viewer.py. The tile source is inline (no .dzi or info.json request), the tiles
   // are plain image loads and the drawer is a 2D canvas: all of it works from file://.
   window.viewer = OpenSeadragon({{
     id: 'viewer',

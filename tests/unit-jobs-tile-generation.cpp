@@ -217,7 +217,7 @@ TEST_CASE("the tile-generation payload round-trips and refuses what a worker cou
     CHECK(refused([&] { auto p = good; p["project_slug"] = "Bad Slug"; return p; }()));
     CHECK(refused([&] { auto p = good; p["version"] = "12"; return p; }()));
     CHECK(refused([&] { auto p = good; p["version"] = 0; return p; }()));
-    CHECK(refused([&] { auto p = good; p["tiling"]["layout"] = "iiif"; return p; }()));
+    CHECK(refused([&] { auto p = good; p["tiling"]["layout"] = "google"; return p; }()));
     CHECK(refused([&] { auto p = good; p["tiling"]["quality"] = 101; return p; }()));
     CHECK(refused([&] { auto p = good; p["tiling"]["overlap"] = 2; return p; }()));  // XYZ has no overlap
     CHECK(refused([&] { auto p = good; p["tiling"]["basename"] = "a/b"; return p; }()));

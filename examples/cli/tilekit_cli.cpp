@@ -1,8 +1,8 @@
 // tilekit: the command-line front end of the library.
 //
-//   tilekit tile INPUT OUTDIR [--layout dz|xyz] [--tile-size N] [--overlap N] [--format png|jpg]
+//   tilekit tile INPUT OUTDIR [--layout dz|xyz|iiif] [--tile-size N] [--overlap N] [--format png|jpg]
 //                [--quality Q] [--threads N] [--skip-blank] [--background RRGGBB[AA]]
-//                [--basename NAME] [--max-pixels N]
+//                [--basename NAME] [--iiif-base-url URL] [--max-pixels N]
 //   tilekit tile INPUT s3://BUCKET/PREFIX/ [...]  uploads the tiles straight to S3 / R2
 //   tilekit presign s3://BUCKET/KEY [--expires S] [--method GET|PUT|HEAD]
 //   tilekit get s3://BUCKET/KEY FILE
@@ -45,9 +45,10 @@
 namespace {
 
 const char* const usage_text =
-    "usage: tilekit tile INPUT OUTDIR [--layout dz|xyz] [--tile-size N] [--overlap N]\n"
+    "usage: tilekit tile INPUT OUTDIR [--layout dz|xyz|iiif] [--tile-size N] [--overlap N]\n"
     "                    [--format png|jpg] [--quality Q] [--threads N] [--skip-blank]\n"
     "                    [--background RRGGBB[AA]] [--basename NAME] [--max-pixels N]\n"
+    "                    [--iiif-base-url URL]  (IIIF: info.json's id is URL[/PREFIX]; default \".\")\n"
     "       tilekit tile INPUT s3://BUCKET/PREFIX/ [same options]\n"
     "       tilekit presign s3://BUCKET/KEY [--expires SECONDS] [--method GET|PUT|HEAD]\n"
     "       tilekit get s3://BUCKET/KEY FILE\n"
@@ -178,7 +179,8 @@ int run_tile(const std::vector<std::string>& args) {
             const std::string& v = value();
             if (v == "dz") options.layout = tilekit::layout_type::deep_zoom;
             else if (v == "xyz") options.layout = tilekit::layout_type::xyz;
-            else throw usage_error("--layout must be dz or xyz, got '" + v + "'");
+            else if (v == "iiif") options.layout = tilekit::layout_type::iiif;
+            else throw usage_error("--layout must be dz, xyz or iiif, got '" + v + "'");
         } else if (arg == "--format") {
             const std::string& v = value();
             if (v == "png") options.format = tilekit::tile_format::png;
@@ -198,6 +200,8 @@ int run_tile(const std::vector<std::string>& args) {
             options.background = parse_color(value());
         } else if (arg == "--basename") {
             options.basename = value();
+        } else if (arg == "--iiif-base-url") {
+            options.iiif_base_url = value();
         } else if (arg == "--max-pixels") {
             options.limits.max_pixels = static_cast<std::uint64_t>(parse_number(arg, value(), 1, 1L << 40));
         } else if (arg.size() > 1 && arg[0] == '-') {

@@ -37,7 +37,9 @@ const char* const usage_text =
     "  --max-upload-bytes N     larger uploads are 413, refused unread (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
     "  --grace-seconds N        SIGTERM grace for running jobs (TILEKIT_GRACE_SECONDS, default 20)\n"
     "  --prefix-template T      (TILEKIT_PREFIX_TEMPLATE, default mp/{slug}/uploads/tiles/{version}/)\n"
-    "  --layout dz|xyz          (TILEKIT_LAYOUT)   --format png|jpg (TILEKIT_FORMAT)\n";
+    "  --layout dz|xyz|iiif     (TILEKIT_LAYOUT)   --format png|jpg (TILEKIT_FORMAT)\n"
+    "  --iiif-base-url URL      IIIF: info.json's id is URL/<tile prefix> (TILEKIT_IIIF_BASE_URL;\n"
+    "                           default: the relative id \".\")\n";
 
 namespace {
 
@@ -108,9 +110,11 @@ const setting settings[] = {
      [](service_config& c, const std::string&, const std::string& v) { c.prefix_template = v; }},
     {"--layout", "TILEKIT_LAYOUT",
      [](service_config& c, const std::string& n, const std::string& v) {
-         if (v != "dz" && v != "xyz") throw config_error{n + " must be dz or xyz, got '" + v + "'"};
+         if (v != "dz" && v != "xyz" && v != "iiif") throw config_error{n + " must be dz, xyz or iiif, got '" + v + "'"};
          c.layout = v;
      }},
+    {"--iiif-base-url", "TILEKIT_IIIF_BASE_URL",
+     [](service_config& c, const std::string&, const std::string& v) { c.iiif_base_url = v; }},
     {"--format", "TILEKIT_FORMAT",
      [](service_config& c, const std::string& n, const std::string& v) {
          if (v != "png" && v != "jpg") throw config_error{n + " must be png or jpg, got '" + v + "'"};
@@ -182,6 +186,7 @@ std::string describe(const service_config& c) {
         << "  shutdown grace   " << c.shutdown_grace_seconds << " s\n"
         << "  tile prefix      " << c.prefix_template << "\n"
         << "  layout / format  " << c.layout << " / " << c.format << "\n";
+    if (c.layout == "iiif") out << "  IIIF base URL    " << (c.iiif_base_url.empty() ? "(none: id \".\")" : c.iiif_base_url) << "\n";
     return out.str();
 }
 

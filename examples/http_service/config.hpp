@@ -29,7 +29,8 @@ struct service_config {
     std::uint64_t max_json_bytes = 64 << 10;
     int shutdown_grace_seconds = 20;
     std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";
-    std::string layout = "dz";              // dz | xyz
+    std::string layout = "dz";              // dz | xyz | iiif
+    std::string iiif_base_url;              // IIIF: info.json's id is this + "/" + the tile prefix
     std::string format = "png";             // png | jpg
 };
 

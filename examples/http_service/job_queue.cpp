@@ -48,7 +48,10 @@ nlohmann::json tile_job_payload(const service_config& config, const std::string&
     request.project_slug = slug;
     request.version = version_number;
     request.prefix_template = config.prefix_template;
-    request.tiling.layout = config.layout == "xyz" ? tilekit::layout_type::xyz : tilekit::layout_type::deep_zoom;
+    request.tiling.layout = config.layout == "xyz"    ? tilekit::layout_type::xyz
+                            : config.layout == "iiif" ? tilekit::layout_type::iiif
+                                                      : tilekit::layout_type::deep_zoom;
+    request.tiling.iiif_base_url = config.iiif_base_url;
     request.tiling.format = config.format == "jpg" ? tilekit::tile_format::jpeg : tilekit::tile_format::png;
     return jobs::to_payload(request);
 }

@@ -16,9 +16,16 @@
 //   std::string tile_url_template(const std::string& ext) const;   // for viewers
 //   std::string manifest_key() const;             // the layout's own manifest, or empty for none
 //   std::string manifest(int width, int height, const std::string& ext) const;
+// and optionally (detected; see iiif_layout):
+//   std::vector<std::string> tile_aliases(const level_geometry&, int column, int row, const std::string& ext) const;
+//       // more keys the same encoded tile is written under (IIIF's full/ images)
+//   bool repeats_finer_tile(const level_geometry&, int column, int row) const;
+//       // true: the tile's key is also a tile of the level above, which is the one written
 // Keys are relative to the run's prefix and must pass validate_key().
 
 #include <tilekit/error.hpp>
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -35,6 +42,8 @@ struct level_geometry {
     int height = 0;
     int columns = 0;   // tiles across and down
     int rows = 0;
+    int image_width = 0;   // the full-resolution image (IIIF names tiles by their full-resolution region)
+    int image_height = 0;
 
     std::uint64_t tile_count() const noexcept { return std::uint64_t(columns) * std::uint64_t(rows); }
 };
@@ -82,6 +91,8 @@ inline std::vector<level_geometry> halving_levels(int width, int height, int top
         level.height = halve_up(height, halvings);
         level.columns = div_up(level.width, tile_size);
         level.rows = div_up(level.height, tile_size);
+        level.image_width = width;
+        level.image_height = height;
         result.push_back(level);
     }
     return result;
@@ -204,6 +215,131 @@ public:
 
 private:
     int tile_size_;
+};
+
+// IIIF Image API 3.0, compliance level 0 (static files), the grid of `vips dzsave --layout
+// iiif3`: the levels of XYZ (the last one is the whole image in one tile), edge tiles cropped,
+// no overlap. Each tile is named by the full-resolution region it shows and the size it is
+// encoded at, as a IIIF client asks for it: {x},{y},{w},{h}/{width},{height}/0/default.{ext}.
+// The last level (scale factor 2^top) is also written as full/{width},{height}/0/default.{ext}
+// and, when it is the full-resolution image, as full/max/0/default.{ext}: the requests
+// OpenSeadragon and other clients make for a level that fits one tile, and the `sizes` entry.
+// Manifest: info.json, whose `id` is given (see pyramid_options::iiif_base_url); "." is a
+// relative reference that viewers joining it to the region (OpenSeadragon does) resolve
+// against the page.
+class iiif_layout {
+public:
+    explicit iiif_layout(int tile_size = 512, std::string id = ".") : tile_size_(tile_size), id_(std::move(id)) {
+        if (tile_size < 1 || tile_size > 8192)
+            throw error(errc::invalid_argument, "tile size must be 1..8192, got " + std::to_string(tile_size));
+        while (id_.size() > 1 && id_.back() == '/') id_.pop_back();
+        if (id_.empty() || id_ == "/")
+            throw error(errc::invalid_argument, "the IIIF id (base URL) must not be empty");
+        for (const char ch : id_)
+            if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f || ch == '?' || ch == '#' || ch == '"' || ch == '\\')
+                throw error(errc::invalid_argument,
+                            "the IIIF id (base URL) must be a URL without spaces, control characters, quotes, "
+                            "backslashes, '?' or '#', got '" + id_ + "'");
+    }
+
+    static constexpr const char* name() noexcept { return "iiif"; }
+    int tile_size() const noexcept { return tile_size_; }
+    int overlap() const noexcept { return 0; }
+    bool pads_edges() const noexcept { return false; }
+    const std::string& id() const noexcept { return id_; }
+
+    std::vector<level_geometry> levels(int width, int height) const {
+        detail::check_image_size(width, height);
+        return detail::halving_levels(width, height, detail::ceil_log2_ratio(std::max(width, height), tile_size_),
+                                      tile_size_);
+    }
+
+    tile_region region(const level_geometry& level, int column, int row) const {
+        tile_region r;
+        r.x = column * tile_size_;
+        r.y = row * tile_size_;
+        r.width = std::min(tile_size_, level.width - r.x);
+        r.height = std::min(tile_size_, level.height - r.y);
+        r.out_width = r.width;
+        r.out_height = r.height;
+        return r;
+    }
+
+    // The region in full-resolution pixels: the tile's level rectangle times the scale factor,
+    // cut at the image's edge.
+    std::string region_name(const level_geometry& level, int column, int row) const {
+        const std::int64_t scale = std::int64_t{1} << level.halvings;
+        const std::int64_t span = std::int64_t(tile_size_) * scale;
+        const std::int64_t x = column * span, y = row * span;
+        const std::int64_t w = std::min<std::int64_t>(span, level.image_width - x);
+        const std::int64_t h = std::min<std::int64_t>(span, level.image_height - y);
+        return std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(w) + "," + std::to_string(h);
+    }
+
+    std::string tile_key(const level_geometry& level, int column, int row, const std::string& extension) const {
+        const tile_region r = region(level, column, row);
+        return region_name(level, column, row) + "/" + std::to_string(r.width) + "," + std::to_string(r.height) +
+               "/0/default." + extension;
+    }
+
+    std::vector<std::string> tile_aliases(const level_geometry& level, int column, int row,
+                                          const std::string& extension) const {
+        if (level.columns != 1 || level.rows != 1 || column != 0 || row != 0) return {};
+        std::vector<std::string> keys{"full/" + std::to_string(level.width) + "," + std::to_string(level.height) +
+                                      "/0/default." + extension};
+        if (level.halvings == 0) keys.push_back("full/max/0/default." + extension);
+        return keys;
+    }
+
+    // An edge sliver at most half the scale factor wide and high has the same region and size
+    // (one pixel) as the tile at the same place one level finer: 1025x513 at 256 px has
+    // 1024,512,1,1/1,1 at scale factors 1 and 2. The tiler writes it once, at the finer level.
+    bool repeats_finer_tile(const level_geometry& level, int column, int row) const {
+        if (level.halvings == 0) return false;
+        level_geometry finer = level;
+        finer.halvings = level.halvings - 1;
+        finer.width = detail::halve_up(level.image_width, finer.halvings);
+        finer.height = detail::halve_up(level.image_height, finer.halvings);
+        finer.columns = detail::div_up(finer.width, tile_size_);
+        finer.rows = detail::div_up(finer.height, tile_size_);
+        if (2 * column >= finer.columns || 2 * row >= finer.rows) return false;
+        return tile_key(finer, 2 * column, 2 * row, "") == tile_key(level, column, row, "");
+    }
+
+    std::string tile_url_template(const std::string& extension) const {
+        return "{region}/{size}/0/default." + extension;
+    }
+
+    std::string manifest_key() const { return "info.json"; }
+
+    // The image information document (IIIF Image API 3.0, section 5), written last.
+    std::string manifest(int width, int height, const std::string& extension) const {
+        const std::vector<level_geometry> all = levels(width, height);
+        const level_geometry& last = all.back();
+        nlohmann::ordered_json scale_factors = nlohmann::ordered_json::array();
+        for (const level_geometry& level : all) scale_factors.push_back(std::int64_t{1} << level.halvings);
+        nlohmann::ordered_json info;
+        info["@context"] = "http://iiif.io/api/image/3/context.json";
+        info["id"] = id_;
+        info["type"] = "ImageService3";
+        info["protocol"] = "http://iiif.io/api/image";
+        info["profile"] = "level0";
+        info["width"] = width;
+        info["height"] = height;
+        info["sizes"] = nlohmann::ordered_json::array(
+            {nlohmann::ordered_json{{"type", "Size"}, {"width", last.width}, {"height", last.height}}});
+        info["tiles"] = nlohmann::ordered_json::array(
+            {nlohmann::ordered_json{{"type", "Tile"}, {"width", tile_size_}, {"scaleFactors", scale_factors}}});
+        // Level 0 promises only jpg; any other format is announced, and preferred so that clients
+        // (OpenSeadragon: preferredFormats) ask for the files that exist.
+        info["preferredFormats"] = nlohmann::ordered_json::array({extension});
+        if (extension != "jpg") info["extraFormats"] = nlohmann::ordered_json::array({extension});
+        return info.dump(2) + "\n";
+    }
+
+private:
+    int tile_size_;
+    std::string id_;
 };
 
 TILEKIT_NAMESPACE_END

@@ -13,7 +13,7 @@
 TILEKIT_NAMESPACE_BEGIN
 
 struct pyramid_metadata {
-    std::string layout;          // "dz" or "xyz"
+    std::string layout;          // "dz", "xyz" or "iiif"
     std::string format;          // tile file extension: "png" or "jpg"
     int width = 0;               // full-resolution image
     int height = 0;
@@ -23,7 +23,7 @@ struct pyramid_metadata {
     int levels = 0;              // number of levels (Deep Zoom) or zooms (XYZ)
     int min_level = 0;
     int max_level = 0;           // full resolution
-    std::uint64_t tile_count = 0;     // tiles written
+    std::uint64_t tile_count = 0;     // tiles written (IIIF: with the full/ copies of the last level)
     std::uint64_t skipped_tiles = 0;  // blank tiles not written (skip_blank_tiles)
     std::uint64_t total_bytes = 0;    // bytes of all tiles written
     std::string tile_url_template;    // relative to the pyramid's prefix

@@ -33,10 +33,12 @@
 
 TILEKIT_NAMESPACE_BEGIN
 
-enum class layout_type { deep_zoom, xyz };
+enum class layout_type { deep_zoom, xyz, iiif };
 enum class tile_format { png, jpeg };
 
-inline const char* to_string(layout_type layout) noexcept { return layout == layout_type::xyz ? "xyz" : "dz"; }
+inline const char* to_string(layout_type layout) noexcept {
+    return layout == layout_type::xyz ? "xyz" : layout == layout_type::iiif ? "iiif" : "dz";
+}
 inline const char* to_string(tile_format format) noexcept { return format == tile_format::jpeg ? "jpg" : "png"; }
 
 // Everything a run-time caller sets, one level deep: the tiling run (prefix, threads, progress,
@@ -44,10 +46,12 @@ inline const char* to_string(tile_format format) noexcept { return format == til
 struct pyramid_options : tile_options {
     layout_type layout = layout_type::deep_zoom;
     tile_format format = tile_format::png;
-    int tile_size = 0;               // 0: 254 for Deep Zoom (256 with overlap), 256 for XYZ
-    int overlap = -1;                // -1: 1 for Deep Zoom; XYZ allows only 0
+    int tile_size = 0;               // 0: 254 for Deep Zoom (256 with overlap), 256 for XYZ, 512 for IIIF
+    int overlap = -1;                // -1: 1 for Deep Zoom; XYZ and IIIF allow only 0
     int quality = 85;                // JPEG quality 1..100
     std::string basename = "image";  // Deep Zoom: {basename}.dzi and {basename}_files/
+    std::string iiif_base_url;       // IIIF: info.json's id is this URL + "/" + prefix (without its
+                                     // trailing slash); empty: "." (relative, see iiif_layout)
     decode_limits limits;            // pixel and file-size limits of the source image
 };
 
@@ -64,12 +68,27 @@ inline xyz_layout make_xyz_layout(const pyramid_options& options) {
     return xyz_layout(options.tile_size ? options.tile_size : 256);
 }
 
+// The id: the base URL joined with the prefix ("maps/42/" -> {base}/maps/42), or ".".
+inline iiif_layout make_iiif_layout(const pyramid_options& options) {
+    if (options.overlap > 0)
+        throw error(errc::invalid_argument, "the IIIF layout has no overlap (got " + std::to_string(options.overlap) + ")");
+    std::string id = options.iiif_base_url;
+    while (!id.empty() && id.back() == '/') id.pop_back();
+    if (!options.iiif_base_url.empty() && !options.prefix.empty()) {
+        std::string prefix = options.prefix;
+        while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+        id += "/" + prefix;
+    }
+    return iiif_layout(options.tile_size ? options.tile_size : 512, id.empty() ? "." : id);
+}
+
 }  // namespace detail
 
 // The key of the layout manifest a run with these options writes ("image.dzi"), relative to the
 // prefix, or empty when the layout has none (XYZ). The metadata is options.metadata_key.
 inline std::string manifest_key(const pyramid_options& options) {
     if (options.layout == layout_type::xyz) return detail::make_xyz_layout(options).manifest_key();
+    if (options.layout == layout_type::iiif) return detail::make_iiif_layout(options).manifest_key();
     return detail::make_deep_zoom_layout(options).manifest_key();
 }
 
@@ -101,6 +120,7 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
         return generate_pyramid(source, layout, typename Codecs::png(), sink, options);
     };
     if (options.layout == layout_type::xyz) return run(make_xyz_layout(options));
+    if (options.layout == layout_type::iiif) return run(make_iiif_layout(options));
     return run(make_deep_zoom_layout(options));
 }
 

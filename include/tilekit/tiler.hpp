@@ -12,6 +12,7 @@
 #include <tilekit/detail/tile_pixels.hpp>
 #include <tilekit/error.hpp>
 #include <tilekit/image.hpp>
+#include <tilekit/key.hpp>
 #include <tilekit/layout.hpp>
 #include <tilekit/metadata.hpp>
 #include <tilekit/progress.hpp>
@@ -25,6 +26,7 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 TILEKIT_NAMESPACE_BEGIN
@@ -42,6 +44,20 @@ struct tile_options {
 };
 
 namespace detail {
+
+// Whether a layout names more keys for a tile (layout.hpp: tile_aliases, optional).
+template <class Layout, class = void>
+struct has_tile_aliases : std::false_type {};
+template <class Layout>
+struct has_tile_aliases<Layout, std::void_t<decltype(std::declval<const Layout&>().tile_aliases(
+                                    std::declval<const level_geometry&>(), 0, 0, std::declval<const std::string&>()))>>
+    : std::true_type {};
+
+template <class Layout, class = void>
+struct has_repeated_tiles : std::false_type {};
+template <class Layout>
+struct has_repeated_tiles<Layout, std::void_t<decltype(std::declval<const Layout&>().repeats_finer_tile(
+                                      std::declval<const level_geometry&>(), 0, 0))>> : std::true_type {};
 
 template <class Layout, class Encoder>
 class pyramid_builder {
@@ -162,6 +178,12 @@ private:
         const level_geometry& level = s.geometry;
         std::vector<const std::uint8_t*> rows;
         for (int column = 0; column < level.columns; ++column) {
+            if constexpr (has_repeated_tiles<Layout>::value) {
+                if (layout_.repeats_finer_tile(level, column, row)) {  // written at the finer level
+                    progress_->tile_finished();
+                    continue;
+                }
+            }
             const tile_region region = layout_.region(level, column, row);
             rows.resize(static_cast<std::size_t>(region.height));
             for (int y = 0; y < region.height; ++y)
@@ -177,7 +199,12 @@ private:
             std::vector<std::uint8_t> pixels;
             assemble_tile(rows.data(), region, format, pixels);
             std::string key = options_.prefix + layout_.tile_key(level, column, row, extension_);
-            pool_->submit([this, pixels = std::move(pixels), key = std::move(key), region, channels = format.tile_channels]() mutable {
+            std::vector<std::string> aliases;
+            if constexpr (has_tile_aliases<Layout>::value)
+                for (const std::string& alias : layout_.tile_aliases(level, column, row, extension_))
+                    aliases.push_back(options_.prefix + alias);
+            pool_->submit([this, pixels = std::move(pixels), key = std::move(key), aliases = std::move(aliases), region,
+                           channels = format.tile_channels]() mutable {
                 if (cancel_.is_cancelled()) return;
                 storage_object object;
                 object.key = std::move(key);
@@ -187,9 +214,14 @@ private:
                 object.content_type = content_type_;
                 object.cache_control = options_.tile_cache_control;
                 const std::uint64_t bytes = object.body.size();
+                for (std::string& alias : aliases) {  // copies first: `object` is moved into the sink last
+                    storage_object copy = object;
+                    copy.key = std::move(alias);
+                    sink_.put(std::move(copy));
+                }
                 sink_.put(std::move(object));
-                written_tiles_.fetch_add(1, std::memory_order_relaxed);
-                written_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+                written_tiles_.fetch_add(1 + aliases.size(), std::memory_order_relaxed);
+                written_bytes_.fetch_add(bytes * (1 + aliases.size()), std::memory_order_relaxed);
                 progress_->tile_finished();
             });
         }
@@ -217,7 +249,7 @@ private:
 
         if (!m.manifest.empty()) {
             const std::string text = layout_.manifest(m.width, m.height, extension_);
-            put_manifest(m.manifest, text, "application/xml");
+            put_manifest(m.manifest, text, content_type_for_key(m.manifest));  // .dzi: XML, info.json: JSON
             sink_.flush();  // the layout manifest lands before the metadata that declares completion
         }
         put_manifest(options_.metadata_key, nlohmann::json(m).dump(2) + "\n", "application/json");

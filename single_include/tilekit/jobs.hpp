@@ -1795,6 +1795,7 @@ inline nlohmann::json to_payload(const tile_generation_request& request) {
                           {"skip_blank_tiles", t.skip_blank_tiles},
                           {"basename", t.basename},
                           {"metadata_key", t.metadata_key}};
+    if (!t.iiif_base_url.empty()) tiling["iiif_base_url"] = t.iiif_base_url;
     return nlohmann::json{{"source_key", request.source_key},
                           {"project_slug", request.project_slug},
                           {"version", request.version},
@@ -1842,7 +1843,8 @@ inline tile_generation_request request_from_payload(const nlohmann::json& payloa
         if (auto layout = text(t, "layout", false)) {
             if (*layout == "dz" || *layout == "deep_zoom") r.tiling.layout = layout_type::deep_zoom;
             else if (*layout == "xyz") r.tiling.layout = layout_type::xyz;
-            else refuse("tiling.layout must be 'dz' or 'xyz', got '" + *layout + "'");
+            else if (*layout == "iiif") r.tiling.layout = layout_type::iiif;
+            else refuse("tiling.layout must be 'dz', 'xyz' or 'iiif', got '" + *layout + "'");
         }
         if (auto format = text(t, "format", false)) {
             if (*format == "png") r.tiling.format = tile_format::png;
@@ -1865,6 +1867,7 @@ inline tile_generation_request request_from_payload(const nlohmann::json& payloa
             if (basename->find('/') != std::string::npos) refuse("tiling.basename cannot contain '/'");
             r.tiling.basename = *basename;
         }
+        if (auto base = text(t, "iiif_base_url", false)) r.tiling.iiif_base_url = *base;  // checked below
         if (auto metadata = text(t, "metadata_key", false)) {
             try {
                 validate_key(*metadata);

@@ -1663,9 +1663,16 @@ TILEKIT_NAMESPACE_END
 //   std::string tile_url_template(const std::string& ext) const;   // for viewers
 //   std::string manifest_key() const;             // the layout's own manifest, or empty for none
 //   std::string manifest(int width, int height, const std::string& ext) const;
+// and optionally (detected; see iiif_layout):
+//   std::vector<std::string> tile_aliases(const level_geometry&, int column, int row, const std::string& ext) const;
+//       // more keys the same encoded tile is written under (IIIF's full/ images)
+//   bool repeats_finer_tile(const level_geometry&, int column, int row) const;
+//       // true: the tile's key is also a tile of the level above, which is the one written
 // Keys are relative to the run's prefix and must pass validate_key().
 
 // #include <tilekit/error.hpp>
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -1682,6 +1689,8 @@ struct level_geometry {
     int height = 0;
     int columns = 0;   // tiles across and down
     int rows = 0;
+    int image_width = 0;   // the full-resolution image (IIIF names tiles by their full-resolution region)
+    int image_height = 0;
 
     std::uint64_t tile_count() const noexcept { return std::uint64_t(columns) * std::uint64_t(rows); }
 };
@@ -1729,6 +1738,8 @@ inline std::vector<level_geometry> halving_levels(int width, int height, int top
         level.height = halve_up(height, halvings);
         level.columns = div_up(level.width, tile_size);
         level.rows = div_up(level.height, tile_size);
+        level.image_width = width;
+        level.image_height = height;
         result.push_back(level);
     }
     return result;
@@ -1851,6 +1862,131 @@ public:
 
 private:
     int tile_size_;
+};
+
+// IIIF Image API 3.0, compliance level 0 (static files), the grid of `vips dzsave --layout
+// iiif3`: the levels of XYZ (the last one is the whole image in one tile), edge tiles cropped,
+// no overlap. Each tile is named by the full-resolution region it shows and the size it is
+// encoded at, as a IIIF client asks for it: {x},{y},{w},{h}/{width},{height}/0/default.{ext}.
+// The last level (scale factor 2^top) is also written as full/{width},{height}/0/default.{ext}
+// and, when it is the full-resolution image, as full/max/0/default.{ext}: the requests
+// OpenSeadragon and other clients make for a level that fits one tile, and the `sizes` entry.
+// Manifest: info.json, whose `id` is given (see pyramid_options::iiif_base_url); "." is a
+// relative reference that viewers joining it to the region (OpenSeadragon does) resolve
+// against the page.
+class iiif_layout {
+public:
+    explicit iiif_layout(int tile_size = 512, std::string id = ".") : tile_size_(tile_size), id_(std::move(id)) {
+        if (tile_size < 1 || tile_size > 8192)
+            throw error(errc::invalid_argument, "tile size must be 1..8192, got " + std::to_string(tile_size));
+        while (id_.size() > 1 && id_.back() == '/') id_.pop_back();
+        if (id_.empty() || id_ == "/")
+            throw error(errc::invalid_argument, "the IIIF id (base URL) must not be empty");
+        for (const char ch : id_)
+            if (static_cast<unsigned char>(ch) <= 0x20 || ch == 0x7f || ch == '?' || ch == '#' || ch == '"' || ch == '\\')
+                throw error(errc::invalid_argument,
+                            "the IIIF id (base URL) must be a URL without spaces, control characters, quotes, "
+                            "backslashes, '?' or '#', got '" + id_ + "'");
+    }
+
+    static constexpr const char* name() noexcept { return "iiif"; }
+    int tile_size() const noexcept { return tile_size_; }
+    int overlap() const noexcept { return 0; }
+    bool pads_edges() const noexcept { return false; }
+    const std::string& id() const noexcept { return id_; }
+
+    std::vector<level_geometry> levels(int width, int height) const {
+        detail::check_image_size(width, height);
+        return detail::halving_levels(width, height, detail::ceil_log2_ratio(std::max(width, height), tile_size_),
+                                      tile_size_);
+    }
+
+    tile_region region(const level_geometry& level, int column, int row) const {
+        tile_region r;
+        r.x = column * tile_size_;
+        r.y = row * tile_size_;
+        r.width = std::min(tile_size_, level.width - r.x);
+        r.height = std::min(tile_size_, level.height - r.y);
+        r.out_width = r.width;
+        r.out_height = r.height;
+        return r;
+    }
+
+    // The region in full-resolution pixels: the tile's level rectangle times the scale factor,
+    // cut at the image's edge.
+    std::string region_name(const level_geometry& level, int column, int row) const {
+        const std::int64_t scale = std::int64_t{1} << level.halvings;
+        const std::int64_t span = std::int64_t(tile_size_) * scale;
+        const std::int64_t x = column * span, y = row * span;
+        const std::int64_t w = std::min<std::int64_t>(span, level.image_width - x);
+        const std::int64_t h = std::min<std::int64_t>(span, level.image_height - y);
+        return std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(w) + "," + std::to_string(h);
+    }
+
+    std::string tile_key(const level_geometry& level, int column, int row, const std::string& extension) const {
+        const tile_region r = region(level, column, row);
+        return region_name(level, column, row) + "/" + std::to_string(r.width) + "," + std::to_string(r.height) +
+               "/0/default." + extension;
+    }
+
+    std::vector<std::string> tile_aliases(const level_geometry& level, int column, int row,
+                                          const std::string& extension) const {
+        if (level.columns != 1 || level.rows != 1 || column != 0 || row != 0) return {};
+        std::vector<std::string> keys{"full/" + std::to_string(level.width) + "," + std::to_string(level.height) +
+                                      "/0/default." + extension};
+        if (level.halvings == 0) keys.push_back("full/max/0/default." + extension);
+        return keys;
+    }
+
+    // An edge sliver at most half the scale factor wide and high has the same region and size
+    // (one pixel) as the tile at the same place one level finer: 1025x513 at 256 px has
+    // 1024,512,1,1/1,1 at scale factors 1 and 2. The tiler writes it once, at the finer level.
+    bool repeats_finer_tile(const level_geometry& level, int column, int row) const {
+        if (level.halvings == 0) return false;
+        level_geometry finer = level;
+        finer.halvings = level.halvings - 1;
+        finer.width = detail::halve_up(level.image_width, finer.halvings);
+        finer.height = detail::halve_up(level.image_height, finer.halvings);
+        finer.columns = detail::div_up(finer.width, tile_size_);
+        finer.rows = detail::div_up(finer.height, tile_size_);
+        if (2 * column >= finer.columns || 2 * row >= finer.rows) return false;
+        return tile_key(finer, 2 * column, 2 * row, "") == tile_key(level, column, row, "");
+    }
+
+    std::string tile_url_template(const std::string& extension) const {
+        return "{region}/{size}/0/default." + extension;
+    }
+
+    std::string manifest_key() const { return "info.json"; }
+
+    // The image information document (IIIF Image API 3.0, section 5), written last.
+    std::string manifest(int width, int height, const std::string& extension) const {
+        const std::vector<level_geometry> all = levels(width, height);
+        const level_geometry& last = all.back();
+        nlohmann::ordered_json scale_factors = nlohmann::ordered_json::array();
+        for (const level_geometry& level : all) scale_factors.push_back(std::int64_t{1} << level.halvings);
+        nlohmann::ordered_json info;
+        info["@context"] = "http://iiif.io/api/image/3/context.json";
+        info["id"] = id_;
+        info["type"] = "ImageService3";
+        info["protocol"] = "http://iiif.io/api/image";
+        info["profile"] = "level0";
+        info["width"] = width;
+        info["height"] = height;
+        info["sizes"] = nlohmann::ordered_json::array(
+            {nlohmann::ordered_json{{"type", "Size"}, {"width", last.width}, {"height", last.height}}});
+        info["tiles"] = nlohmann::ordered_json::array(
+            {nlohmann::ordered_json{{"type", "Tile"}, {"width", tile_size_}, {"scaleFactors", scale_factors}}});
+        // Level 0 promises only jpg; any other format is announced, and preferred so that clients
+        // (OpenSeadragon: preferredFormats) ask for the files that exist.
+        info["preferredFormats"] = nlohmann::ordered_json::array({extension});
+        if (extension != "jpg") info["extraFormats"] = nlohmann::ordered_json::array({extension});
+        return info.dump(2) + "\n";
+    }
+
+private:
+    int tile_size_;
+    std::string id_;
 };
 
 TILEKIT_NAMESPACE_END
@@ -3091,7 +3227,7 @@ TILEKIT_NAMESPACE_END
 TILEKIT_NAMESPACE_BEGIN
 
 struct pyramid_metadata {
-    std::string layout;          // "dz" or "xyz"
+    std::string layout;          // "dz", "xyz" or "iiif"
     std::string format;          // tile file extension: "png" or "jpg"
     int width = 0;               // full-resolution image
     int height = 0;
@@ -3101,7 +3237,7 @@ struct pyramid_metadata {
     int levels = 0;              // number of levels (Deep Zoom) or zooms (XYZ)
     int min_level = 0;
     int max_level = 0;           // full resolution
-    std::uint64_t tile_count = 0;     // tiles written
+    std::uint64_t tile_count = 0;     // tiles written (IIIF: with the full/ copies of the last level)
     std::uint64_t skipped_tiles = 0;  // blank tiles not written (skip_blank_tiles)
     std::uint64_t total_bytes = 0;    // bytes of all tiles written
     std::string tile_url_template;    // relative to the pyramid's prefix
@@ -3517,6 +3653,7 @@ inline void assemble_tile(const std::uint8_t* const* rows, const tile_region& re
 TILEKIT_NAMESPACE_END
 // #include <tilekit/error.hpp>
 // #include <tilekit/image.hpp>
+// #include <tilekit/key.hpp>
 // #include <tilekit/layout.hpp>
 // #include <tilekit/metadata.hpp>
 // #include <tilekit/progress.hpp>
@@ -3530,6 +3667,7 @@ TILEKIT_NAMESPACE_END
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 TILEKIT_NAMESPACE_BEGIN
@@ -3547,6 +3685,20 @@ struct tile_options {
 };
 
 namespace detail {
+
+// Whether a layout names more keys for a tile (layout.hpp: tile_aliases, optional).
+template <class Layout, class = void>
+struct has_tile_aliases : std::false_type {};
+template <class Layout>
+struct has_tile_aliases<Layout, std::void_t<decltype(std::declval<const Layout&>().tile_aliases(
+                                    std::declval<const level_geometry&>(), 0, 0, std::declval<const std::string&>()))>>
+    : std::true_type {};
+
+template <class Layout, class = void>
+struct has_repeated_tiles : std::false_type {};
+template <class Layout>
+struct has_repeated_tiles<Layout, std::void_t<decltype(std::declval<const Layout&>().repeats_finer_tile(
+                                      std::declval<const level_geometry&>(), 0, 0))>> : std::true_type {};
 
 template <class Layout, class Encoder>
 class pyramid_builder {
@@ -3667,6 +3819,12 @@ private:
         const level_geometry& level = s.geometry;
         std::vector<const std::uint8_t*> rows;
         for (int column = 0; column < level.columns; ++column) {
+            if constexpr (has_repeated_tiles<Layout>::value) {
+                if (layout_.repeats_finer_tile(level, column, row)) {  // written at the finer level
+                    progress_->tile_finished();
+                    continue;
+                }
+            }
             const tile_region region = layout_.region(level, column, row);
             rows.resize(static_cast<std::size_t>(region.height));
             for (int y = 0; y < region.height; ++y)
@@ -3682,7 +3840,12 @@ private:
             std::vector<std::uint8_t> pixels;
             assemble_tile(rows.data(), region, format, pixels);
             std::string key = options_.prefix + layout_.tile_key(level, column, row, extension_);
-            pool_->submit([this, pixels = std::move(pixels), key = std::move(key), region, channels = format.tile_channels]() mutable {
+            std::vector<std::string> aliases;
+            if constexpr (has_tile_aliases<Layout>::value)
+                for (const std::string& alias : layout_.tile_aliases(level, column, row, extension_))
+                    aliases.push_back(options_.prefix + alias);
+            pool_->submit([this, pixels = std::move(pixels), key = std::move(key), aliases = std::move(aliases), region,
+                           channels = format.tile_channels]() mutable {
                 if (cancel_.is_cancelled()) return;
                 storage_object object;
                 object.key = std::move(key);
@@ -3692,9 +3855,14 @@ private:
                 object.content_type = content_type_;
                 object.cache_control = options_.tile_cache_control;
                 const std::uint64_t bytes = object.body.size();
+                for (std::string& alias : aliases) {  // copies first: `object` is moved into the sink last
+                    storage_object copy = object;
+                    copy.key = std::move(alias);
+                    sink_.put(std::move(copy));
+                }
                 sink_.put(std::move(object));
-                written_tiles_.fetch_add(1, std::memory_order_relaxed);
-                written_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+                written_tiles_.fetch_add(1 + aliases.size(), std::memory_order_relaxed);
+                written_bytes_.fetch_add(bytes * (1 + aliases.size()), std::memory_order_relaxed);
                 progress_->tile_finished();
             });
         }
@@ -3722,7 +3890,7 @@ private:
 
         if (!m.manifest.empty()) {
             const std::string text = layout_.manifest(m.width, m.height, extension_);
-            put_manifest(m.manifest, text, "application/xml");
+            put_manifest(m.manifest, text, content_type_for_key(m.manifest));  // .dzi: XML, info.json: JSON
             sink_.flush();  // the layout manifest lands before the metadata that declares completion
         }
         put_manifest(options_.metadata_key, nlohmann::json(m).dump(2) + "\n", "application/json");
@@ -3815,10 +3983,12 @@ TILEKIT_NAMESPACE_END
 
 TILEKIT_NAMESPACE_BEGIN
 
-enum class layout_type { deep_zoom, xyz };
+enum class layout_type { deep_zoom, xyz, iiif };
 enum class tile_format { png, jpeg };
 
-inline const char* to_string(layout_type layout) noexcept { return layout == layout_type::xyz ? "xyz" : "dz"; }
+inline const char* to_string(layout_type layout) noexcept {
+    return layout == layout_type::xyz ? "xyz" : layout == layout_type::iiif ? "iiif" : "dz";
+}
 inline const char* to_string(tile_format format) noexcept { return format == tile_format::jpeg ? "jpg" : "png"; }
 
 // Everything a run-time caller sets, one level deep: the tiling run (prefix, threads, progress,
@@ -3826,10 +3996,12 @@ inline const char* to_string(tile_format format) noexcept { return format == til
 struct pyramid_options : tile_options {
     layout_type layout = layout_type::deep_zoom;
     tile_format format = tile_format::png;
-    int tile_size = 0;               // 0: 254 for Deep Zoom (256 with overlap), 256 for XYZ
-    int overlap = -1;                // -1: 1 for Deep Zoom; XYZ allows only 0
+    int tile_size = 0;               // 0: 254 for Deep Zoom (256 with overlap), 256 for XYZ, 512 for IIIF
+    int overlap = -1;                // -1: 1 for Deep Zoom; XYZ and IIIF allow only 0
     int quality = 85;                // JPEG quality 1..100
     std::string basename = "image";  // Deep Zoom: {basename}.dzi and {basename}_files/
+    std::string iiif_base_url;       // IIIF: info.json's id is this URL + "/" + prefix (without its
+                                     // trailing slash); empty: "." (relative, see iiif_layout)
     decode_limits limits;            // pixel and file-size limits of the source image
 };
 
@@ -3846,12 +4018,27 @@ inline xyz_layout make_xyz_layout(const pyramid_options& options) {
     return xyz_layout(options.tile_size ? options.tile_size : 256);
 }
 
+// The id: the base URL joined with the prefix ("maps/42/" -> {base}/maps/42), or ".".
+inline iiif_layout make_iiif_layout(const pyramid_options& options) {
+    if (options.overlap > 0)
+        throw error(errc::invalid_argument, "the IIIF layout has no overlap (got " + std::to_string(options.overlap) + ")");
+    std::string id = options.iiif_base_url;
+    while (!id.empty() && id.back() == '/') id.pop_back();
+    if (!options.iiif_base_url.empty() && !options.prefix.empty()) {
+        std::string prefix = options.prefix;
+        while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+        id += "/" + prefix;
+    }
+    return iiif_layout(options.tile_size ? options.tile_size : 512, id.empty() ? "." : id);
+}
+
 }  // namespace detail
 
 // The key of the layout manifest a run with these options writes ("image.dzi"), relative to the
 // prefix, or empty when the layout has none (XYZ). The metadata is options.metadata_key.
 inline std::string manifest_key(const pyramid_options& options) {
     if (options.layout == layout_type::xyz) return detail::make_xyz_layout(options).manifest_key();
+    if (options.layout == layout_type::iiif) return detail::make_iiif_layout(options).manifest_key();
     return detail::make_deep_zoom_layout(options).manifest_key();
 }
 
@@ -3883,6 +4070,7 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
         return generate_pyramid(source, layout, typename Codecs::png(), sink, options);
     };
     if (options.layout == layout_type::xyz) return run(make_xyz_layout(options));
+    if (options.layout == layout_type::iiif) return run(make_iiif_layout(options));
     return run(make_deep_zoom_layout(options));
 }
 

@@ -14,6 +14,7 @@
 //   2: XYZ jpg   (PYRAMID_DIR/xyz) the same timeline
 //   3: a job that runs for 2 s and then fails with FAILED_ERROR below
 //   4: completed long ago (tiles present at once, Deep Zoom)
+//   5: IIIF png  (PYRAMID_DIR/iiif, when present) the timeline of 1
 //
 // Usage: PYRAMID_DIR=/tmp/pyr node mock-server.js [--port 0] [--port-file FILE]
 // Env: MOCK_TOKEN (default "test-token").
@@ -70,6 +71,7 @@ addVersion('demo', 1, 'dz', 'ok');
 addVersion('demo', 2, 'xyz', 'ok');
 addVersion('demo', 3, null, 'fail');
 addVersion('demo', 4, 'dz', 'done');
+if (fs.existsSync(path.join(PYRAMID_DIR, 'iiif', 'pyramid.json'))) addVersion('demo', 5, 'iiif', 'ok');
 const byJob = {};
 for (const v of Object.values(versions)) byJob[v.jobId] = v;
 

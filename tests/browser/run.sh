@@ -71,6 +71,10 @@ if [ ! -f "$work/pyramids/xyz/pyramid.json" ]; then
   "$cli" tile "$work/sample.png" "$work/pyramids/dz" --layout dz >>"$work/cli.log" 2>&1 || { cat "$work/cli.log" >&2; exit 1; }
   "$cli" tile "$work/sample.png" "$work/pyramids/xyz" --layout xyz --format jpg >>"$work/cli.log" 2>&1 || { cat "$work/cli.log" >&2; exit 1; }
 fi
+if [ ! -f "$work/pyramids/iiif/pyramid.json" ]; then
+  # PNG tiles: OpenSeadragon asks for default.jpg unless info.json's preferredFormats says png.
+  "$cli" tile "$work/sample.png" "$work/pyramids/iiif" --layout iiif --format png >>"$work/cli.log" 2>&1 || { cat "$work/cli.log" >&2; exit 1; }
+fi
 
 rm -f "$work/port"
 PYRAMID_DIR="$work/pyramids" node "$here/mock-server.js" --port 0 --port-file "$work/port" >"$work/mock.log" 2>&1 &
@@ -86,7 +90,7 @@ for _ in $(seq 100); do [ -s "$work/port" ] && break; kill -0 "$mock_pid" 2>/dev
 
 export VIEWER_BASE_URL="http://127.0.0.1:$(cat "$work/port")"
 export VIEWER_TOKEN="${MOCK_TOKEN:-test-token}"
-export VIEWER_TARGETS="demo/1:dz demo/2:xyz"
+export VIEWER_TARGETS="demo/1:dz demo/2:xyz demo/5:iiif"
 export VIEWER_EXPECT_PROGRESS=1
 export VIEWER_FAILED_TARGET="demo/3"
 export VIEWER_FAILED_TEXT="cannot decode base map asset"

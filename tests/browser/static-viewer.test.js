@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The static viewer page scripts/demo.sh writes (scripts/static-viewer.py), opened from the file
-// system (file://) in headless Chromium: OpenSeadragon opens the inline Deep Zoom source, draws
+// system (file://) in headless Chromium: OpenSeadragon opens the inline Deep Zoom or IIIF source
+// (IIIF: info.json with a relative id, "." when the page is in the pyramid's folder), draws
 // its tiles (loaded from file://, no HTTP), with no console errors or failed requests, and the
 // screenshot is not blank.
 //
@@ -43,7 +44,9 @@ function check(name, ok, detail) {
   page.on('pageerror', (e) => errors.push('pageerror: ' + e.message));
   page.on('requestfailed', (r) => failed.push(`${r.url()}: ${(r.failure() || {}).errorText}`));
   page.on('request', (r) => { if (!r.url().startsWith('file://')) other.push(r.url()); });
-  page.on('requestfinished', (r) => { if (/_files\/\d+\/\d+_\d+\.(png|jpe?g)$/.test(r.url())) tiles.push(r.url()); });
+  // Deep Zoom: image_files/{level}/{col}_{row}.ext; IIIF: {x},{y},{w},{h}/{w},{h}/0/default.ext or full/...
+  const tilePattern = /(_files\/\d+\/\d+_\d+|\/(\d+,\d+,\d+,\d+|full)\/(\d+,\d+|max)\/0\/default)\.(png|jpe?g|webp)$/;
+  page.on('requestfinished', (r) => { if (tilePattern.test(r.url())) tiles.push(r.url()); });
   const url = pathToFileURL(path.resolve(PAGE)).href;
   try {
     await page.goto(url, { waitUntil: 'load' });
@@ -51,7 +54,7 @@ function check(name, ok, detail) {
                                      document.body.getAttribute('data-opened') === 'failed',
                                null, { timeout: TIMEOUT, polling: 100 });
     const opened = await page.evaluate(() => document.body.getAttribute('data-opened'));
-    check('OpenSeadragon opened the inline Deep Zoom source from file://', opened === '1', `data-opened=${opened}`);
+    check('OpenSeadragon opened the inline tile source from file://', opened === '1', `data-opened=${opened}`);
     await page.waitForTimeout(500);
     fs.mkdirSync(OUT, { recursive: true });
     const shot = path.join(OUT, 'static-viewer.png');

@@ -10,7 +10,7 @@
 // Environment:
 //   VIEWER_BASE_URL        e.g. http://127.0.0.1:8080 (required)
 //   VIEWER_TOKEN           bearer token put in ?token= (required)
-//   VIEWER_TARGETS         "slug/version[:dz|xyz] ..." versions whose job completes (default "demo/1:dz demo/2:xyz")
+//   VIEWER_TARGETS         "slug/version[:dz|xyz|iiif] ..." versions whose job completes (default "demo/1:dz demo/2:xyz")
 //   VIEWER_EXPECT_PROGRESS 1: each target must show the progress bar running before completion (default 0)
 //   VIEWER_FAILED_TARGET   "slug/version" whose job fails ("" to skip; default "")
 //   VIEWER_FAILED_TEXT     text the error must contain (default: any non-empty error)

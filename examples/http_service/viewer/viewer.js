@@ -11,7 +11,8 @@
 //      percentage and message in the progress bar;
 //   3. completed: GET the version again for `tiles` and show the pyramid: OpenSeadragon
 //      for Deep Zoom (tiles_url + "image.dzi"), Leaflet with L.CRS.Simple for XYZ
-//      (tiles_url + "{z}/{x}/{y}.{format}", max zoom = levels - 1);
+//      (tiles_url + "{z}/{x}/{y}.{format}", max zoom = levels - 1); OpenSeadragon's IIIF tile
+//      source for IIIF (tiles_url + "info.json", its id set to where it was fetched from);
 //      failed/cancelled: show the job's error.
 // Tiles are public (like a public bucket): tile requests carry no token.
 //
@@ -193,13 +194,14 @@
     el.progress.hidden = true;
     el.error.hidden = true;
     el.summary.textContent = t.width + ' \u00d7 ' + t.height + ' px, ' + t.levels + ' levels, ' +
-      (t.layout === 'xyz' ? 'XYZ' : 'Deep Zoom') + ' ' + t.format + ' tiles of ' + t.tile_size + ' px';
+      (t.layout === 'xyz' ? 'XYZ' : t.layout === 'iiif' ? 'IIIF level 0' : 'Deep Zoom') + ' ' + t.format + ' tiles of ' + t.tile_size + ' px';
     setMessage('');
     el.viewer.hidden = false;
     document.body.setAttribute('data-tiles', 'loading');
     try {
       if (t.layout === 'xyz') showXyz(t, url);
       else if (t.layout === 'dz') showDeepZoom(t, url);
+      else if (t.layout === 'iiif') showIiif(t, url);
       else fail('Unknown tile layout "' + t.layout + '".');
     } catch (e) {
       fail('Could not start the viewer: ' + e.message);
@@ -230,6 +232,44 @@
       if (!item) return;
       if (item.getFullyLoaded()) { tilesLoaded(); return; }
       item.addOnceHandler('fully-loaded-change', function (e) { if (e.fullyLoaded) tilesLoaded(); });
+    });
+  }
+
+  // IIIF level 0: info.json is fetched here and handed to OpenSeadragon as an object with its id
+  // replaced by the folder it came from. The id written by tilekit is "." unless the pyramid was
+  // made with a public base URL; either way this page shows the tiles where the service keeps
+  // them. (OpenSeadragon joins the id and the tile's path as they are: a relative id resolves
+  // against the page, which here is not the pyramid's folder.)
+  function showIiif(t, url) {
+    var infoUrl = url + (basename(t.manifest) || 'info.json');
+    state.kind = 'openseadragon';
+    fetch(infoUrl, { cache: 'no-store', credentials: 'same-origin' }).then(function (res) {
+      if (!res.ok) throw new Error(res.status + ' ' + res.statusText);
+      return res.json();
+    }).then(function (info) {
+      info.id = new URL(infoUrl, window.location.href).href.replace(/\/[^/]*$/, '');
+      var viewer = OpenSeadragon({
+        element: el.viewer,
+        prefixUrl: '/static/vendor/openseadragon/images/',
+        tileSources: info,
+        drawer: 'canvas',
+        showNavigator: true,
+        showRotationControl: false,
+        visibilityRatio: 0.5,
+        crossOriginPolicy: false,
+      });
+      state.viewer = viewer;
+      viewer.addHandler('open-failed', function (e) {
+        fail('Could not open ' + infoUrl + ': ' + (e && e.message ? e.message : 'unknown error'));
+      });
+      viewer.addHandler('open', function () {
+        var item = viewer.world.getItemAt(0);
+        if (!item) return;
+        if (item.getFullyLoaded()) { tilesLoaded(); return; }
+        item.addOnceHandler('fully-loaded-change', function (e) { if (e.fullyLoaded) tilesLoaded(); });
+      });
+    }).catch(function (e) {
+      fail('Could not load ' + infoUrl + ': ' + e.message);
     });
   }
 
