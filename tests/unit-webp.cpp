@@ -5,6 +5,8 @@
 
 #include "test_helpers.hpp"
 
+#include <tilekit/fast_codecs.hpp>
+#include <tilekit/jobs.hpp>
 #include <tilekit/webp.hpp>
 
 #include <webp/decode.h>
@@ -393,4 +395,63 @@ TEST_CASE("webp input: the pixel limit and the memory budget are checked from th
     options.limits.max_file_bytes = 50;
     CHECK(tkt::error_of([&] { tile_file((dir.path() / "big.webp").string(), sink, options); }, &message) == errc::image_too_large);
     CHECK(sink.size() == 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The job system: per-job WebP choice in the payload, WebP input, and the job result.
+
+TEST_CASE("tile-generation job: format webp and lossless travel in the payload; the result says webp", "[webp][jobs]") {
+    using namespace tilekit::jobs;
+    tile_generation_request r;
+    r.source_key = "uploads/map.webp";
+    r.project_slug = "harbour-map";
+    r.version = 3;
+    r.tiling.tile_size = 64;
+    r.tiling.format = tile_format::webp;
+    r.tiling.lossless = true;
+    const nlohmann::json payload = to_payload(r);
+    CHECK(payload.at("tiling").at("format") == "webp");
+    CHECK(payload.at("tiling").at("lossless") == true);
+    const tile_generation_request back = request_from_payload(payload);
+    CHECK(back.tiling.format == tile_format::webp);
+    CHECK(back.tiling.lossless);
+    nlohmann::json bad = payload;
+    bad["tiling"]["lossless"] = "yes";
+    CHECK(tkt::error_of([&] { request_from_payload(bad); }) == errc::invalid_argument);
+    bad["tiling"]["lossless"] = true;
+    bad["tiling"]["format"] = "avif";
+    std::string message;
+    CHECK(tkt::error_of([&] { request_from_payload(bad); }, &message) == errc::invalid_argument);
+    CHECK(message.find("'webp'") != std::string::npos);
+
+    // Run it: a WebP source, lossless WebP tiles.
+    memory_job_store store;
+    memory_source source;
+    memory_sink sink;
+    tkt::temp_dir scratch{"tilekit-webp-job"};
+    const image_buffer image = map_like(150, 90, 4, 21);
+    source.add(r.source_key, encode_with_libwebp(image, true));
+    tile_generation_settings settings;
+    settings.scratch_root = scratch.path();
+    settings.threads = 2;
+    new_job job{tile_generation_job, "project-1", "version-3", "alice"};
+    job.payload = payload;
+    store.enqueue(job);
+    const version_lookup lookup = [](const job_record&) { return version_info{3, "draft"}; };
+    const std::map<std::string, job_handler> handlers{
+        {tile_generation_job, tile_generation_handler<fast_codecs>(source, sink, lookup, settings)}};
+    const auto done = run_next_job(store, handlers, worker_options{}, cancel_token{});
+    REQUIRE(done);
+    INFO(done->error);
+    REQUIRE(done->status == job_status::completed);
+    CHECK(done->result.at("format") == "webp");
+    const std::string prefix = done->result.at("tiles_path").get<std::string>();
+    const nlohmann::json meta = nlohmann::json::parse(tkt::as_string(sink.get(prefix + "pyramid.json")->body));
+    CHECK(meta.at("format") == "webp");
+    CHECK(meta.at("channels") == 4);
+    const auto top = sink.get(prefix + tkt::dz_tile_key("image", meta.at("max_level").get<int>(), 0, 0, "webp"));
+    REQUIRE(top);
+    const webp_decoded d = libwebp_decode(top->body);
+    CHECK(d.lossless);
+    CHECK(d.width == 65);  // 64 + overlap 1
 }

@@ -48,7 +48,7 @@ const char* const jobs_usage_text =
     "       tilekit jobs list    [--status S] [--project SLUG] [--limit N] [--json]\n"
     "       tilekit jobs cancel ID [--reason TEXT] [--json]\n"
     "       tilekit jobs wait ID [--timeout S] [--json]\n"
-    "The job's layout and format come from --layout dz|xyz and --format png|jpg, its key from\n"
+    "The job's layout and format come from --layout dz|xyz and --format png|jpg|webp|webp-lossless, its key from\n"
     "--prefix-template (default mp/{slug}/uploads/tiles/{version}/). Every tilekit-service option and\n"
     "TILEKIT_* variable applies: --data-dir DIR (default ./tilekit-data), --jobs-db FILE|postgresql://URL\n"
     "(default <data-dir>/jobs.db), --catalog-db, --storage-root, --s3-bucket, --lease-seconds,\n"

@@ -30,7 +30,7 @@ struct service_config {
     int shutdown_grace_seconds = 20;
     std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";
     std::string layout = "dz";              // dz | xyz
-    std::string format = "png";             // png | jpg
+    std::string format = "png";             // png | jpg | webp | webp-lossless
 };
 
 // Thrown for a bad flag or variable; main prints it with the usage text and exits 2.

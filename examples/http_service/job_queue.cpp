@@ -6,6 +6,7 @@
 
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/sqlite.hpp>
+#include <tilekit/webp.hpp>
 #ifdef TILEKIT_HAS_POSTGRESQL
 #include <tilekit/postgresql.hpp>
 #endif
@@ -50,6 +51,8 @@ nlohmann::json tile_job_payload(const service_config& config, const std::string&
     request.prefix_template = config.prefix_template;
     request.tiling.layout = config.layout == "xyz" ? tilekit::layout_type::xyz : tilekit::layout_type::deep_zoom;
     request.tiling.format = config.format == "jpg" ? tilekit::tile_format::jpeg : tilekit::tile_format::png;
+    if (config.format.rfind("webp", 0) == 0) request.tiling.format = tilekit::tile_format::webp;
+    request.tiling.lossless = config.format == "webp-lossless";
     return jobs::to_payload(request);
 }
 
