@@ -17,7 +17,7 @@
 #   -n RUNS         timed runs per tool per (image, format); the median is reported.
 #                   Default: 3 for images up to 8192 px on the longer side, 1 above.
 #   -f IMAGE_REGEX  only images whose label (e.g. map-4096-rgb-png) matches (grep -E)
-#   -c FORMAT_REGEX only tile formats matching: png, jpg (default both)
+#   -c FORMAT_REGEX only tile formats matching: png, jpg, webp (default all three)
 #   -t TIMEOUT_S    per-run cap; a run over it is killed and reported (default 900)
 #   -k              keep the last output tree of both tools per (image, format)
 #   -W SECONDS      before each timed run wait up to SECONDS (default 60; 0 = off) for the
@@ -36,7 +36,9 @@
 # few sample tiles (vips subtract/abs/avg/max) as a sanity check on tilekit's output.
 #
 # Targets (PASS/FAIL per row): PNG tiles wall <= 0.5x vips, PNG tile bytes <= 0.9x vips,
-# JPEG Q85 tiles wall <= 0.8x vips.
+# JPEG Q85 tiles wall <= 0.8x vips, WebP Q85 tiles wall <= 0.6x vips at tile bytes <= 1.0x vips
+# (both at libwebp's quality 85; vips' webpsave effort 4 = libwebp method 4, tilekit's default).
+# env WEBP_METHOD  tilekit's libwebp method for the WebP rows (--webp-method; default: the CLI's)
 #
 # Needs: bash, GNU time (Debian `time`), coreutils `timeout`, libvips-tools (vips,
 # vipsheader), python3 (only to read tilekit's JSON), awk. g++ only if tilekit is built here.
@@ -94,7 +96,7 @@ else
   BUILD_DIR=$WORK/.build   # rebuilt on every invocation: the headers may have changed
   mkdir -p "$BUILD_DIR" || die "cannot create $BUILD_DIR"
   TILEKIT=$BUILD_DIR/tilekit
-  BUILD_CMD="g++ -std=c++17 -O2 -DNDEBUG -I$ROOT/include -isystem /usr/include/stb $ROOT/examples/cli/tilekit_cli.cpp -o $TILEKIT -lstb -ldeflate -lturbojpeg -lpng -ljpeg -pthread"
+  BUILD_CMD="g++ -std=c++17 -O2 -DNDEBUG -I$ROOT/include -isystem /usr/include/stb $ROOT/examples/cli/tilekit_cli.cpp -o $TILEKIT -lstb -ldeflate -lturbojpeg -lpng -ljpeg -lwebp -lcrypto -lcurl -pthread"
   echo "# build/examples/tilekit not found; building: $BUILD_CMD" >&2
   # shellcheck disable=SC2086
   $BUILD_CMD || die "building tilekit failed"
@@ -127,11 +129,12 @@ mapfile -t IMAGE_LIST < <(
 
 # ---- configurations -----------------------------------------------------------------------
 # vips: output prefix {out} -> {out}.dzi + {out}_files/; tilekit: output directory {out}.
-FORMATS=(png jpg)
+FORMATS=(png jpg webp)
 vips_args() {  # IN OUT FORMAT
   case $3 in
     png) echo "dzsave|$1|$2|--tile-size|256|--overlap|0|--depth|onepixel|--suffix|.png" ;;
     jpg) echo "dzsave|$1|$2|--tile-size|256|--overlap|0|--depth|onepixel|--suffix|.jpg[Q=85]" ;;
+    webp) echo "dzsave|$1|$2|--tile-size|256|--overlap|0|--depth|onepixel|--suffix|.webp[Q=85]" ;;
   esac
 }
 tilekit_args() {  # IN OUT FORMAT
@@ -140,9 +143,10 @@ tilekit_args() {  # IN OUT FORMAT
   case $3 in
     png) echo "tile|$1|$2|--tile-size|256|--overlap|0|--format|png$extra" ;;
     jpg) echo "tile|$1|$2|--tile-size|256|--overlap|0|--format|jpg|--quality|85$extra" ;;
+    webp) echo "tile|$1|$2|--tile-size|256|--overlap|0|--format|webp|--quality|85${WEBP_METHOD:+|--webp-method|$WEBP_METHOD}$extra" ;;
   esac
 }
-fmt_label() { case $1 in png) echo "PNG" ;; jpg) echo "JPEG Q85" ;; esac; }
+fmt_label() { case $1 in png) echo "PNG" ;; jpg) echo "JPEG Q85" ;; webp) echo "WebP Q85" ;; esac; }
 shq() { if [[ $1 =~ ^[A-Za-z0-9_./=:,+@%{}-]+$ ]]; then printf '%s' "$1"; else printf "'%s'" "${1//\'/\'\\\'\'}"; fi; }
 show_cmd() {  # BIN ARGS_PIPE -> shell-quoted command line
   local IFS='|' x; local -a a; read -r -a a <<< "$2"
@@ -160,7 +164,7 @@ mb() { awk -v a="$1" 'BEGIN { if (a == "NA") print "NA"; else printf "%.2f", a /
 tile_root() {  # TOOL BASE -> directory holding the level directories
   case $1 in vips) echo "$2/vips/out_files" ;; tilekit) echo "$2/tilekit/out/image_files" ;; esac
 }
-tile_files() { find "$1" -type f \( -name '*.png' -o -name '*.jpg' \) ! -name blank.png 2>/dev/null; }
+tile_files() { find "$1" -type f \( -name '*.png' -o -name '*.jpg' -o -name '*.webp' \) ! -name blank.png 2>/dev/null; }
 count_levels() { find "$1" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' 2>/dev/null | wc -l; }
 
 # machine-wide busy jiffies (user+nice+system+irq+softirq+steal) and total jiffies
@@ -329,7 +333,7 @@ try:
     m = json.load(open(sys.argv[1]))
 except Exception as e:
     print("stdout not JSON (%s)" % type(e).__name__); sys.exit()
-files = [os.path.join(dp, f) for dp, _, fs in os.walk(sys.argv[2]) for f in fs if f.endswith((".png", ".jpg"))]
+files = [os.path.join(dp, f) for dp, _, fs in os.walk(sys.argv[2]) for f in fs if f.endswith((".png", ".jpg", ".webp"))]
 disk_n, disk_b = len(files), sum(os.path.getsize(f) for f in files)
 n, b = m.get("tile_count"), m.get("total_bytes")
 print("ok" if (n, b) == (disk_n, disk_b) else "MISMATCH json %s tiles/%s B vs disk %d/%d" % (n, b, disk_n, disk_b))
@@ -429,6 +433,8 @@ field() {  # IMG FMT TOOL COLUMN_NUMBER
     IFS='|' read -r img fmt runs <<< "$row"
     if [ "$fmt" = png ]; then
       targets=("wall time|6|0.5|s" "tile bytes|14|0.9|MB")
+    elif [ "$fmt" = webp ]; then
+      targets=("wall time|6|0.6|s" "tile bytes|14|1.0|MB")
     else
       targets=("wall time|6|0.8|s")
     fi

@@ -47,7 +47,8 @@ namespace {
 
 const char* const usage_text =
     "usage: tilekit tile INPUT OUTDIR [--layout dz|xyz] [--tile-size N] [--overlap N]\n"
-    "                    [--format png|jpg|webp] [--quality Q] [--lossless] [--threads N] [--skip-blank]\n"
+    "                    [--format png|jpg|webp] [--quality Q] [--lossless] [--webp-method 0..6]\n"
+    "                    [--threads N] [--skip-blank]\n"
     "                    [--background RRGGBB[AA]] [--basename NAME] [--max-pixels N]\n"
     "       tilekit tile INPUT s3://BUCKET/PREFIX/ [same options]\n"
     "       tilekit presign s3://BUCKET/KEY [--expires SECONDS] [--method GET|PUT|HEAD]\n"
@@ -188,6 +189,8 @@ int run_tile(const std::vector<std::string>& args) {
             else throw usage_error("--format must be png, jpg or webp, got '" + v + "'");
         } else if (arg == "--lossless") {
             options.lossless = true;
+        } else if (arg == "--webp-method") {
+            options.webp_method = static_cast<int>(parse_number(arg, value(), 0, 6));
         } else if (arg == "--tile-size") {
             options.tile_size = static_cast<int>(parse_number(arg, value(), 1, 8192));
         } else if (arg == "--overlap") {

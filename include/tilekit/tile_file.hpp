@@ -51,6 +51,7 @@ struct pyramid_options : tile_options {
     int overlap = -1;                // -1: 1 for Deep Zoom; XYZ allows only 0
     int quality = 85;                // JPEG and lossy WebP quality 1..100
     bool lossless = false;           // WebP: lossless tiles (quality then unused)
+    int webp_method = 4;             // WebP: libwebp's effort 0 (fastest) ..6 (smallest)
     std::string basename = "image";  // Deep Zoom: {basename}.dzi and {basename}_files/
     decode_limits limits;            // pixel and file-size limits of the source image
 };
@@ -103,7 +104,7 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
         if (options.format == tile_format::jpeg)
             return generate_pyramid(source, layout, typename Codecs::jpeg(options.quality), sink, options);
         if (options.format == tile_format::webp)
-            return generate_pyramid(source, layout, registered_webp_encoder(options.quality, options.lossless), sink, options);
+            return generate_pyramid(source, layout, registered_webp_encoder(options.quality, options.lossless, options.webp_method), sink, options);
         return generate_pyramid(source, layout, typename Codecs::png(), sink, options);
     };
     if (options.layout == layout_type::xyz) return run(make_xyz_layout(options));

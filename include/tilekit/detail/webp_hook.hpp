@@ -20,8 +20,9 @@ TILEKIT_NAMESPACE_BEGIN
 namespace detail {
 
 struct webp_entry {
-    // Encodes one tile: lossy at `quality` (1..100, alpha kept) or lossless.
-    void (*encode)(const image_view& tile, std::vector<std::uint8_t>& out, int quality, bool lossless);
+    // Encodes one tile: lossy at `quality` (1..100, alpha kept) or lossless, with libwebp's
+    // `method` (0..6).
+    void (*encode)(const image_view& tile, std::vector<std::uint8_t>& out, int quality, bool lossless, int method);
     std::unique_ptr<row_source> (*open_file)(const std::string& path, const decode_limits& limits);
     std::unique_ptr<row_source> (*open_memory)(const std::uint8_t* data, std::size_t size, const decode_limits& limits);
 };
@@ -42,22 +43,25 @@ inline const webp_entry& require_webp(const std::string& what) {
 // The WebP tile encoder behind tile_format::webp: forwards each tile to the registered part.
 class registered_webp_encoder {
 public:
-    registered_webp_encoder(int quality, bool lossless)
-        : entry_(&require_webp("WebP tiles")), quality_(quality), lossless_(lossless) {
+    registered_webp_encoder(int quality, bool lossless, int method)
+        : entry_(&require_webp("WebP tiles")), quality_(quality), lossless_(lossless), method_(method) {
         if (quality < 1 || quality > 100)
             throw error(errc::invalid_argument, "WebP quality must be 1..100, got " + std::to_string(quality));
+        if (method < 0 || method > 6)
+            throw error(errc::invalid_argument, "WebP method must be 0..6, got " + std::to_string(method));
     }
     std::string extension() const { return "webp"; }
     std::string content_type() const { return "image/webp"; }
     bool supports_alpha() const noexcept { return true; }
     void encode(const image_view& tile, std::vector<std::uint8_t>& out) const {
-        entry_->encode(tile, out, quality_, lossless_);
+        entry_->encode(tile, out, quality_, lossless_, method_);
     }
 
 private:
     const webp_entry* entry_;
     int quality_;
     bool lossless_;
+    int method_;
 };
 
 // True when the file at `path` starts like a WebP file (RIFF....WEBP) and the WebP part is in
