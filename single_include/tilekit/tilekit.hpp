@@ -3750,8 +3750,9 @@ TILEKIT_NAMESPACE_BEGIN
 namespace detail {
 
 struct webp_entry {
-    // Encodes one tile: lossy at `quality` (1..100, alpha kept) or lossless.
-    void (*encode)(const image_view& tile, std::vector<std::uint8_t>& out, int quality, bool lossless);
+    // Encodes one tile: lossy at `quality` (1..100, alpha kept) or lossless, with libwebp's
+    // `method` (0..6).
+    void (*encode)(const image_view& tile, std::vector<std::uint8_t>& out, int quality, bool lossless, int method);
     std::unique_ptr<row_source> (*open_file)(const std::string& path, const decode_limits& limits);
     std::unique_ptr<row_source> (*open_memory)(const std::uint8_t* data, std::size_t size, const decode_limits& limits);
 };
@@ -3772,22 +3773,25 @@ inline const webp_entry& require_webp(const std::string& what) {
 // The WebP tile encoder behind tile_format::webp: forwards each tile to the registered part.
 class registered_webp_encoder {
 public:
-    registered_webp_encoder(int quality, bool lossless)
-        : entry_(&require_webp("WebP tiles")), quality_(quality), lossless_(lossless) {
+    registered_webp_encoder(int quality, bool lossless, int method)
+        : entry_(&require_webp("WebP tiles")), quality_(quality), lossless_(lossless), method_(method) {
         if (quality < 1 || quality > 100)
             throw error(errc::invalid_argument, "WebP quality must be 1..100, got " + std::to_string(quality));
+        if (method < 0 || method > 6)
+            throw error(errc::invalid_argument, "WebP method must be 0..6, got " + std::to_string(method));
     }
     std::string extension() const { return "webp"; }
     std::string content_type() const { return "image/webp"; }
     bool supports_alpha() const noexcept { return true; }
     void encode(const image_view& tile, std::vector<std::uint8_t>& out) const {
-        entry_->encode(tile, out, quality_, lossless_);
+        entry_->encode(tile, out, quality_, lossless_, method_);
     }
 
 private:
     const webp_entry* entry_;
     int quality_;
     bool lossless_;
+    int method_;
 };
 
 // True when the file at `path` starts like a WebP file (RIFF....WEBP) and the WebP part is in
@@ -3840,6 +3844,7 @@ struct pyramid_options : tile_options {
     int overlap = -1;                // -1: 1 for Deep Zoom; XYZ allows only 0
     int quality = 85;                // JPEG and lossy WebP quality 1..100
     bool lossless = false;           // WebP: lossless tiles (quality then unused)
+    int webp_method = 4;             // WebP: libwebp's effort 0 (fastest) ..6 (smallest)
     std::string basename = "image";  // Deep Zoom: {basename}.dzi and {basename}_files/
     decode_limits limits;            // pixel and file-size limits of the source image
 };
@@ -3892,7 +3897,7 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
         if (options.format == tile_format::jpeg)
             return generate_pyramid(source, layout, typename Codecs::jpeg(options.quality), sink, options);
         if (options.format == tile_format::webp)
-            return generate_pyramid(source, layout, registered_webp_encoder(options.quality, options.lossless), sink, options);
+            return generate_pyramid(source, layout, registered_webp_encoder(options.quality, options.lossless, options.webp_method), sink, options);
         return generate_pyramid(source, layout, typename Codecs::png(), sink, options);
     };
     if (options.layout == layout_type::xyz) return run(make_xyz_layout(options));

@@ -327,15 +327,14 @@ TILEKIT_NAMESPACE_END
 TILEKIT_NAMESPACE_BEGIN
 namespace detail {
 
-inline void webp_encode_entry(const image_view& tile, std::vector<std::uint8_t>& out, int quality, bool lossless) {
+inline void webp_encode_entry(const image_view& tile, std::vector<std::uint8_t>& out, int quality, bool lossless,
+                              int method) {
     // One encoder per thread and setting: building one validates libwebp's configuration.
-    thread_local int cached_quality = -1;
-    thread_local bool cached_lossless = false;
+    thread_local webp_options cached{-1, false, -1};
     thread_local std::unique_ptr<webp_encoder> encoder;
-    if (!encoder || cached_quality != quality || cached_lossless != lossless) {
-        encoder = std::make_unique<webp_encoder>(quality, lossless);
-        cached_quality = quality;
-        cached_lossless = lossless;
+    if (!encoder || cached.quality != quality || cached.lossless != lossless || cached.method != method) {
+        cached = webp_options{quality, lossless, method};
+        encoder = std::make_unique<webp_encoder>(cached);
     }
     encoder->encode(tile, out);
 }
