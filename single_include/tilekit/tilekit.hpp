@@ -3844,7 +3844,7 @@ struct pyramid_options : tile_options {
     int overlap = -1;                // -1: 1 for Deep Zoom; XYZ allows only 0
     int quality = 85;                // JPEG and lossy WebP quality 1..100
     bool lossless = false;           // WebP: lossless tiles (quality then unused)
-    int webp_method = 4;             // WebP: libwebp's effort 0 (fastest) ..6 (smallest)
+    int webp_method = 2;             // WebP: libwebp's effort 0 (fastest) ..6 (smallest); see README
     std::string basename = "image";  // Deep Zoom: {basename}.dzi and {basename}_files/
     decode_limits limits;            // pixel and file-size limits of the source image
 };

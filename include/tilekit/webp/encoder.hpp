@@ -54,12 +54,15 @@ struct webp_picture {
 struct webp_options {
     int quality = 85;       // lossy quality 1..100 (libwebp's -q); ignored when lossless
     bool lossless = false;  // VP8L: exact pixels
-    int method = 4;         // libwebp's speed/size trade-off 0 (fastest) ..6 (smallest); vips' default is 4
+    // libwebp's speed/size trade-off, 0 (fastest) ..6 (smallest). 2 for tiles: on map-like
+    // tiles at quality 85 it encodes 2.5x faster than 4 (vips' default effort) for about 6% more
+    // bytes at the same PSNR within 0.1 dB (README "WebP").
+    int method = 2;
 };
 
 class webp_encoder {
 public:
-    explicit webp_encoder(int quality = 85, bool lossless = false) : webp_encoder(webp_options{quality, lossless, 4}) {}
+    explicit webp_encoder(int quality = 85, bool lossless = false) : webp_encoder(webp_options{quality, lossless, 2}) {}
     explicit webp_encoder(const webp_options& options) : options_(options) {
         if (options.quality < 1 || options.quality > 100)
             throw error(errc::invalid_argument, "WebP quality must be 1..100, got " + std::to_string(options.quality));
