@@ -192,6 +192,7 @@ TEST_CASE("tile_file with tile_format::webp: .webp tiles in Deep Zoom and XYZ, f
             const auto tile = sink.get(top);
             REQUIRE(tile);
             CHECK(tile->content_type == "image/webp");
+            CHECK(std::string(content_type_for_key(top)) == "image/webp");  // what a server or upload uses
             const webp_decoded d = libwebp_decode(tile->body);
             CHECK(d.lossless == lossless);
             CHECK(d.has_alpha);
