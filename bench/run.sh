@@ -17,7 +17,7 @@
 #   -n RUNS         timed runs per tool per (image, format); the median is reported.
 #                   Default: 3 for images up to 8192 px on the longer side, 1 above.
 #   -f IMAGE_REGEX  only images whose label (e.g. map-4096-rgb-png) matches (grep -E)
-#   -c FORMAT_REGEX only tile formats matching: png, jpg, iiif (default all; iiif = the IIIF
+#   -c FORMAT_REGEX only tile formats matching: png, jpg, webp, iiif (default all; iiif = the IIIF
 #                   level-0 layout with JPEG Q85 tiles of 512 px against `vips dzsave --layout iiif3`)
 #   -t TIMEOUT_S    per-run cap; a run over it is killed and reported (default 900)
 #   -k              keep the last output tree of both tools per (image, format)
@@ -37,7 +37,10 @@
 # few sample tiles (vips subtract/abs/avg/max) as a sanity check on tilekit's output.
 #
 # Targets (PASS/FAIL per row): PNG tiles wall <= 0.5x vips, PNG tile bytes <= 0.9x vips,
-# JPEG Q85 tiles wall <= 0.8x vips. IIIF rows have no target (reported side by side only);
+# JPEG Q85 tiles wall <= 0.8x vips, WebP Q85 tiles wall <= 0.6x vips at tile bytes <= 1.0x vips
+# (both at libwebp's quality 85; vips' webpsave effort 4 = libwebp method 4, tilekit's default).
+# env WEBP_METHOD  tilekit's libwebp method for the WebP rows (--webp-method; default: the CLI's)
+# IIIF rows have no target (reported side by side only);
 # their tile names are compared without tilekit's full/ images (vips writes none), and the
 # sample tiles are the first, middle and last of vips' tile names.
 #
@@ -97,7 +100,7 @@ else
   BUILD_DIR=$WORK/.build   # rebuilt on every invocation: the headers may have changed
   mkdir -p "$BUILD_DIR" || die "cannot create $BUILD_DIR"
   TILEKIT=$BUILD_DIR/tilekit
-  BUILD_CMD="g++ -std=c++17 -O2 -DNDEBUG -I$ROOT/include -isystem /usr/include/stb $ROOT/examples/cli/tilekit_cli.cpp -o $TILEKIT -lstb -ldeflate -lturbojpeg -lpng -ljpeg -pthread"
+  BUILD_CMD="g++ -std=c++17 -O2 -DNDEBUG -I$ROOT/include -isystem /usr/include/stb $ROOT/examples/cli/tilekit_cli.cpp -o $TILEKIT -lstb -ldeflate -lturbojpeg -lpng -ljpeg -lwebp -lcrypto -lcurl -pthread"
   echo "# build/examples/tilekit not found; building: $BUILD_CMD" >&2
   # shellcheck disable=SC2086
   $BUILD_CMD || die "building tilekit failed"
@@ -130,12 +133,13 @@ mapfile -t IMAGE_LIST < <(
 
 # ---- configurations -----------------------------------------------------------------------
 # vips: output prefix {out} -> {out}.dzi + {out}_files/; tilekit: output directory {out}.
-FORMATS=(png jpg)
+FORMATS=(png jpg webp)
 FORMATS+=(iiif)   # IIIF level 0, JPEG Q85, 512 px tiles (both tools' IIIF default tile size)
 vips_args() {  # IN OUT FORMAT
   case $3 in
     png) echo "dzsave|$1|$2|--tile-size|256|--overlap|0|--depth|onepixel|--suffix|.png" ;;
     jpg) echo "dzsave|$1|$2|--tile-size|256|--overlap|0|--depth|onepixel|--suffix|.jpg[Q=85]" ;;
+    webp) echo "dzsave|$1|$2|--tile-size|256|--overlap|0|--depth|onepixel|--suffix|.webp[Q=85]" ;;
     iiif) echo "dzsave|$1|$2|--layout|iiif3|--tile-size|512|--suffix|.jpg[Q=85]" ;;
   esac
 }
@@ -145,10 +149,11 @@ tilekit_args() {  # IN OUT FORMAT
   case $3 in
     png) echo "tile|$1|$2|--tile-size|256|--overlap|0|--format|png$extra" ;;
     jpg) echo "tile|$1|$2|--tile-size|256|--overlap|0|--format|jpg|--quality|85$extra" ;;
+    webp) echo "tile|$1|$2|--tile-size|256|--overlap|0|--format|webp|--quality|85${WEBP_METHOD:+|--webp-method|$WEBP_METHOD}$extra" ;;
     iiif) echo "tile|$1|$2|--layout|iiif|--tile-size|512|--format|jpg|--quality|85$extra" ;;
   esac
 }
-fmt_label() { case $1 in png) echo "PNG" ;; jpg) echo "JPEG Q85" ;; iiif) echo "IIIF JPEG Q85" ;; esac; }
+fmt_label() { case $1 in png) echo "PNG" ;; jpg) echo "JPEG Q85" ;; webp) echo "WebP Q85" ;; iiif) echo "IIIF JPEG Q85" ;; esac; }
 tile_ext() { case $1 in iiif) echo jpg ;; *) echo "$1" ;; esac; }
 shq() { if [[ $1 =~ ^[A-Za-z0-9_./=:,+@%{}-]+$ ]]; then printf '%s' "$1"; else printf "'%s'" "${1//\'/\'\\\'\'}"; fi; }
 show_cmd() {  # BIN ARGS_PIPE -> shell-quoted command line
@@ -168,7 +173,7 @@ tile_root() {  # TOOL BASE [FORMAT] -> directory holding the level directories (
   [ "${3:-}" = iiif ] && { echo "$2/$1/out"; return; }
   case $1 in vips) echo "$2/vips/out_files" ;; tilekit) echo "$2/tilekit/out/image_files" ;; esac
 }
-tile_files() { find "$1" -type f \( -name '*.png' -o -name '*.jpg' \) ! -name blank.png 2>/dev/null; }
+tile_files() { find "$1" -type f \( -name '*.png' -o -name '*.jpg' -o -name '*.webp' \) ! -name blank.png 2>/dev/null; }
 count_levels() {  # IIIF: the scale factors info.json lists (vips < 8.17 leaves the last one out)
   if [ -f "$1/info.json" ]; then "$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["tiles"][0]["scaleFactors"]))' "$1/info.json"
   else find "$1" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' 2>/dev/null | wc -l; fi
@@ -342,7 +347,7 @@ try:
     m = json.load(open(sys.argv[1]))
 except Exception as e:
     print("stdout not JSON (%s)" % type(e).__name__); sys.exit()
-files = [os.path.join(dp, f) for dp, _, fs in os.walk(sys.argv[2]) for f in fs if f.endswith((".png", ".jpg"))]
+files = [os.path.join(dp, f) for dp, _, fs in os.walk(sys.argv[2]) for f in fs if f.endswith((".png", ".jpg", ".webp"))]
 disk_n, disk_b = len(files), sum(os.path.getsize(f) for f in files)
 n, b = m.get("tile_count"), m.get("total_bytes")
 print("ok" if (n, b) == (disk_n, disk_b) else "MISMATCH json %s tiles/%s B vs disk %d/%d" % (n, b, disk_n, disk_b))
@@ -449,6 +454,8 @@ field() {  # IMG FMT TOOL COLUMN_NUMBER
     IFS='|' read -r img fmt runs <<< "$row"
     if [ "$fmt" = png ]; then
       targets=("wall time|6|0.5|s" "tile bytes|14|0.9|MB")
+    elif [ "$fmt" = webp ]; then
+      targets=("wall time|6|0.6|s" "tile bytes|14|1.0|MB")
     elif [ "$fmt" = iiif ]; then
       continue   # no target: side by side only
     else

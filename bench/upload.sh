@@ -87,7 +87,7 @@ if command -v pyenv >/dev/null 2>&1 && real=$(pyenv which aws 2>/dev/null) && [ 
 
 if [ -z "$TILEKIT" ]; then
   TILEKIT=$WORK/.build/tilekit
-  BUILD_CMD="g++ -std=c++17 -O2 -DNDEBUG -I$ROOT/include -isystem /usr/include/stb $ROOT/examples/cli/tilekit_cli.cpp -o $TILEKIT -lstb -ldeflate -lturbojpeg -lpng -ljpeg -lcrypto -lcurl -pthread"
+  BUILD_CMD="g++ -std=c++17 -O2 -DNDEBUG -I$ROOT/include -isystem /usr/include/stb $ROOT/examples/cli/tilekit_cli.cpp -o $TILEKIT -lstb -ldeflate -lturbojpeg -lpng -ljpeg -lwebp -lcrypto -lcurl -pthread"
   echo "# building tilekit: $BUILD_CMD" >&2
   $BUILD_CMD || die "building tilekit failed"
   TILEKIT_ORIGIN="built by upload.sh: $BUILD_CMD"

@@ -44,6 +44,7 @@ OUTPUTS = {
     "jobs.hpp": ("tilekit/jobs.hpp", "tilekit.hpp"),
     "sqlite.hpp": ("tilekit/sqlite.hpp", "jobs.hpp"),
     "postgresql.hpp": ("tilekit/postgresql.hpp", "jobs.hpp"),
+    "webp.hpp": ("tilekit/webp.hpp", "tilekit.hpp"),
 }
 
 # The top of each output: what it is, what to link (Debian packages, pkg-config modules for the
@@ -57,7 +58,7 @@ BANNERS = {
         "what": "Tiles a large image into a Deep Zoom or XYZ pyramid and writes it to a sink (a directory,\n"
                 "memory, or your own storage_sink). No job code. The optional parts are the other files\n"
                 "here, each building on this one: fast_codecs.hpp, s3.hpp, jobs.hpp, sqlite.hpp,\n"
-                "postgresql.hpp.",
+                "postgresql.hpp, webp.hpp.",
         "debian": "libstb-dev nlohmann-json3-dev",
         "modules": "stb",
         "pc": "tilekit",
@@ -86,6 +87,23 @@ BANNERS = {
             "options.format = tilekit::tile_format::jpeg;  // libjpeg-turbo tiles",
             "tilekit::tile_file(\"huge.png\", sink, options);  // streamed through libpng",
         ],
+    },
+    "webp.hpp": {
+        "title": "the webp part",
+        "what": "WebP tiles through libwebp (lossy with alpha at a quality 1..100, or lossless) and WebP\n"
+                "input (whole-image decode, checked against the limits from the header). Including it\n"
+                "lets tile_file() write tile_format::webp and read .webp images.",
+        "debian": "libwebp-dev",
+        "modules": "stb libwebp",
+        "pc": "tilekit-webp",
+        "example": [
+            "#include <tilekit/webp.hpp>",
+            "tilekit::filesystem_sink sink(\"out\");",
+            "tilekit::pyramid_options options;",
+            "options.format = tilekit::tile_format::webp;  // options.lossless = true for exact tiles",
+            "tilekit::pyramid_metadata m = tilekit::tile_file(\"map.png\", sink, options);  // image_files/N/C_R.webp",
+        ],
+        "check": "m.format == \"webp\"",
     },
     "s3.hpp": {
         "title": "the s3 part",

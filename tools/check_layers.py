@@ -14,11 +14,12 @@ The layers, lowest first. A header may include its own layer and those listed fo
     jobs         jobs/ and <tilekit/jobs.hpp>                 may include: core
     sqlite       sqlite/ and <tilekit/sqlite.hpp>             may include: core, jobs
     postgresql   postgresql/ and <tilekit/postgresql.hpp>     may include: core, jobs
+    webp         webp/ and <tilekit/webp.hpp>                 may include: core
 
 A part's umbrella must include its base first (<tilekit/tilekit.hpp>; for sqlite.hpp and
 postgresql.hpp, <tilekit/jobs.hpp>). The headers of an optional library may be included only by the part that
 links it (core: none; fast_codecs: libpng, libjpeg, libjpeg-turbo, libdeflate; s3: OpenSSL,
-libcurl; sqlite: SQLite; postgresql: libpq). Every `#include <tilekit/...>` and `#include "..."` must name a header
+libcurl; sqlite: SQLite; postgresql: libpq; webp: libwebp). Every `#include <tilekit/...>` and `#include "..."` must name a header
 that exists. And a name declared in a header under a detail/ folder must not appear, as
 `detail::name`, in a public signature (return or parameter type of a function, a public data
 member, base class or alias outside any `detail` namespace): public types live in public headers.
@@ -45,6 +46,7 @@ ALLOWED = {
     "jobs": {"core"},
     "sqlite": {"core", "jobs"},
     "postgresql": {"core", "jobs"},
+    "webp": {"core"},
 }
 # Part umbrella (under include/tilekit/) -> its layer, and the header it must include first.
 UMBRELLAS = {
@@ -53,6 +55,7 @@ UMBRELLAS = {
     "jobs.hpp": ("jobs", "tilekit/tilekit.hpp"),
     "sqlite.hpp": ("sqlite", "tilekit/jobs.hpp"),
     "postgresql.hpp": ("postgresql", "tilekit/jobs.hpp"),
+    "webp.hpp": ("webp", "tilekit/tilekit.hpp"),
 }
 # Folders under include/tilekit/ that belong to the core (besides the top-level headers).
 CORE_FOLDERS = {"sinks", "detail"}
@@ -74,6 +77,7 @@ LIBRARY_HEADERS = {
     "jmorecfg.h": "fast_codecs",
     "turbojpeg.h": "fast_codecs",
     "libdeflate.h": "fast_codecs",
+    "webp/": "webp",
 }
 HEADER_SUFFIXES = {".hpp", ".h", ".hh", ".hxx", ".ipp", ".inl"}
 

@@ -48,8 +48,9 @@ const char* const jobs_usage_text =
     "       tilekit jobs list    [--status S] [--project SLUG] [--limit N] [--json]\n"
     "       tilekit jobs cancel ID [--reason TEXT] [--json]\n"
     "       tilekit jobs wait ID [--timeout S] [--json]\n"
-    "The job's layout and format come from --layout dz|xyz|iiif and --format png|jpg (IIIF: info.json's\n"
-    "id from --iiif-base-url URL, joined with the job's prefix; default \".\"), its key from\n"
+    "The job's layout and format come from --layout dz|xyz|iiif and --format\n"
+    "png|jpg|webp|webp-lossless (IIIF: info.json's id from --iiif-base-url URL, joined with the job's\n"
+    "prefix; default \".\"), its key from\n"
     "--prefix-template (default mp/{slug}/uploads/tiles/{version}/). Every tilekit-service option and\n"
     "TILEKIT_* variable applies: --data-dir DIR (default ./tilekit-data), --jobs-db FILE|postgresql://URL\n"
     "(default <data-dir>/jobs.db), --catalog-db, --storage-root, --s3-bucket, --lease-seconds,\n"
@@ -279,6 +280,9 @@ std::string sniff_image_extension(const std::vector<std::uint8_t>& bytes) {
     static const unsigned char png[] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
     if (bytes.size() >= 8 && std::equal(png, png + 8, bytes.begin())) return ".png";
     if (bytes.size() >= 3 && bytes[0] == 0xff && bytes[1] == 0xd8 && bytes[2] == 0xff) return ".jpg";
+    if (bytes.size() >= 12 && std::equal(bytes.begin(), bytes.begin() + 4, "RIFF") &&
+        std::equal(bytes.begin() + 8, bytes.begin() + 12, "WEBP"))
+        return ".webp";
     return "";
 }
 
@@ -326,7 +330,7 @@ jobs::job_record enqueue(const options& o, const service_config& config, catalog
     if (!o.file.empty()) {
         upload = tilekit::read_file_bytes(o.file);
         extension = sniff_image_extension(upload);
-        if (extension.empty()) throw refusal("'" + o.file + "' is not a PNG or JPEG image");
+        if (extension.empty()) throw refusal("'" + o.file + "' is not a PNG, JPEG or WebP image");
     }
     const auto [p, v] = find_target(o, config, db);
     for (const jobs::job_record& other : queue.list_by_project(p.id))

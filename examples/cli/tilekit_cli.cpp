@@ -1,8 +1,8 @@
 // tilekit: the command-line front end of the library.
 //
-//   tilekit tile INPUT OUTDIR [--layout dz|xyz|iiif] [--tile-size N] [--overlap N] [--format png|jpg]
-//                [--quality Q] [--threads N] [--skip-blank] [--background RRGGBB[AA]]
-//                [--basename NAME] [--iiif-base-url URL] [--max-pixels N]
+//   tilekit tile INPUT OUTDIR [--layout dz|xyz|iiif] [--tile-size N] [--overlap N] [--format png|jpg|webp]
+//                [--quality Q] [--lossless] [--webp-method 0..6] [--threads N] [--skip-blank]
+//                [--background RRGGBB[AA]] [--basename NAME] [--iiif-base-url URL] [--max-pixels N]
 //   tilekit tile INPUT s3://BUCKET/PREFIX/ [...]  uploads the tiles straight to S3 / R2
 //   tilekit presign s3://BUCKET/KEY [--expires S] [--method GET|PUT|HEAD]
 //   tilekit get s3://BUCKET/KEY FILE
@@ -22,6 +22,7 @@
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/s3.hpp>
 #include <tilekit/tilekit.hpp>
+#include <tilekit/webp.hpp>
 
 #include <unistd.h>
 
@@ -46,7 +47,8 @@ namespace {
 
 const char* const usage_text =
     "usage: tilekit tile INPUT OUTDIR [--layout dz|xyz|iiif] [--tile-size N] [--overlap N]\n"
-    "                    [--format png|jpg] [--quality Q] [--threads N] [--skip-blank]\n"
+    "                    [--format png|jpg|webp] [--quality Q] [--lossless] [--webp-method 0..6]\n"
+    "                    [--threads N] [--skip-blank]\n"
     "                    [--background RRGGBB[AA]] [--basename NAME] [--max-pixels N]\n"
     "                    [--iiif-base-url URL]  (IIIF: info.json's id is URL[/PREFIX]; default \".\")\n"
     "       tilekit tile INPUT s3://BUCKET/PREFIX/ [same options]\n"
@@ -185,7 +187,12 @@ int run_tile(const std::vector<std::string>& args) {
             const std::string& v = value();
             if (v == "png") options.format = tilekit::tile_format::png;
             else if (v == "jpg" || v == "jpeg") options.format = tilekit::tile_format::jpeg;
-            else throw usage_error("--format must be png or jpg, got '" + v + "'");
+            else if (v == "webp") options.format = tilekit::tile_format::webp;
+            else throw usage_error("--format must be png, jpg or webp, got '" + v + "'");
+        } else if (arg == "--lossless") {
+            options.lossless = true;
+        } else if (arg == "--webp-method") {
+            options.webp_method = static_cast<int>(parse_number(arg, value(), 0, 6));
         } else if (arg == "--tile-size") {
             options.tile_size = static_cast<int>(parse_number(arg, value(), 1, 8192));
         } else if (arg == "--overlap") {

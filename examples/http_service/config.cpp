@@ -37,7 +37,7 @@ const char* const usage_text =
     "  --max-upload-bytes N     larger uploads are 413, refused unread (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
     "  --grace-seconds N        SIGTERM grace for running jobs (TILEKIT_GRACE_SECONDS, default 20)\n"
     "  --prefix-template T      (TILEKIT_PREFIX_TEMPLATE, default mp/{slug}/uploads/tiles/{version}/)\n"
-    "  --layout dz|xyz|iiif     (TILEKIT_LAYOUT)   --format png|jpg (TILEKIT_FORMAT)\n"
+    "  --layout dz|xyz|iiif     (TILEKIT_LAYOUT)   --format png|jpg|webp|webp-lossless (TILEKIT_FORMAT)\n"
     "  --iiif-base-url URL      IIIF: info.json's id is URL/<tile prefix> (TILEKIT_IIIF_BASE_URL;\n"
     "                           default: the relative id \".\")\n";
 
@@ -117,7 +117,8 @@ const setting settings[] = {
      [](service_config& c, const std::string&, const std::string& v) { c.iiif_base_url = v; }},
     {"--format", "TILEKIT_FORMAT",
      [](service_config& c, const std::string& n, const std::string& v) {
-         if (v != "png" && v != "jpg") throw config_error{n + " must be png or jpg, got '" + v + "'"};
+         if (v != "png" && v != "jpg" && v != "webp" && v != "webp-lossless")
+             throw config_error{n + " must be png, jpg, webp or webp-lossless, got '" + v + "'"};
          c.format = v;
      }},
 };

@@ -31,7 +31,7 @@ struct service_config {
     std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";
     std::string layout = "dz";              // dz | xyz | iiif
     std::string iiif_base_url;              // IIIF: info.json's id is this + "/" + the tile prefix
-    std::string format = "png";             // png | jpg
+    std::string format = "png";             // png | jpg | webp | webp-lossless
 };
 
 // Thrown for a bad flag or variable; main prints it with the usage text and exits 2.

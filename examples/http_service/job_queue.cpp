@@ -6,6 +6,7 @@
 
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/sqlite.hpp>
+#include <tilekit/webp.hpp>
 #ifdef TILEKIT_HAS_POSTGRESQL
 #include <tilekit/postgresql.hpp>
 #endif
@@ -53,6 +54,8 @@ nlohmann::json tile_job_payload(const service_config& config, const std::string&
                                                       : tilekit::layout_type::deep_zoom;
     request.tiling.iiif_base_url = config.iiif_base_url;
     request.tiling.format = config.format == "jpg" ? tilekit::tile_format::jpeg : tilekit::tile_format::png;
+    if (config.format.rfind("webp", 0) == 0) request.tiling.format = tilekit::tile_format::webp;
+    request.tiling.lossless = config.format == "webp-lossless";
     return jobs::to_payload(request);
 }
 

@@ -110,7 +110,8 @@ std::string content_type_for(const std::string& name, content_types set) {
 
 std::string cache_control_for(const std::string& key) {
     static const tilekit::tile_options rules;
-    if (ends_with(key, ".png") || ends_with(key, ".jpg") || ends_with(key, ".jpeg")) return rules.tile_cache_control;
+    if (ends_with(key, ".png") || ends_with(key, ".jpg") || ends_with(key, ".jpeg") || ends_with(key, ".webp"))
+        return rules.tile_cache_control;
     return rules.manifest_cache_control;
 }
 

@@ -52,6 +52,7 @@ inline const char* content_type_for_key(std::string_view key) noexcept {
     static constexpr by_extension table[] = {
         {".png", "image/png"},        {".jpg", "image/jpeg"},      {".jpeg", "image/jpeg"},
         {".json", "application/json"}, {".dzi", "application/xml"}, {".xml", "application/xml"},
+        {".webp", "image/webp"},
     };
     for (const by_extension& row : table)
         if (key.size() >= row.extension.size() && key.substr(key.size() - row.extension.size()) == row.extension)

@@ -18,6 +18,7 @@
 //   static std::unique_ptr<row_source> open_memory(const std::uint8_t*, std::size_t, const decode_limits&);
 
 #include <tilekit/decode.hpp>
+#include <tilekit/detail/webp_hook.hpp>
 #include <tilekit/encode.hpp>
 #include <tilekit/layout.hpp>
 #include <tilekit/row_source.hpp>
@@ -34,12 +35,14 @@
 TILEKIT_NAMESPACE_BEGIN
 
 enum class layout_type { deep_zoom, xyz, iiif };
-enum class tile_format { png, jpeg };
+enum class tile_format { png, jpeg, webp };  // webp: needs <tilekit/webp.hpp>
 
 inline const char* to_string(layout_type layout) noexcept {
     return layout == layout_type::xyz ? "xyz" : layout == layout_type::iiif ? "iiif" : "dz";
 }
-inline const char* to_string(tile_format format) noexcept { return format == tile_format::jpeg ? "jpg" : "png"; }
+inline const char* to_string(tile_format format) noexcept {
+    return format == tile_format::jpeg ? "jpg" : format == tile_format::webp ? "webp" : "png";
+}
 
 // Everything a run-time caller sets, one level deep: the tiling run (prefix, threads, progress,
 // cancellation, ... from tile_options), the layout and format, and the decoder's limits.
@@ -48,7 +51,9 @@ struct pyramid_options : tile_options {
     tile_format format = tile_format::png;
     int tile_size = 0;               // 0: 254 for Deep Zoom (256 with overlap), 256 for XYZ, 512 for IIIF
     int overlap = -1;                // -1: 1 for Deep Zoom; XYZ and IIIF allow only 0
-    int quality = 85;                // JPEG quality 1..100
+    int quality = 85;                // JPEG and lossy WebP quality 1..100
+    bool lossless = false;           // WebP: lossless tiles (quality then unused)
+    int webp_method = 2;             // WebP: libwebp's effort 0 (fastest) ..6 (smallest); see README
     std::string basename = "image";  // Deep Zoom: {basename}.dzi and {basename}_files/
     std::string iiif_base_url;       // IIIF: info.json's id is this URL + "/" + prefix (without its
                                      // trailing slash); empty: "." (relative, see iiif_layout)
@@ -117,6 +122,8 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
     const auto run = [&](const auto& layout) {
         if (options.format == tile_format::jpeg)
             return generate_pyramid(source, layout, typename Codecs::jpeg(options.quality), sink, options);
+        if (options.format == tile_format::webp)
+            return generate_pyramid(source, layout, registered_webp_encoder(options.quality, options.lossless, options.webp_method), sink, options);
         return generate_pyramid(source, layout, typename Codecs::png(), sink, options);
     };
     if (options.layout == layout_type::xyz) return run(make_xyz_layout(options));
@@ -126,14 +133,17 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
 
 template <class Codecs>
 pyramid_metadata tile_file_with(const std::string& path, storage_sink& sink, const pyramid_options& options) {
-    const std::unique_ptr<row_source> source = Codecs::open_file(path, options.limits);
+    const std::unique_ptr<row_source> source = webp_reader_for_file(path) ? registered_webp().load()->open_file(path, options.limits)
+                                                                          : Codecs::open_file(path, options.limits);
     return tile_rows<Codecs>(*source, sink, options);
 }
 
 template <class Codecs>
 pyramid_metadata tile_memory_with(const std::uint8_t* data, std::size_t size, storage_sink& sink,
                                   const pyramid_options& options) {
-    const std::unique_ptr<row_source> source = Codecs::open_memory(data, size, options.limits);
+    const std::unique_ptr<row_source> source = webp_reader_for_memory(data, size)
+                                                   ? registered_webp().load()->open_memory(data, size, options.limits)
+                                                   : Codecs::open_memory(data, size, options.limits);
     return tile_rows<Codecs>(*source, sink, options);
 }
 

@@ -1792,6 +1792,7 @@ inline nlohmann::json to_payload(const tile_generation_request& request) {
                           {"tile_size", t.tile_size},
                           {"overlap", t.overlap},
                           {"quality", t.quality},
+                          {"lossless", t.lossless},
                           {"skip_blank_tiles", t.skip_blank_tiles},
                           {"basename", t.basename},
                           {"metadata_key", t.metadata_key}};
@@ -1849,11 +1850,16 @@ inline tile_generation_request request_from_payload(const nlohmann::json& payloa
         if (auto format = text(t, "format", false)) {
             if (*format == "png") r.tiling.format = tile_format::png;
             else if (*format == "jpg" || *format == "jpeg") r.tiling.format = tile_format::jpeg;
-            else refuse("tiling.format must be 'png' or 'jpg', got '" + *format + "'");
+            else if (*format == "webp") r.tiling.format = tile_format::webp;
+            else refuse("tiling.format must be 'png', 'jpg' or 'webp', got '" + *format + "'");
         }
         if (auto size = integer(t, "tile_size", 0, 8192, false)) r.tiling.tile_size = *size;
         if (auto overlap = integer(t, "overlap", -1, 64, false)) r.tiling.overlap = *overlap;
         if (auto quality = integer(t, "quality", 1, 100, false)) r.tiling.quality = *quality;
+        if (t.contains("lossless")) {
+            if (!t.at("lossless").is_boolean()) refuse("tiling.lossless must be true or false");
+            r.tiling.lossless = t.at("lossless").get<bool>();
+        }
         if (t.contains("skip_blank_tiles")) {
             if (!t.at("skip_blank_tiles").is_boolean()) refuse("tiling.skip_blank_tiles must be true or false");
             r.tiling.skip_blank_tiles = t.at("skip_blank_tiles").get<bool>();

@@ -3,7 +3,7 @@
 // Tiles a large image into a Deep Zoom or XYZ pyramid and writes it to a sink (a directory,
 // memory, or your own storage_sink). No job code. The optional parts are the other files
 // here, each building on this one: fast_codecs.hpp, s3.hpp, jobs.hpp, sqlite.hpp,
-// postgresql.hpp.
+// postgresql.hpp, webp.hpp.
 //
 // Link (Debian: libstb-dev nlohmann-json3-dev):
 //   c++ -std=c++17 -I single_include app.cpp $(pkg-config --cflags --libs stb) -pthread
@@ -2688,6 +2688,7 @@ inline const char* content_type_for_key(std::string_view key) noexcept {
     static constexpr by_extension table[] = {
         {".png", "image/png"},        {".jpg", "image/jpeg"},      {".jpeg", "image/jpeg"},
         {".json", "application/json"}, {".dzi", "application/xml"}, {".xml", "application/xml"},
+        {".webp", "image/webp"},
     };
     for (const by_extension& row : table)
         if (key.size() >= row.extension.size() && key.substr(key.size() - row.extension.size()) == row.extension)
@@ -3968,6 +3969,90 @@ TILEKIT_NAMESPACE_END
 //   static std::unique_ptr<row_source> open_memory(const std::uint8_t*, std::size_t, const decode_limits&);
 
 // #include <tilekit/decode.hpp>
+// #include <tilekit/detail/webp_hook.hpp>
+// The core's side of the optional WebP part (<tilekit/webp.hpp>): a slot the part fills before
+// main() runs, so that tile_file() can write WebP tiles (tile_format::webp) and read WebP images
+// chosen at run time, while the core itself never includes or links libwebp.
+
+// #include <tilekit/decode.hpp>
+// #include <tilekit/error.hpp>
+// #include <tilekit/image.hpp>
+// #include <tilekit/row_source.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace detail {
+
+struct webp_entry {
+    // Encodes one tile: lossy at `quality` (1..100, alpha kept) or lossless, with libwebp's
+    // `method` (0..6).
+    void (*encode)(const image_view& tile, std::vector<std::uint8_t>& out, int quality, bool lossless, int method);
+    std::unique_ptr<row_source> (*open_file)(const std::string& path, const decode_limits& limits);
+    std::unique_ptr<row_source> (*open_memory)(const std::uint8_t* data, std::size_t size, const decode_limits& limits);
+};
+
+inline std::atomic<const webp_entry*>& registered_webp() {
+    static std::atomic<const webp_entry*> entry{nullptr};
+    return entry;
+}
+
+inline const webp_entry& require_webp(const std::string& what) {
+    const webp_entry* entry = registered_webp().load(std::memory_order_acquire);
+    if (!entry)
+        throw error(errc::invalid_argument, what + " needs tilekit's WebP part: include <tilekit/webp.hpp> and link "
+                                                   "tilekit::webp (Debian: libwebp-dev)");
+    return *entry;
+}
+
+// The WebP tile encoder behind tile_format::webp: forwards each tile to the registered part.
+class registered_webp_encoder {
+public:
+    registered_webp_encoder(int quality, bool lossless, int method)
+        : entry_(&require_webp("WebP tiles")), quality_(quality), lossless_(lossless), method_(method) {
+        if (quality < 1 || quality > 100)
+            throw error(errc::invalid_argument, "WebP quality must be 1..100, got " + std::to_string(quality));
+        if (method < 0 || method > 6)
+            throw error(errc::invalid_argument, "WebP method must be 0..6, got " + std::to_string(method));
+    }
+    std::string extension() const { return "webp"; }
+    std::string content_type() const { return "image/webp"; }
+    bool supports_alpha() const noexcept { return true; }
+    void encode(const image_view& tile, std::vector<std::uint8_t>& out) const {
+        entry_->encode(tile, out, quality_, lossless_, method_);
+    }
+
+private:
+    const webp_entry* entry_;
+    int quality_;
+    bool lossless_;
+    int method_;
+};
+
+// True when the file at `path` starts like a WebP file (RIFF....WEBP) and the WebP part is in
+// the program; the codec sets then never see it.
+inline bool webp_reader_for_file(const std::string& path) {
+    if (!registered_webp().load(std::memory_order_acquire)) return false;
+    std::uint8_t magic[12] = {0};
+    std::FILE* file = std::fopen(path.c_str(), "rb");
+    if (!file) return false;  // the codec set reports it
+    const std::size_t got = std::fread(magic, 1, sizeof magic, file);
+    std::fclose(file);
+    return describe_format(magic, got) == "webp";
+}
+
+inline bool webp_reader_for_memory(const std::uint8_t* data, std::size_t size) {
+    return size > 0 && registered_webp().load(std::memory_order_acquire) && describe_format(data, size) == "webp";
+}
+
+}  // namespace detail
+TILEKIT_NAMESPACE_END
 // #include <tilekit/encode.hpp>
 // #include <tilekit/layout.hpp>
 // #include <tilekit/row_source.hpp>
@@ -3984,12 +4069,14 @@ TILEKIT_NAMESPACE_END
 TILEKIT_NAMESPACE_BEGIN
 
 enum class layout_type { deep_zoom, xyz, iiif };
-enum class tile_format { png, jpeg };
+enum class tile_format { png, jpeg, webp };  // webp: needs <tilekit/webp.hpp>
 
 inline const char* to_string(layout_type layout) noexcept {
     return layout == layout_type::xyz ? "xyz" : layout == layout_type::iiif ? "iiif" : "dz";
 }
-inline const char* to_string(tile_format format) noexcept { return format == tile_format::jpeg ? "jpg" : "png"; }
+inline const char* to_string(tile_format format) noexcept {
+    return format == tile_format::jpeg ? "jpg" : format == tile_format::webp ? "webp" : "png";
+}
 
 // Everything a run-time caller sets, one level deep: the tiling run (prefix, threads, progress,
 // cancellation, ... from tile_options), the layout and format, and the decoder's limits.
@@ -3998,7 +4085,9 @@ struct pyramid_options : tile_options {
     tile_format format = tile_format::png;
     int tile_size = 0;               // 0: 254 for Deep Zoom (256 with overlap), 256 for XYZ, 512 for IIIF
     int overlap = -1;                // -1: 1 for Deep Zoom; XYZ and IIIF allow only 0
-    int quality = 85;                // JPEG quality 1..100
+    int quality = 85;                // JPEG and lossy WebP quality 1..100
+    bool lossless = false;           // WebP: lossless tiles (quality then unused)
+    int webp_method = 2;             // WebP: libwebp's effort 0 (fastest) ..6 (smallest); see README
     std::string basename = "image";  // Deep Zoom: {basename}.dzi and {basename}_files/
     std::string iiif_base_url;       // IIIF: info.json's id is this URL + "/" + prefix (without its
                                      // trailing slash); empty: "." (relative, see iiif_layout)
@@ -4067,6 +4156,8 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
     const auto run = [&](const auto& layout) {
         if (options.format == tile_format::jpeg)
             return generate_pyramid(source, layout, typename Codecs::jpeg(options.quality), sink, options);
+        if (options.format == tile_format::webp)
+            return generate_pyramid(source, layout, registered_webp_encoder(options.quality, options.lossless, options.webp_method), sink, options);
         return generate_pyramid(source, layout, typename Codecs::png(), sink, options);
     };
     if (options.layout == layout_type::xyz) return run(make_xyz_layout(options));
@@ -4076,14 +4167,17 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
 
 template <class Codecs>
 pyramid_metadata tile_file_with(const std::string& path, storage_sink& sink, const pyramid_options& options) {
-    const std::unique_ptr<row_source> source = Codecs::open_file(path, options.limits);
+    const std::unique_ptr<row_source> source = webp_reader_for_file(path) ? registered_webp().load()->open_file(path, options.limits)
+                                                                          : Codecs::open_file(path, options.limits);
     return tile_rows<Codecs>(*source, sink, options);
 }
 
 template <class Codecs>
 pyramid_metadata tile_memory_with(const std::uint8_t* data, std::size_t size, storage_sink& sink,
                                   const pyramid_options& options) {
-    const std::unique_ptr<row_source> source = Codecs::open_memory(data, size, options.limits);
+    const std::unique_ptr<row_source> source = webp_reader_for_memory(data, size)
+                                                   ? registered_webp().load()->open_memory(data, size, options.limits)
+                                                   : Codecs::open_memory(data, size, options.limits);
     return tile_rows<Codecs>(*source, sink, options);
 }
 

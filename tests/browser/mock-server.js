@@ -12,6 +12,8 @@
 // Versions of project "demo" (each job's clock starts at the first GET of its version or job):
 //   1: Deep Zoom (PYRAMID_DIR/dz)  queued 1.5 s, running 5 s (progress 0..100), then completed
 //   2: XYZ jpg   (PYRAMID_DIR/xyz) the same timeline
+//   5: Deep Zoom lossy WebP (PYRAMID_DIR/dz-webp), 6: XYZ lossless WebP (PYRAMID_DIR/xyz-webp),
+//      the same timeline, when those directories exist
 //   3: a job that runs for 2 s and then fails with FAILED_ERROR below
 //   4: completed long ago (tiles present at once, Deep Zoom)
 //   5: IIIF png  (PYRAMID_DIR/iiif, when present) the timeline of 1
@@ -72,6 +74,9 @@ addVersion('demo', 2, 'xyz', 'ok');
 addVersion('demo', 3, null, 'fail');
 addVersion('demo', 4, 'dz', 'done');
 if (fs.existsSync(path.join(PYRAMID_DIR, 'iiif', 'pyramid.json'))) addVersion('demo', 5, 'iiif', 'ok');
+// WebP tiles, when run.sh made them: Deep Zoom lossy WebP and XYZ lossless WebP.
+if (fs.existsSync(path.join(PYRAMID_DIR, 'dz-webp', 'pyramid.json'))) addVersion('demo', 6, 'dz-webp', 'ok');
+if (fs.existsSync(path.join(PYRAMID_DIR, 'xyz-webp', 'pyramid.json'))) addVersion('demo', 7, 'xyz-webp', 'ok');
 const byJob = {};
 for (const v of Object.values(versions)) byJob[v.jobId] = v;
 

@@ -61,15 +61,17 @@ if [ -z "$cli" ]; then
   if [ ! -x "$cli" ]; then
     log "building the tilekit CLI into $cli"
     g++ -std=c++17 -O2 -I"$root/include" -isystem /usr/include/stb "$root/examples/cli/tilekit_cli.cpp" -o "$cli" \
-      -lstb -ldeflate -lturbojpeg -lpng -ljpeg -lcrypto -lcurl -pthread
+      -lstb -ldeflate -lturbojpeg -lpng -ljpeg -lwebp -lcrypto -lcurl -pthread
   fi
 fi
-if [ ! -f "$work/pyramids/xyz/pyramid.json" ]; then
+if [ ! -f "$work/pyramids/xyz-webp/pyramid.json" ]; then
   log "generating the sample image and both pyramids in $work/pyramids"
   rm -rf "$work/pyramids"; mkdir -p "$work/pyramids"
   "$cli" sample "$work/sample.png" --size 3000x2000 >>"$work/cli.log" 2>&1 || { cat "$work/cli.log" >&2; exit 1; }
   "$cli" tile "$work/sample.png" "$work/pyramids/dz" --layout dz >>"$work/cli.log" 2>&1 || { cat "$work/cli.log" >&2; exit 1; }
   "$cli" tile "$work/sample.png" "$work/pyramids/xyz" --layout xyz --format jpg >>"$work/cli.log" 2>&1 || { cat "$work/cli.log" >&2; exit 1; }
+  "$cli" tile "$work/sample.png" "$work/pyramids/dz-webp" --layout dz --format webp >>"$work/cli.log" 2>&1 || { cat "$work/cli.log" >&2; exit 1; }
+  "$cli" tile "$work/sample.png" "$work/pyramids/xyz-webp" --layout xyz --format webp --lossless >>"$work/cli.log" 2>&1 || { cat "$work/cli.log" >&2; exit 1; }
 fi
 if [ ! -f "$work/pyramids/iiif/pyramid.json" ]; then
   # PNG tiles: OpenSeadragon asks for default.jpg unless info.json's preferredFormats says png.
@@ -90,7 +92,7 @@ for _ in $(seq 100); do [ -s "$work/port" ] && break; kill -0 "$mock_pid" 2>/dev
 
 export VIEWER_BASE_URL="http://127.0.0.1:$(cat "$work/port")"
 export VIEWER_TOKEN="${MOCK_TOKEN:-test-token}"
-export VIEWER_TARGETS="demo/1:dz demo/2:xyz demo/5:iiif"
+export VIEWER_TARGETS="demo/1:dz demo/2:xyz demo/5:iiif demo/6:dz:webp demo/7:xyz:webp"
 export VIEWER_EXPECT_PROGRESS=1
 export VIEWER_FAILED_TARGET="demo/3"
 export VIEWER_FAILED_TEXT="cannot decode base map asset"

@@ -10,7 +10,8 @@
 // Environment:
 //   VIEWER_BASE_URL        e.g. http://127.0.0.1:8080 (required)
 //   VIEWER_TOKEN           bearer token put in ?token= (required)
-//   VIEWER_TARGETS         "slug/version[:dz|xyz|iiif] ..." versions whose job completes (default "demo/1:dz demo/2:xyz")
+//   VIEWER_TARGETS         "slug/version[:dz|xyz|iiif[:FORMAT]] ..." versions whose job completes (default
+//                          "demo/1:dz demo/2:xyz"); FORMAT (png, jpg, webp): every tile drawn has that suffix
 //   VIEWER_EXPECT_PROGRESS 1: each target must show the progress bar running before completion (default 0)
 //   VIEWER_FAILED_TARGET   "slug/version" whose job fails ("" to skip; default "")
 //   VIEWER_FAILED_TEXT     text the error must contain (default: any non-empty error)
@@ -96,7 +97,9 @@ function check(name, ok, detail) {
 }
 
 async function testCompleted(browser, spec) {
-  const [target, layout] = spec.split(':');
+  // "slug/version:layout[:format]": with a format, every tile image must have that suffix
+  // (WebP tiles must be the ones drawn, not a fallback).
+  const [target, layout, format] = spec.split(':');
   const label = target.replace('/', '-v');
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
@@ -165,6 +168,12 @@ async function testCompleted(browser, spec) {
     const tileImages = w.tiles200.filter((t) => /\.(png|jpe?g|webp)$/i.test(t));
     check(`${target}: tile requests under /tiles/ succeeded`, tileImages.length >= MIN_TILES && w.tilesOther.length === 0,
       `${w.tiles200.length} responses 200 (${tileImages.length} tile images), ${w.tilesOther.length} other; e.g. ${tileImages.slice(0, 3).join(', ')}`);
+    if (format) {
+      const suffix = new RegExp('\\.' + format + '$', 'i');
+      const others = tileImages.filter((t) => !suffix.test(t));
+      check(`${target}: every tile drawn is .${format}`, tileImages.length >= MIN_TILES && others.length === 0,
+        `${tileImages.length - others.length} .${format} tiles, ${others.length} others ${others.slice(0, 3).join(', ')}`);
+    }
   } catch (e) {
     check(`${target}: viewer run`, false, e.message);
   } finally {

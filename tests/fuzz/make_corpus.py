@@ -185,6 +185,49 @@ def jpeg_seeds(sources, work):
     return seeds
 
 
+def webp_seeds(sources, work):
+    """WebPs from the vips CLI (lossy and lossless, with and without alpha, tiny and odd sizes),
+    plus hand-made headers (VP8L claiming 16383x16383, a VP8X animation); {} without vips but
+    for the hand-made ones."""
+    seeds = {}
+    # A VP8L header claiming 16383x16383 over a few junk bytes, and a VP8X with the animation flag.
+    vp8l = b"\x2f" + struct.pack("<I", 16382 | (16382 << 14) | (1 << 28)) + bytes(11)
+    seeds["webp-vp8l-huge-header.webp"] = (b"RIFF" + struct.pack("<I", 4 + 8 + len(vp8l)) + b"WEBPVP8L" +
+                                           struct.pack("<I", len(vp8l)) + vp8l)
+    vp8x = bytes([0x02, 0, 0, 0, 9, 0, 0, 9, 0, 0])
+    seeds["webp-vp8x-animated.webp"] = b"RIFF" + struct.pack("<I", 4 + 18) + b"WEBPVP8X" + struct.pack("<I", 10) + vp8x
+    vips = shutil.which("vips")
+    if not vips:
+        print("make_corpus: vips not found; only hand-made WebP seeds (install libvips-tools)", file=sys.stderr)
+        return seeds
+    inputs = {
+        "rgba": sources["png-c6-d8-64x48.png"],
+        "gray": png_bytes(40, 24, 0, 8, seed=5),
+        "rgb-tiny": png_bytes(3, 1, 2, 8, seed=6),
+        "rgb-odd": png_bytes(17, 9, 2, 8, seed=7),
+    }
+    jobs = [
+        ("webp-rgba-q75.webp", "rgba", "[Q=75]"),
+        ("webp-rgba-lossless.webp", "rgba", "[lossless]"),
+        ("webp-rgba-q30-alpha-q50.webp", "rgba", "[Q=30,alpha_q=50]"),
+        ("webp-gray-q90.webp", "gray", "[Q=90]"),
+        ("webp-gray-lossless.webp", "gray", "[lossless]"),
+        ("webp-tiny-lossless.webp", "rgb-tiny", "[lossless]"),
+        ("webp-odd-q50.webp", "rgb-odd", "[Q=50,strip]"),
+        ("webp-odd-near-lossless.webp", "rgb-odd", "[near_lossless,Q=60]"),
+    ]
+    for name, source, options in jobs:
+        src = os.path.join(work, source + ".png")
+        if not os.path.exists(src):
+            with open(src, "wb") as f:
+                f.write(inputs[source])
+        out = os.path.join(work, name)
+        if subprocess.run([vips, "copy", src, out + options], capture_output=True).returncode == 0:
+            with open(out, "rb") as f:
+                seeds[name] = f.read()
+    return seeds
+
+
 def damaged_variants(seeds):
     """Truncated and garbled copies of some images (deterministic)."""
     rng = random.Random(1234)
@@ -283,14 +326,18 @@ def main():
     with tempfile.TemporaryDirectory(prefix="tilekit-corpus-") as work:
         images.update(jpeg_seeds(images, work))
     images.update(damaged_variants(images))
+    with tempfile.TemporaryDirectory(prefix="tilekit-corpus-") as work:
+        webps = webp_seeds(images, work)
+    webps.update(damaged_variants(webps))
+    write_dir(os.path.join(out, "webp_decode"), webps)
     for target in ("decode_memory", "streaming_decode"):
         write_dir(os.path.join(out, target), images)
     write_dir(os.path.join(out, "key_sink"), KEY_SEEDS)
     write_dir(os.path.join(out, "sigv4"), SIGV4_SEEDS)
     write_dir(os.path.join(out, "service_request"), SERVICE_SEEDS)
     jpegs = sum(1 for n in images if n.startswith("jpeg"))
-    print("make_corpus: %d image seeds (%d JPEG), %d key, %d sigv4, %d service seeds in %s" %
-          (len(images), jpegs, len(KEY_SEEDS), len(SIGV4_SEEDS), len(SERVICE_SEEDS), out))
+    print("make_corpus: %d image seeds (%d JPEG), %d WebP, %d key, %d sigv4, %d service seeds in %s" %
+          (len(images), jpegs, len(webps), len(KEY_SEEDS), len(SIGV4_SEEDS), len(SERVICE_SEEDS), out))
 
 
 if __name__ == "__main__":

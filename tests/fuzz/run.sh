@@ -19,7 +19,7 @@ seconds=${FUZZ_SECONDS:-60}
 jobs=1
 mode=fuzz
 targets=()
-all_targets=(decode_memory streaming_decode key_sink sigv4 service_request)
+all_targets=(decode_memory streaming_decode key_sink sigv4 service_request webp_decode)
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -52,7 +52,11 @@ extra[sigv4]=""
 libs[sigv4]=$(pkg-config --libs libcrypto)
 extra[service_request]="-I$source_root/examples/http_service $(pkg-config --cflags cpp-httplib)"
 libs[service_request]="$(pkg-config --libs cpp-httplib) $(pkg-config --libs libssl libcrypto)"
-max_len=([decode_memory]=65536 [streaming_decode]=65536 [key_sink]=2048 [sigv4]=4096 [service_request]=8192)
+# The WebP part; stb (for the core headers it includes) compiled in, as above.
+extra[webp_decode]="-DTILEKIT_STB_IMPLEMENTATION"
+libs[webp_decode]=$(pkg-config --libs libwebp)
+max_len=([decode_memory]=65536 [streaming_decode]=65536 [key_sink]=2048 [sigv4]=4096 [service_request]=8192
+         [webp_decode]=65536)
 
 mkdir -p "$build/bin" "$build/artifacts" "$build/tmp"
 echo "run.sh: building ${targets[*]} with $cxx into $build/bin"

@@ -30,8 +30,20 @@ int main() try {
     options.threads = 2;
     const tilekit::pyramid_metadata xyz = tilekit::tile_memory(png, xyz_sink, options);
 
+    // WebP tiles need the WebP part (<tilekit/webp.hpp>, libwebp): without it the core says so
+    // and writes nothing; it never links libwebp itself.
+    bool webp_refused = false;
+    tilekit::memory_sink webp_sink;
+    options.format = tilekit::tile_format::webp;
+    try {
+        tilekit::tile_memory(png, webp_sink, options);
+    } catch (const tilekit::error& e) {
+        webp_refused = e.code() == tilekit::errc::invalid_argument &&
+                       std::string(e.what()).find("<tilekit/webp.hpp>") != std::string::npos && webp_sink.size() == 0;
+    }
+
     const bool ok = metadata.tile_count > 0 && json.at("width") == 513 && sink.contains("image.dzi") &&
-                    xyz.tile_count > 0 && std::string(tilekit::default_codecs_name()) == "stb";
+                    xyz.tile_count > 0 && std::string(tilekit::default_codecs_name()) == "stb" && webp_refused;
     std::printf("single header core: %llu + %llu tiles, %s\n", static_cast<unsigned long long>(metadata.tile_count),
                 static_cast<unsigned long long>(xyz.tile_count), ok ? "ok" : "FAILED");
     return ok ? 0 : 1;

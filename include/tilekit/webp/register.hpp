@@ -1,0 +1,34 @@
+#pragma once
+// Puts the WebP part into the core's slot (detail/webp_hook.hpp) before main() runs, in every
+// program with a TU that includes <tilekit/webp.hpp>: tile_file() then writes WebP tiles
+// (tile_format::webp) and reads WebP images.
+
+#include <tilekit/detail/webp_hook.hpp>
+#include <tilekit/webp/encoder.hpp>
+#include <tilekit/webp/reader.hpp>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace detail {
+
+inline void webp_encode_entry(const image_view& tile, std::vector<std::uint8_t>& out, int quality, bool lossless,
+                              int method) {
+    // One encoder per thread and setting: building one validates libwebp's configuration.
+    thread_local webp_options cached{-1, false, -1};
+    thread_local std::unique_ptr<webp_encoder> encoder;
+    if (!encoder || cached.quality != quality || cached.lossless != lossless || cached.method != method) {
+        cached = webp_options{quality, lossless, method};
+        encoder = std::make_unique<webp_encoder>(cached);
+    }
+    encoder->encode(tile, out);
+}
+
+inline const webp_entry* webp_part_entry() {
+    static const webp_entry entry{&webp_encode_entry, &webp_reader::open_file, &webp_reader::open_memory};
+    return &entry;
+}
+
+inline const bool webp_part_is_registered =
+    (registered_webp().store(webp_part_entry(), std::memory_order_release), true);
+
+}  // namespace detail
+TILEKIT_NAMESPACE_END
