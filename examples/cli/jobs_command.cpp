@@ -278,6 +278,7 @@ std::string sniff_image_extension(const std::vector<std::uint8_t>& bytes) {
     static const unsigned char png[] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
     if (bytes.size() >= 8 && std::equal(png, png + 8, bytes.begin())) return ".png";
     if (bytes.size() >= 3 && bytes[0] == 0xff && bytes[1] == 0xd8 && bytes[2] == 0xff) return ".jpg";
+    if (tilekit::detail::describe_format(bytes.data(), bytes.size()) == "tiff") return ".tif";
     return "";
 }
 

@@ -2,7 +2,7 @@
 // tilekit 0.1.0, single header <tilekit/tilekit.hpp>: the core.
 // Tiles a large image into a Deep Zoom or XYZ pyramid and writes it to a sink (a directory,
 // memory, or your own storage_sink). No job code. The optional parts are the other files
-// here, each building on this one: fast_codecs.hpp, s3.hpp, jobs.hpp, sqlite.hpp,
+// here, each building on this one: fast_codecs.hpp, tiff.hpp, s3.hpp, jobs.hpp, sqlite.hpp,
 // postgresql.hpp.
 //
 // Link (Debian: libstb-dev nlohmann-json3-dev):
@@ -1643,6 +1643,94 @@ private:
     image_view image_;
     int next_ = 0;
 };
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/input_readers.hpp>
+// Input formats that optional parts add at run time (the TIFF part: <tilekit/tiff.hpp>). A part
+// registers a reader for a format name (as detail::describe_format() names it) before main();
+// the codec sets' open_file() and open_memory() (tile_file.hpp, fast_codecs/codecs.hpp) sniff
+// the first bytes and hand the file to the registered reader, so `tilekit tile scan.tif`, a
+// TIFF upload and tile_file("scan.tif", ...) work wherever the part is linked. Without it the
+// format is refused with an error naming the part that reads it.
+
+// #include <tilekit/decode.hpp>
+// #include <tilekit/error.hpp>
+// #include <tilekit/row_source.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+
+TILEKIT_NAMESPACE_BEGIN
+
+struct input_reader {
+    const char* format;  // "tiff"
+    std::unique_ptr<row_source> (*open_file)(const std::string& path, const decode_limits& limits);
+    // The bytes must outlive the returned source.
+    std::unique_ptr<row_source> (*open_memory)(const std::uint8_t* data, std::size_t size, const decode_limits& limits);
+};
+
+namespace detail {
+
+constexpr std::size_t max_input_readers = 8;
+
+inline std::atomic<const input_reader*>* input_reader_slots() {
+    static std::atomic<const input_reader*> slots[max_input_readers] = {};
+    return slots;
+}
+
+// Called once per part, before main (an inline variable in the part's header).
+inline bool register_input_reader(const input_reader* reader) {
+    std::atomic<const input_reader*>* slots = input_reader_slots();
+    for (std::size_t i = 0; i < max_input_readers; ++i) {
+        const input_reader* expected = nullptr;
+        if (slots[i].compare_exchange_strong(expected, reader, std::memory_order_acq_rel)) return true;
+        if (expected == reader || std::strcmp(expected->format, reader->format) == 0) return true;
+    }
+    return false;
+}
+
+// What to say when no reader was registered for a format an optional part reads.
+inline std::string missing_input_part(const std::string& format) {
+    if (format == "tiff")
+        return "input is a TIFF image; reading TIFF needs tilekit's tiff part (#include <tilekit/tiff.hpp> and link "
+               "tilekit::tiff, which uses libtiff; Debian: libtiff-dev), which this program does not include";
+    return "";
+}
+
+}  // namespace detail
+
+// The reader registered for `format`, or null.
+inline const input_reader* find_input_reader(const std::string& format) {
+    std::atomic<const input_reader*>* slots = detail::input_reader_slots();
+    for (std::size_t i = 0; i < detail::max_input_readers; ++i) {
+        const input_reader* reader = slots[i].load(std::memory_order_acquire);
+        if (!reader) break;
+        if (format == reader->format) return reader;
+    }
+    return nullptr;
+}
+
+namespace detail {
+
+// For the codec sets: the registered reader of `format`, null when the codec set reads it
+// itself (PNG, JPEG), and an error naming the missing part or the unknown format otherwise.
+inline const input_reader* input_reader_for(const std::string& format, const std::string& label) {
+    if (is_supported_format(format)) return nullptr;
+    if (const input_reader* reader = find_input_reader(format)) return reader;
+    const std::string missing = missing_input_part(format);
+    if (!missing.empty()) throw error(errc::not_an_image, label + missing);
+    try {
+        refuse_unsupported_format(format);
+    } catch (const error& e) {
+        throw error(e.code(), label + e.what());
+    }
+    return nullptr;
+}
+
+}  // namespace detail
 
 TILEKIT_NAMESPACE_END
 // #include <tilekit/layout.hpp>
@@ -3729,6 +3817,7 @@ TILEKIT_NAMESPACE_END
 
 // #include <tilekit/decode.hpp>
 // #include <tilekit/encode.hpp>
+// #include <tilekit/input_readers.hpp>
 // #include <tilekit/layout.hpp>
 // #include <tilekit/row_source.hpp>
 // #include <tilekit/sink.hpp>
@@ -3736,6 +3825,7 @@ TILEKIT_NAMESPACE_END
 
 #include <atomic>
 #include <cstdint>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -3790,10 +3880,21 @@ struct stb_codecs {
     using png = stb_png_encoder;
     using jpeg = baseline_jpeg_encoder;
     static std::unique_ptr<row_source> open_file(const std::string& path, const decode_limits& limits = {}) {
+        // Formats of optional parts (TIFF: <tilekit/tiff.hpp>) go to their registered reader.
+        std::uint8_t magic[16] = {0};
+        std::ifstream probe(path, std::ios::binary);
+        probe.read(reinterpret_cast<char*>(magic), sizeof magic);
+        const auto got = static_cast<std::size_t>(probe.gcount());
+        if (got > 0)
+            if (const input_reader* reader = detail::input_reader_for(detail::describe_format(magic, got), "'" + path + "': "))
+                return reader->open_file(path, limits);
         return std::make_unique<image_row_source>(decode_image_file(path, limits));
     }
     static std::unique_ptr<row_source> open_memory(const std::uint8_t* data, std::size_t size,
                                                    const decode_limits& limits = {}) {
+        if (size > 0)
+            if (const input_reader* reader = detail::input_reader_for(detail::describe_format(data, size), ""))
+                return reader->open_memory(data, size, limits);
         return std::make_unique<image_row_source>(decode_image(data, size, limits));
     }
 };

@@ -17,9 +17,9 @@
 // - min-is-white gray is inverted; palette indices become RGB (the colormap's high byte, or its
 //   value when every entry is below 256: an 8-bit colormap written by a careless writer).
 // - The first extra sample is alpha, whatever ExtraSamples says about it (vips does the same).
-//   Associated (premultiplied) alpha is unpremultiplied at the source's precision, since tiles
-//   are PNG-style unassociated RGBA; unassociated or unspecified alpha is kept as it is. Other
-//   extra samples are dropped.
+//   Associated (premultiplied) alpha is unpremultiplied at the source's precision (v * max / a,
+//   truncated, as vips does on load; 0 where alpha is 0), since tiles are PNG-style unassociated
+//   RGBA; unassociated or unspecified alpha is kept as it is. Other extra samples are dropped.
 //
 // Limits: the pixel limit is checked from the header and the memory this reader and libtiff
 // need (scanline or band, tile or strip buffers, libtiff's raw-data buffer) is estimated and held
@@ -73,6 +73,15 @@ inline std::uint64_t tiff_mul(std::uint64_t a, std::uint64_t b) noexcept {
 }
 
 inline std::uint64_t tiff_add(std::uint64_t a, std::uint64_t b) noexcept { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
+
+// The memory budget's refusal, worded as the PNG and JPEG readers word it (this part does not
+// include theirs: fast_codecs/detail/memory_budget.hpp is in another layer).
+inline void tiff_refuse_over_budget(const std::string& label, const char* format, std::uint64_t estimate, std::uint64_t budget) {
+    if (estimate <= budget) return;
+    throw error(errc::over_memory_budget, label + "decoding this " + format + " needs about " + std::to_string(estimate) +
+                                              " bytes, over the memory budget of " + std::to_string(budget) +
+                                              " bytes (decode_limits::max_memory_bytes)");
+}
 
 extern "C" inline tmsize_t tilekit_tiff_read(thandle_t handle, void* out, tmsize_t size) {
     auto* input = static_cast<tiff_input*>(handle);
@@ -352,7 +361,7 @@ private:
         // Decoded units (one per plane), and the compressed data of one (at most its decoded size
         // for every codec here but a damaged one, which libtiff's allocation cap stops).
         cost = detail::tiff_add(cost, detail::tiff_mul(unit_bytes, std::uint64_t(planes) + 1));
-        detail::refuse_over_budget(label, tiled_ ? "tiled TIFF" : "TIFF", cost, limits.max_memory_bytes);
+        detail::tiff_refuse_over_budget(label, tiled_ ? "tiled TIFF" : "TIFF", cost, limits.max_memory_bytes);
 
         // 8-bit samples, nothing to convert, all samples used: libtiff's scanline is the row.
         passthrough_ = scanlines_ && bits_ == 8 && !palette_ && !invert_ && !associated_ && samples_ == channels_;
@@ -420,7 +429,7 @@ private:
                 for (int c = 0; c < colours; ++c) {
                     std::uint32_t v = sample(planes, x, c);
                     if (invert_) v = max - v;
-                    if (associated_) v = a == 0 ? 0 : std::min<std::uint32_t>(max, (v * max + a / 2) / a);
+                    if (associated_) v = a == 0 ? 0 : std::min<std::uint32_t>(max, v * max / a);  // truncated, as vips
                     *out++ = to8(v);
                 }
             }
