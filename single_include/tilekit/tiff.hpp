@@ -52,9 +52,9 @@
 // - min-is-white gray is inverted; palette indices become RGB (the colormap's high byte, or its
 //   value when every entry is below 256: an 8-bit colormap written by a careless writer).
 // - The first extra sample is alpha, whatever ExtraSamples says about it (vips does the same).
-//   Associated (premultiplied) alpha is unpremultiplied at the source's precision, since tiles
-//   are PNG-style unassociated RGBA; unassociated or unspecified alpha is kept as it is. Other
-//   extra samples are dropped.
+//   Associated (premultiplied) alpha is unpremultiplied at the source's precision (v * max / a,
+//   truncated, as vips does on load; 0 where alpha is 0), since tiles are PNG-style unassociated
+//   RGBA; unassociated or unspecified alpha is kept as it is. Other extra samples are dropped.
 //
 // Limits: the pixel limit is checked from the header and the memory this reader and libtiff
 // need (scanline or band, tile or strip buffers, libtiff's raw-data buffer) is estimated and held
@@ -108,6 +108,15 @@ inline std::uint64_t tiff_mul(std::uint64_t a, std::uint64_t b) noexcept {
 }
 
 inline std::uint64_t tiff_add(std::uint64_t a, std::uint64_t b) noexcept { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
+
+// The memory budget's refusal, worded as the PNG and JPEG readers word it (this part does not
+// include theirs: fast_codecs/detail/memory_budget.hpp is in another layer).
+inline void tiff_refuse_over_budget(const std::string& label, const char* format, std::uint64_t estimate, std::uint64_t budget) {
+    if (estimate <= budget) return;
+    throw error(errc::over_memory_budget, label + "decoding this " + format + " needs about " + std::to_string(estimate) +
+                                              " bytes, over the memory budget of " + std::to_string(budget) +
+                                              " bytes (decode_limits::max_memory_bytes)");
+}
 
 extern "C" inline tmsize_t tilekit_tiff_read(thandle_t handle, void* out, tmsize_t size) {
     auto* input = static_cast<tiff_input*>(handle);
@@ -247,7 +256,7 @@ public:
         if (next_ >= height_) throw error(errc::invalid_argument, "tiff_row_reader: read past the last row");
         const int y = next_++;
         if (scanlines_) {
-            if (TIFFReadScanline(tiff_, units_[0].data(), static_cast<std::uint32_t>(y), 0) < 0) fail("cannot decode");
+            if (TIFFReadScanline(tiff_, units_[0].data(), static_cast<std::uint32_t>(y), 0) < 0) fail("cannot decode TIFF");
             if (passthrough_) return units_[0].data();
             const std::uint8_t* planes[1] = {units_[0].data()};
             convert(planes, 0, row_.data(), static_cast<std::size_t>(width_));
@@ -275,10 +284,10 @@ private:
         TIFFOpenOptionsSetWarningHandlerExtR(options.get(), detail::tilekit_tiff_warning, &input_);
         // "m": no memory mapping (the file is read through tiff_input, so the memory it costs is
         // what this reader allocates, not a mapping of the whole file).
-        tiff_ = TIFFClientOpenExt(label.empty() ? "image" : label.c_str(), "rm", &input_, detail::tilekit_tiff_read,
+        tiff_ = TIFFClientOpenExt("TIFF", "rm", &input_, detail::tilekit_tiff_read,
                                   detail::tilekit_tiff_write, detail::tilekit_tiff_seek, detail::tilekit_tiff_close,
                                   detail::tilekit_tiff_size, detail::tilekit_tiff_map, detail::tilekit_tiff_unmap, options.get());
-        if (!tiff_) fail("cannot read header");
+        if (!tiff_) fail("cannot read TIFF header");
         bigtiff_ = TIFFIsBigTIFF(tiff_) != 0;
         tiled_ = TIFFIsTiled(tiff_) != 0;
 
@@ -321,7 +330,7 @@ private:
             case PHOTOMETRIC_YCBCR:
                 if (compression != COMPRESSION_JPEG) refuse("YCbCr samples outside JPEG compression");
                 // libjpeg converts to RGB (and upsamples the chroma) while decoding.
-                if (!TIFFSetField(tiff_, TIFFTAG_JPEGCOLORMODE, JPEGCOLORMODE_RGB)) fail("cannot read header");
+                if (!TIFFSetField(tiff_, TIFFTAG_JPEGCOLORMODE, JPEGCOLORMODE_RGB)) fail("cannot read TIFF header");
                 base = 3;
                 break;
             default: refuse(detail::tiff_photometric_name(photometric));
@@ -372,22 +381,24 @@ private:
             unit_row_bytes_ = TIFFScanlineSize64(tiff_);
             scanlines_ = !separate_;
             if (scanlines_) {
-                // One scanline; libtiff holds a strip's compressed data when it is at most 10 MB
-                // decoded (or, when it cannot tell, its stated size) and reads larger strips piecewise.
-                unit_bytes = unit_row_bytes_;
-                const std::uint64_t strip = TIFFStripSize64(tiff_);
-                cost = detail::tiff_add(cost, std::min<std::uint64_t>(strip, std::uint64_t{10} << 20) + (std::uint64_t{1} << 20));
+                unit_bytes = unit_row_bytes_;  // one scanline
                 cost = detail::tiff_add(cost, out_row);
             } else {
                 unit_bytes = TIFFStripSize64(tiff_);
                 cost = detail::tiff_add(cost, detail::tiff_mul(out_row, unit_height_));
             }
         }
-        if (unit_bytes == 0 || unit_row_bytes_ == 0) fail("cannot read header");
-        // Decoded units (one per plane), and the compressed data of one (at most its decoded size
-        // for every codec here but a damaged one, which libtiff's allocation cap stops).
-        cost = detail::tiff_add(cost, detail::tiff_mul(unit_bytes, std::uint64_t(planes) + 1));
-        detail::refuse_over_budget(label, tiled_ ? "tiled TIFF" : "TIFF", cost, limits.max_memory_bytes);
+        if (unit_bytes == 0 || unit_row_bytes_ == 0) fail("cannot read TIFF header");
+        // Decoded units (one per plane), and libtiff's buffer for the compressed bytes of one
+        // strip or tile, which it reads whole: the largest stated byte count (no strip can hold
+        // more than the file). Uncompressed single strips are split by libtiff into ~8 KB ones.
+        cost = detail::tiff_add(cost, detail::tiff_mul(unit_bytes, std::uint64_t(planes)));
+        std::uint64_t largest_raw = 0;
+        const std::uint32_t striles = tiled_ ? TIFFNumberOfTiles(tiff_) : TIFFNumberOfStrips(tiff_);
+        for (std::uint32_t i = 0; i < striles && largest_raw < input_.size; ++i)
+            largest_raw = std::max<std::uint64_t>(largest_raw, TIFFGetStrileByteCount(tiff_, i));
+        cost = detail::tiff_add(cost, std::min(largest_raw, input_.size));
+        detail::tiff_refuse_over_budget(label, tiled_ ? "tiled TIFF" : "TIFF", cost, limits.max_memory_bytes);
 
         // 8-bit samples, nothing to convert, all samples used: libtiff's scanline is the row.
         passthrough_ = scanlines_ && bits_ == 8 && !palette_ && !invert_ && !associated_ && samples_ == channels_;
@@ -455,7 +466,7 @@ private:
                 for (int c = 0; c < colours; ++c) {
                     std::uint32_t v = sample(planes, x, c);
                     if (invert_) v = max - v;
-                    if (associated_) v = a == 0 ? 0 : std::min<std::uint32_t>(max, (v * max + a / 2) / a);
+                    if (associated_) v = a == 0 ? 0 : std::min<std::uint32_t>(max, v * max / a);  // truncated, as vips
                     *out++ = to8(v);
                 }
             }
@@ -476,7 +487,7 @@ private:
                                                  static_cast<tmsize_t>(units_[p].size()))
                            : TIFFReadEncodedStrip(tiff_, TIFFComputeStrip(tiff_, static_cast<std::uint32_t>(y), plane), units_[p].data(),
                                                   static_cast<tmsize_t>(units_[p].size()));
-                if (got < 0) fail("cannot decode");
+                if (got < 0) fail("cannot decode TIFF");
             }
             const std::size_t count = std::min<std::size_t>(unit_width_, static_cast<std::size_t>(width_) - x0);
             for (int r = 0; r < rows; ++r) {
@@ -494,7 +505,7 @@ private:
     [[noreturn]] void fail(const char* what) const {
         const bool truncated = input_.ran_off_end;
         const char* reason = input_.message[0] ? input_.message : "libtiff gave no reason";
-        std::string text = input_.label + what + " TIFF";
+        std::string text = input_.label + what;
         if (truncated) text += " (file is truncated)";
         else if (input_.pointed_past) text += " (it points past the end of the file)";
         throw error(truncated ? errc::truncated_image : errc::corrupt_image, text + ": " + reason);

@@ -30,8 +30,19 @@ int main() try {
     options.threads = 2;
     const tilekit::pyramid_metadata xyz = tilekit::tile_memory(png, xyz_sink, options);
 
+    // Without the tiff part, a TIFF is refused with an error naming the part that reads it.
+    const std::vector<std::uint8_t> tiff = {'I', 'I', 42, 0, 8, 0, 0, 0, 0, 0};
+    bool tiff_refused = false;
+    try {
+        tilekit::memory_sink tiff_sink;
+        tilekit::tile_memory(tiff, tiff_sink);
+    } catch (const tilekit::error& e) {
+        tiff_refused = e.code() == tilekit::errc::not_an_image && std::string(e.what()).find("tilekit::tiff") != std::string::npos;
+        if (!tiff_refused) std::fprintf(stderr, "TIFF without the tiff part: %s\n", e.what());
+    }
+
     const bool ok = metadata.tile_count > 0 && json.at("width") == 513 && sink.contains("image.dzi") &&
-                    xyz.tile_count > 0 && std::string(tilekit::default_codecs_name()) == "stb";
+                    xyz.tile_count > 0 && std::string(tilekit::default_codecs_name()) == "stb" && tiff_refused;
     std::printf("single header core: %llu + %llu tiles, %s\n", static_cast<unsigned long long>(metadata.tile_count),
                 static_cast<unsigned long long>(xyz.tile_count), ok ? "ok" : "FAILED");
     return ok ? 0 : 1;
