@@ -333,8 +333,8 @@ def main():
     write_dir(os.path.join(out, "sigv4"), SIGV4_SEEDS)
     write_dir(os.path.join(out, "service_request"), SERVICE_SEEDS)
     jpegs = sum(1 for n in images if n.startswith("jpeg"))
-    print("make_corpus: %d image seeds (%d JPEG), %d key, %d sigv4, %d service seeds in %s" %
-          (len(images), jpegs, len(KEY_SEEDS), len(SIGV4_SEEDS), len(SERVICE_SEEDS), out))
+    print("make_corpus: %d image seeds (%d JPEG), %d TIFF, %d key, %d sigv4, %d service seeds in %s" %
+          (len(images), jpegs, len(tiffs), len(KEY_SEEDS), len(SIGV4_SEEDS), len(SERVICE_SEEDS), out))
 
 
 if __name__ == "__main__":
