@@ -317,6 +317,8 @@ def tiny_png(width, height):
 
 def tiny_tiff(width, height):
     """An uncompressed little-endian RGB TIFF, one strip, written with the standard library."""
+    import struct
+
     pixels = bytes((x * 255 // width, y * 255 // height, 64)[c] for y in range(height) for x in range(width) for c in range(3))
     entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 2),
                (273, 4, 1, 8), (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 1, len(pixels))]
