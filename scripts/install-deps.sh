@@ -12,6 +12,7 @@ packages=(
     nlohmann-json3-dev libstb-dev catch2                        # core library and tests
     libdeflate-dev libturbojpeg0-dev libpng-dev libjpeg62-turbo-dev  # tilekit::fast_codecs
     libwebp-dev                                                 # tilekit::webp (WebP tiles and input)
+    libtiff-dev                                                 # tilekit::tiff (TIFF / BigTIFF input)
     libvips-tools gdal-bin python3-gdal                         # reference tilers the tests compare against
     fonts-dejavu-core time                                      # bench: test images, GNU time
     libssl-dev libcurl4-openssl-dev                             # tilekit::s3 (OpenSSL 3 libcrypto, libcurl)

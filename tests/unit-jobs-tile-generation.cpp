@@ -183,6 +183,41 @@ TEST_CASE("a tile-generation job completes with the pyramid's metadata and monot
     CHECK(f.store.writes.size() < 200);  // throttled, never per tile (the pyramid has hundreds)
 }
 
+TEST_CASE("a TIFF upload is tiled by the job like a PNG (the tiff part linked)", "[jobs][tiff]") {
+    fixture f;
+    // An uncompressed RGB TIFF of 300 x 200 written by hand: header, pixels, directory.
+    const tilekit::image_buffer image = tkt::make_image(300, 200, 3, 9, 20);
+    const tkt::bytes pixels = tkt::pixels_of(image.view());
+    std::vector<std::uint8_t> tiff = {'I', 'I', 42, 0};
+    const auto put = [&tiff](std::uint32_t v, int n) {
+        for (int i = 0; i < n; ++i) tiff.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+    };
+    put(8 + static_cast<std::uint32_t>(pixels.size()), 4);
+    tiff.insert(tiff.end(), pixels.begin(), pixels.end());
+    const std::uint32_t entries[][4] = {{256, 4, 1, 300}, {257, 4, 1, 200}, {258, 3, 1, 8},   {259, 3, 1, 1},
+                                        {262, 3, 1, 2},   {273, 4, 1, 8},   {277, 3, 1, 3},   {278, 4, 1, 200},
+                                        {279, 4, 1, static_cast<std::uint32_t>(pixels.size())}};
+    put(9, 2);
+    for (const auto& e : entries) put(e[0], 2), put(e[1], 2), put(e[2], 4), put(e[3], e[1] == 3 ? 2 : 4), e[1] == 3 ? put(0, 2) : void();
+    put(0, 4);
+    f.source.add("uploads/scan.tif", tiff);
+    f.source.add("uploads/map.png", png_of(300, 200));
+    f.enqueue(f.request("uploads/scan.tif"));
+    const job_record done = f.run();
+    INFO(done.error);
+    REQUIRE(done.status == job_status::completed);
+    CHECK(done.result.at("width") == 300);
+    CHECK(done.result.at("height") == 200);
+    // The same pixels as the PNG of the same image.
+    memory_sink from_png;
+    pyramid_options options;
+    options.tile_size = 64;
+    tile_memory(png_of(300, 200), from_png, options);
+    const std::string key = "image_files/9/4_3.png";
+    REQUIRE(from_png.contains(key));
+    CHECK(tkt::decode_object(f.sink, tiles_prefix + key).pixels == tkt::decode_object(from_png, key).pixels);
+}
+
 TEST_CASE("the tile-generation payload round-trips and refuses what a worker could not run", "[jobs]") {
     tile_generation_request r;
     r.source_key = "mp/x/uploads/base.jpg";

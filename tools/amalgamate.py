@@ -40,6 +40,7 @@ OUTPUT_DIR = ROOT / "single_include" / "tilekit"
 OUTPUTS = {
     "tilekit.hpp": ("tilekit/tilekit.hpp", None),
     "fast_codecs.hpp": ("tilekit/fast_codecs.hpp", "tilekit.hpp"),
+    "tiff.hpp": ("tilekit/tiff.hpp", "tilekit.hpp"),
     "s3.hpp": ("tilekit/s3.hpp", "tilekit.hpp"),
     "jobs.hpp": ("tilekit/jobs.hpp", "tilekit.hpp"),
     "sqlite.hpp": ("tilekit/sqlite.hpp", "jobs.hpp"),
@@ -50,15 +51,15 @@ OUTPUTS = {
 # The top of each output: what it is, what to link (Debian packages, pkg-config modules for the
 # single header, the installed tilekit's own .pc file), and the five lines that use it (after the
 # #include). --compile-examples builds them inside `int main()` (warnings as errors) and runs them
-# in a scratch directory holding map.png, huge.png and uploads/map.png, unless "run" is False;
+# in a scratch directory holding map.png, huge.png, uploads/map.png and scan.tif, unless "run" is False;
 # "check" is what must hold after a run.
 BANNERS = {
     "tilekit.hpp": {
         "title": "the core",
         "what": "Tiles a large image into a Deep Zoom or XYZ pyramid and writes it to a sink (a directory,\n"
                 "memory, or your own storage_sink). No job code. The optional parts are the other files\n"
-                "here, each building on this one: fast_codecs.hpp, s3.hpp, jobs.hpp, sqlite.hpp,\n"
-                "postgresql.hpp, webp.hpp.",
+                "here, each building on this one: fast_codecs.hpp, tiff.hpp, webp.hpp, s3.hpp, jobs.hpp,\n"
+                "sqlite.hpp, postgresql.hpp.",
         "debian": "libstb-dev nlohmann-json3-dev",
         "modules": "stb",
         "pc": "tilekit",
@@ -87,6 +88,24 @@ BANNERS = {
             "options.format = tilekit::tile_format::jpeg;  // libjpeg-turbo tiles",
             "tilekit::tile_file(\"huge.png\", sink, options);  // streamed through libpng",
         ],
+    },
+    "tiff.hpp": {
+        "title": "the tiff part",
+        "what": "A streaming TIFF / BigTIFF reader on libtiff (striped or tiled; none, LZW, Deflate, JPEG,\n"
+                "PackBits; 8- and 16-bit gray, RGB, palette, with alpha) that never holds the image.\n"
+                "Including it makes tile_file() and tile_memory() read TIFF input in the whole program.",
+        "debian": "libtiff-dev",
+        "modules": "stb libtiff-4",
+        "pc": "tilekit-tiff",
+        "note": "tilekit-tiff.pc also defines TILEKIT_HAS_TIFF=1 for code that wants to #if on it.",
+        "example": [
+            "#include <tilekit/tiff.hpp>",
+            "tilekit::filesystem_sink sink(\"out\");",
+            "tilekit::pyramid_options options;",
+            "options.limits.max_memory_bytes = 64 << 20;  // the reader holds a scanline or a row of tiles",
+            "tilekit::pyramid_metadata m = tilekit::tile_file(\"scan.tif\", sink, options);  // streamed through libtiff",
+        ],
+        "check": "m.tile_count > 0",
     },
     "webp.hpp": {
         "title": "the webp part",
@@ -314,6 +333,20 @@ def tiny_png(width, height):
             chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
+def tiny_tiff(width, height):
+    """An uncompressed little-endian RGB TIFF, one strip, written with the standard library."""
+    import struct
+
+    pixels = bytes((x * 255 // width, y * 255 // height, 64)[c] for y in range(height) for x in range(width) for c in range(3))
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 2),
+               (273, 4, 1, 8), (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 1, len(pixels))]
+    ifd_offset = 8 + len(pixels)
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+        for tag, kind, count, value in entries) + struct.pack("<I", 0)
+    return b"II*\0" + struct.pack("<I", ifd_offset) + pixels + ifd
+
+
 def compile_examples():
     """Builds the usage lines of every banner against single_include/ and runs them (in a
     scratch directory with the input files they name), except those marked "run": False, which
@@ -330,6 +363,7 @@ def compile_examples():
             (work / "uploads").mkdir(parents=True)
             for name in ("map.png", "huge.png", "uploads/map.png"):
                 (work / name).write_bytes(tiny_png(300, 200))
+            (work / "scan.tif").write_bytes(tiny_tiff(300, 200))
             source = work / "example.cpp"
             check = info.get("check", "true")  # what a successful run must leave true
             source.write_text(include + "\n\nint main() {\n" + "".join(f"    {line}\n" for line in body) +

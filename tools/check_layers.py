@@ -10,6 +10,7 @@ The layers, lowest first. A header may include its own layer and those listed fo
     core         include/tilekit/*.hpp (except the part umbrellas), sinks/, detail/
                  may include: core
     fast_codecs  fast_codecs/ and <tilekit/fast_codecs.hpp>   may include: core
+    tiff         tiff/ and <tilekit/tiff.hpp>                 may include: core
     s3           s3/ and <tilekit/s3.hpp>                     may include: core
     jobs         jobs/ and <tilekit/jobs.hpp>                 may include: core
     sqlite       sqlite/ and <tilekit/sqlite.hpp>             may include: core, jobs
@@ -18,8 +19,8 @@ The layers, lowest first. A header may include its own layer and those listed fo
 
 A part's umbrella must include its base first (<tilekit/tilekit.hpp>; for sqlite.hpp and
 postgresql.hpp, <tilekit/jobs.hpp>). The headers of an optional library may be included only by the part that
-links it (core: none; fast_codecs: libpng, libjpeg, libjpeg-turbo, libdeflate; s3: OpenSSL,
-libcurl; sqlite: SQLite; postgresql: libpq; webp: libwebp). Every `#include <tilekit/...>` and `#include "..."` must name a header
+links it (core: none; fast_codecs: libpng, libjpeg, libjpeg-turbo, libdeflate; tiff: libtiff; webp: libwebp;
+s3: OpenSSL, libcurl; sqlite: SQLite; postgresql: libpq). Every `#include <tilekit/...>` and `#include "..."` must name a header
 that exists. And a name declared in a header under a detail/ folder must not appear, as
 `detail::name`, in a public signature (return or parameter type of a function, a public data
 member, base class or alias outside any `detail` namespace): public types live in public headers.
@@ -42,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = {
     "core": set(),
     "fast_codecs": {"core"},
+    "tiff": {"core"},
     "s3": {"core"},
     "jobs": {"core"},
     "sqlite": {"core", "jobs"},
@@ -51,6 +53,7 @@ ALLOWED = {
 # Part umbrella (under include/tilekit/) -> its layer, and the header it must include first.
 UMBRELLAS = {
     "fast_codecs.hpp": ("fast_codecs", "tilekit/tilekit.hpp"),
+    "tiff.hpp": ("tiff", "tilekit/tilekit.hpp"),
     "s3.hpp": ("s3", "tilekit/tilekit.hpp"),
     "jobs.hpp": ("jobs", "tilekit/tilekit.hpp"),
     "sqlite.hpp": ("sqlite", "tilekit/jobs.hpp"),
@@ -77,6 +80,10 @@ LIBRARY_HEADERS = {
     "jmorecfg.h": "fast_codecs",
     "turbojpeg.h": "fast_codecs",
     "libdeflate.h": "fast_codecs",
+    "tiffio.h": "tiff",
+    "tiff.h": "tiff",
+    "tiffconf.h": "tiff",
+    "tiffvers.h": "tiff",
     "webp/": "webp",
 }
 HEADER_SUFFIXES = {".hpp", ".h", ".hh", ".hxx", ".ipp", ".inl"}

@@ -283,6 +283,7 @@ std::string sniff_image_extension(const std::vector<std::uint8_t>& bytes) {
     if (bytes.size() >= 12 && std::equal(bytes.begin(), bytes.begin() + 4, "RIFF") &&
         std::equal(bytes.begin() + 8, bytes.begin() + 12, "WEBP"))
         return ".webp";
+    if (tilekit::detail::describe_format(bytes.data(), bytes.size()) == "tiff") return ".tif";
     return "";
 }
 

@@ -20,6 +20,9 @@
 // 3 (the job was cancelled) and 4 (--timeout passed), see jobs_command.hpp.
 
 #include <tilekit/fast_codecs.hpp>
+#if TILEKIT_HAS_TIFF
+#include <tilekit/tiff.hpp>  // TIFF / BigTIFF input, where tilekit::tiff is linked
+#endif
 #include <tilekit/s3.hpp>
 #include <tilekit/tilekit.hpp>
 #include <tilekit/webp.hpp>

@@ -4,6 +4,9 @@
 #include "config.hpp"
 #include "storage.hpp"
 
+#if TILEKIT_HAS_TIFF
+#include <tilekit/tiff.hpp>  // registers the TIFF reader: the workers tile TIFF uploads
+#endif
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/sqlite.hpp>
 #include <tilekit/webp.hpp>

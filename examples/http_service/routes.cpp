@@ -138,6 +138,10 @@ json version_view(const service_context& c, const project& p, const version& v) 
 bool is_png(const std::string& b) { return b.size() >= 8 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0; }
 bool is_jpeg(const std::string& b) { return b.size() >= 3 && b.compare(0, 3, "\xff\xd8\xff") == 0; }
 bool is_webp(const std::string& b) { return b.size() >= 12 && b.compare(0, 4, "RIFF") == 0 && b.compare(8, 4, "WEBP") == 0; }
+// TIFF and BigTIFF, either byte order: read where the tiff part is linked (TILEKIT_HAS_TIFF).
+bool is_tiff(const std::string& b) {
+    return tilekit::detail::describe_format(reinterpret_cast<const std::uint8_t*>(b.data()), b.size()) == "tiff";
+}
 
 }  // namespace
 
@@ -241,13 +245,20 @@ void install_api_routes(httplib::Server& server, service_context& context) {
             asset_filename(req.has_param("filename") ? req.get_param_value("filename") : "", content->filename);
         if (bytes->empty()) return send_error(res, 422, "The request body (the image) is empty");
         const bool png = is_png(*bytes), jpeg = is_jpeg(*bytes), webp = is_webp(*bytes);
+#if TILEKIT_HAS_TIFF
+        const bool tiff = is_tiff(*bytes);
+        if (type == "base_map" && !png && !jpeg && !webp && !tiff)
+            return send_error(res, 415, "A base map must be a PNG, JPEG, WebP or TIFF image");
+#else
+        const bool tiff = false;
         if (type == "base_map" && !png && !jpeg && !webp)
             return send_error(res, 415, "A base map must be a PNG, JPEG or WebP image");
+#endif
         asset a;
         a.id = new_uuid();
         a.project_id = p->id;
         a.type = type;
-        a.storage_key = "mp/" + p->slug + "/uploads/assets/" + a.id + (png ? ".png" : jpeg ? ".jpg" : webp ? ".webp" : ".bin");
+        a.storage_key = "mp/" + p->slug + "/uploads/assets/" + a.id + (png ? ".png" : jpeg ? ".jpg" : webp ? ".webp" : tiff ? ".tif" : ".bin");
         a.content_type = content_type_for(a.storage_key);  // by the extension just chosen
         a.filename = filename;
         a.size = bytes->size();

@@ -20,6 +20,7 @@
 #include <tilekit/decode.hpp>
 #include <tilekit/detail/webp_hook.hpp>
 #include <tilekit/encode.hpp>
+#include <tilekit/input_readers.hpp>
 #include <tilekit/layout.hpp>
 #include <tilekit/row_source.hpp>
 #include <tilekit/sink.hpp>
@@ -27,6 +28,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -104,10 +106,21 @@ struct stb_codecs {
     using png = stb_png_encoder;
     using jpeg = baseline_jpeg_encoder;
     static std::unique_ptr<row_source> open_file(const std::string& path, const decode_limits& limits = {}) {
+        // Formats of optional parts (TIFF, WebP) go to their registered reader.
+        std::uint8_t magic[16] = {0};
+        std::ifstream probe(path, std::ios::binary);
+        probe.read(reinterpret_cast<char*>(magic), sizeof magic);
+        const auto got = static_cast<std::size_t>(probe.gcount());
+        if (got > 0)
+            if (const input_reader* reader = detail::input_reader_for(detail::describe_format(magic, got), "'" + path + "': "))
+                return reader->open_file(path, limits);
         return std::make_unique<image_row_source>(decode_image_file(path, limits));
     }
     static std::unique_ptr<row_source> open_memory(const std::uint8_t* data, std::size_t size,
                                                    const decode_limits& limits = {}) {
+        if (size > 0)
+            if (const input_reader* reader = detail::input_reader_for(detail::describe_format(data, size), ""))
+                return reader->open_memory(data, size, limits);
         return std::make_unique<image_row_source>(decode_image(data, size, limits));
     }
 };
@@ -133,17 +146,14 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
 
 template <class Codecs>
 pyramid_metadata tile_file_with(const std::string& path, storage_sink& sink, const pyramid_options& options) {
-    const std::unique_ptr<row_source> source = webp_reader_for_file(path) ? registered_webp().load()->open_file(path, options.limits)
-                                                                          : Codecs::open_file(path, options.limits);
+    const std::unique_ptr<row_source> source = Codecs::open_file(path, options.limits);
     return tile_rows<Codecs>(*source, sink, options);
 }
 
 template <class Codecs>
 pyramid_metadata tile_memory_with(const std::uint8_t* data, std::size_t size, storage_sink& sink,
                                   const pyramid_options& options) {
-    const std::unique_ptr<row_source> source = webp_reader_for_memory(data, size)
-                                                   ? registered_webp().load()->open_memory(data, size, options.limits)
-                                                   : Codecs::open_memory(data, size, options.limits);
+    const std::unique_ptr<row_source> source = Codecs::open_memory(data, size, options.limits);
     return tile_rows<Codecs>(*source, sink, options);
 }
 

@@ -10,6 +10,7 @@
 #include <tilekit/image.hpp>
 #include <tilekit/decode.hpp>
 #include <tilekit/row_source.hpp>
+#include <tilekit/input_readers.hpp>
 #include <tilekit/layout.hpp>
 #include <tilekit/png_filter.hpp>
 #include <tilekit/encode.hpp>

@@ -780,6 +780,7 @@ TILEKIT_NAMESPACE_END
 // #include <tilekit/fast_codecs/jpeg_reader.hpp>
 // #include <tilekit/fast_codecs/png_encoder.hpp>
 // #include <tilekit/fast_codecs/png_reader.hpp>
+// #include <tilekit/input_readers.hpp>
 // #include <tilekit/row_source.hpp>
 // #include <tilekit/tile_file.hpp>
 
@@ -806,11 +807,9 @@ struct fast_codecs {
         }
         if (got == 0) throw error(errc::empty_input, "'" + path + "': image is empty (0 bytes)");
         const std::string format = detail::describe_format(magic, got);
-        try {
-            detail::refuse_unsupported_format(format);
-        } catch (const error& e) {
-            throw error(e.code(), "'" + path + "': " + e.what());
-        }
+        // Formats of optional parts (TIFF: <tilekit/tiff.hpp>) go to their registered reader.
+        if (const input_reader* reader = detail::input_reader_for(format, "'" + path + "': "))
+            return reader->open_file(path, limits);
         if (format == "png") return png_row_reader::open_file(path, limits);
         return jpeg_row_reader::open_file(path, limits);
     }
@@ -820,7 +819,7 @@ struct fast_codecs {
                                                    const decode_limits& limits = {}) {
         if (size == 0) throw error(errc::empty_input, "image is empty (0 bytes)");
         const std::string format = detail::describe_format(data, size);
-        detail::refuse_unsupported_format(format);
+        if (const input_reader* reader = detail::input_reader_for(format, "")) return reader->open_memory(data, size, limits);
         if (format == "png") return png_row_reader::open_memory(data, size, limits);
         return jpeg_row_reader::open_memory(data, size, limits);
     }

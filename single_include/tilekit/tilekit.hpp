@@ -2,8 +2,8 @@
 // tilekit 0.1.0, single header <tilekit/tilekit.hpp>: the core.
 // Tiles a large image into a Deep Zoom or XYZ pyramid and writes it to a sink (a directory,
 // memory, or your own storage_sink). No job code. The optional parts are the other files
-// here, each building on this one: fast_codecs.hpp, s3.hpp, jobs.hpp, sqlite.hpp,
-// postgresql.hpp, webp.hpp.
+// here, each building on this one: fast_codecs.hpp, tiff.hpp, webp.hpp, s3.hpp, jobs.hpp,
+// sqlite.hpp, postgresql.hpp.
 //
 // Link (Debian: libstb-dev nlohmann-json3-dev):
 //   c++ -std=c++17 -I single_include app.cpp $(pkg-config --cflags --libs stb) -pthread
@@ -1643,6 +1643,98 @@ private:
     image_view image_;
     int next_ = 0;
 };
+
+TILEKIT_NAMESPACE_END
+// #include <tilekit/input_readers.hpp>
+// Input formats that optional parts add at run time (the TIFF part: <tilekit/tiff.hpp>; the
+// WebP part: <tilekit/webp.hpp>). A part
+// registers a reader for a format name (as detail::describe_format() names it) before main();
+// the codec sets' open_file() and open_memory() (tile_file.hpp, fast_codecs/codecs.hpp) sniff
+// the first bytes and hand the file to the registered reader, so `tilekit tile scan.tif`, a
+// TIFF upload and tile_file("scan.tif", ...) work wherever the part is linked. Without it the
+// format is refused with an error naming the part that reads it.
+
+// #include <tilekit/decode.hpp>
+// #include <tilekit/error.hpp>
+// #include <tilekit/row_source.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+
+TILEKIT_NAMESPACE_BEGIN
+
+struct input_reader {
+    const char* format;  // "tiff", "webp"
+    std::unique_ptr<row_source> (*open_file)(const std::string& path, const decode_limits& limits);
+    // The bytes must outlive the returned source.
+    std::unique_ptr<row_source> (*open_memory)(const std::uint8_t* data, std::size_t size, const decode_limits& limits);
+};
+
+namespace detail {
+
+constexpr std::size_t max_input_readers = 8;
+
+inline std::atomic<const input_reader*>* input_reader_slots() {
+    static std::atomic<const input_reader*> slots[max_input_readers] = {};
+    return slots;
+}
+
+// Called once per part, before main (an inline variable in the part's header).
+inline bool register_input_reader(const input_reader* reader) {
+    std::atomic<const input_reader*>* slots = input_reader_slots();
+    for (std::size_t i = 0; i < max_input_readers; ++i) {
+        const input_reader* expected = nullptr;
+        if (slots[i].compare_exchange_strong(expected, reader, std::memory_order_acq_rel)) return true;
+        if (expected == reader || std::strcmp(expected->format, reader->format) == 0) return true;
+    }
+    return false;
+}
+
+// What to say when no reader was registered for a format an optional part reads.
+inline std::string missing_input_part(const std::string& format) {
+    if (format == "tiff")
+        return "input is a TIFF image; reading TIFF needs tilekit's tiff part (#include <tilekit/tiff.hpp> and link "
+               "tilekit::tiff, which uses libtiff; Debian: libtiff-dev), which this program does not include";
+    if (format == "webp")
+        return "input is a WebP image; reading WebP needs tilekit's WebP part (#include <tilekit/webp.hpp> and link "
+               "tilekit::webp, which uses libwebp; Debian: libwebp-dev), which this program does not include";
+    return "";
+}
+
+}  // namespace detail
+
+// The reader registered for `format`, or null.
+inline const input_reader* find_input_reader(const std::string& format) {
+    std::atomic<const input_reader*>* slots = detail::input_reader_slots();
+    for (std::size_t i = 0; i < detail::max_input_readers; ++i) {
+        const input_reader* reader = slots[i].load(std::memory_order_acquire);
+        if (!reader) break;
+        if (format == reader->format) return reader;
+    }
+    return nullptr;
+}
+
+namespace detail {
+
+// For the codec sets: the registered reader of `format`, null when the codec set reads it
+// itself (PNG, JPEG), and an error naming the missing part or the unknown format otherwise.
+inline const input_reader* input_reader_for(const std::string& format, const std::string& label) {
+    if (is_supported_format(format)) return nullptr;
+    if (const input_reader* reader = find_input_reader(format)) return reader;
+    const std::string missing = missing_input_part(format);
+    if (!missing.empty()) throw error(errc::not_an_image, label + missing);
+    try {
+        refuse_unsupported_format(format);
+    } catch (const error& e) {
+        throw error(e.code(), label + e.what());
+    }
+    return nullptr;
+}
+
+}  // namespace detail
 
 TILEKIT_NAMESPACE_END
 // #include <tilekit/layout.hpp>
@@ -3971,18 +4063,15 @@ TILEKIT_NAMESPACE_END
 // #include <tilekit/decode.hpp>
 // #include <tilekit/detail/webp_hook.hpp>
 // The core's side of the optional WebP part (<tilekit/webp.hpp>): a slot the part fills before
-// main() runs, so that tile_file() can write WebP tiles (tile_format::webp) and read WebP images
-// chosen at run time, while the core itself never includes or links libwebp.
+// main() runs, so that tile_file() can write WebP tiles (tile_format::webp) chosen at run time,
+// while the core itself never includes or links libwebp. WebP input goes through the same
+// registry as the other optional readers (input_readers.hpp).
 
-// #include <tilekit/decode.hpp>
 // #include <tilekit/error.hpp>
 // #include <tilekit/image.hpp>
-// #include <tilekit/row_source.hpp>
 
 #include <atomic>
 #include <cstdint>
-#include <cstdio>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -3994,8 +4083,6 @@ struct webp_entry {
     // Encodes one tile: lossy at `quality` (1..100, alpha kept) or lossless, with libwebp's
     // `method` (0..6).
     void (*encode)(const image_view& tile, std::vector<std::uint8_t>& out, int quality, bool lossless, int method);
-    std::unique_ptr<row_source> (*open_file)(const std::string& path, const decode_limits& limits);
-    std::unique_ptr<row_source> (*open_memory)(const std::uint8_t* data, std::size_t size, const decode_limits& limits);
 };
 
 inline std::atomic<const webp_entry*>& registered_webp() {
@@ -4035,25 +4122,10 @@ private:
     int method_;
 };
 
-// True when the file at `path` starts like a WebP file (RIFF....WEBP) and the WebP part is in
-// the program; the codec sets then never see it.
-inline bool webp_reader_for_file(const std::string& path) {
-    if (!registered_webp().load(std::memory_order_acquire)) return false;
-    std::uint8_t magic[12] = {0};
-    std::FILE* file = std::fopen(path.c_str(), "rb");
-    if (!file) return false;  // the codec set reports it
-    const std::size_t got = std::fread(magic, 1, sizeof magic, file);
-    std::fclose(file);
-    return describe_format(magic, got) == "webp";
-}
-
-inline bool webp_reader_for_memory(const std::uint8_t* data, std::size_t size) {
-    return size > 0 && registered_webp().load(std::memory_order_acquire) && describe_format(data, size) == "webp";
-}
-
 }  // namespace detail
 TILEKIT_NAMESPACE_END
 // #include <tilekit/encode.hpp>
+// #include <tilekit/input_readers.hpp>
 // #include <tilekit/layout.hpp>
 // #include <tilekit/row_source.hpp>
 // #include <tilekit/sink.hpp>
@@ -4061,6 +4133,7 @@ TILEKIT_NAMESPACE_END
 
 #include <atomic>
 #include <cstdint>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -4138,10 +4211,21 @@ struct stb_codecs {
     using png = stb_png_encoder;
     using jpeg = baseline_jpeg_encoder;
     static std::unique_ptr<row_source> open_file(const std::string& path, const decode_limits& limits = {}) {
+        // Formats of optional parts (TIFF, WebP) go to their registered reader.
+        std::uint8_t magic[16] = {0};
+        std::ifstream probe(path, std::ios::binary);
+        probe.read(reinterpret_cast<char*>(magic), sizeof magic);
+        const auto got = static_cast<std::size_t>(probe.gcount());
+        if (got > 0)
+            if (const input_reader* reader = detail::input_reader_for(detail::describe_format(magic, got), "'" + path + "': "))
+                return reader->open_file(path, limits);
         return std::make_unique<image_row_source>(decode_image_file(path, limits));
     }
     static std::unique_ptr<row_source> open_memory(const std::uint8_t* data, std::size_t size,
                                                    const decode_limits& limits = {}) {
+        if (size > 0)
+            if (const input_reader* reader = detail::input_reader_for(detail::describe_format(data, size), ""))
+                return reader->open_memory(data, size, limits);
         return std::make_unique<image_row_source>(decode_image(data, size, limits));
     }
 };
@@ -4167,17 +4251,14 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
 
 template <class Codecs>
 pyramid_metadata tile_file_with(const std::string& path, storage_sink& sink, const pyramid_options& options) {
-    const std::unique_ptr<row_source> source = webp_reader_for_file(path) ? registered_webp().load()->open_file(path, options.limits)
-                                                                          : Codecs::open_file(path, options.limits);
+    const std::unique_ptr<row_source> source = Codecs::open_file(path, options.limits);
     return tile_rows<Codecs>(*source, sink, options);
 }
 
 template <class Codecs>
 pyramid_metadata tile_memory_with(const std::uint8_t* data, std::size_t size, storage_sink& sink,
                                   const pyramid_options& options) {
-    const std::unique_ptr<row_source> source = webp_reader_for_memory(data, size)
-                                                   ? registered_webp().load()->open_memory(data, size, options.limits)
-                                                   : Codecs::open_memory(data, size, options.limits);
+    const std::unique_ptr<row_source> source = Codecs::open_memory(data, size, options.limits);
     return tile_rows<Codecs>(*source, sink, options);
 }
 

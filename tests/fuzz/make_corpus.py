@@ -228,6 +228,48 @@ def webp_seeds(sources, work):
     return seeds
 
 
+def tiff_seeds(sources, work):
+    """TIFFs from the vips CLI (`vips tiffsave`) in every layout and compression the TIFF part
+    reads, with truncated copies; {} without vips."""
+    vips = shutil.which("vips")
+    if not vips:
+        print("make_corpus: vips not found; no TIFF seeds (install libvips-tools)", file=sys.stderr)
+        return {}
+    rgba = os.path.join(work, "tiff-rgba.png")
+    gray = os.path.join(work, "tiff-gray.png")
+    with open(rgba, "wb") as f:
+        f.write(sources["png-c6-d8-64x48.png"])
+    with open(gray, "wb") as f:
+        f.write(png_bytes(40, 24, 0, 8, seed=7))
+    gray16 = os.path.join(work, "tiff-gray16.v")
+    subprocess.run([vips, "cast", gray, gray16, "ushort", "--shift"], capture_output=True)
+    rgb = os.path.join(work, "tiff-rgb.v")
+    subprocess.run([vips, "extract_band", rgba, rgb, "0", "--n", "3"], capture_output=True)
+    jobs = [
+        ("tiff-rgb-none.tif", rgb, []),
+        ("tiff-rgb-lzw.tif", rgb, ["--compression", "lzw", "--predictor", "horizontal"]),
+        ("tiff-rgb-deflate-tiled.tif", rgb, ["--compression", "deflate", "--tile", "--tile-width", "16", "--tile-height", "16"]),
+        ("tiff-rgb-jpeg.tif", rgb, ["--compression", "jpeg", "--Q", "60"]),
+        ("tiff-rgb-jpeg-tiled.tif", rgb, ["--compression", "jpeg", "--tile", "--tile-width", "16", "--tile-height", "16"]),
+        ("tiff-rgba-packbits.tif", rgba, ["--compression", "packbits"]),
+        ("tiff-rgba-bigtiff-tiled.tif", rgba, ["--bigtiff", "--tile", "--tile-width", "32", "--tile-height", "16"]),
+        ("tiff-gray-1bit.tif", gray, ["--bitdepth", "1"]),
+        ("tiff-gray-miniswhite.tif", gray, ["--miniswhite", "--compression", "lzw"]),
+        ("tiff-gray16-deflate.tif", gray16, ["--compression", "deflate"]),
+        ("tiff-gray16-bigtiff.tif", gray16, ["--bigtiff"]),
+    ]
+    seeds = {}
+    for name, src, options in jobs:
+        out = os.path.join(work, name)
+        if subprocess.run([vips, "tiffsave", src, out] + options, capture_output=True).returncode == 0:
+            with open(out, "rb") as f:
+                seeds[name] = f.read()
+    for name in list(seeds):
+        if name.endswith(("lzw.tif", "tiled.tif", "jpeg.tif")):
+            seeds[name[:-4] + "-truncated.tif"] = seeds[name][: len(seeds[name]) * 2 // 3]
+    return seeds
+
+
 def damaged_variants(seeds):
     """Truncated and garbled copies of some images (deterministic)."""
     rng = random.Random(1234)
@@ -325,6 +367,7 @@ def main():
     images = png_seeds()
     with tempfile.TemporaryDirectory(prefix="tilekit-corpus-") as work:
         images.update(jpeg_seeds(images, work))
+        tiffs = tiff_seeds(images, work)
     images.update(damaged_variants(images))
     with tempfile.TemporaryDirectory(prefix="tilekit-corpus-") as work:
         webps = webp_seeds(images, work)
@@ -332,12 +375,13 @@ def main():
     write_dir(os.path.join(out, "webp_decode"), webps)
     for target in ("decode_memory", "streaming_decode"):
         write_dir(os.path.join(out, target), images)
+    write_dir(os.path.join(out, "tiff_decode"), tiffs)
     write_dir(os.path.join(out, "key_sink"), KEY_SEEDS)
     write_dir(os.path.join(out, "sigv4"), SIGV4_SEEDS)
     write_dir(os.path.join(out, "service_request"), SERVICE_SEEDS)
     jpegs = sum(1 for n in images if n.startswith("jpeg"))
-    print("make_corpus: %d image seeds (%d JPEG), %d WebP, %d key, %d sigv4, %d service seeds in %s" %
-          (len(images), jpegs, len(webps), len(KEY_SEEDS), len(SIGV4_SEEDS), len(SERVICE_SEEDS), out))
+    print("make_corpus: %d image seeds (%d JPEG), %d TIFF, %d WebP, %d key, %d sigv4, %d service seeds in %s" %
+          (len(images), jpegs, len(tiffs), len(webps), len(KEY_SEEDS), len(SIGV4_SEEDS), len(SERVICE_SEEDS), out))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ seconds=${FUZZ_SECONDS:-60}
 jobs=1
 mode=fuzz
 targets=()
-all_targets=(decode_memory streaming_decode key_sink sigv4 service_request webp_decode)
+all_targets=(decode_memory streaming_decode tiff_decode webp_decode key_sink sigv4 service_request)
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -48,6 +48,8 @@ declare -A extra libs max_len
 extra[decode_memory]="-DTILEKIT_STB_IMPLEMENTATION"
 extra[streaming_decode]="-DTILEKIT_STB_IMPLEMENTATION"
 libs[streaming_decode]=$(pkg-config --libs libpng libturbojpeg libjpeg libdeflate)
+extra[tiff_decode]="-DTILEKIT_STB_IMPLEMENTATION"
+libs[tiff_decode]=$(pkg-config --libs libtiff-4 libpng libturbojpeg libjpeg libdeflate)
 extra[sigv4]=""
 libs[sigv4]=$(pkg-config --libs libcrypto)
 extra[service_request]="-I$source_root/examples/http_service $(pkg-config --cflags cpp-httplib)"
@@ -55,8 +57,8 @@ libs[service_request]="$(pkg-config --libs cpp-httplib) $(pkg-config --libs libs
 # The WebP part; stb (for the core headers it includes) compiled in, as above.
 extra[webp_decode]="-DTILEKIT_STB_IMPLEMENTATION"
 libs[webp_decode]=$(pkg-config --libs libwebp)
-max_len=([decode_memory]=65536 [streaming_decode]=65536 [key_sink]=2048 [sigv4]=4096 [service_request]=8192
-         [webp_decode]=65536)
+max_len=([decode_memory]=65536 [streaming_decode]=65536 [tiff_decode]=65536 [key_sink]=2048 [sigv4]=4096
+         [service_request]=8192 [webp_decode]=65536)
 
 mkdir -p "$build/bin" "$build/artifacts" "$build/tmp"
 echo "run.sh: building ${targets[*]} with $cxx into $build/bin"

@@ -42,8 +42,31 @@ int main() try {
                        std::string(e.what()).find("<tilekit/webp.hpp>") != std::string::npos && webp_sink.size() == 0;
     }
 
+    // Without the tiff part, a TIFF is refused with an error naming the part that reads it.
+    const std::vector<std::uint8_t> tiff = {'I', 'I', 42, 0, 8, 0, 0, 0, 0, 0};
+    bool tiff_refused = false;
+    try {
+        tilekit::memory_sink tiff_sink;
+        tilekit::tile_memory(tiff, tiff_sink);
+    } catch (const tilekit::error& e) {
+        tiff_refused = e.code() == tilekit::errc::not_an_image && std::string(e.what()).find("tilekit::tiff") != std::string::npos;
+        if (!tiff_refused) std::fprintf(stderr, "TIFF without the tiff part: %s\n", e.what());
+    }
+
+    // A WebP input likewise names the WebP part.
+    const std::vector<std::uint8_t> webp_file = {'R', 'I', 'F', 'F', 30, 0, 0, 0, 'W', 'E', 'B', 'P', 'V', 'P', '8', 'L'};
+    bool webp_input_refused = false;
+    try {
+        tilekit::memory_sink webp_input_sink;
+        tilekit::tile_memory(webp_file, webp_input_sink);
+    } catch (const tilekit::error& e) {
+        webp_input_refused = e.code() == tilekit::errc::not_an_image && std::string(e.what()).find("tilekit::webp") != std::string::npos;
+        if (!webp_input_refused) std::fprintf(stderr, "WebP without the WebP part: %s\n", e.what());
+    }
+
     const bool ok = metadata.tile_count > 0 && json.at("width") == 513 && sink.contains("image.dzi") &&
-                    xyz.tile_count > 0 && std::string(tilekit::default_codecs_name()) == "stb" && webp_refused;
+                    xyz.tile_count > 0 && std::string(tilekit::default_codecs_name()) == "stb" && webp_refused &&
+                    tiff_refused && webp_input_refused;
     std::printf("single header core: %llu + %llu tiles, %s\n", static_cast<unsigned long long>(metadata.tile_count),
                 static_cast<unsigned long long>(xyz.tile_count), ok ? "ok" : "FAILED");
     return ok ? 0 : 1;

@@ -1,9 +1,10 @@
 #pragma once
-// Puts the WebP part into the core's slot (detail/webp_hook.hpp) before main() runs, in every
-// program with a TU that includes <tilekit/webp.hpp>: tile_file() then writes WebP tiles
-// (tile_format::webp) and reads WebP images.
+// Puts the WebP part into the core's slots before main() runs, in every program with a TU that
+// includes <tilekit/webp.hpp>: tile_file() then writes WebP tiles (tile_format::webp, through
+// detail/webp_hook.hpp) and reads WebP images (the input reader registry, input_readers.hpp).
 
 #include <tilekit/detail/webp_hook.hpp>
+#include <tilekit/input_readers.hpp>
 #include <tilekit/webp/encoder.hpp>
 #include <tilekit/webp/reader.hpp>
 
@@ -23,12 +24,14 @@ inline void webp_encode_entry(const image_view& tile, std::vector<std::uint8_t>&
 }
 
 inline const webp_entry* webp_part_entry() {
-    static const webp_entry entry{&webp_encode_entry, &webp_reader::open_file, &webp_reader::open_memory};
+    static const webp_entry entry{&webp_encode_entry};
     return &entry;
 }
 
+inline const input_reader webp_input_reader{"webp", &webp_reader::open_file, &webp_reader::open_memory};
+
 inline const bool webp_part_is_registered =
-    (registered_webp().store(webp_part_entry(), std::memory_order_release), true);
+    (registered_webp().store(webp_part_entry(), std::memory_order_release), register_input_reader(&webp_input_reader));
 
 }  // namespace detail
 TILEKIT_NAMESPACE_END
