@@ -410,6 +410,9 @@ TEST_CASE("TIFF input reaches tile_file, tile_memory and both codec sets by its 
     tile_file<stb_codecs>(path, from_stb, options);
     CHECK(b.width == 300);
     CHECK(b.channels == 3);
+    CHECK(b.source_format == "tiff");  // recorded in pyramid.json
+    CHECK(a.source_format == "png");
+    CHECK(nlohmann::json::parse(tkt::as_string(from_tiff.get("pyramid.json")->body)).at("source_format") == "tiff");
     CHECK(a.tile_count == b.tile_count);
     for (const std::string& key : from_png.keys()) {
         INFO(key);

@@ -14,7 +14,9 @@ TILEKIT_NAMESPACE_BEGIN
 
 struct pyramid_metadata {
     std::string layout;          // "dz", "xyz" or "iiif"
-    std::string format;          // tile file extension: "png" or "jpg"
+    std::string format;          // tile file extension: "png", "jpg" or "webp"
+    std::string source_format;   // the input's format ("png", "jpeg", "tiff", "webp"); empty if not known
+    nlohmann::json encoding = nlohmann::json::object();  // the encoder's settings, e.g. {"quality": 85}
     int width = 0;               // full-resolution image
     int height = 0;
     int channels = 0;            // of the source image
@@ -48,6 +50,8 @@ inline void to_json(nlohmann::json& j, const pyramid_metadata& m) {
     j = nlohmann::json{{"generator", std::string("tilekit ") + TILEKIT_VERSION},
                        {"layout", m.layout},
                        {"format", m.format},
+                       {"encoding", m.encoding},
+                       {"source_format", m.source_format},
                        {"width", m.width},
                        {"height", m.height},
                        {"channels", m.channels},
@@ -67,6 +71,8 @@ inline void to_json(nlohmann::json& j, const pyramid_metadata& m) {
 inline void from_json(const nlohmann::json& j, pyramid_metadata& m) {
     j.at("layout").get_to(m.layout);
     j.at("format").get_to(m.format);
+    m.source_format = j.value("source_format", std::string());
+    if (j.contains("encoding") && j.at("encoding").is_object()) m.encoding = j.at("encoding");
     j.at("width").get_to(m.width);
     j.at("height").get_to(m.height);
     m.channels = j.value("channels", 0);

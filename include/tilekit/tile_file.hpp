@@ -130,8 +130,26 @@ struct automatic_codecs {};
 
 namespace detail {
 
+// What pyramid.json records of the tile encoder's settings.
+inline nlohmann::json encoding_of(const pyramid_options& options) {
+    if (options.format == tile_format::jpeg) return {{"quality", options.quality}};
+    if (options.format == tile_format::webp)
+        return options.lossless ? nlohmann::json{{"lossless", true}, {"method", options.webp_method}}
+                                : nlohmann::json{{"lossless", false}, {"quality", options.quality}, {"method", options.webp_method}};
+    return nlohmann::json::object();
+}
+
+inline std::string recorded_format(const std::uint8_t* data, std::size_t size) {
+    const std::string format = describe_format(data, size);
+    return format == "other" ? std::string() : format;
+}
+
 template <class Codecs>
-pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid_options& options) {
+pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid_options& requested,
+                           const std::string& source_format) {
+    pyramid_options options = requested;
+    if (options.source_format.empty()) options.source_format = source_format;
+    if (options.encoding.empty()) options.encoding = encoding_of(options);
     const auto run = [&](const auto& layout) {
         if (options.format == tile_format::jpeg)
             return generate_pyramid(source, layout, typename Codecs::jpeg(options.quality), sink, options);
@@ -147,14 +165,17 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
 template <class Codecs>
 pyramid_metadata tile_file_with(const std::string& path, storage_sink& sink, const pyramid_options& options) {
     const std::unique_ptr<row_source> source = Codecs::open_file(path, options.limits);
-    return tile_rows<Codecs>(*source, sink, options);
+    std::uint8_t magic[16] = {0};
+    std::ifstream probe(path, std::ios::binary);
+    probe.read(reinterpret_cast<char*>(magic), sizeof magic);
+    return tile_rows<Codecs>(*source, sink, options, recorded_format(magic, static_cast<std::size_t>(probe.gcount())));
 }
 
 template <class Codecs>
 pyramid_metadata tile_memory_with(const std::uint8_t* data, std::size_t size, storage_sink& sink,
                                   const pyramid_options& options) {
     const std::unique_ptr<row_source> source = Codecs::open_memory(data, size, options.limits);
-    return tile_rows<Codecs>(*source, sink, options);
+    return tile_rows<Codecs>(*source, sink, options, recorded_format(data, size));
 }
 
 // A codec set behind function pointers, so the default can be chosen when the program starts.

@@ -41,6 +41,11 @@ struct tile_options {
     std::string manifest_cache_control = "no-cache";
     progress_callback on_progress;
     cancel_token cancel;
+    // Recorded in the metadata (pyramid.json) as they are; tile_file() and tile_memory() fill
+    // them: the input's format as sniffed ("png", "jpeg", "tiff", "webp") and the tile
+    // encoder's settings ({"quality": 85}, {"lossless": true, "method": 2}, ...).
+    std::string source_format;
+    nlohmann::json encoding = nlohmann::json::object();
 };
 
 namespace detail {
@@ -232,6 +237,8 @@ private:
         const level_geometry& full = stages_.front().geometry;
         m.layout = Layout::name();
         m.format = extension_;
+        m.source_format = options_.source_format;
+        m.encoding = options_.encoding.is_object() ? options_.encoding : nlohmann::json::object();
         m.width = full.width;
         m.height = full.height;
         m.channels = channels_;

@@ -3321,7 +3321,9 @@ TILEKIT_NAMESPACE_BEGIN
 
 struct pyramid_metadata {
     std::string layout;          // "dz", "xyz" or "iiif"
-    std::string format;          // tile file extension: "png" or "jpg"
+    std::string format;          // tile file extension: "png", "jpg" or "webp"
+    std::string source_format;   // the input's format ("png", "jpeg", "tiff", "webp"); empty if not known
+    nlohmann::json encoding = nlohmann::json::object();  // the encoder's settings, e.g. {"quality": 85}
     int width = 0;               // full-resolution image
     int height = 0;
     int channels = 0;            // of the source image
@@ -3355,6 +3357,8 @@ inline void to_json(nlohmann::json& j, const pyramid_metadata& m) {
     j = nlohmann::json{{"generator", std::string("tilekit ") + TILEKIT_VERSION},
                        {"layout", m.layout},
                        {"format", m.format},
+                       {"encoding", m.encoding},
+                       {"source_format", m.source_format},
                        {"width", m.width},
                        {"height", m.height},
                        {"channels", m.channels},
@@ -3374,6 +3378,8 @@ inline void to_json(nlohmann::json& j, const pyramid_metadata& m) {
 inline void from_json(const nlohmann::json& j, pyramid_metadata& m) {
     j.at("layout").get_to(m.layout);
     j.at("format").get_to(m.format);
+    m.source_format = j.value("source_format", std::string());
+    if (j.contains("encoding") && j.at("encoding").is_object()) m.encoding = j.at("encoding");
     j.at("width").get_to(m.width);
     j.at("height").get_to(m.height);
     m.channels = j.value("channels", 0);
@@ -3775,6 +3781,11 @@ struct tile_options {
     std::string manifest_cache_control = "no-cache";
     progress_callback on_progress;
     cancel_token cancel;
+    // Recorded in the metadata (pyramid.json) as they are; tile_file() and tile_memory() fill
+    // them: the input's format as sniffed ("png", "jpeg", "tiff", "webp") and the tile
+    // encoder's settings ({"quality": 85}, {"lossless": true, "method": 2}, ...).
+    std::string source_format;
+    nlohmann::json encoding = nlohmann::json::object();
 };
 
 namespace detail {
@@ -3966,6 +3977,8 @@ private:
         const level_geometry& full = stages_.front().geometry;
         m.layout = Layout::name();
         m.format = extension_;
+        m.source_format = options_.source_format;
+        m.encoding = options_.encoding.is_object() ? options_.encoding : nlohmann::json::object();
         m.width = full.width;
         m.height = full.height;
         m.channels = channels_;
@@ -4235,8 +4248,26 @@ struct automatic_codecs {};
 
 namespace detail {
 
+// What pyramid.json records of the tile encoder's settings.
+inline nlohmann::json encoding_of(const pyramid_options& options) {
+    if (options.format == tile_format::jpeg) return {{"quality", options.quality}};
+    if (options.format == tile_format::webp)
+        return options.lossless ? nlohmann::json{{"lossless", true}, {"method", options.webp_method}}
+                                : nlohmann::json{{"lossless", false}, {"quality", options.quality}, {"method", options.webp_method}};
+    return nlohmann::json::object();
+}
+
+inline std::string recorded_format(const std::uint8_t* data, std::size_t size) {
+    const std::string format = describe_format(data, size);
+    return format == "other" ? std::string() : format;
+}
+
 template <class Codecs>
-pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid_options& options) {
+pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid_options& requested,
+                           const std::string& source_format) {
+    pyramid_options options = requested;
+    if (options.source_format.empty()) options.source_format = source_format;
+    if (options.encoding.empty()) options.encoding = encoding_of(options);
     const auto run = [&](const auto& layout) {
         if (options.format == tile_format::jpeg)
             return generate_pyramid(source, layout, typename Codecs::jpeg(options.quality), sink, options);
@@ -4252,14 +4283,17 @@ pyramid_metadata tile_rows(row_source& source, storage_sink& sink, const pyramid
 template <class Codecs>
 pyramid_metadata tile_file_with(const std::string& path, storage_sink& sink, const pyramid_options& options) {
     const std::unique_ptr<row_source> source = Codecs::open_file(path, options.limits);
-    return tile_rows<Codecs>(*source, sink, options);
+    std::uint8_t magic[16] = {0};
+    std::ifstream probe(path, std::ios::binary);
+    probe.read(reinterpret_cast<char*>(magic), sizeof magic);
+    return tile_rows<Codecs>(*source, sink, options, recorded_format(magic, static_cast<std::size_t>(probe.gcount())));
 }
 
 template <class Codecs>
 pyramid_metadata tile_memory_with(const std::uint8_t* data, std::size_t size, storage_sink& sink,
                                   const pyramid_options& options) {
     const std::unique_ptr<row_source> source = Codecs::open_memory(data, size, options.limits);
-    return tile_rows<Codecs>(*source, sink, options);
+    return tile_rows<Codecs>(*source, sink, options, recorded_format(data, size));
 }
 
 // A codec set behind function pointers, so the default can be chosen when the program starts.

@@ -164,6 +164,8 @@ inline nlohmann::json job_result(const pyramid_metadata& m, const std::string& p
                           {"tile_count", m.tile_count},
                           {"tile_size", m.tile_size},
                           {"format", m.format},
+                          {"encoding", m.encoding},
+                          {"source_format", m.source_format},
                           {"layout", m.layout},
                           {"overlap", m.overlap},
                           {"total_bytes", m.total_bytes},
@@ -185,6 +187,7 @@ inline nlohmann::json to_payload(const tile_generation_request& request) {
                           {"overlap", t.overlap},
                           {"quality", t.quality},
                           {"lossless", t.lossless},
+                          {"webp_method", t.webp_method},
                           {"skip_blank_tiles", t.skip_blank_tiles},
                           {"basename", t.basename},
                           {"metadata_key", t.metadata_key}};
@@ -248,6 +251,7 @@ inline tile_generation_request request_from_payload(const nlohmann::json& payloa
         if (auto size = integer(t, "tile_size", 0, 8192, false)) r.tiling.tile_size = *size;
         if (auto overlap = integer(t, "overlap", -1, 64, false)) r.tiling.overlap = *overlap;
         if (auto quality = integer(t, "quality", 1, 100, false)) r.tiling.quality = *quality;
+        if (auto method = integer(t, "webp_method", 0, 6, false)) r.tiling.webp_method = *method;
         if (t.contains("lossless")) {
             if (!t.at("lossless").is_boolean()) refuse("tiling.lossless must be true or false");
             r.tiling.lossless = t.at("lossless").get<bool>();
