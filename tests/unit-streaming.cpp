@@ -91,7 +91,10 @@ TEST_CASE("tile_file and tile_memory stream, and give the same pyramid as decodi
     memory_sink streamed, from_memory, buffered;
     const pyramid_metadata a = tile_file(path.string(), streamed, options);
     const pyramid_metadata c = tile_memory(tkt::read_file(path), from_memory, options);
-    const pyramid_metadata b = generate_pyramid(image, deep_zoom_layout(), libdeflate_png_encoder(), buffered, options);
+    pyramid_options recorded = options;  // tile_file and tile_memory record what they sniffed
+    recorded.source_format = "png";
+    const pyramid_metadata b = generate_pyramid(image, deep_zoom_layout(), libdeflate_png_encoder(), buffered, recorded);
+    CHECK(a.source_format == "png");
     CHECK(nlohmann::json(a) == nlohmann::json(b));
     CHECK(nlohmann::json(c) == nlohmann::json(b));
     REQUIRE(streamed.keys() == buffered.keys());

@@ -277,6 +277,19 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         if (!path) return;
         const std::string asset_id = lower(req.has_param("asset_id") ? req.get_param_value("asset_id") : "");
         if (!jobs::is_uuid(asset_id)) return send_error(res, 422, "Query parameter 'asset_id' must be a UUID");
+        // Per job, the layout and tile format may differ from the service's defaults.
+        service_config job_config = c->config;
+        if (req.has_param("layout")) {
+            job_config.layout = req.get_param_value("layout");
+            if (job_config.layout != "dz" && job_config.layout != "xyz" && job_config.layout != "iiif")
+                return send_error(res, 422, "Query parameter 'layout' must be dz, xyz or iiif");
+        }
+        if (req.has_param("format")) {
+            job_config.format = req.get_param_value("format");
+            if (job_config.format != "png" && job_config.format != "jpg" && job_config.format != "webp" &&
+                job_config.format != "webp-lossless")
+                return send_error(res, 422, "Query parameter 'format' must be png, jpg, webp or webp-lossless");
+        }
         const auto t = find_version_target(*c, *path, res);
         if (!t) return;
         const project& p = t->p;
@@ -290,7 +303,7 @@ void install_api_routes(httplib::Server& server, service_context& context) {
             return send_error(res, 503, "Too many tile generation jobs; try again later");
         }
         jobs::new_job request{jobs::tile_generation_job, p.id, v.id, t->who.id};
-        request.payload = tile_job_payload(c->config, a->storage_key, p.slug, v.number);
+        request.payload = tile_job_payload(job_config, a->storage_key, p.slug, v.number);
         request.max_attempts = c->config.max_attempts;
         jobs::job_record job;
         try {

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -315,6 +316,72 @@ def test_full_flow():
         assert published["status"] == "published"
         expect_golden(s.generate(token, "flow-map", 1, a["id"]), 400, "not_a_draft")
         expect_golden(s.request("POST", "/projects/flow-map/versions/1/publish", token), 409, "already_published")
+    finally:
+        s.stop()
+
+
+def tiff_bytes(width, height):
+    """A little-endian, uncompressed, one-strip RGB TIFF (written here so the test needs no tool)."""
+    pixels = bytearray()
+    for y in range(height):
+        for x in range(width):
+            pixels += bytes(((x * 7 + y * 3) & 255, (x * 2) & 255, (y * 5) & 255))
+    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, None), (259, 3, 1, 1), (262, 3, 1, 2),
+               (273, 4, 1, None), (277, 3, 1, 3), (278, 3, 1, height), (279, 4, 1, len(pixels))]
+    ifd_offset = 8
+    ifd_size = 2 + 12 * len(entries) + 4
+    bits_offset = ifd_offset + ifd_size
+    data_offset = bits_offset + 6
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        if tag == 258:
+            value = bits_offset
+        elif tag == 273:
+            value = data_offset
+        ifd += struct.pack("<HHII", tag, kind, count, value) if kind == 4 or tag == 258 else struct.pack("<HHIHH", tag, kind, count, value, 0)
+    ifd += struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", ifd_offset) + ifd + struct.pack("<HHH", 8, 8, 8) + bytes(pixels)
+
+
+def test_formats_per_job():
+    """A TIFF base map, tiled per job as IIIF with WebP tiles; bad choices are 422."""
+    s = Service().start()
+    try:
+        token = s.add_user("alice")
+        s.project(token, "scan")
+        s.version(token, "scan", number=1)
+        s.version(token, "scan", number=2)
+        code, a = s.request("POST", "/projects/scan/assets?type=base_map", token, tiff_bytes(700, 300),
+                            {"Content-Type": "image/tiff"})
+        assert code == 201, (code, a)
+        assert a["storage_key"].endswith(".tif"), a
+        base = "/projects/scan/versions/1/generate-tiles?asset_id=" + a["id"]
+        code, body = s.request("POST", base + "&layout=nope", token)
+        assert code == 422 and "layout" in body["detail"], (code, body)
+        code, body = s.request("POST", base + "&format=gif", token)
+        assert code == 422 and "format" in body["detail"], (code, body)
+        body = expect(s.request("POST", base + "&layout=iiif&format=webp", token), 202)
+        job = s.wait_job(token, body["job_id"])
+        assert job["status"] == "completed", job
+        result = job["result"]
+        assert result["layout"] == "iiif" and result["format"] == "webp", result
+        assert result["source_format"] == "tiff" and result["encoding"]["lossless"] is False, result
+        assert result["width"] == 700 and result["height"] == 300, result
+        code, headers, payload = s.request("GET", result["tiles_url"] + "info.json", token, raw=True)
+        assert code == 200, code
+        info = json.loads(payload)
+        assert info["type"] == "ImageService3" and info["profile"] == "level0", info
+        assert info["width"] == 700 and info["preferredFormats"] == ["webp"], info
+        code, headers, payload = s.request("GET", result["tiles_url"] + "0,0,512,300/512,300/0/default.webp", token, raw=True)
+        assert code == 200 and headers["content-type"] == "image/webp", (code, headers)
+        assert payload[:4] == b"RIFF" and payload[8:12] == b"WEBP", payload[:16]
+        meta = json.loads(s.request("GET", result["tiles_url"] + "pyramid.json", token, raw=True)[2])
+        assert meta["layout"] == "iiif" and meta["source_format"] == "tiff", meta
+        # The next job without choices uses the service's defaults (Deep Zoom, PNG).
+        body = expect(s.generate(token, "scan", 2, a["id"]), 202)
+        job = s.wait_job(token, body["job_id"])
+        assert job["status"] == "completed" and job["result"]["layout"] == "dz", job
+        assert job["result"]["format"] == "png" and job["result"]["encoding"] == {}, job
     finally:
         s.stop()
 
@@ -671,7 +738,7 @@ def test_s3_flow():
         s.stop()
 
 
-TESTS = [test_full_flow, test_error_paths, test_auth, test_twenty_jobs, test_queue_full, test_restart_mid_job,
+TESTS = [test_full_flow, test_formats_per_job, test_error_paths, test_auth, test_twenty_jobs, test_queue_full, test_restart_mid_job,
          test_sigterm_grace, test_roles, test_roles_postgresql, test_s3_flow]
 
 
