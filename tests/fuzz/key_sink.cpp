@@ -144,8 +144,13 @@ struct world {
         const std::string directory = slash == std::string::npos ? root : root + "/" + key.substr(0, slash);
         std::error_code ec;
         for (const auto& entry : fs::directory_iterator(directory, ec)) {
-            if (looks_temporary(entry.path().filename().string()) && !stored.count(entry.path().string()))
+            if (looks_temporary(entry.path().filename().string()) && !stored.count(entry.path().string())) {
+                // What the next look needs: which file, and what this world stored since its rebuild.
+                std::fprintf(stderr, "key_sink: left file [%s], input %lu, %zu keys stored since the last rebuild\n",
+                             entry.path().string().c_str(), inputs, stored.size());
+                for (const std::string& k : stored) std::fprintf(stderr, "key_sink:   stored %s\n", k.c_str());
                 violated("a failed put left its temporary file", key);
+            }
         }
     }
 
