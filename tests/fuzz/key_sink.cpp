@@ -100,7 +100,8 @@ struct world {
         for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::none, ec);
              !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
             const std::string name = it->path().filename().string();
-            if (looks_temporary(name) && !stored.count(it->path().string())) {
+            if (looks_temporary(name) && !stored.count(it->path().string()) &&
+                it->symlink_status().type() == fs::file_type::regular) {
                 for (const std::string& k : stored)
                     if (k.size() >= name.size() && k.compare(k.size() - name.size(), name.size(), name) == 0)
                         std::fprintf(stderr, "key_sink: a stored key ends in that name: %s\n", k.c_str());
@@ -144,7 +145,9 @@ struct world {
         const std::string directory = slash == std::string::npos ? root : root + "/" + key.substr(0, slash);
         std::error_code ec;
         for (const auto& entry : fs::directory_iterator(directory, ec)) {
-            if (looks_temporary(entry.path().filename().string()) && !stored.count(entry.path().string())) {
+            // Temporaries are regular files; a directory may carry such a name as a stored key's parent.
+            if (looks_temporary(entry.path().filename().string()) && !stored.count(entry.path().string()) &&
+                entry.symlink_status().type() == fs::file_type::regular) {
                 // What the next look needs: which file, and what this world stored since its rebuild.
                 std::fprintf(stderr, "key_sink: left file [%s], input %lu, %zu keys stored since the last rebuild\n",
                              entry.path().string().c_str(), inputs, stored.size());
