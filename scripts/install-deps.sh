@@ -2,9 +2,10 @@
 # Installs every Debian 12 package that tilekit's build, tests, examples and benchmarks use.
 # Does nothing when all of them are already installed; otherwise needs root (or sudo).
 #   install-deps.sh           everything
-#   install-deps.sh --demo    only what scripts/demo.sh needs: the CLI with `tilekit jobs` (the
-#                             service's parts: SQLite, S3, httplib for configuring) and npm for
-#                             the viewer's OpenSeadragon
+#   install-deps.sh --demo    only what scripts/demo.sh needs: the CLI with `tilekit jobs` (its
+#                             codecs and optional parts, the service's parts: SQLite, S3, httplib
+#                             for configuring). No Node.js: the viewer's OpenSeadragon comes from
+#                             the npm registry through python3 (examples/http_service/viewer/fetch-vendor.py)
 set -euo pipefail
 
 packages=(
@@ -27,9 +28,8 @@ if [ "${1:-}" = "--demo" ]; then
     packages=(
         g++ cmake ninja-build pkg-config python3
         nlohmann-json3-dev libstb-dev
-        libdeflate-dev libturbojpeg0-dev libpng-dev libjpeg62-turbo-dev libwebp-dev
+        libdeflate-dev libturbojpeg0-dev libpng-dev libjpeg62-turbo-dev libwebp-dev libtiff-dev
         libssl-dev libcurl4-openssl-dev libsqlite3-dev libcpp-httplib-dev
-        nodejs npm
     )
 fi
 # awscli, the other upload baseline, is not listed: Debian 12's is the v2 line (2.9.19-1, with

@@ -7,8 +7,8 @@ from the file system (file://) or from any static server, with OpenSeadragon nex
 DIR is the pyramid's directory (its pyramid.json, written last, says it is complete). The Deep
 Zoom tile source is given to OpenSeadragon inline, as an object, so the page never fetches the
 .dzi with XMLHttpRequest (which file:// pages may not do); the tiles themselves are <img> loads,
-which file:// allows. VENDOR_DIR holds openseadragon.min.js and images/ (the viewer's npm copy:
-examples/http_service/viewer/vendor/openseadragon); they are copied beside the page. Standard
+which file:// allows. VENDOR_DIR holds openseadragon.min.js and images/ (fetched from npm by
+examples/http_service/viewer/fetch-vendor.py into its vendor/openseadragon); they are copied beside the page. Standard
 library only.
 
 IIIF (layout "iiif"): the page gives OpenSeadragon the pyramid's info.json inline, with its id set
@@ -44,7 +44,7 @@ def main():
                  "and IIIF ('iiif')")
     vendor = Path(a.openseadragon).resolve()
     if not (vendor / "openseadragon.min.js").is_file():
-        sys.exit(f"static-viewer: no openseadragon.min.js in {vendor} (run npm ci in examples/http_service/viewer)")
+        sys.exit(f"static-viewer: no openseadragon.min.js in {vendor} (run python3 examples/http_service/viewer/fetch-vendor.py)")
 
     out = Path(a.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 [ -x "$CHROMIUM" ] || { echo "run-iiif-static.sh: no browser at $CHROMIUM (apt-get install chromium)" >&2; exit 2; }
 [ -d "$here/node_modules/playwright-core" ] || (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 vendor="$root/examples/http_service/viewer/vendor/openseadragon"
-[ -f "$vendor/openseadragon.min.js" ] || (cd "$root/examples/http_service/viewer" && npm ci --no-audit --no-fund --loglevel=error)
+python3 "$root/examples/http_service/viewer/fetch-vendor.py"
 
 rm -rf "$work"
 mkdir -p "$work"

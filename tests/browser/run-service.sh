@@ -12,9 +12,15 @@
 #
 # By default the sample is 3000x2000; its job takes ~0.3 s, less than the page's 1 s poll, so
 # the script waits for both jobs to end and runs the test without VIEWER_EXPECT_PROGRESS.
-# RUN_SERVICE_SIZE=12000x8000 RUN_SERVICE_PROGRESS=1 runs the test as soon as the jobs are
-# started and requires the progress bar to be seen running (that job takes ~4 s here with the
-# --workers 1 --tiler-threads 1 the service is given; generating the sample takes ~10 s).
+#
+# RUN_SERVICE_PROGRESS=1 requires the page to show the progress bar moving, on any machine, fast
+# or slow, by pacing the job on what the page has shown (never on timing):
+#   1. the service runs with --role serve (API only), so the jobs stay queued;
+#   2. the test opens the pages; once the page shows the job queued (VIEWER_STATE_DIR marks it),
+#      a worker process (the same binary, --role work) starts;
+#   3. the worker runs in 20 ms steps (SIGCONT, sleep, SIGSTOP) until the job is running with a
+#      percentage between 1 and 99, and stays stopped there (the API process answers the page);
+#   4. once the page has shown that running percentage, the worker goes on and the job completes.
 # Other knobs: RUN_SERVICE_KEEP=1 keeps the work directory; VIEWER_FAILED_TEXT, CHROMIUM,
 # VIEWER_OUT and VIEWER_TIMEOUT_MS go to run.sh / viewer.test.js.
 set -euo pipefail
@@ -33,20 +39,23 @@ command -v curl >/dev/null || { log "curl is required"; exit 2; }
 
 # The viewer's vendor/ files must exist before the service serves the page (run.sh would do
 # this too, but only after the jobs have started).
-if [ ! -f "$viewer/vendor/leaflet/leaflet.js" ] || [ ! -f "$viewer/vendor/openseadragon/openseadragon.min.js" ]; then
-  log "npm ci in $viewer"
-  (cd "$viewer" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+python3 "$viewer/fetch-vendor.py" >&2
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/tilekit-browser-service.XXXXXX")"
 data="$work/data"
 mkdir -p "$data"
-pid=""
-cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+pid="" worker="" viewer_pid=""
+stop_process() {
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+    kill -CONT "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
   fi
+}
+cleanup() {
+  stop_process "$viewer_pid"
+  stop_process "$worker"
+  stop_process "$pid"
   if [ "${RUN_SERVICE_KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
   return 0
 }
@@ -55,6 +64,9 @@ trap 'exit 130' INT TERM
 
 size="${RUN_SERVICE_SIZE:-3000x2000}"
 progress="${RUN_SERVICE_PROGRESS:-0}"
+
+# The browser test's own packages before anything starts (run.sh would install them later).
+[ -d "$here/node_modules/playwright-core" ] || (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 
 # Inputs first, so that nothing slow sits between starting the jobs and opening the browser.
 "$cli" sample "$work/sample.png" --size "$size" >"$work/cli.log" 2>&1 || { cat "$work/cli.log" >&2; exit 1; }
@@ -66,7 +78,8 @@ token="$("$service" add-user browser-test --data-dir "$data" 2>>"$work/add-user.
 [ -n "$token" ] || { log "add-user printed no token"; exit 1; }
 
 "$service" --data-dir "$data" --host 127.0.0.1 --port 0 --viewer-dir "$viewer" --layout dz --format png \
-  --workers 1 --tiler-threads 1 >"$work/service.out" 2>"$work/service.log" &
+  --workers 1 --tiler-threads 1 --role "$([ "$progress" = 1 ] && echo serve || echo all)" \
+  >"$work/service.out" 2>"$work/service.log" &
 pid=$!
 port=""
 for _ in $(seq 200); do
@@ -116,11 +129,64 @@ if [ "$progress" != 1 ]; then
   done
 fi
 
+run_viewer_test() {
+  VIEWER_BASE_URL="$base" VIEWER_TOKEN="$token" \
+  VIEWER_TARGETS="$slug/$v_ok:dz" VIEWER_EXPECT_PROGRESS="$progress" \
+  VIEWER_FAILED_TARGET="$slug/$v_bad" VIEWER_FAILED_TEXT="${VIEWER_FAILED_TEXT:-cannot read header PNG}" \
+    "$here/run.sh"
+}
+
+# Waits until the page has shown STATE (the test's mark file) while the test still runs.
+wait_for_page() {  # STATE SECONDS
+  local mark="$states/$slug-v$v_ok.$1"
+  for _ in $(seq $(($2 * 20))); do
+    [ -f "$mark" ] && { log "the page showed $1: $(cat "$mark")"; return 0; }
+    kill -0 "$viewer_pid" 2>/dev/null || { log "the viewer test ended before the page showed $1"; return 1; }
+    sleep 0.05
+  done
+  log "the page did not show $1 within $2 s"; return 1
+}
+
+# Runs the worker in 20 ms steps until the job is running at 1..99 %, and leaves it stopped there.
+hold_running() {
+  local state="" p
+  for _ in $(seq 6000); do
+    state=$(job_state "$job_ok") || return 1
+    read -r -a fields <<<"$state"
+    case "${fields[0]}" in
+      running)
+        p=${fields[1]%%.*}
+        if [ "${p:-0}" -ge 1 ] && [ "$p" -le 99 ]; then log "worker held at: $state"; return 0; fi ;;
+      queued) ;;
+      *) log "the job ended ($state) before it could be seen running: a 20 ms step did all of it"; return 1 ;;
+    esac
+    kill -CONT "$worker"; sleep 0.02; kill -STOP "$worker"
+  done
+  log "the job was not running after 6000 steps: $state"; return 1
+}
+
 status=0
-VIEWER_BASE_URL="$base" VIEWER_TOKEN="$token" \
-VIEWER_TARGETS="$slug/$v_ok:dz" VIEWER_EXPECT_PROGRESS="$progress" \
-VIEWER_FAILED_TARGET="$slug/$v_bad" VIEWER_FAILED_TEXT="${VIEWER_FAILED_TEXT:-cannot read header PNG}" \
-  "$here/run.sh" || status=$?
+if [ "$progress" != 1 ]; then
+  run_viewer_test || status=$?
+else
+  states="$work/states"
+  VIEWER_STATE_DIR="$states" run_viewer_test & viewer_pid=$!
+  paced=0
+  if wait_for_page queued 300; then
+    # Same data directory, so the same catalog, job store and storage; a long lease, because the
+    # worker is stopped (not renewing) while the page looks at it.
+    "$service" --data-dir "$data" --role work --layout dz --format png --workers 1 --tiler-threads 1 --lease-seconds 300 \
+      >"$work/worker.out" 2>"$work/worker.log" &
+    worker=$!
+    kill -STOP "$worker"
+    if hold_running && wait_for_page running 120; then paced=1; fi
+    kill -CONT "$worker"
+  fi
+  wait "$viewer_pid" || status=$?
+  viewer_pid=""
+  [ "$paced" = 1 ] || { log "the job could not be paced by the page (see above)"; status=1; }
+  [ "$status" = 0 ] || { log "worker log:"; tail -n 30 "$work/worker.log" >&2 || true; }
+fi
 
 for j in "$job_ok" "$job_bad"; do
   log "job $j: $(job_state "$j" || true)"

@@ -34,9 +34,8 @@ npm_install() {  # dir
   else (cd "$1" && npm install --no-audit --no-fund --loglevel=error); fi
 }
 [ -d "$here/node_modules/playwright-core" ] || npm_install "$here"
-# The viewer's vendor/ (OpenSeadragon, Leaflet) is generated from npm; the service serves it too.
-[ -f "$viewer/vendor/leaflet/leaflet.js" ] && [ -f "$viewer/vendor/openseadragon/openseadragon.min.js" ] \
-  || npm_install "$viewer"
+# The viewer's vendor/ (OpenSeadragon, Leaflet) comes from the npm registry; the service serves it too.
+python3 "$viewer/fetch-vendor.py"
 
 if [ -n "${VIEWER_BASE_URL:-}" ]; then
   : "${VIEWER_TOKEN:?set VIEWER_TOKEN to a bearer token of the service}"

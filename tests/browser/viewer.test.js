@@ -16,6 +16,10 @@
 //   VIEWER_FAILED_TARGET   "slug/version" whose job fails ("" to skip; default "")
 //   VIEWER_FAILED_TEXT     text the error must contain (default: any non-empty error)
 //   VIEWER_MIN_TILES       tile responses with status 200 required per target (default 3)
+//   VIEWER_STATE_DIR       when set, the test creates DIR/<slug>-v<version>.<state> the moment the page first
+//                          shows a state (loading, queued, completed, ...; "running" only once the bar shows a
+//                          percentage between 0 and 100), so a harness can pace the job by what the page has seen
+//                          (run-service.sh holds the job until the page watches it queued, then running)
 //   VIEWER_OUT             where screenshots go (default tests/browser/out)
 //   VIEWER_TIMEOUT_MS      per-target time limit for the job to complete and tiles to draw (default 120000)
 //   CHROMIUM               browser binary (default /usr/bin/chromium)
@@ -36,6 +40,7 @@ const MIN_TILES = Number(env.VIEWER_MIN_TILES || 3);
 const OUT = path.resolve(env.VIEWER_OUT || path.join(__dirname, 'out'));
 const TIMEOUT = Number(env.VIEWER_TIMEOUT_MS || 120000);
 const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
+const STATE_DIR = env.VIEWER_STATE_DIR || '';
 
 if (!BASE || !TOKEN) {
   console.error('viewer.test: set VIEWER_BASE_URL and VIEWER_TOKEN (or use run.sh, which starts the mock)');
@@ -60,7 +65,10 @@ const RECORDER = `
         message: (document.getElementById('message') || {}).textContent || '',
       };
       var key = JSON.stringify(e);
-      if (key !== last) { last = key; e.t = Date.now(); window.__statusLog.push(e); }
+      if (key !== last) {
+        last = key; e.t = Date.now(); window.__statusLog.push(e);
+        if (window.__tilekitReportState) window.__tilekitReportState(e);
+      }
     }
     snap();
     new MutationObserver(snap).observe(status, { attributes: true, childList: true, subtree: true, characterData: true });
@@ -96,6 +104,19 @@ function check(name, ok, detail) {
   console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${detail ? ' — ' + redact(detail) : ''}`);
 }
 
+// VIEWER_STATE_DIR: marks each state the page has shown, once, as a file a harness can wait for.
+async function reportStates(page, label) {
+  fs.mkdirSync(STATE_DIR, { recursive: true });
+  const seen = new Set();
+  await page.exposeFunction('__tilekitReportState', (e) => {
+    const state = String(e.state || '');
+    if (!/^[a-z]+$/.test(state) || seen.has(state)) return;
+    if (state === 'running' && !(e.barVisible && e.percent > 0 && e.percent < 100)) return;
+    seen.add(state);
+    fs.writeFileSync(path.join(STATE_DIR, `${label}.${state}`), JSON.stringify(e) + '\n');
+  });
+}
+
 async function testCompleted(browser, spec) {
   // "slug/version:layout[:format]": with a format, every tile image must have that suffix
   // (WebP tiles must be the ones drawn, not a fallback).
@@ -105,6 +126,7 @@ async function testCompleted(browser, spec) {
   const page = await context.newPage();
   await page.addInitScript(RECORDER);
   const w = watch(page);
+  if (STATE_DIR) await reportStates(page, label);
   const started = Date.now();
   try {
     await page.goto(viewerUrl(target), { waitUntil: 'load' });
