@@ -10,7 +10,10 @@ bash scripts/install-deps.sh
 
 build_dir=${BUILD_DIR:-build}
 jobs=$(nproc)
-cmake -S . -B "$build_dir" -G Ninja \
+# ccache, when installed (it is not one of the packages: a new machine builds everything once).
+launcher=()
+command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+cmake -S . -B "$build_dir" -G Ninja "${launcher[@]}" \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" \
     -DTILEKIT_BUILD_TESTS=ON -DTILEKIT_BUILD_EXAMPLES=ON -DTILEKIT_WERROR=ON \
     -DTILEKIT_SINGLE_INCLUDE=OFF -DTILEKIT_SANITIZE=OFF "$@"  # reset in case build/ was configured otherwise
