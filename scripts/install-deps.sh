@@ -19,7 +19,7 @@ packages=(
     libssl-dev libcurl4-openssl-dev                             # tilekit::s3 (OpenSSL 3 libcrypto, libcurl)
     libsqlite3-dev                                              # tilekit::sqlite (the durable job store)
     postgresql libpq-dev                                        # tilekit::postgresql (libpq) and its live tests' private server
-    libcpp-httplib-dev chromium                                 # examples/http_service and its viewer test in headless Chromium
+    libcpp-httplib-dev chromium curl                            # examples/http_service, its viewer test in headless Chromium, curl for its scripts
     nodejs npm python3-botocore                                 # S3 test peer: s3rver (npm) behind a botocore verifier
     rclone                                                      # bench: upload baseline (awscli: see below)
     clang libclang-rt-14-dev                                    # tests/fuzz: libFuzzer, ASan and UBSan runtimes for clang 14
