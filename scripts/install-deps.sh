@@ -1,29 +1,38 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package that tilekit's build, tests, examples and benchmarks use.
 # Does nothing when all of them are already installed; otherwise needs root (or sudo).
-#   install-deps.sh           everything
+#   install-deps.sh           everything (CI's host stages: meson, fuzzing, benchmarks too)
+#   install-deps.sh --test    what scripts/test.sh needs: the CMake build and the whole ctest suite
+#                             (not meson, clang's fuzzing runtimes or the benchmarks' tools)
 #   install-deps.sh --demo    only what scripts/demo.sh needs: the CLI with `tilekit jobs` (its
 #                             codecs and optional parts, the service's parts: SQLite, S3, httplib
 #                             for configuring). No Node.js: the viewer's OpenSeadragon comes from
 #                             the npm registry through python3 (examples/http_service/viewer/fetch-vendor.py)
 set -euo pipefail
 
-packages=(
-    g++ cmake ninja-build meson pkg-config python3              # toolchain; python3 runs tools/amalgamate.py
+test_packages=(
+    g++ cmake ninja-build pkg-config python3                    # toolchain; python3 runs tools/amalgamate.py
     nlohmann-json3-dev libstb-dev catch2                        # core library and tests
     libdeflate-dev libturbojpeg0-dev libpng-dev libjpeg62-turbo-dev  # tilekit::fast_codecs
     libwebp-dev                                                 # tilekit::webp (WebP tiles and input)
     libtiff-dev                                                 # tilekit::tiff (TIFF / BigTIFF input)
     libvips-tools gdal-bin python3-gdal                         # reference tilers the tests compare against
-    fonts-dejavu-core time                                      # bench: test images, GNU time
     libssl-dev libcurl4-openssl-dev                             # tilekit::s3 (OpenSSL 3 libcrypto, libcurl)
     libsqlite3-dev                                              # tilekit::sqlite (the durable job store)
     postgresql libpq-dev                                        # tilekit::postgresql (libpq) and its live tests' private server
     libcpp-httplib-dev chromium curl                            # examples/http_service, its viewer test in headless Chromium, curl for its scripts
-    nodejs npm python3-botocore                                 # S3 test peer: s3rver (npm) behind a botocore verifier
+    nodejs npm python3-botocore                                 # S3 test peer: s3rver (npm) behind a botocore verifier; playwright-core
+)
+packages=(
+    "${test_packages[@]}"
+    meson                                                       # the meson build (CI)
+    fonts-dejavu-core time                                      # bench: test images, GNU time
     rclone                                                      # bench: upload baseline (awscli: see below)
     clang libclang-rt-14-dev                                    # tests/fuzz: libFuzzer, ASan and UBSan runtimes for clang 14
 )
+if [ "${1:-}" = "--test" ]; then
+    packages=("${test_packages[@]}")
+fi
 if [ "${1:-}" = "--demo" ]; then
     packages=(
         g++ cmake ninja-build pkg-config python3

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The test command: installs the Debian packages, builds tilekit, its tests and examples with
-# CMake (Ninja, Release at -O2, warnings as errors) and runs the whole ctest suite.
+# The test command: installs the Debian packages it needs (install-deps.sh --test), builds
+# tilekit, its tests and examples with CMake (Ninja, Release at -O2, warnings as errors) and runs
+# the whole ctest suite.
 #   bash scripts/test.sh [extra cmake -D options]
 #   BUILD_DIR=/somewhere bash scripts/test.sh      (default: build/ in the source tree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --test
 
 build_dir=${BUILD_DIR:-build}
 jobs=$(nproc)
