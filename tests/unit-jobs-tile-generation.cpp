@@ -67,7 +67,9 @@ std::vector<std::uint8_t> png_of(int width, int height, int channels = 3) {
     return png;
 }
 
+// The project's tiles; version 3's pointer and runs are below it (jobs/run_pointer.hpp).
 const std::string tiles_prefix = "mp/harbour-map/uploads/tiles/";
+const std::string version_prefix = tiles_prefix + "3/";
 
 struct fixture {
     recording_store store;
@@ -79,6 +81,7 @@ struct fixture {
     worker_options options;
 
     fixture() {
+        settings.gc_grace = std::chrono::seconds(0);  // replaced runs go at the next commit
         settings.scratch_root = scratch.path();
         settings.threads = 2;
         options.progress_interval = std::chrono::milliseconds(5);
@@ -123,8 +126,18 @@ struct fixture {
     job_record run() { return run(sink); }
 
     bool scratch_is_empty() const { return std::filesystem::is_empty(scratch.path()); }
-    bool has_manifest() const {
-        return sink.contains(tiles_prefix + "pyramid.json") || sink.contains(tiles_prefix + "image.dzi");
+    // The committed run's prefix, from the version's pointer ("" when nothing is committed).
+    std::string committed(storage_sink& where) const {
+        const pointer_state state = read_pointer(where, version_prefix);
+        return state.pointer && !state.pointer->run.empty() ? version_prefix + state.pointer->run : std::string();
+    }
+    std::string committed() { return committed(sink); }
+    bool has_manifest() {
+        bool found = false;
+        for (const std::string& key : sink.keys())
+            found |= key.size() > 12 && (key.compare(key.size() - 12, 12, "pyramid.json") == 0 ||
+                                         key.compare(key.size() - 9, 9, "image.dzi") == 0);
+        return found;
     }
     std::vector<std::string> keys_under_prefix() const {
         std::vector<std::string> out;
@@ -133,6 +146,12 @@ struct fixture {
         return out;
     }
 };
+
+std::vector<std::string> keys_under(storage_sink& sink, const std::string& prefix) {
+    std::vector<std::string> out;
+    sink.list(prefix, [&](const std::string& key) { out.push_back(key); });
+    return out;
+}
 
 }  // namespace
 
@@ -151,7 +170,8 @@ TEST_CASE("a tile-generation job completes with the pyramid's metadata and monot
     CHECK(done.started_at.has_value());
     CHECK(done.completed_at.has_value());
     const nlohmann::json& r = done.result;
-    CHECK(r.at("tiles_path") == tiles_prefix);
+    CHECK(r.at("tiles_path") == version_prefix + "runs/" + job.id + ".1/");
+    CHECK(r.at("tiles_path") == f.committed());
     CHECK(r.at("width") == 900);
     CHECK(r.at("height") == 700);
     CHECK(r.at("levels") == 11);
@@ -159,9 +179,10 @@ TEST_CASE("a tile-generation job completes with the pyramid's metadata and monot
     CHECK(r.at("format") == "png");
     CHECK(r.at("layout") == "dz");
     CHECK(r.at("overlap") == 1);
-    CHECK(r.at("tile_count").get<std::uint64_t>() + 2 == f.sink.size());
+    // tiles, two manifests, the pointer, the two stable manifests beside it
+    CHECK(r.at("tile_count").get<std::uint64_t>() + 5 == f.sink.size());
     CHECK(r.at("total_bytes").get<std::uint64_t>() > 0);
-    CHECK(f.sink.contains(tiles_prefix + "pyramid.json"));
+    CHECK(f.sink.contains(f.committed() + "pyramid.json"));
     CHECK(f.scratch_is_empty());
 
     // Progress: non-decreasing, and every stage seen with its message.
@@ -215,7 +236,7 @@ TEST_CASE("a TIFF upload is tiled by the job like a PNG (the tiff part linked)",
     tile_memory(png_of(300, 200), from_png, options);
     const std::string key = "image_files/9/4_3.png";
     REQUIRE(from_png.contains(key));
-    CHECK(tkt::decode_object(f.sink, tiles_prefix + key).pixels == tkt::decode_object(from_png, key).pixels);
+    CHECK(tkt::decode_object(f.sink, f.committed() + key).pixels == tkt::decode_object(from_png, key).pixels);
 }
 
 TEST_CASE("the tile-generation payload round-trips and refuses what a worker could not run", "[jobs]") {
@@ -261,10 +282,16 @@ TEST_CASE("the tile-generation payload round-trips and refuses what a worker cou
 
 TEST_CASE("bad input fails the job at once; storage trouble is retried", "[jobs]") {
     struct failing_sink final : storage_sink {
+        memory_sink pointers;  // conditional writes work: only tiles fail
         void put(storage_object object) override {
             if (object.key.find("/8/") != std::string::npos) throw error(errc::storage_error, "disk full: " + object.key);
         }
         void flush() override {}
+        bool can_compare_and_put() const override { return true; }
+        std::optional<versioned_object> read(const std::string& key) override { return pointers.read(key); }
+        conditional_put_result put_if(storage_object object, const std::string& expected) override {
+            return pointers.put_if(std::move(object), expected);
+        }
     };
 
     SECTION("missing source key") {
@@ -462,36 +489,39 @@ TEST_CASE("a slow store does not slow the tiler: progress writes never wait on t
     CHECK(blocked_writes >= 1);  // a write really was held up while the tiles were made
     CHECK_FALSE(timed_out);
     // Writes are coalesced: far fewer than one per tile.
-    const auto tiles = nlohmann::json::parse(tkt::as_string(f.sink.get(tiles_prefix + "pyramid.json")->body));
+    const auto tiles = nlohmann::json::parse(tkt::as_string(f.sink.get(f.committed() + "pyramid.json")->body));
     CHECK(f.store.writes.size() < tiles.at("tile_count").get<std::size_t>() / 4);
 }
 
-TEST_CASE("a rerun replaces the pyramid and leaves no stale object of the previous one", "[jobs]") {
+TEST_CASE("a rerun commits a new run and leaves no stale object of the previous one", "[jobs]") {
     fixture f;
     f.source.add("uploads/map.png", png_of(900, 700));
     f.enqueue();
     CHECK_THROWS_AS(f.enqueue(), job_state_error);  // one active job per version
     REQUIRE(f.run().status == job_status::completed);
+    const std::string first_run = f.committed();
     const std::size_t first_count = f.keys_under_prefix().size();
     f.sink.put({"mp/harbour-map/uploads/base.png", {1, 2, 3}, "image/png", ""});  // outside the prefix: kept
 
     f.source.add("uploads/map.png", png_of(500, 400));  // fewer levels and tiles than the first
     f.enqueue();
-    std::atomic<int> old_manifest_seen{0};
+    std::atomic<int> first_changed{0};
     f.settings.on_progress = [&](const tile_progress&) {
-        old_manifest_seen += f.has_manifest();  // the old pyramid is withdrawn before tiles change
+        // While the rerun works, the version's pyramid is still the first run, whole.
+        first_changed += f.committed() != first_run || !f.sink.contains(first_run + "pyramid.json");
     };
     const job_record done = f.run();
-    CHECK(old_manifest_seen == 0);
+    CHECK(first_changed == 0);
     REQUIRE(done.status == job_status::completed);
-    const auto metadata = nlohmann::json::parse(tkt::as_string(f.sink.get(tiles_prefix + "pyramid.json")->body));
+    CHECK(f.committed() == done.result.at("tiles_path"));
+    const auto metadata = nlohmann::json::parse(tkt::as_string(f.sink.get(f.committed() + "pyramid.json")->body));
     CHECK(metadata.at("width") == 500);
     CHECK(metadata.at("height") == 400);
-    // Exactly the new pyramid under the prefix: its tiles and its two manifests.
+    // Exactly the new pyramid and the pointer (the replaced run is collected: grace 0 here).
     const std::size_t now = f.keys_under_prefix().size();
-    CHECK(now == done.result.at("tile_count").get<std::size_t>() + 2);
+    CHECK(now == done.result.at("tile_count").get<std::size_t>() + 5);  // + manifests, pointer, stable manifests
     CHECK(now < first_count);
-    CHECK_FALSE(f.sink.contains(tiles_prefix + "image_files/10/0_0.png"));  // level 10 only existed before
+    CHECK(keys_under(f.sink, first_run).empty());
     CHECK(f.sink.contains("mp/harbour-map/uploads/base.png"));
 }
 
@@ -503,30 +533,33 @@ TEST_CASE("a rerun on a filesystem sink leaves no stale file of the previous pyr
         std::set<std::string> files = tkt::list_files(out.path());
         std::set<std::string> under;
         for (const std::string& file : files)
-            if (file.rfind(tiles_prefix, 0) == 0) under.insert(file);
+            if (file.rfind(tiles_prefix, 0) == 0 && file.find(".tk-cas-lock") == std::string::npos) under.insert(file);
         return under;
     };
     f.source.add("uploads/map.png", png_of(900, 700));
     f.enqueue();
     REQUIRE(f.run(disk).status == job_status::completed);
+    const std::string first_run = f.committed(disk);
     const std::size_t first_count = files_under_prefix().size();
-    REQUIRE(tkt::fs::exists(out.path() / tiles_prefix / "image_files/10/0_0.png"));
+    REQUIRE(tkt::fs::exists(out.path() / first_run / "image_files/10/0_0.png"));
     disk.put({"mp/harbour-map/uploads/tiles-other/keep.png", {1}, "image/png", ""});  // shares the prefix's stem: kept
 
     f.source.add("uploads/map.png", png_of(500, 400));
     tile_generation_request smaller = f.request();
-    smaller.tiling.tile_size = 128;  // another grid: almost no key of the first run is reused
+    smaller.tiling.tile_size = 128;
     f.enqueue(smaller);
     const job_record done = f.run(disk);
     REQUIRE(done.status == job_status::completed);
+    CHECK(f.committed(disk) == done.result.at("tiles_path"));
     const std::set<std::string> now = files_under_prefix();
-    CHECK(now.size() == done.result.at("tile_count").get<std::size_t>() + 2);  // its tiles and two manifests
+    // its tiles, two manifests, the pointer, the two stable manifests beside it
+    CHECK(now.size() == done.result.at("tile_count").get<std::size_t>() + 5);
     CHECK(now.size() < first_count);
-    CHECK_FALSE(tkt::fs::exists(out.path() / tiles_prefix / "image_files/10/0_0.png"));
+    CHECK_FALSE(tkt::fs::exists(out.path() / first_run / "image_files/10/0_0.png"));
     CHECK(tkt::fs::exists(out.path() / "mp/harbour-map/uploads/tiles-other/keep.png"));
 }
 
-TEST_CASE("a failed attempt's partial tiles are overwritten by the next attempt, then swept", "[jobs]") {
+TEST_CASE("a failed attempt deletes its own run; the next attempt writes and commits another", "[jobs]") {
     // A sink that fails one upload on the first attempt only, after storing part of the pyramid.
     struct flaky_sink final : storage_sink {
         memory_sink& inner;
@@ -543,18 +576,23 @@ TEST_CASE("a failed attempt's partial tiles are overwritten by the next attempt,
         void list(const std::string& prefix, const std::function<void(const std::string&)>& on_key) override {
             inner.list(prefix, on_key);
         }
+        bool can_compare_and_put() const override { return true; }
+        std::optional<versioned_object> read(const std::string& key) override { return inner.read(key); }
+        conditional_put_result put_if(storage_object object, const std::string& expected) override {
+            return inner.put_if(std::move(object), expected);
+        }
     };
     fixture f;
     f.source.add("uploads/map.png", png_of(900, 700));
-    // A leftover of some older, larger pyramid: the sweep must remove it too.
+    // Someone else's object beside the version's prefix: a run never touches it.
     f.sink.put({tiles_prefix + "image_files/12/7_7.png", {1}, "image/png", ""});
     flaky_sink sink(f.sink);
-    f.enqueue();
+    const job_record job = f.enqueue();
     const job_record first = f.run(sink);
     REQUIRE(first.status == job_status::queued);
     CHECK(first.error.find("503 Slow Down") != std::string::npos);
     CHECK_FALSE(f.has_manifest());
-    CHECK(f.keys_under_prefix().size() > 1);  // partial tiles are kept for the next attempt to overwrite
+    CHECK(keys_under(f.sink, version_prefix).empty());  // attempt 1 can never be committed: gone
     std::optional<job_record> second;
     for (int i = 0; i < 200 && !second; ++i) {
         const std::map<std::string, job_handler> handlers{
@@ -565,11 +603,12 @@ TEST_CASE("a failed attempt's partial tiles are overwritten by the next attempt,
     REQUIRE(second);
     REQUIRE(second->status == job_status::completed);
     CHECK(second->attempt == 2);
-    CHECK(f.keys_under_prefix().size() == second->result.at("tile_count").get<std::size_t>() + 2);
-    CHECK_FALSE(f.sink.contains(tiles_prefix + "image_files/12/7_7.png"));
+    CHECK(f.committed() == version_prefix + "runs/" + job.id + ".2/");
+    CHECK(keys_under(f.sink, version_prefix).size() == second->result.at("tile_count").get<std::size_t>() + 5);
+    CHECK(f.sink.contains(tiles_prefix + "image_files/12/7_7.png"));
 }
 
-TEST_CASE("the result and the old-pyramid removal use the run's real manifest and metadata keys", "[jobs]") {
+TEST_CASE("the result names the run's real manifest and metadata keys", "[jobs]") {
     fixture f;
     f.source.add("uploads/map.png", png_of(600, 400));
     const auto run = [&](const std::string& basename, const std::string& metadata_key) {
@@ -577,27 +616,24 @@ TEST_CASE("the result and the old-pyramid removal use the run's real manifest an
         request.tiling.basename = basename;
         request.tiling.metadata_key = metadata_key;
         f.enqueue(request);
-        std::atomic<int> old_manifest_seen{0};
-        f.settings.on_progress = [&](const tile_progress&) {
-            old_manifest_seen += f.sink.contains(tiles_prefix + "chart.dzi") || f.sink.contains(tiles_prefix + "meta/chart.json");
-        };
         const job_record done = f.run();
         REQUIRE(done.status == job_status::completed);
-        CHECK(old_manifest_seen == 0);  // withdrawn before any tile of the rerun was stored
         return done.result;
     };
     nlohmann::json result = run("chart", "meta/chart.json");
-    CHECK(result.at("manifest") == tiles_prefix + "chart.dzi");
-    CHECK(result.at("metadata") == tiles_prefix + "meta/chart.json");
+    const std::string run_prefix = result.at("tiles_path");
+    CHECK(result.at("manifest") == run_prefix + "chart.dzi");
+    CHECK(result.at("metadata") == run_prefix + "meta/chart.json");
     CHECK(f.sink.contains(result.at("manifest").get<std::string>()));
     CHECK(f.sink.contains(result.at("metadata").get<std::string>()));
-    CHECK_FALSE(f.sink.contains(tiles_prefix + "pyramid.json"));
-    // The same keys again: the previous run's manifests are removed first.
-    result = run("chart", "meta/chart.json");
-    CHECK(f.sink.contains(result.at("metadata").get<std::string>()));
+    CHECK_FALSE(f.sink.contains(run_prefix + "pyramid.json"));
+    const pointer_state state = read_pointer(f.sink, version_prefix);
+    REQUIRE(state.pointer);
+    CHECK(version_prefix + state.pointer->manifest == result.at("manifest"));
+    CHECK(version_prefix + state.pointer->metadata == result.at("metadata"));
 }
 
-TEST_CASE("a sink that cannot delete or list: nothing removed, the job still completes", "[jobs]") {
+TEST_CASE("a sink without conditional writes is refused: a run could not be published safely", "[jobs]") {
     struct append_only_sink final : storage_sink {
         void put(storage_object object) override { inner.put(std::move(object)); }
         void flush() override {}
@@ -606,15 +642,12 @@ TEST_CASE("a sink that cannot delete or list: nothing removed, the job still com
     fixture f;
     f.source.add("uploads/map.png", png_of(300, 200));
     append_only_sink sink;
-    CHECK_FALSE(sink.remove("anything"));
-    CHECK_FALSE(sink.can_list());
+    CHECK_FALSE(sink.can_compare_and_put());
     f.enqueue();
-    const job_record first = f.run(sink);
-    REQUIRE(first.status == job_status::completed);
-    f.enqueue();
-    const job_record second = f.run(sink);
-    REQUIRE(second.status == job_status::completed);
-    CHECK(sink.inner.contains(second.result.at("metadata").get<std::string>()));
+    const job_record done = f.run(sink);
+    CHECK(done.status == job_status::failed);
+    CHECK(done.error.find("put_if") != std::string::npos);
+    CHECK(sink.inner.size() == 0);
 }
 
 TEST_CASE("a worker stuck renewing its lease stops its handler before the lease can expire", "[jobs][worker]") {

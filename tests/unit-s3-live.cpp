@@ -321,7 +321,7 @@ TEST_CASE("the tile-generation job downloads from and uploads to the S3 peer", "
     const jobs::job_record denied = run(tampered, "tampered");
     CHECK(denied.status == jobs::job_status::failed);
     CHECK(denied.error.find("403") != std::string::npos);
-    CHECK_FALSE(client.head(root + "mp/tampered/uploads/tiles/pyramid.json").has_value());
+    CHECK_FALSE(client.head(root + "mp/tampered/uploads/tiles/current.json").has_value());  // nothing committed
 
     jobs::memory_job_store other;
     s3::object_source missing(client);
@@ -437,15 +437,17 @@ TEST_CASE("a rerun of the tile-generation job on the S3 peer leaves no object of
     const auto draft = [](const jobs::job_record&) { return jobs::version_info{1, "draft"}; };
     jobs::tile_generation_settings settings;
     settings.scratch_root = scratch.path();
+    settings.gc_grace = std::chrono::seconds(0);  // the replaced run goes at the next commit
     s3::object_source source(client);
-    const std::string tiles = root + "mp/rerun/uploads/tiles/";
+    const std::string version = root + "mp/rerun/uploads/tiles/1/";
     // One run of the job for version 1 of project "rerun"; the sink lists 50 keys a page.
+    // Returns the run's prefix.
     const auto run = [&](const std::string& image, int tile_size) {
         jobs::tile_generation_request request;
         request.source_key = root + "uploads/" + image;
         request.project_slug = "rerun";
         request.version = 1;
-        request.prefix_template = root + "mp/{slug}/uploads/tiles/";
+        request.prefix_template = root + "mp/{slug}/uploads/tiles/{version}/";
         request.tiling.tile_size = tile_size;
         jobs::new_job job{jobs::tile_generation_job, "p-rerun", "v1", "tester"};
         job.payload = jobs::to_payload(request);
@@ -460,51 +462,41 @@ TEST_CASE("a rerun of the tile-generation job on the S3 peer leaves no object of
         REQUIRE(done);
         INFO(done->error);
         REQUIRE(done->status == jobs::job_status::completed);
-        CHECK(done->result.at("tiles_path") == tiles);
+        return done->result.at("tiles_path").get<std::string>();
     };
-    // The keys a run with these settings writes, from tiling the same file into memory.
-    const auto pyramid_keys = [&](const std::string& path, int tile_size) {
+    // The keys a run with these settings writes, from tiling the same file into memory, plus the
+    // version's pointer.
+    const auto version_keys = [&](const std::string& path, int tile_size, const std::string& run_prefix) {
         memory_sink reference;
         pyramid_options options;
         options.tile_size = tile_size;
-        options.prefix = tiles;
+        options.prefix = run_prefix;
         tile_file<fast_codecs>(path, reference, options);
         std::vector<std::string> keys = reference.keys();
+        keys.push_back(version + jobs::pointer_name);
+        keys.push_back(version + "image.dzi");  // the stable manifests beside the pointer
+        keys.push_back(version + "pyramid.json");
         std::sort(keys.begin(), keys.end());
         return keys;
     };
-    const auto gone = [](const std::vector<std::string>& before, const std::vector<std::string>& after) {
-        std::vector<std::string> out;
-        std::set_difference(before.begin(), before.end(), after.begin(), after.end(), std::back_inserter(out));
-        return out;
-    };
 
-    run("big.png", 128);
-    const std::vector<std::string> first = pyramid_keys(big, 128);
-    REQUIRE(first.size() > 60);
-    CHECK(listed(client, tiles) == first);
+    const std::string first = run("big.png", 128);
+    REQUIRE(first.rfind(version + "runs/", 0) == 0);
+    CHECK(listed(client, version) == version_keys(big, 128, first));
 
-    // Same image, larger tiles: fewer columns and rows on each level.
-    client.put(tiles + "stray/left by someone.txt", random_bytes(10, 9));
-    run("big.png", 256);
-    const std::vector<std::string> second = pyramid_keys(big, 256);
-    const std::vector<std::string> stale = gone(first, second);
-    REQUIRE(stale.size() > 20);
-    CHECK(listed(client, tiles) == second);
-    std::size_t still_there = 0;
-    for (const std::string& key : stale) still_there += client.head(key).has_value();
-    CHECK(still_there == 0);
-    CHECK_FALSE(client.head(tiles + "stray/left by someone.txt").has_value());
-
-    // A smaller image: fewer levels, so whole level folders of the earlier pyramid are stale.
-    run("small.png", 256);
-    const std::vector<std::string> third = pyramid_keys(small, 256);
-    REQUIRE(gone(second, third).size() > 5);
-    CHECK(listed(client, tiles) == third);
-    const auto metadata = nlohmann::json::parse(tkt::as_string(client.get(tiles + "pyramid.json")));
+    // Same image, larger tiles; then a smaller image: each time exactly the new run, the pointer
+    // and the stable manifests.
+    const std::string second = run("big.png", 256);
+    CHECK(second != first);
+    CHECK(listed(client, version) == version_keys(big, 256, second));
+    const std::string third = run("small.png", 256);
+    CHECK(listed(client, version) == version_keys(small, 256, third));
+    const auto metadata = nlohmann::json::parse(tkt::as_string(client.get(third + "pyramid.json")));
     CHECK(metadata.at("width") == 500);
+    const auto pointer = jobs::pointer_from_json(nlohmann::json::parse(tkt::as_string(client.get(version + jobs::pointer_name))));
+    CHECK(version + pointer.run == third);
 
-    // The sweep stays inside the version's prefix: the sources next to it are untouched.
+    // Runs stay inside the version's prefix: the sources next to it are untouched.
     CHECK(client.head(root + "uploads/big.png").has_value());
     CHECK(client.head(root + "uploads/small.png").has_value());
 }

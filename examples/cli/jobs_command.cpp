@@ -48,6 +48,13 @@ const char* const jobs_usage_text =
     "       tilekit jobs list    [--status S] [--project SLUG] [--limit N] [--json]\n"
     "       tilekit jobs cancel ID [--reason TEXT] [--json]\n"
     "       tilekit jobs wait ID [--timeout S] [--json]\n"
+    "       tilekit jobs gc      [--project SLUG [--version N]] [--json]\n"
+    "                            deletes the tile runs nobody can need: replaced ones --gc-grace-seconds\n"
+    "                            (default 600) after they were replaced, failed or cancelled ones as long\n"
+    "                            after their job ended; never a version's committed run. A pyramid\n"
+    "                            committed by a job that then failed or was cancelled (killed between\n"
+    "                            its commit and its completion) is withdrawn first (the previous one\n"
+    "                            comes back); stable manifests are rewritten to match each pointer\n"
     "The job's layout and format come from --layout dz|xyz|iiif and --format\n"
     "png|jpg|webp|webp-lossless (IIIF: info.json's id from --iiif-base-url URL, joined with the job's\n"
     "prefix; default \".\"), its key from\n"
@@ -590,6 +597,56 @@ int command_list(const options& o) {
     return exit_ok;
 }
 
+int command_gc(const options& o) {
+    if (!o.positional.empty()) throw usage_error("unexpected argument '" + o.positional[0] + "'");
+    if (o.version > 0 && o.project.empty()) throw usage_error("--version needs --project SLUG");
+    const service_config config = load(o);
+    environment env = open_environment(config, true);
+    std::vector<project> projects;
+    if (!o.project.empty()) {
+        const std::optional<project> p = env.db->find_project(o.project);
+        if (!p) throw refusal("project '" + o.project + "' is not in the catalog " + config.catalog_db);
+        projects.push_back(*p);
+    } else {
+        projects = env.db->all_projects();
+    }
+    const std::unique_ptr<tilekit::storage_sink> sink = env.store->make_sink();
+    jobs::collect_options gc;
+    gc.grace = std::chrono::seconds(config.gc_grace_seconds);
+    gc.run_ended_at = jobs::run_ended_from_store(*env.queue);
+    json report = json::array();
+    std::size_t runs = 0, objects = 0, withdrawals = 0;
+    for (const project& p : projects) {
+        for (const version& v : env.db->versions_of(p.id)) {
+            if (o.version > 0 && v.number != o.version) continue;
+            jobs::tile_generation_request request;
+            request.project_slug = p.slug;
+            request.version = v.number;
+            request.prefix_template = config.prefix_template;
+            const std::string prefix = tilekit::detail::expand_prefix(request, "");
+            const std::string public_base = config.public_base_url.empty() ? config.iiif_base_url : config.public_base_url;
+            // A pyramid committed by a job that then failed or was cancelled (its process died
+            // between the commit and the completion) is withdrawn first.
+            const bool withdrawn = jobs::withdraw_abandoned_commit(*sink, prefix, jobs::job_gave_up_from_store(*env.queue), public_base);
+            const jobs::collect_report done = jobs::collect_runs(*sink, prefix, gc);
+            // The stable manifests follow the pointer (a commit whose own write of them failed).
+            jobs::sync_stable_manifests(*sink, prefix, public_base);
+            runs += done.removed_runs.size();
+            objects += done.removed_objects;
+            if (withdrawn) ++withdrawals;
+            report.push_back({{"project", p.slug}, {"version", v.number}, {"prefix", prefix}, {"withdrawn", withdrawn},
+                              {"removed_runs", done.removed_runs}, {"removed_objects", done.removed_objects}});
+        }
+    }
+    if (o.json_out || !::isatty(STDOUT_FILENO))
+        std::cout << json{{"removed_runs", runs}, {"removed_objects", objects}, {"withdrawn", withdrawals}, {"versions", report}}.dump(2) << "\n";
+    else
+        std::cout << "removed " << runs << " run(s), " << objects << " object(s) in " << report.size() << " version(s)"
+                  << (withdrawals ? ", withdrew " + std::to_string(withdrawals) + " pyramid(s) of jobs that did not complete" : std::string())
+                  << "\n";
+    return exit_ok;
+}
+
 int command_cancel(const options& o) {
     const std::string id = job_id_argument(o);
     const service_config config = load(o);
@@ -632,6 +689,7 @@ int jobs_main(const std::vector<std::string>& args) {
         if (o.command == "list") return command_list(o);
         if (o.command == "cancel") return command_cancel(o);
         if (o.command == "wait") return command_wait(o);
+        if (o.command == "gc") return command_gc(o);
         throw usage_error("unknown jobs subcommand '" + o.command + "'");
     } catch (const usage_error& e) {
         std::cerr << "tilekit jobs: " << e.what() << "\n" << jobs_usage_text;

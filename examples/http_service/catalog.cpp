@@ -194,6 +194,11 @@ std::vector<project> catalog::projects_of(const std::string& owner_id) const {
     return select_projects(db_, "owner_id = ? ORDER BY slug", owner_id);
 }
 
+std::vector<project> catalog::all_projects() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return select_projects(db_, "slug <> ? ORDER BY slug", "");
+}
+
 version catalog::create_version(const std::string& project_id, int number, const std::string& status) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (number == 0) {

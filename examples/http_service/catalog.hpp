@@ -67,6 +67,7 @@ public:
     project create_project(const std::string& slug, const std::string& name, const std::string& owner_id);
     std::optional<project> find_project(const std::string& slug) const;
     std::vector<project> projects_of(const std::string& owner_id) const;
+    std::vector<project> all_projects() const;  // for maintenance (tilekit jobs gc)
 
     // number 0: the next free number.
     version create_version(const std::string& project_id, int number, const std::string& status);

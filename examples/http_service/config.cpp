@@ -36,10 +36,15 @@ const char* const usage_text =
     "                           or between requests; then 408 (TILEKIT_CLIENT_TIMEOUT, default 5)\n"
     "  --max-upload-bytes N     larger uploads are 413, refused unread (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
     "  --grace-seconds N        SIGTERM grace for running jobs (TILEKIT_GRACE_SECONDS, default 20)\n"
+    "  --gc-grace-seconds N     a replaced or abandoned tile run is deleted N s after it ended\n"
+    "                           (TILEKIT_GC_GRACE_SECONDS, default 600)\n"
     "  --prefix-template T      (TILEKIT_PREFIX_TEMPLATE, default mp/{slug}/uploads/tiles/{version}/)\n"
     "  --layout dz|xyz|iiif     (TILEKIT_LAYOUT)   --format png|jpg|webp|webp-lossless (TILEKIT_FORMAT)\n"
     "  --iiif-base-url URL      IIIF: info.json's id is URL/<tile prefix> (TILEKIT_IIIF_BASE_URL;\n"
-    "                           default: the relative id \".\")\n";
+    "                           default: the relative id \".\")\n"
+    "  --public-base-url URL    where the store's keys are served, for the stable manifests a commit\n"
+    "                           writes beside current.json (TILEKIT_PUBLIC_BASE_URL; default: the\n"
+    "                           IIIF base URL, else \"/<key>\": a bucket served at a domain's root)\n";
 
 namespace {
 
@@ -74,6 +79,8 @@ const setting settings[] = {
      }},
     {"--lease-seconds", "TILEKIT_LEASE_SECONDS",
      [](service_config& c, const std::string& n, const std::string& v) { c.lease_seconds = static_cast<int>(number(n, v, 2, 3600)); }},
+    {"--gc-grace-seconds", "TILEKIT_GC_GRACE_SECONDS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.gc_grace_seconds = static_cast<int>(number(n, v, 0, 30 * 86400)); }},
     {"--max-attempts", "TILEKIT_MAX_ATTEMPTS",
      [](service_config& c, const std::string& n, const std::string& v) { c.max_attempts = static_cast<int>(number(n, v, 1, 100)); }},
     {"--storage-root", "TILEKIT_STORAGE_ROOT",
@@ -115,6 +122,8 @@ const setting settings[] = {
      }},
     {"--iiif-base-url", "TILEKIT_IIIF_BASE_URL",
      [](service_config& c, const std::string&, const std::string& v) { c.iiif_base_url = v; }},
+    {"--public-base-url", "TILEKIT_PUBLIC_BASE_URL",
+     [](service_config& c, const std::string&, const std::string& v) { c.public_base_url = v; }},
     {"--format", "TILEKIT_FORMAT",
      [](service_config& c, const std::string& n, const std::string& v) {
          if (v != "png" && v != "jpg" && v != "webp" && v != "webp-lossless")

@@ -21,6 +21,7 @@ struct service_config {
     unsigned workers = 2;                   // concurrent tile-generation jobs in this process
     unsigned queue_capacity = 64;           // queued jobs in the store; beyond that: 503
     int lease_seconds = 30;                 // a worker that stops renewing loses its job after this
+    int gc_grace_seconds = 600;             // replaced tile runs are kept this long (viewers that loaded them)
     int max_attempts = 3;                   // per job: the first run and the retries of retryable errors
     unsigned tiler_threads = 0;             // encoder threads per job; 0 = one per core
     unsigned max_connections = 64;          // served at once; beyond: 503 (see connections.hpp)
@@ -31,6 +32,8 @@ struct service_config {
     std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";
     std::string layout = "dz";              // dz | xyz | iiif
     std::string iiif_base_url;              // IIIF: info.json's id is this + "/" + the tile prefix
+    std::string public_base_url;            // where the store's keys are served (the stable manifests'
+                                            // URLs); empty: the IIIF base URL, or "/{key}"
     std::string format = "png";             // png | jpg | webp | webp-lossless
 };
 

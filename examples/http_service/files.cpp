@@ -47,8 +47,9 @@ bool read_whole(const std::filesystem::path& path, std::string& out) {
 void install_file_routes(httplib::Server& server, service_context& context) {
     service_context* const c = &context;
 
-    server.Get("/projects/([^/]+)/versions/([^/]+)/viewer", [c](const httplib::Request& req, httplib::Response& res) {
-        if (!version_target_of(*c, req, res)) return;
+    // One page for a version's pyramid and for the project's live map (viewer.js tells them
+    // apart by the URL).
+    const auto send_viewer_page = [c](const httplib::Request& req, httplib::Response& res) {
         std::string page;
         if (!read_whole(std::filesystem::path(c->config.viewer_dir) / "index.html", page))
             return send_error(res, 404, "Viewer not installed (no index.html in " + c->config.viewer_dir + ")");
@@ -58,6 +59,17 @@ void install_file_routes(httplib::Server& server, service_context& context) {
         res.set_header("Cache-Control", "no-store");
         res.set_header("Referrer-Policy", "no-referrer");
         res.set_content(page, "text/html; charset=utf-8");
+    };
+    server.Get("/projects/([^/]+)/versions/([^/]+)/viewer", [c, send_viewer_page](const httplib::Request& req, httplib::Response& res) {
+        if (!version_target_of(*c, req, res)) return;
+        send_viewer_page(req, res);
+    });
+    // The project's live map: the published version its live pointer names, at a stable URL.
+    server.Get("/projects/([^/]+)/viewer", [c, send_viewer_page](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        if (!accessible_project(*c, *who, req.matches[1], res)) return;
+        send_viewer_page(req, res);
     });
 
     server.Get("/static/(.+)", [c](const httplib::Request& req, httplib::Response& res) {

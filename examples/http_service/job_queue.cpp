@@ -94,6 +94,11 @@ std::unique_ptr<jobs::worker_pool> start_workers(const service_config& config, j
     settings.max_source_bytes = config.max_upload_bytes;
     settings.scratch_root = std::filesystem::path(config.data_dir) / "scratch";
     settings.threads = config.tiler_threads;
+    // Replaced and abandoned runs are collected at each commit, a grace period after they ended.
+    settings.gc_grace = std::chrono::seconds(config.gc_grace_seconds);
+    settings.run_ended_at = jobs::run_ended_from_store(queue);
+    settings.job_gave_up = jobs::job_gave_up_from_store(queue);
+    settings.public_base_url = config.public_base_url.empty() ? config.iiif_base_url : config.public_base_url;
     std::filesystem::create_directories(settings.scratch_root);
     // The catalog is the service's: the version as it is now, not as it was when the job was queued.
     const jobs::version_lookup current_version = [&db](const jobs::job_record& job) {

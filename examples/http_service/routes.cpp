@@ -110,7 +110,41 @@ json job_json(const jobs::job_record& job) {
     return j;
 }
 
-// The version, its project, its latest job and the newest completed job's pyramid.
+// A version's prefix, where its pointer and its runs are (jobs/run_pointer.hpp).
+std::string version_prefix_of(const service_context& c, const std::string& slug, int number) {
+    jobs::tile_generation_request request;
+    request.project_slug = slug;
+    request.version = number;
+    request.prefix_template = c.config.prefix_template;
+    return tilekit::detail::expand_prefix(request, "");
+}
+
+// The project's live pointer: which published version (and which of its runs) the project's
+// public map shows. Beside the versions' prefixes: the template without its {version}.
+std::string live_key_of(const service_context& c, const std::string& slug) {
+    jobs::tile_generation_request request;
+    request.project_slug = slug;
+    request.prefix_template = c.config.prefix_template;
+    for (const std::string pattern : {"{version}/", "{version}"})
+        for (std::size_t at = request.prefix_template.find(pattern); at != std::string::npos;
+             at = request.prefix_template.find(pattern))
+            request.prefix_template.erase(at, pattern.size());
+    return tilekit::detail::expand_prefix(request, "") + "live.json";
+}
+
+// The version's committed pyramid, as its pointer says; nothing when no run was committed.
+std::optional<jobs::run_pointer> committed_pointer(const service_context& c, const std::string& slug, int number) {
+    const auto object = c.store.get(version_prefix_of(c, slug, number) + jobs::pointer_name);
+    if (!object) return std::nullopt;
+    const json j = json::parse(object->body.begin(), object->body.end(), nullptr, false);
+    if (j.is_discarded()) return std::nullopt;
+    jobs::run_pointer pointer = jobs::pointer_from_json(j);
+    if (pointer.run.empty()) return std::nullopt;
+    return pointer;
+}
+
+// The version, its project, its latest job and the pyramid its pointer names (the committed
+// run: immutable, so a viewer that loads it never sees a later run's tiles mixed in).
 json version_view(const service_context& c, const project& p, const version& v) {
     json out = v;
     out["project"] = {{"id", p.id}, {"slug", p.slug}, {"name", p.name}};
@@ -126,10 +160,13 @@ json version_view(const service_context& c, const project& p, const version& v) 
             out["job_id"] = job.id;
             out["job_status"] = jobs::to_string(job.status);
         }
-        if (job.status == jobs::job_status::completed) {
-            out["tiles"] = job_json(job)["result"];
-            out["tiles"]["job_id"] = job.id;
-            break;
+        break;
+    }
+    if (const auto pointer = committed_pointer(c, p.slug, v.number)) {
+        const auto job = c.jobs.get(pointer->job_id);
+        if (job && job->status == jobs::job_status::completed) {
+            out["tiles"] = job_json(*job)["result"];
+            out["tiles"]["job_id"] = job->id;
         }
     }
     return out;
@@ -224,7 +261,59 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         const auto t = version_target_of(*c, req, res);
         if (!t) return;
         if (t->v.status != "draft") return send_error(res, 409, "Only draft versions can be published");
-        send_json(res, 200, c->db.publish(t->v));
+        // A job still working on the version could otherwise change its pyramid after it is
+        // published (its commit checks the draft status again, and would fail): refused instead.
+        for (const jobs::job_record& job : c->jobs.list_by_project(t->p.id))
+            if (job.version_id == t->v.id && (job.status == jobs::job_status::queued || job.status == jobs::job_status::running))
+                return send_json(res, 409, {{"detail", "A tile generation job is " + std::string(jobs::to_string(job.status)) +
+                                                           " for this version (job " + job.id + "); cancel it or wait for it"},
+                                            {"job_id", job.id}});
+        json published = c->db.publish(t->v);
+        // Promotion is a pointer switch: the project's live pointer names this version's
+        // committed run, with one conditional write (retried if another publish came between).
+        if (const auto pointer = committed_pointer(*c, t->p.slug, t->v.number)) {
+            const std::string key = live_key_of(*c, t->p.slug);
+            const std::string prefix = version_prefix_of(*c, t->p.slug, t->v.number);
+            json live{{"version", t->v.number}, {"version_prefix", prefix}, {"run", pointer->run},
+                      {"job_id", pointer->job_id}, {"layout", pointer->layout},
+                      {"manifest", pointer->manifest.empty() ? "" : prefix + pointer->manifest},
+                      {"metadata", prefix + pointer->metadata}, {"published_at", published.value("published_at", "")}};
+            const std::string text = live.dump(2) + "\n";
+            const std::unique_ptr<tilekit::storage_sink> sink = c->store.make_sink();
+            for (int attempt = 0; attempt < 5; ++attempt) {
+                const auto now = sink->read(key);
+                tilekit::storage_object object{key, {text.begin(), text.end()}, "application/json", jobs::pointer_cache_control};
+                if (sink->put_if(std::move(object), now ? now->version : "").stored) break;
+            }
+            published["live"] = live;
+        }
+        send_json(res, 200, published);
+    });
+
+    // The project's live map: the published version the live pointer names.
+    server.Get("/projects/([^/]+)/live", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        if (!p) return;
+        const auto object = c->store.get(live_key_of(*c, p->slug));
+        if (!object) return send_error(res, 404, "No version of this project has been published with tiles yet");
+        json live = json::parse(object->body.begin(), object->body.end(), nullptr, false);
+        if (live.is_discarded()) return send_error(res, 500, "The live pointer cannot be read");
+        live["tiles_url"] = "/tiles/" + live.value("version_prefix", "") + live.value("run", "");
+        if (!live.value("manifest", "").empty()) live["manifest_url"] = "/tiles/" + live.value("manifest", "");
+        // The pyramid as the viewer needs it (size, levels, layout), from the run's metadata:
+        // the same shape as a version's `tiles`.
+        if (const auto meta = c->store.get(live.value("metadata", ""))) {
+            json m = json::parse(meta->body.begin(), meta->body.end(), nullptr, false);
+            if (m.is_object()) {
+                m.erase("level_sizes");
+                m["tiles_url"] = live["tiles_url"];
+                m["version"] = live.value("version", 0);
+                live["tiles"] = m;
+            }
+        }
+        send_json(res, 200, live);
     });
 
     post_route(server, "/projects/([^/]+)/assets", [c](const httplib::Request& req, httplib::Response& res,

@@ -2,6 +2,7 @@
 
 #include "config.hpp"
 
+#include <tilekit/jobs/run_pointer.hpp>
 #include <tilekit/key.hpp>
 #include <tilekit/s3.hpp>
 #include <tilekit/sinks/filesystem_sink.hpp>
@@ -109,6 +110,9 @@ std::string content_type_for(const std::string& name, content_types set) {
 }
 
 std::string cache_control_for(const std::string& key) {
+    // Everything under a run prefix is immutable (jobs/run_pointer.hpp); the pointer is not.
+    if (key.find("/runs/") != std::string::npos) return tilekit::jobs::immutable_cache_control;
+    if (ends_with(key, tilekit::jobs::pointer_name)) return tilekit::jobs::pointer_cache_control;
     static const tilekit::tile_options rules;
     if (ends_with(key, ".png") || ends_with(key, ".jpg") || ends_with(key, ".jpeg") || ends_with(key, ".webp"))
         return rules.tile_cache_control;

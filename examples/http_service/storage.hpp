@@ -41,7 +41,9 @@ std::unique_ptr<storage> make_storage(const service_config& config);
 // .svg, .map, .woff2 and .ico. Anything else: application/octet-stream.
 enum class content_types { stored, viewer };
 std::string content_type_for(const std::string& name, content_types set = content_types::stored);
-// Tiles: tilekit's tile rule ("public, max-age=86400"); manifests: "no-cache".
+// Anything under a run prefix (".../runs/{job}.{attempt}/"): immutable, a year; a version's
+// pointer: a few seconds; other tiles: tilekit's tile rule ("public, max-age=86400"); other
+// manifests: "no-cache".
 std::string cache_control_for(const std::string& key);
 
 }  // namespace tilekit_service

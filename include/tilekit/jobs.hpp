@@ -12,4 +12,5 @@
 #include <tilekit/jobs/memory_store.hpp>
 #include <tilekit/jobs/version_guard.hpp>
 #include <tilekit/jobs/progress.hpp>
+#include <tilekit/jobs/run_pointer.hpp>
 #include <tilekit/jobs/tile_generation.hpp>

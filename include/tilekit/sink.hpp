@@ -11,11 +11,19 @@
 //                 that cannot delete: it removes nothing and returns false. Callers use it to
 //                 retract a previous pyramid's manifests before overwriting its tiles, so a
 //                 sink that cannot delete leaves them in place during a rerun.
+//   read(key)     the object and its version tag (an opaque string; S3's ETag), or nothing
+//   put_if(object, expected)
+//                 compare-and-swap: stores the object only when the key's current version tag
+//                 is `expected` (empty: only when the key does not exist). Atomic against every
+//                 other put_if on the key, by any process that shares the store. The publish
+//                 protocol (jobs/run_pointer.hpp) commits a run with one such write. Sinks that
+//                 cannot do it say so with can_compare_and_put() == false.
 
 #include <tilekit/error.hpp>
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +34,19 @@ struct storage_object {
     std::vector<std::uint8_t> body;
     std::string content_type;        // e.g. "image/png"
     std::string cache_control;       // e.g. "public, max-age=86400"; empty for none
+};
+
+// An object as read back, with the tag that put_if() compares against.
+struct versioned_object {
+    storage_object object;
+    std::string version;
+};
+
+// What put_if() did. stored: the object is now the key's content and `version` its new tag.
+// Not stored: the condition did not hold, and `version` is the tag found (empty: no object).
+struct conditional_put_result {
+    bool stored = false;
+    std::string version;
 };
 
 class storage_sink {
@@ -46,6 +67,17 @@ public:
         static_cast<void>(prefix);
         static_cast<void>(on_key);
         throw error(errc::invalid_argument, "this storage sink cannot list its objects");
+    }
+    // Conditional writes (see the top of this file).
+    virtual bool can_compare_and_put() const { return false; }
+    virtual std::optional<versioned_object> read(const std::string& key) {
+        static_cast<void>(key);
+        throw error(errc::invalid_argument, "this storage sink cannot read its objects back");
+    }
+    virtual conditional_put_result put_if(storage_object object, const std::string& expected_version) {
+        static_cast<void>(object);
+        static_cast<void>(expected_version);
+        throw error(errc::invalid_argument, "this storage sink cannot write conditionally");
     }
 };
 

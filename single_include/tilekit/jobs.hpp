@@ -1070,7 +1070,33 @@ public:
     }
 
     stop_reason reason() const noexcept { return reason_.load(); }
+    std::chrono::milliseconds lease_duration() const noexcept { return lease_.duration; }
     std::size_t writes() const noexcept { return writes_.load(); }
+
+    // A renewal now, from the caller's thread: proof that the job is still ours and not
+    // cancelled, as of this write. Throws job_cancelled or lease_lost (and stops the work) when
+    // the store fences it off, or when the keeper already stopped for that reason; other store
+    // errors are thrown as they are. Returns the new bound of the lease (job_lease::valid_until).
+    // For a step that must happen under the lease (the publish protocol's commit).
+    std::chrono::steady_clock::time_point confirm() {
+        std::lock_guard<std::mutex> io(io_mutex_);
+        const stop_reason before = reason_.load();
+        if (before == stop_reason::cancelled) throw job_cancelled(lease_.job_id, "the job was cancelled");
+        if (before == stop_reason::lease_lost) throw lease_lost("job '" + lease_.job_id + "': the lease was lost");
+        try {
+            store_.renew(lease_);
+        } catch (const job_cancelled& e) {
+            halt(stop_reason::cancelled, e.what());
+            throw;
+        } catch (const lease_lost& e) {
+            halt(stop_reason::lease_lost, e.what());
+            throw;
+        }
+        writes_ += 1;
+        last_write_ = std::chrono::steady_clock::now();
+        work_.cancel_at(trusted_until());
+        return lease_.valid_until;
+    }
 
 private:
     friend class lease_scheduler;
@@ -1089,6 +1115,7 @@ private:
                     batch.emplace_back(percent_, message_);
             }
         }
+        std::lock_guard<std::mutex> io(io_mutex_);  // one writer of lease_ at a time (confirm())
         const auto now = std::chrono::steady_clock::now();
         if (batch.empty() && (final || now - last_write_ < heartbeat_)) return;
         try {
@@ -1134,6 +1161,7 @@ private:
     stop_callback on_stop_;
     cancel_token work_;
     std::mutex mutex_;
+    std::mutex io_mutex_;  // held around the store writes that move lease_
     int percent_ = -1;
     std::string message_;
     std::vector<std::pair<int, std::string>> milestones_;
@@ -1180,27 +1208,390 @@ inline void lease_scheduler::run() {
 
 }  // namespace jobs
 TILEKIT_NAMESPACE_END
+// #include <tilekit/jobs/run_pointer.hpp>
+// The publish protocol's storage side: immutable runs, and the pointer that says which run is a
+// version's pyramid.
+//
+//   {version prefix}runs/{job_id}.{attempt}/...   one run: every object an attempt writes, and
+//                                                 nothing else; never changed once written
+//   {version prefix}current.json                  the pointer: which run is the pyramid (its
+//                                                 manifest, layout, metadata), and the runs it
+//                                                 replaced, with when (for the grace period)
+//
+// A run becomes the version's pyramid by one conditional write of the pointer (storage_sink::
+// put_if) against the version tag read when the run started; a run that loses the race, or that
+// may no longer commit, leaves the pointer alone. Readers (the service's /tiles/, a viewer)
+// resolve the pointer and then read immutable objects, so they never see half a pyramid.
+// collect_runs() deletes the runs nobody can need any more: never the committed one, retired ones
+// only after a grace period, and failed or cancelled ones once their job says they ended.
+
+// #include <tilekit/error.hpp>
+// #include <tilekit/key.hpp>
+// #include <tilekit/sink.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+TILEKIT_NAMESPACE_BEGIN
+namespace jobs {
+
+// Objects under a run prefix never change: caches may keep them for a year. The pointer and the
+// stable manifests change at every commit: caches must ask again after a few seconds.
+inline const char* const immutable_cache_control = "public, max-age=31536000, immutable";
+inline const char* const pointer_cache_control = "public, max-age=5, must-revalidate";
+
+inline const char* const pointer_name = "current.json";
+
+struct retired_run {
+    std::string run;          // "runs/{job_id}.{attempt}/"
+    std::int64_t since = 0;   // unix seconds: when the pointer stopped naming it
+};
+
+struct run_pointer {
+    std::string run;          // relative to the version prefix ("runs/J.1/"); empty: no pyramid
+    std::string job_id;
+    int attempt = 0;
+    std::string layout;       // "dz", "xyz", "iiif"
+    std::string manifest;     // relative to the version prefix, or empty
+    std::string metadata;     // relative to the version prefix
+    std::int64_t committed_at = 0;
+    std::vector<retired_run> retired;
+    // The pointer this one replaced (without its own retired list and previous): where
+    // withdraw_abandoned_commit() goes back to.
+    std::shared_ptr<const run_pointer> previous;
+};
+
+inline std::int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+inline std::string run_name(const std::string& job_id, int attempt) {
+    return "runs/" + job_id + "." + std::to_string(attempt) + "/";
+}
+
+inline nlohmann::json to_json_value(const run_pointer& p) {
+    nlohmann::json retired = nlohmann::json::array();
+    for (const retired_run& r : p.retired) retired.push_back({{"run", r.run}, {"since", r.since}});
+    nlohmann::json j{{"run", p.run.empty() ? nlohmann::json() : nlohmann::json(p.run)},
+                     {"job_id", p.job_id},
+                     {"attempt", p.attempt},
+                     {"layout", p.layout},
+                     {"manifest", p.manifest},
+                     {"metadata", p.metadata},
+                     {"committed_at", p.committed_at},
+                     {"retired", retired}};
+    if (p.previous) {
+        nlohmann::json previous = to_json_value(*p.previous);
+        previous.erase("retired");
+        previous.erase("previous");
+        j["previous"] = previous;
+    }
+    return j;
+}
+
+// Throws errc::storage_error for a pointer that is not one (it is never guessed at).
+inline run_pointer pointer_from_json(const nlohmann::json& j) {
+    try {
+        run_pointer p;
+        if (!j.at("run").is_null()) p.run = j.at("run").get<std::string>();
+        p.job_id = j.value("job_id", "");
+        p.attempt = j.value("attempt", 0);
+        p.layout = j.value("layout", "");
+        p.manifest = j.value("manifest", "");
+        p.metadata = j.value("metadata", "");
+        p.committed_at = j.value("committed_at", std::int64_t{0});
+        if (j.contains("retired"))
+            for (const nlohmann::json& r : j.at("retired")) p.retired.push_back({r.at("run").get<std::string>(), r.at("since").get<std::int64_t>()});
+        if (j.contains("previous") && j.at("previous").is_object()) {
+            nlohmann::json previous = j.at("previous");
+            previous.erase("previous");
+            p.previous = std::make_shared<const run_pointer>(pointer_from_json(previous));
+        }
+        if (!p.run.empty() && (p.run.compare(0, 5, "runs/") != 0 || p.run.back() != '/' || p.run.find("..") != std::string::npos))
+            throw error(errc::storage_error, "its run '" + p.run + "' is not a run prefix");
+        return p;
+    } catch (const nlohmann::json::exception& e) {
+        throw error(errc::storage_error, std::string("a pyramid pointer that cannot be read: ") + e.what());
+    }
+}
+
+inline std::vector<std::uint8_t> pointer_body(const run_pointer& p) {
+    const std::string text = to_json_value(p).dump(2) + "\n";
+    return {text.begin(), text.end()};
+}
+
+// The pointer as stored, with its version tag. pointer is empty when there is none yet (and then
+// version is empty too, the tag put_if() takes for "absent").
+struct pointer_state {
+    std::optional<run_pointer> pointer;
+    std::string version;
+};
+
+inline pointer_state read_pointer(storage_sink& sink, const std::string& version_prefix) {
+    if (!sink.can_compare_and_put())
+        throw error(errc::invalid_argument, "publishing runs needs a storage sink with conditional writes (put_if)");
+    const std::string key = version_prefix + pointer_name;
+    std::optional<versioned_object> found = sink.read(key);
+    if (!found) return {};
+    nlohmann::json j = nlohmann::json::parse(found->object.body.begin(), found->object.body.end(), nullptr, false);
+    if (j.is_discarded()) throw error(errc::storage_error, "the pyramid pointer '" + key + "' is not JSON");
+    return {pointer_from_json(j), found->version};
+}
+
+// The one conditional write that makes a pointer current. stored == false: someone else's write
+// came first (the version tag moved), and nothing was changed.
+inline conditional_put_result write_pointer(storage_sink& sink, const std::string& version_prefix, const run_pointer& p,
+                                            const std::string& expected_version) {
+    storage_object object;
+    object.key = version_prefix + pointer_name;
+    object.body = pointer_body(p);
+    object.content_type = "application/json";
+    object.cache_control = pointer_cache_control;
+    return sink.put_if(std::move(object), expected_version);
+}
+
+// Stable manifests: for plain static hosting (a bucket served as it is, no service in front),
+// copies of the committed run's manifest and metadata at the version prefix, at the names the run
+// has them ({version prefix}image.dzi, info.json, pyramid.json), that name the run's tiles:
+//   Deep Zoom   image.dzi with Url="{base}/{version prefix}{run}image_files/" (OpenSeadragon
+//               takes the tiles from Url when the .dzi has one; the page's own address does not
+//               matter)
+//   IIIF        info.json with id "{base}/{version prefix}{run without its slash}" (a run made
+//               with an absolute iiif_base_url already has one, and keeps it)
+//   metadata    pyramid.json with tile_url_template prefixed by the run ("runs/J.A/{z}/{x}/{y}.png":
+//               still relative to the prefix the file is in) and "run" naming it
+// {base} is public_base_url (where the bucket's keys are served, e.g. "https://tiles.example.com"),
+// or nothing: "/{key}", for a bucket served at a domain's root (an R2 custom domain or r2.dev URL,
+// an S3 virtual-hosted URL). The pointer stays the truth; these follow it: after writing them the
+// pointer is read again, and if it moved meanwhile they are written again for what it says now,
+// so whichever writer finishes last leaves them matching the pointer.
+}  // namespace jobs
+namespace detail {
+
+inline std::string xml_attribute_escape(const std::string& text) {
+    std::string out;
+    for (char ch : text) {
+        if (ch == '&') out += "&amp;";
+        else if (ch == '"') out += "&quot;";
+        else if (ch == '<') out += "&lt;";
+        else if (ch == '>') out += "&gt;";
+        else out += ch;
+    }
+    return out;
+}
+
+inline std::string run_url(const std::string& public_base_url, const std::string& key) {
+    std::string base = public_base_url;
+    while (!base.empty() && base.back() == '/') base.pop_back();
+    return base + "/" + key;
+}
+
+// The stable copy of one of the run's documents (name relative to the run), or nothing when it
+// is not one this file knows how to point at the run.
+inline std::optional<std::string> stable_document(const std::string& name, const std::string& body, const std::string& version_prefix,
+                                                  const std::string& run, const std::string& public_base_url) {
+    const auto ends_with = [&](const char* suffix) {
+        const std::string s(suffix);
+        return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+    };
+    if (ends_with(".dzi")) {
+        const std::size_t at = body.find("<Image");
+        if (at == std::string::npos || body.find(" Url=\"") != std::string::npos) return std::nullopt;
+        const std::string files = name.substr(0, name.size() - 4) + "_files/";
+        const std::string url = run_url(public_base_url, version_prefix + run + files);
+        std::string out = body;
+        out.insert(at + 6, " Url=\"" + xml_attribute_escape(url) + "\"");
+        return out;
+    }
+    nlohmann::ordered_json j = nlohmann::ordered_json::parse(body, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return std::nullopt;
+    if (j.contains("tile_url_template") && j["tile_url_template"].is_string()) {  // pyramid.json
+        j["tile_url_template"] = run + j["tile_url_template"].get<std::string>();
+        j["run"] = run;
+        return j.dump(2) + "\n";
+    }
+    if (j.contains("id") && j["id"].is_string()) {  // IIIF info.json
+        const std::string id = j["id"].get<std::string>();
+        if (id.find("://") == std::string::npos && (id.empty() || id[0] != '/')) {
+            std::string run_key = version_prefix + run;
+            run_key.pop_back();
+            j["id"] = run_url(public_base_url, run_key);
+        }
+        return j.dump(2) + "\n";
+    }
+    return std::nullopt;
+}
+
+}  // namespace detail
+namespace jobs {
+
+// Writes (or, when the pointer names no run, removes) the stable manifests of the version; see
+// above. also_clear: names to remove when there is no pyramid (those a withdrawn run had).
+inline void sync_stable_manifests(storage_sink& sink, const std::string& version_prefix, const std::string& public_base_url,
+                                  const std::vector<std::string>& also_clear = {}) {
+    for (int round = 0; round < 8; ++round) {
+        const pointer_state state = read_pointer(sink, version_prefix);
+        if (!state.pointer || state.pointer->run.empty()) {
+            for (const std::string& name : also_clear) sink.remove(version_prefix + name);
+        } else {
+            const run_pointer& p = *state.pointer;
+            for (const std::string& relative : {p.manifest, p.metadata}) {
+                if (relative.size() <= p.run.size() || relative.compare(0, p.run.size(), p.run) != 0) continue;
+                const std::string name = relative.substr(p.run.size());
+                const std::optional<versioned_object> found = sink.read(version_prefix + relative);
+                if (!found) continue;  // collected already: a later round (or commit) has a newer pointer
+                const std::string body(found->object.body.begin(), found->object.body.end());
+                const std::optional<std::string> text = detail::stable_document(name, body, version_prefix, p.run, public_base_url);
+                if (!text) continue;
+                storage_object object;
+                object.key = version_prefix + name;
+                object.body.assign(text->begin(), text->end());
+                object.content_type = found->object.content_type;
+                object.cache_control = pointer_cache_control;
+                sink.put(std::move(object));
+            }
+            sink.flush();
+        }
+        if (read_pointer(sink, version_prefix).version == state.version) return;
+    }
+}
+
+// A committed run whose job did not complete: its last attempt stopped between the pointer write
+// and the completion (the process was killed, or the answer to the write was lost and the job
+// failed), so the store failed or cancelled the job while the pointer names its run. The pointer
+// goes back to the run it replaced when that run is still stored, or else to no pyramid, by one
+// conditional write; the withdrawn run is retired (collected after the grace). gave_up(job_id)
+// says whether a job ended without completing (failed or cancelled; false while it may still
+// run, as a retry that will commit again). Returns whether the pointer was withdrawn. Run by
+// `tilekit jobs gc`; keeps "a version's pyramid is a completed job's" true after a crash.
+inline bool withdraw_abandoned_commit(storage_sink& sink, const std::string& version_prefix,
+                                      const std::function<bool(const std::string& job_id)>& gave_up,
+                                      const std::string& public_base_url = "") {
+    const pointer_state state = read_pointer(sink, version_prefix);
+    if (!state.pointer || state.pointer->run.empty() || !gave_up || !gave_up(state.pointer->job_id)) return false;
+    const run_pointer& current = *state.pointer;
+    const std::int64_t now = unix_now();
+    run_pointer back;
+    const run_pointer* previous = current.previous.get();
+    if (previous && !previous->run.empty() && !previous->metadata.empty() && sink.read(version_prefix + previous->metadata)) {
+        back = *previous;
+        back.previous.reset();
+    }
+    back.committed_at = now;
+    for (const retired_run& r : current.retired)
+        if (r.run != back.run) back.retired.push_back(r);
+    back.retired.push_back({current.run, now});
+    if (!write_pointer(sink, version_prefix, back, state.version).stored) return false;  // moved meanwhile
+    std::vector<std::string> names;
+    for (const std::string& relative : {current.manifest, current.metadata})
+        if (relative.size() > current.run.size()) names.push_back(relative.substr(current.run.size()));
+    sync_stable_manifests(sink, version_prefix, public_base_url, names);
+    return true;
+}
+
+// Garbage collection of a version's runs.
+struct collect_options {
+    std::chrono::seconds grace{600};  // a viewer that loaded a replaced pyramid keeps it this long
+    std::int64_t now = 0;             // unix seconds; 0: the clock
+    // When a run that was never committed ended for good (it can no longer commit: its job is
+    // failed, cancelled or completed, or a later attempt started), as unix seconds; nothing while
+    // it may still commit or nobody knows. Without it, only retired runs are collected.
+    std::function<std::optional<std::int64_t>(const std::string& job_id, int attempt)> run_ended_at;
+    std::string keep;                 // a run to keep whatever it looks like (the caller's own)
+};
+
+struct collect_report {
+    std::vector<std::string> removed_runs;
+    std::size_t removed_objects = 0;
+};
+
+// Deletes the runs under `version_prefix` that nobody can need: not the committed run, not
+// `keep`, retired runs once their grace has passed, other runs once run_ended_at says they ended
+// more than the grace ago. Needs a sink that can list.
+inline collect_report collect_runs(storage_sink& sink, const std::string& version_prefix, const collect_options& options) {
+    collect_report report;
+    if (!sink.can_list()) return report;
+    const std::int64_t now = options.now ? options.now : unix_now();
+    const pointer_state state = read_pointer(sink, version_prefix);
+    std::map<std::string, std::int64_t> retired;
+    if (state.pointer)
+        for (const retired_run& r : state.pointer->retired) retired[r.run] = r.since;
+    std::map<std::string, std::vector<std::string>> runs;  // "runs/J.A/" -> keys
+    const std::string runs_prefix = version_prefix + "runs/";
+    sink.list(runs_prefix, [&](const std::string& key) {
+        const std::size_t slash = key.find('/', runs_prefix.size());
+        if (slash == std::string::npos) return;
+        runs["runs/" + key.substr(runs_prefix.size(), slash + 1 - runs_prefix.size())].push_back(key);
+    });
+    for (const auto& [run, keys] : runs) {
+        if (state.pointer && run == state.pointer->run) continue;
+        if (run == options.keep) continue;
+        std::optional<std::int64_t> ended;
+        const auto found = retired.find(run);
+        if (found != retired.end()) {
+            ended = found->second;
+        } else if (options.run_ended_at) {
+            const std::string name = run.substr(5, run.size() - 6);  // "J.A"
+            const std::size_t dot = name.rfind('.');
+            if (dot == std::string::npos) continue;
+            int attempt = 0;
+            try {
+                attempt = std::stoi(name.substr(dot + 1));
+            } catch (const std::exception&) {
+                continue;
+            }
+            ended = options.run_ended_at(name.substr(0, dot), attempt);
+        }
+        if (!ended || now - *ended < options.grace.count()) continue;
+        for (const std::string& key : keys) {
+            sink.remove(key);
+            ++report.removed_objects;
+        }
+        report.removed_runs.push_back(run);
+    }
+    return report;
+}
+
+}  // namespace jobs
+TILEKIT_NAMESPACE_END
 // #include <tilekit/jobs/tile_generation.hpp>
 // The tile-generation job: "generate tiles for version N of project X", as a handler for the
 // worker runtime (worker.hpp). It checks again that the version is still a draft (through the
 // service's version_lookup), fetches the source image, tiles it straight into the destination
-// under the project's prefix while uploading, writes the manifests last, and returns the
-// pyramid's metadata as the job's result. Failures are thrown as tilekit::error, so the worker
-// retries what may pass next time (storage errors) and fails the rest at once (a corrupt image,
-// a published version, a bad slug), with a message that names the storage key, never a local path.
+// while uploading, and publishes the result with the protocol of jobs/run_pointer.hpp. Failures
+// are thrown as tilekit::error, so the worker retries what may pass next time (storage errors)
+// and fails the rest at once (a corrupt image, a published version, a bad slug), with a message
+// that names the storage key, never a local path.
 //
-// Reruns and retries. A run first retracts the manifests of the pyramid at its prefix (so a
-// half-replaced pyramid is never taken for a finished one), then overwrites the tiles. When it
-// completes, and the sink can list, every other object under the prefix is deleted: a rerun of a
-// version leaves no stale tile of the previous pyramid (a larger image had more levels), and the
-// partial tiles of a failed attempt are either overwritten by the next attempt or deleted by this
-// sweep. A cancelled run, or one that fails for good, deletes the tiles it wrote itself.
+// Publishing. Every attempt writes under a run prefix of its own,
+// {version prefix}runs/{job_id}.{attempt}/, and never writes or deletes anything outside it, so
+// no other run (a cancelled one still stopping, one whose lease was lost, a rerun) can touch its
+// objects or be touched by it. It reads the version's pointer (and its version tag) before it
+// starts; when its pyramid is stored it commits: it checks that it is not cancelled, that the
+// version is still a draft, and renews its lease (a fenced write: it fails when the job was
+// cancelled or taken over), and then, with most of the lease still ahead, makes the pointer name
+// its run with one conditional write against the tag it read at the start. If the pointer moved
+// meanwhile (another run committed), the write fails and the job fails for good. If the job is
+// cancelled or loses its lease between the commit and the completion, the worker puts the
+// previous pointer back (conditionally again), so the job's status and the pointer agree. A run
+// that fails, is cancelled or is stopped deletes its own prefix: nothing can commit it any more
+// (a retry is a new attempt with a new prefix). Replaced runs are deleted later by collect_runs(),
+// after a grace period, by the next commit and by `tilekit jobs gc`.
 //
 // The image is decoded and tiled by tile_file(): with the streaming decoders and fast encoders
 // whenever <tilekit/fast_codecs.hpp> is part of the program (or the codec set given as Codecs).
 
 // #include <tilekit/jobs/job_store.hpp>
 // #include <tilekit/jobs/progress.hpp>
+// #include <tilekit/jobs/run_pointer.hpp>
 // #include <tilekit/jobs/version_guard.hpp>
 // #include <tilekit/jobs/worker.hpp>
 // The worker runtime: N threads per process that claim jobs from a job_store, run the handler
@@ -1289,6 +1680,35 @@ public:
         if (keeper_) keeper_->set(percent, message, milestone);
     }
 
+    // Renews the lease now and returns its new bound (steady clock); throws job_cancelled or
+    // lease_lost when the job is no longer this worker's to finish. See lease_keeper::confirm().
+    std::chrono::steady_clock::time_point confirm_lease() {
+        if (!keeper_) return std::chrono::steady_clock::time_point::max();
+        return keeper_->confirm();
+    }
+
+    std::chrono::milliseconds lease_duration() const noexcept {
+        return keeper_ ? keeper_->lease_duration() : std::chrono::milliseconds(0);
+    }
+
+    // An undo for a side effect the handler made visible just before returning (the publish
+    // protocol's pointer switch): run by the worker when the job's completion cannot be recorded
+    // because the job was cancelled or its lease lost in between, so the job's final status and
+    // what it published agree. Not run when the outcome is unknown (the store unreachable).
+    void on_completion_refused(std::function<void()> undo) { undo_ = std::move(undo); }
+    // The registered undo, taken away (to wrap it, say in something that keeps its sink alive).
+    std::function<void()> take_completion_refused() { return std::exchange(undo_, nullptr); }
+    void completion_refused() {
+        if (!undo_) return;
+        const std::function<void()> undo = std::move(undo_);
+        undo_ = nullptr;
+        try {
+            undo();
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "tilekit worker: job %s: undoing its publication failed: %s\n", job_.id.c_str(), e.what());
+        }
+    }
+
     // The message the job is completed with when the handler returns ("Completed" unless set).
     void set_completion_message(std::string message) { completion_message_ = std::move(message); }
     const std::string& completion_message() const noexcept { return completion_message_; }
@@ -1298,6 +1718,7 @@ private:
     std::shared_ptr<lease_keeper> keeper_;
     cancel_token cancel_;
     std::string completion_message_ = "Completed";
+    std::function<void()> undo_;
 };
 
 using job_handler = std::function<nlohmann::json(job_context&)>;
@@ -1401,15 +1822,24 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
     }
     keeper->stop();
     const bool stopped = work.is_cancelled();
-    if (keeper->reason() != stop_reason::none) return std::nullopt;  // cancelled or taken over: the store knows
-    if (ok && claim_next && !cancel.is_cancelled())
-        return write_outcome(lease, [&] {
-            jobs::completion_and_next done = store.complete_and_claim(lease, result, context.completion_message(), lease.worker_id,
-                                                                      claim_next->job_types, options.lease);
-            claim_next->next = std::move(done.next);
-            return done.completed;
-        });
-    if (ok) return write_outcome(lease, [&] { return store.complete(lease, result, context.completion_message()); });
+    if (keeper->reason() != stop_reason::none) {  // cancelled or taken over: the store knows
+        if (ok) context.completion_refused();
+        return std::nullopt;
+    }
+    if (ok) {
+        std::optional<job_record> recorded;
+        if (claim_next && !cancel.is_cancelled())
+            recorded = write_outcome(lease, [&] {
+                jobs::completion_and_next done = store.complete_and_claim(lease, result, context.completion_message(),
+                                                                          lease.worker_id, claim_next->job_types, options.lease);
+                claim_next->next = std::move(done.next);
+                return done.completed;
+            });
+        else
+            recorded = write_outcome(lease, [&] { return store.complete(lease, result, context.completion_message()); });
+        if (!recorded) context.completion_refused();  // fenced off: cancelled or taken over meanwhile
+        return recorded;
+    }
     if (stopped) {
         const char* why = cancel.is_cancelled() ? "the worker shut down before the job finished"
                                                 : "the worker could not renew its lease in time";
@@ -1635,11 +2065,15 @@ TILEKIT_NAMESPACE_END
 // #include <tilekit/source.hpp>
 // #include <tilekit/tile_file.hpp>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -1652,10 +2086,10 @@ namespace jobs {
 struct tile_generation_request {
     std::string source_key;    // the base map's storage key
     std::string project_slug;  // [a-z0-9-], 1..64 characters
-    int version = 0;           // the version number; it must still be a draft when the job starts
-    // Where the pyramid goes; {slug}, {version} and {job_id} are replaced. With the default, a
-    // project has one pyramid and a new job replaces it; add {version} to keep one per version.
-    std::string prefix_template = "mp/{slug}/uploads/tiles/";
+    int version = 0;           // the version number; it must be a draft at the start and at the commit
+    // The version's prefix; {slug}, {version} and {job_id} are replaced. Its pointer and its runs
+    // live below it (see the top of this file); each version has its own.
+    std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";
     // Layout, format, tile size, overlap, quality, skip_blank_tiles, basename: the per-job choices.
     // Machine settings (threads, limits) come from tile_generation_settings.
     pyramid_options tiling;
@@ -1668,6 +2102,19 @@ struct tile_generation_settings {
     unsigned threads = 0;  // encoder threads per job; 0 = one per core
     decode_limits limits;
     progress_callback on_progress;  // also called with the tiler's progress (for observers)
+    // Garbage collection after a commit (jobs/run_pointer.hpp): how long a replaced run is kept,
+    // and when a run that was never committed ended (run_ended_from_store() answers it from the
+    // job store); without it, the commit collects only replaced runs.
+    std::chrono::seconds gc_grace{600};
+    std::function<std::optional<std::int64_t>(const std::string& job_id, int attempt)> run_ended_at;
+    // Whether a job ended without completing (job_gave_up_from_store() answers it): a commit that
+    // finds the pointer naming such a job's run (a cancelled run that committed in its last
+    // moment) replaces it instead of losing to it. Without it, such a commit fails.
+    std::function<bool(const std::string& job_id)> job_gave_up;
+    // Where the destination's keys are served, for the stable manifests a commit writes at the
+    // version prefix (sync_stable_manifests in jobs/run_pointer.hpp); empty: "/{key}", a bucket
+    // served at a domain's root.
+    std::string public_base_url;
 };
 
 // The draft guard's source of truth: the service's catalog. Returns the version's current number
@@ -1723,6 +2170,11 @@ public:
     void list(const std::string& prefix, const std::function<void(const std::string&)>& on_key) override {
         inner_.list(prefix, on_key);
     }
+    bool can_compare_and_put() const override { return inner_.can_compare_and_put(); }
+    std::optional<versioned_object> read(const std::string& key) override { return inner_.read(key); }
+    conditional_put_result put_if(storage_object object, const std::string& expected) override {
+        return inner_.put_if(std::move(object), expected);
+    }
 
     bool wrote(const std::string& key) const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -1763,9 +2215,39 @@ private:
     std::filesystem::path path_;
 };
 
+// The pointer a commit writes: this run, replacing `base` (which is kept as `previous`, and
+// whose run joins the retired ones: listed for the grace period, a week and 100 runs at most).
+inline jobs::run_pointer next_pointer(const jobs::pointer_state& base, const std::string& run, const std::string& job_id, int attempt,
+                                      const pyramid_metadata& metadata, const std::string& metadata_key, std::int64_t now) {
+    jobs::run_pointer next;
+    next.run = run;
+    next.job_id = job_id;
+    next.attempt = attempt;
+    next.layout = metadata.layout;
+    next.manifest = metadata.manifest.empty() ? std::string() : run + metadata.manifest;
+    next.metadata = run + metadata_key;
+    next.committed_at = now;
+    if (base.pointer) {
+        for (const jobs::retired_run& r : base.pointer->retired)
+            if (now - r.since < 7 * 86400 && next.retired.size() < 99 && r.run != run) next.retired.push_back(r);
+        if (!base.pointer->run.empty()) {
+            next.retired.push_back({base.pointer->run, now});
+            jobs::run_pointer previous = *base.pointer;
+            previous.retired.clear();
+            previous.previous.reset();
+            next.previous = std::make_shared<const jobs::run_pointer>(std::move(previous));
+        }
+    }
+    return next;
+}
+
 // The keys are the ones the run wrote: the layout's manifest and options.metadata_key.
-inline nlohmann::json job_result(const pyramid_metadata& m, const std::string& prefix, const std::string& metadata_key) {
+inline nlohmann::json job_result(const pyramid_metadata& m, const std::string& prefix, const std::string& metadata_key,
+                                 const std::string& version_prefix, const std::string& run) {
     return nlohmann::json{{"tiles_path", prefix},
+                          {"version_prefix", version_prefix},
+                          {"pointer", version_prefix + jobs::pointer_name},
+                          {"run", run},
                           {"width", m.width},
                           {"height", m.height},
                           {"levels", m.levels},
@@ -1908,7 +2390,11 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
     if (!current_version) throw error(errc::invalid_argument, "tile generation needs a version lookup (the draft guard)");
     require_draft(current_version(job));
 
-    const std::string prefix = detail::expand_prefix(request, job.id);
+    if (!destination.can_compare_and_put())
+        throw error(errc::invalid_argument, "tile generation publishes through a pointer: its storage sink must support put_if");
+    const std::string version_prefix = detail::expand_prefix(request, job.id);
+    const std::string run = run_name(job.id, context.attempt());
+    const std::string prefix = version_prefix + run;
     const cancel_token cancel = context.cancel();
     std::string local_path;  // never shown to users: errors name the storage key instead
     const auto user_message = [&](std::string message) {
@@ -1918,17 +2404,28 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
         return message;
     };
     detail::staged_sink staged(destination, context);
-    // The tiles of a run that will not be completed: deleted when the job is cancelled or fails
-    // for good; kept for the next attempt (which overwrites them) when it may be retried.
-    const auto discard_written = [&] {
-        for (const std::string& key : staged.written()) {
+    // Set once the pointer write was sent: from then on the run may be the version's pyramid (a
+    // write whose answer was lost may have landed), so it is never deleted here.
+    bool commit_sent = false;
+    // This run's objects, when nothing can commit it any more. Only under its own prefix.
+    const auto discard_run = [&] {
+        if (commit_sent) return;
+        std::set<std::string> keys;
+        for (const std::string& key : staged.written()) keys.insert(key);
+        try {
+            if (destination.can_list()) destination.list(prefix, [&](const std::string& key) { keys.insert(key); });
+        } catch (const std::exception&) {
+        }
+        for (const std::string& key : keys) {
             try {
                 destination.remove(key);
-            } catch (const std::exception&) {  // best effort: the next run's sweep removes what is left
+            } catch (const std::exception&) {  // best effort: collect_runs() removes what is left
             }
         }
     };
     try {
+        // The version tag the commit is conditional on: the pointer as it is before this run.
+        const pointer_state before = read_pointer(destination, version_prefix);
         const detail::scratch_directory scratch(settings.scratch_root, job.id);
         context.progress(5, "Downloading source image...", true);
         const std::string path = source.fetch(request.source_key, scratch.path(), settings.max_source_bytes);
@@ -1936,17 +2433,14 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
         if (cancel.is_cancelled()) throw cancelled_error();
         context.progress(stages::download.end, "Generating tiles... 0%", true);
 
-        // A previous pyramid at this prefix stops being "complete" before any of its tiles is
-        // overwritten. (A sink that cannot delete keeps them: see storage_sink::remove.)
         pyramid_options options = request.tiling;
-        destination.remove(prefix + options.metadata_key);
-        const std::string manifest = manifest_key(options);
-        if (!manifest.empty()) destination.remove(prefix + manifest);
-
         options.prefix = prefix;
         options.cancel = cancel;
         options.threads = settings.threads;
         options.limits = settings.limits;
+        // Nothing under a run prefix ever changes.
+        options.tile_cache_control = immutable_cache_control;
+        options.manifest_cache_control = immutable_cache_control;
         options.on_progress = [&context, &settings](const tile_progress& p) {
             const double fraction = p.tiles_total ? double(p.tiles_done) / double(p.tiles_total) : 1.0;
             context.progress(stage_percent(stages::tiling, fraction),
@@ -1954,24 +2448,127 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
             if (settings.on_progress) settings.on_progress(p);
         };
         const pyramid_metadata metadata = tile_file<Codecs>(path, staged, options);
+        // Every object of the run is stored before anything can point at it.
+        destination.flush();
 
-        // The sweep: what is under the prefix and not part of this pyramid is stale.
-        if (destination.can_list()) {
-            std::vector<std::string> stale;
-            destination.list(prefix, [&](const std::string& key) {
-                if (!staged.wrote(key)) stale.push_back(key);
-            });
-            for (const std::string& key : stale) destination.remove(key);
+        // The commit, fenced: not cancelled, still a draft, and the lease renewed just now with
+        // most of it ahead, so no other attempt can have been started (the store hands a job to
+        // another worker only after its lease expired). Then one conditional write against the
+        // tag the pointer had when this run started.
+        pointer_state base = before;  // the pointer this commit replaces, as last read
+        conditional_put_result committed;
+        std::int64_t now = 0;
+        for (int round = 0;; ++round) {
+            if (cancel.is_cancelled()) throw cancelled_error();
+            require_draft(current_version(job));
+            const auto valid_until = context.confirm_lease();
+            if (valid_until != std::chrono::steady_clock::time_point::max() &&
+                valid_until - std::chrono::steady_clock::now() < context.lease_duration() / 2)
+                throw error(errc::lease_lost, "the lease was renewed too late to commit safely");
+            if (cancel.is_cancelled()) throw cancelled_error();
+            now = unix_now();
+            const run_pointer next = detail::next_pointer(base, run, job.id, context.attempt(), metadata, options.metadata_key, now);
+            commit_sent = true;
+            try {
+                committed = write_pointer(destination, version_prefix, next, base.version);
+            } catch (const std::exception&) {
+                // The write may have landed with its answer lost: the pointer says which. Unknown
+                // (storage still unreachable): the run is kept, and the error goes on.
+                const pointer_state after = read_pointer(destination, version_prefix);
+                if (!after.pointer || after.pointer->run != run) {
+                    commit_sent = false;
+                    throw;
+                }
+                committed = {true, after.version};
+            }
+            if (committed.stored) break;
+            commit_sent = false;
+            // The pointer moved while this run worked. This run may still commit when the
+            // pointer came back to the run it started from (a cancelled run's undo), or names a
+            // run whose job gave up (cancelled or failed: its undo or `tilekit jobs gc` would
+            // withdraw it); the next round checks the fences again and writes against the tag as
+            // it is now. Any other run may rightly be current: this one loses, changing nothing.
+            const pointer_state moved = read_pointer(destination, version_prefix);
+            const std::string moved_run = moved.pointer ? moved.pointer->run : std::string();
+            const std::string start_run = before.pointer ? before.pointer->run : std::string();
+            const bool came_back = moved_run == start_run;
+            const bool abandoned = !came_back && moved.pointer && settings.job_gave_up && settings.job_gave_up(moved.pointer->job_id);
+            if (round >= 4 || !(came_back || abandoned))
+                throw error(errc::duplicate_job, "another run of version " + std::to_string(request.version) +
+                                                     " was published while this one ran (its pointer '" + version_prefix +
+                                                     pointer_name + "' names " + (moved_run.empty() ? "no run" : moved_run) +
+                                                     "); this run is discarded");
+            base = moved;
+            if (abandoned && base.pointer) {  // what the abandoned commit replaced is what this one replaces
+                run_pointer replaced = base.pointer->previous ? *base.pointer->previous : run_pointer{};
+                replaced.retired = base.pointer->retired;
+                replaced.retired.push_back({moved_run, now});
+                base.pointer = replaced;
+            }
+        }
+        // If the completion is refused (cancelled or taken over since the commit), the previous
+        // pointer comes back, unless someone has committed since.
+        run_pointer undo = base.pointer ? *base.pointer : run_pointer{};
+        if (!base.pointer) undo.committed_at = now;
+        undo.retired.push_back({run, now});
+        std::vector<std::string> stable_names;  // what the stable manifests of this run are called
+        if (!metadata.manifest.empty()) stable_names.push_back(metadata.manifest);
+        stable_names.push_back(options.metadata_key);
+        context.on_completion_refused([&destination, version_prefix, undo, committed, stable_names, base = settings.public_base_url] {
+            if (write_pointer(destination, version_prefix, undo, committed.version).stored)
+                sync_stable_manifests(destination, version_prefix, base, stable_names);
+        });
+        // The stable manifests follow the pointer. Best effort: the pointer is the truth, and
+        // `tilekit jobs gc` writes them again.
+        try {
+            sync_stable_manifests(destination, version_prefix, settings.public_base_url);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "tilekit: job %s: the stable manifests of %s were not written: %s\n", job.id.c_str(),
+                         version_prefix.c_str(), e.what());
+        }
+        try {
+            collect_options gc;
+            gc.grace = settings.gc_grace;
+            gc.run_ended_at = settings.run_ended_at;
+            gc.keep = run;
+            collect_runs(destination, version_prefix, gc);
+        } catch (const std::exception&) {  // best effort: `tilekit jobs gc` collects them later
         }
         context.set_completion_message("Tile generation completed");
-        return detail::job_result(metadata, prefix, options.metadata_key);
+        return detail::job_result(metadata, prefix, options.metadata_key, version_prefix, run);
     } catch (const error& e) {
-        if (e.code() == errc::cancelled || classify_failure(e.code()) == failure_kind::permanent) discard_written();
+        discard_run();
         throw error(e.code(), user_message(e.what()));
     } catch (const std::exception& e) {
-        discard_written();
+        discard_run();
         throw error(errc::invalid_argument, "unexpected error while generating tiles: " + user_message(e.what()));
     }
+}
+
+// When a run that was never committed can no longer commit, from the job store: its job ended
+// (failed, cancelled, completed: the job's completed_at), as unix seconds. Nothing while the job
+// is queued or running (a later attempt's run of a running job may still commit; an earlier
+// attempt's run is collected once the job ends). A job the store does not know is long gone.
+inline std::function<std::optional<std::int64_t>(const std::string&, int)> run_ended_from_store(job_store& store) {
+    return [&store](const std::string& job_id, int attempt) -> std::optional<std::int64_t> {
+        static_cast<void>(attempt);
+        const std::optional<job_record> job = store.get(job_id);
+        if (!job) return std::int64_t{0};
+        if (job->status == job_status::queued || job->status == job_status::running) return std::nullopt;
+        if (!job->completed_at) return std::int64_t{0};
+        std::tm utc{};
+        if (!strptime(job->completed_at->c_str(), "%Y-%m-%dT%H:%M:%S", &utc)) return std::int64_t{0};
+        return static_cast<std::int64_t>(timegm(&utc));
+    };
+}
+
+// For withdraw_abandoned_commit(), from the job store: the job ended without completing (failed
+// or cancelled). A job the store does not know (deleted by retention) is not judged.
+inline std::function<bool(const std::string&)> job_gave_up_from_store(job_store& store) {
+    return [&store](const std::string& job_id) {
+        const std::optional<job_record> job = store.get(job_id);
+        return job && (job->status == job_status::failed || job->status == job_status::cancelled);
+    };
 }
 
 // The handler to register for tile_generation_job, with one destination for every job.
@@ -1988,8 +2585,13 @@ template <class Codecs = automatic_codecs>
 job_handler tile_generation_handler(image_source& source, std::function<std::unique_ptr<storage_sink>()> make_sink,
                                     version_lookup current_version, tile_generation_settings settings = {}) {
     return [&source, make_sink = std::move(make_sink), current_version = std::move(current_version), settings](job_context& context) {
-        const std::unique_ptr<storage_sink> sink = make_sink();
-        return generate_tiles<Codecs>(context, source, *sink, current_version, settings);
+        const std::shared_ptr<storage_sink> sink = make_sink();
+        nlohmann::json result = generate_tiles<Codecs>(context, source, *sink, current_version, settings);
+        // The undo of the commit (run by the worker after this returns) writes through the sink:
+        // it must outlive this call.
+        if (std::function<void()> undo = context.take_completion_refused())
+            context.on_completion_refused([sink, undo = std::move(undo)] { undo(); });
+        return result;
     };
 }
 

@@ -609,6 +609,21 @@ inline std::string content_md5(const std::uint8_t* data, std::size_t size) {
     return base64(md, length);
 }
 
+// Lower-case hex of the MD5: the ETag S3 and R2 give an object stored by one PUT.
+inline std::string md5_hex(const std::uint8_t* data, std::size_t size) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    if (!EVP_Digest(data, size, md, &length, EVP_md5(), nullptr))
+        throw error(errc::crypto_error, "MD5 failed (OpenSSL)");
+    static const char digits[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < length; ++i) {
+        out += digits[md[i] >> 4];
+        out += digits[md[i] & 15];
+    }
+    return out;
+}
+
 // Object keys for S3: not empty, at most 1024 bytes, no NUL or control characters. S3 itself
 // allows '..' or '//' in keys, but tilekit refuses them everywhere for one set of rules.
 inline void check_object_key(const std::string& key) { validate_key(key); }
@@ -798,6 +813,7 @@ struct s3_response {
     std::string date;         // the server's Date header
     std::string retry_after;  // Retry-After, seconds
     std::string etag;
+    std::string content_type;
     std::uint64_t max_body = 1 << 20;  // bytes kept in memory
     bool body_too_large = false;
     std::FILE* file = nullptr;  // when set, a 2xx body goes here instead of `body`
@@ -813,6 +829,7 @@ struct s3_response {
         date.clear();
         retry_after.clear();
         etag.clear();
+        content_type.clear();
         body_too_large = false;
         received = 0;
         content_length = 0;
@@ -856,6 +873,7 @@ inline std::size_t on_curl_header(char* data, std::size_t size, std::size_t coun
         if (name == "date") r->date = value;
         else if (name == "retry-after") r->retry_after = value;
         else if (name == "etag") r->etag = value;
+        else if (name == "content-type") r->content_type = value;
     } else if (line.rfind("HTTP/", 0) == 0) {
         r->date.clear();  // a new response (after a redirect or 100-continue)
         r->retry_after.clear();
@@ -1367,6 +1385,7 @@ struct put_options {
     std::string cache_control;
     bool content_md5 = true;     // the server verifies the body (BadDigest otherwise)
     bool if_none_match = false;  // create only: 412 when the key exists
+    std::string if_match;        // replace only that version: 412 when the ETag differs (404 when absent)
 };
 
 struct object_info {
@@ -1475,18 +1494,67 @@ public:
     const config& settings() const noexcept { return signer_.settings(); }
     clock_offset& clock() noexcept { return clock_; }
 
-    void put(const std::string& key, const std::uint8_t* data, std::size_t size, const put_options& options = {}) {
+    // Returns the ETag the server gave the new object (empty if it sent none).
+    std::string put(const std::string& key, const std::uint8_t* data, std::size_t size, const put_options& options = {}) {
         detail::check_object_key(key);
         const std::string payload_hash = detail::sha256_hex(data, size);
         header_list headers = put_headers(data, size, options);
-        detail::run_s3_request(
+        return detail::run_s3_request(
             pool_, retry_, limits_, clock_, "PUT", key, data, size,
             [&](auto now) { return signer_.sign("PUT", key, "", headers, payload_hash, now); }, [](detail::s3_response&) {},
-            options.if_none_match);
+            options.if_none_match && options.if_match.empty()).etag;
     }
 
-    void put(const std::string& key, const std::vector<std::uint8_t>& data, const put_options& options = {}) {
-        put(key, data.data(), data.size(), options);
+    std::string put(const std::string& key, const std::vector<std::uint8_t>& data, const put_options& options = {}) {
+        return put(key, data.data(), data.size(), options);
+    }
+
+    // A compare-and-swap: stores the object only when the key's ETag is `expected_etag` (empty:
+    // only when the key is absent), with If-Match / If-None-Match: * as S3 and R2 document them.
+    // Returns the new ETag, or nothing when the condition failed (412, or 404 for If-Match on a
+    // missing key). A retry after a lost answer can meet 412 for its own earlier try; so a 412 is
+    // looked at again: when the object's ETag is now our body's MD5 (the ETag of a single PUT),
+    // the object holds our bytes and the write counts as done.
+    std::optional<std::string> put_if(const std::string& key, const std::vector<std::uint8_t>& data,
+                                      const std::string& expected_etag, put_options options = {}) {
+        options.if_none_match = expected_etag.empty();
+        options.if_match = expected_etag;
+        try {
+            return put(key, data, options);
+        } catch (const s3_error& e) {
+            if (e.http_status() != 412 && !(e.http_status() == 404 && !expected_etag.empty())) throw;
+        }
+        const std::optional<object_info> now = head(key);
+        if (now && unquote(now->etag) == detail::md5_hex(data.data(), data.size())) return now->etag;
+        return std::nullopt;
+    }
+
+    // The object's bytes, ETag and Content-Type; nothing when it does not exist.
+    struct versioned_body {
+        std::vector<std::uint8_t> body;
+        std::string etag;
+        std::string content_type;
+    };
+    std::optional<versioned_body> get_versioned(const std::string& key, std::uint64_t max_bytes = std::uint64_t{1} << 30) {
+        detail::check_object_key(key);
+        try {
+            const detail::s3_response answer = detail::run_s3_request(
+                pool_, retry_, limits_, clock_, "GET", key, nullptr, 0,
+                [&](auto now) { return signer_.sign("GET", key, "", {}, empty_hash(), now); },
+                [&](detail::s3_response& r) { r.max_body = max_bytes; });
+            return versioned_body{std::vector<std::uint8_t>(answer.body.begin(), answer.body.end()), answer.etag,
+                                  answer.content_type};
+        } catch (const s3_error& e) {
+            if (e.http_status() == 404) return std::nullopt;
+            throw;
+        }
+    }
+
+    static std::string unquote(const std::string& etag) {
+        std::string text = etag;
+        if (text.size() >= 2 && text.compare(0, 2, "W/") == 0) text.erase(0, 2);
+        if (text.size() >= 2 && text.front() == '"' && text.back() == '"') text = text.substr(1, text.size() - 2);
+        return text;
     }
 
     // The object's bytes; refuses objects larger than max_bytes.
@@ -1620,6 +1688,7 @@ private:
         if (!options.cache_control.empty()) headers.emplace_back("cache-control", options.cache_control);
         if (options.content_md5) headers.emplace_back("content-md5", detail::content_md5(data, size));
         if (options.if_none_match) headers.emplace_back("if-none-match", "*");
+        if (!options.if_match.empty()) headers.emplace_back("if-match", options.if_match);
         headers.emplace_back("Expect", "");  // no 100-continue round trip
         return headers;
     }
@@ -1690,6 +1759,7 @@ TILEKIT_NAMESPACE_END
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -1797,6 +1867,32 @@ public:
                 if (key_problem(key).empty()) on_key(key);
             },
             options_.listing);
+    }
+
+    // Conditional writes go straight to the server, one blocking request each (the publish
+    // protocol's pointer, not tiles): If-Match on the ETag, If-None-Match: * for "absent".
+    bool can_compare_and_put() const override { return true; }
+    std::optional<versioned_object> read(const std::string& key) override {
+        validate_key(key);
+        std::optional<client::versioned_body> found = blocking_.get_versioned(key, std::uint64_t{64} << 20);
+        if (!found) return std::nullopt;
+        versioned_object out;
+        out.object.key = key;
+        out.object.body = std::move(found->body);
+        out.object.content_type = std::move(found->content_type);
+        out.version = std::move(found->etag);
+        return out;
+    }
+    conditional_put_result put_if(storage_object object, const std::string& expected_version) override {
+        validate_key(object.key);
+        put_options options;
+        options.content_type = object.content_type;
+        options.cache_control = object.cache_control;
+        options.content_md5 = options_.content_md5;
+        std::optional<std::string> etag = blocking_.put_if(object.key, object.body, expected_version, options);
+        if (etag) return {true, *etag};
+        const std::optional<object_info> now = blocking_.head(object.key);
+        return {false, now ? now->etag : std::string()};
     }
 
     sink_stats stats() const {

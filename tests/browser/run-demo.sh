@@ -24,7 +24,7 @@ python3 - "$out" <<'PY' || fail "the result or the pyramid is wrong"
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 r = json.loads((out / "result.json").read_text())
-assert r["tiles_path"] == "mp/demo/uploads/tiles/1/" and r["width"] == 3000 and r["height"] == 2000, r
+assert r["tiles_path"].startswith("mp/demo/uploads/tiles/1/runs/") and r["width"] == 3000 and r["height"] == 2000, r
 tiles = out / "storage" / r["tiles_path"]
 assert (tiles / "image.dzi").is_file() and (tiles / "pyramid.json").is_file(), "no manifest"
 assert len(list((tiles / "image_files").rglob("*.png"))) == r["tile_count"], "tile count"

@@ -21,6 +21,9 @@
 #   3. the worker runs in 20 ms steps (SIGCONT, sleep, SIGSTOP) until the job is running with a
 #      percentage between 1 and 99, and stays stopped there (the API process answers the page);
 #   4. once the page has shown that running percentage, the worker goes on and the job completes.
+# Then, when all that passed: the version is published (POST .../publish), which switches the
+# project's live pointer to its committed run; GET /projects/{slug}/live must name that run, and
+# the live map page (/projects/{slug}/viewer) must draw its tiles.
 # Other knobs: RUN_SERVICE_KEEP=1 keeps the work directory; VIEWER_FAILED_TEXT, CHROMIUM,
 # VIEWER_OUT and VIEWER_TIMEOUT_MS go to run.sh / viewer.test.js.
 set -euo pipefail
@@ -186,6 +189,25 @@ else
   viewer_pid=""
   [ "$paced" = 1 ] || { log "the job could not be paced by the page (see above)"; status=1; }
   [ "$status" = 0 ] || { log "worker log:"; tail -n 30 "$work/worker.log" >&2 || true; }
+fi
+
+# Promotion: publishing the version switches the project's live pointer to its committed run;
+# the live map (/projects/{slug}/viewer) then shows it, tiles from that run.
+if [ "$status" = 0 ]; then
+  published=$(api POST "/projects/$slug/versions/$v_ok/publish" -d '') || status=1
+  live=$(api GET "/projects/$slug/live") || status=1
+  if [ "$status" = 0 ]; then
+    printf '%s' "$live" | python3 -c '
+import json, sys
+live = json.load(sys.stdin)
+assert live["version"] == int(sys.argv[1]) and live["run"].startswith("runs/" + sys.argv[2] + "."), live
+assert live["tiles"]["tiles_url"].endswith("/" + live["run"]) and live["tiles"]["layout"] == "dz", live
+' "$v_ok" "$job_ok" || { log "the live pointer is not the published version's run: $live"; status=1; }
+  fi
+  if [ "$status" = 0 ]; then
+    log "published $slug/$v_ok: the live map"
+    VIEWER_BASE_URL="$base" VIEWER_TOKEN="$token" VIEWER_TARGETS="$slug/live:dz" VIEWER_LIVE_VERSION="$v_ok"       VIEWER_FAILED_TARGET="" VIEWER_EXPECT_PROGRESS=0 "$here/run.sh" || status=$?
+  fi
 fi
 
 for j in "$job_ok" "$job_bad"; do

@@ -41,6 +41,7 @@ const OUT = path.resolve(env.VIEWER_OUT || path.join(__dirname, 'out'));
 const TIMEOUT = Number(env.VIEWER_TIMEOUT_MS || 120000);
 const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
 const STATE_DIR = env.VIEWER_STATE_DIR || '';
+const LIVE_VERSION = env.VIEWER_LIVE_VERSION || '';  // "slug/live" targets: the version the live map must show
 
 if (!BASE || !TOKEN) {
   console.error('viewer.test: set VIEWER_BASE_URL and VIEWER_TOKEN (or use run.sh, which starts the mock)');
@@ -77,6 +78,8 @@ const RECORDER = `
 
 function viewerUrl(target) {
   const [slug, version] = target.split('/');
+  if (version === 'live')  // the project's live map
+    return `${BASE}/projects/${encodeURIComponent(slug)}/viewer?token=${encodeURIComponent(TOKEN)}`;
   return `${BASE}/projects/${encodeURIComponent(slug)}/versions/${encodeURIComponent(version)}/viewer?token=${encodeURIComponent(TOKEN)}`;
 }
 
@@ -156,6 +159,10 @@ async function testCompleted(browser, spec) {
       fs.mkdirSync(OUT, { recursive: true });
       await page.screenshot({ path: path.join(OUT, `page-${label}-${layout || 'unknown'}.png`) });
       return;   // nothing drawn: the remaining checks would only time out
+    }
+    if (LIVE_VERSION && target.endsWith('/live')) {
+      const live = await page.evaluate(() => document.body.getAttribute('data-live-version'));
+      check(`${target}: the live map shows version ${LIVE_VERSION}`, live === LIVE_VERSION, `data-live-version=${live}`);
     }
     if (layout) {
       const want = layout === 'xyz' ? 'leaflet' : 'openseadragon';

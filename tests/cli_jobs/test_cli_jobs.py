@@ -89,7 +89,15 @@ class Env:
         return json.loads(self.run("show", job_id, expect=0).stdout)
 
     def tiles(self, slug, version):
-        return self.data / "storage" / "mp" / slug / "uploads" / "tiles" / str(version)
+        """The version's committed run (what its pointer current.json names), or the version's
+        prefix when nothing was committed."""
+        prefix = self.data / "storage" / "mp" / slug / "uploads" / "tiles" / str(version)
+        pointer = prefix / "current.json"
+        if pointer.is_file():
+            run = json.loads(pointer.read_text()).get("run")
+            if run:
+                return prefix / run
+        return prefix
 
     def enqueue(self, image, slug, version, *extra):
         p = self.run("enqueue", "--file", str(image), "--project", slug, "--version", str(version), "--create-draft",
@@ -168,7 +176,8 @@ def scenario_two_workers(e, small, big):
         p = e.run("wait", job_id, "--timeout", "90", expect=0)
         done = json.loads(p.stdout)
         check(done["status"] == "completed", f"wait: {done}")
-        check(done["result"]["tiles_path"] == f"mp/fleet/uploads/tiles/{v}/", f"tiles_path {done['result']['tiles_path']}")
+        check(done["result"]["tiles_path"] == f"mp/fleet/uploads/tiles/{v}/runs/{job_id}.1/",
+              f"tiles_path {done['result']['tiles_path']}")
         tiles, stray = pyramid_report(e.tiles("fleet", v))
         check((e.tiles("fleet", v) / "image.dzi").is_file(), f"no manifest for version {v}")
         check(tiles == done["result"]["tile_count"] and not stray, f"version {v}: {tiles} tiles, stray {stray[:5]}")
@@ -290,7 +299,7 @@ def scenario_service(e, small, big):
     finally:
         s.stop()
     check("completed" in s.log_path.read_text(), "the service's log does not show the job")
-    check(done["result"]["tiles_path"] == "mp/interop/uploads/tiles/1/", f"tiles_path {done['result']['tiles_path']}")
+    check(done["result"]["tiles_path"].startswith("mp/interop/uploads/tiles/1/runs/"), f"tiles_path {done['result']['tiles_path']}")
     # The API only enqueues (--role serve); `tilekit jobs work --drain` runs the job.
     s = Service(e, "serve")
     try:
@@ -348,7 +357,10 @@ def scenario_terminal(e, small, big):
 def scenario_run(e, small, big):
     p = e.run("run", "--file", str(small), "--project", "demo", "--version", "1", "--create-draft", expect=0)
     result = json.loads(p.stdout)
-    check(result["tiles_path"] == "mp/demo/uploads/tiles/1/" and result["layout"] == "dz", f"run result {result}")
+    check(result["tiles_path"].startswith("mp/demo/uploads/tiles/1/runs/") and result["layout"] == "dz", f"run result {result}")
+    # Garbage collection: nothing to collect (the only run is the committed one), and it says so.
+    gc = json.loads(e.run("gc", "--project", "demo", "--json", expect=0).stdout)
+    check(gc["removed_runs"] == 0 and gc["versions"][0]["prefix"] == "mp/demo/uploads/tiles/1/", f"gc: {gc}")
     check("job " in p.stderr and "completed" in p.stderr and "queued" in p.stderr, f"run progress: {p.stderr}")
     tiles, stray = pyramid_report(e.tiles("demo", 1))
     check(tiles == result["tile_count"] and not stray, f"{tiles} tiles, stray {stray[:5]}")

@@ -274,24 +274,28 @@ def test_full_flow():
                       created_at=TIMESTAMP, started_at=TIMESTAMP, completed_at=TIMESTAMP, run_at=TIMESTAMP,
                       total_bytes=COUNT)
         result = job["result"]
-        assert result["tiles_path"] == "mp/flow-map/uploads/tiles/1/", result
-        assert result["tiles_url"] == "/tiles/mp/flow-map/uploads/tiles/1/", result
+        # The job's own run below the version's prefix (the publish protocol), named by the pointer.
+        assert result["tiles_path"] == "mp/flow-map/uploads/tiles/1/runs/%s.1/" % job["id"], result
+        assert result["tiles_url"] == "/tiles/" + result["tiles_path"], result
         assert result["width"] == 900 and result["height"] == 700
         # The version view the viewer reads.
         view = expect(s.request("GET", "/projects/flow-map/versions/1", token), 200)
         assert view["job_id"] == job["id"] and view["job_status"] == "completed", view
-        assert view["tiles"]["tiles_url"] == "/tiles/mp/flow-map/uploads/tiles/1/", view
+        assert view["tiles"]["tiles_url"] == result["tiles_url"], view
+        code, headers, payload = s.request("GET", "/tiles/mp/flow-map/uploads/tiles/1/current.json", token, raw=True)
+        assert code == 200 and json.loads(payload)["run"] == result["run"], (code, payload)
+        assert headers["cache-control"] == "public, max-age=5, must-revalidate", headers
         # Tiles back, with content types and cache headers.
         code, headers, payload = s.request("GET", result["tiles_url"] + "pyramid.json", token, raw=True)
         assert code == 200 and headers["content-type"] == "application/json", (code, headers)
-        assert headers["cache-control"] == "no-cache", headers
+        assert headers["cache-control"] == "public, max-age=31536000, immutable", headers  # a run never changes
         meta = json.loads(payload)
         assert meta["width"] == 900, meta
         code, headers, payload = s.request("GET", result["tiles_url"] + "image.dzi", token, raw=True)
         assert code == 200 and headers["content-type"] == "application/xml" and b"<Image" in payload, (code, headers)
         code, headers, payload = s.request("GET", result["tiles_url"] + "image_files/0/0_0.png", token, raw=True)
         assert code == 200 and headers["content-type"] == "image/png" and payload[:4] == b"\x89PNG", (code, headers)
-        assert headers["cache-control"] == "public, max-age=86400", headers
+        assert headers["cache-control"] == "public, max-age=31536000, immutable", headers
         # Browser-style token (query) works for GET.
         code, _, _ = s.request("GET", result["tiles_url"] + "pyramid.json?token=" + token, raw=True)
         assert code == 200
@@ -314,6 +318,10 @@ def test_full_flow():
         # Publish, then the draft guard refuses.
         published = expect(s.request("POST", "/projects/flow-map/versions/1/publish", token), 200)
         assert published["status"] == "published"
+        # Promotion: the project's live pointer names the version's committed run.
+        assert published["live"]["run"] == result["run"] and published["live"]["version"] == 1, published
+        live = expect(s.request("GET", "/projects/flow-map/live", token), 200)
+        assert live["tiles_url"] == result["tiles_url"], live
         expect_golden(s.generate(token, "flow-map", 1, a["id"]), 400, "not_a_draft")
         expect_golden(s.request("POST", "/projects/flow-map/versions/1/publish", token), 409, "already_published")
     finally:
@@ -542,7 +550,7 @@ def test_twenty_jobs():
         for i, job_id in enumerate(ids):
             job = s.wait_job(token, job_id)
             assert job["status"] == "completed", job
-            assert job["result"]["tiles_path"] == "mp/many/uploads/tiles/%d/" % (i + 1)
+            assert job["result"]["tiles_path"].startswith("mp/many/uploads/tiles/%d/runs/" % (i + 1)), job["result"]
             code, _, _ = s.request("GET", "/tiles/" + job["result"]["tiles_path"] + "pyramid.json", token, raw=True)
             assert code == 200
         assert len(expect(s.request("GET", "/projects/many/jobs", token), 200)) == 20
@@ -615,6 +623,9 @@ def test_restart_mid_job():
     token = s.add_user("alice")
     try:
         job_id = start_slow_job(s, token, "crash")
+        # Publishing while the job runs is refused, naming the job: it could still change the pyramid.
+        expect_golden(s.request("POST", "/projects/crash/versions/1/publish", token), 409, "publish_while_job_active",
+                      job_status="running", job_id=job_id)
         time.sleep(0.3)
     finally:
         s.stop(signal.SIGKILL)
@@ -626,6 +637,9 @@ def test_restart_mid_job():
         expect_complete_pyramid(s, token, job)
         view = expect(s.request("GET", "/projects/crash/versions/1", token), 200)
         assert view["job_status"] == "completed", view
+        # The killed attempt's run is not the version's pyramid; the pointer names attempt 2's.
+        assert job["result"]["run"] == "runs/%s.2/" % job_id, job["result"]
+        assert view["tiles"]["tiles_url"] == job["result"]["tiles_url"], view
     finally:
         s.stop()
 

@@ -58,9 +58,20 @@ def pyramid_report(tiles_dir):
     return tiles, sorted(present - expected)
 
 
+# The service's own prefix template: every run of version 1 shares the version prefix, and only
+# the publish protocol (a run prefix per attempt, a pointer written conditionally) keeps them apart.
+TILE_VERSION_PREFIX = "mp/queue-test/uploads/tiles/1/"
+
+
 def tile_payload():
     return {"source_key": TILE_IMAGE_KEY, "project_slug": "queue-test", "version": 1,
-            "prefix_template": "jobs/{job_id}/", "tiling": {"tile_size": 256, "format": "png"}}
+            "prefix_template": "mp/{slug}/uploads/tiles/{version}/", "tiling": {"tile_size": 256, "format": "png"}}
+
+
+def committed_pointer(tiles_root):
+    """The version's pointer (current.json) as a dict, or None when nothing was committed."""
+    path = tiles_root / TILE_VERSION_PREFIX / "current.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def files_under(directory):

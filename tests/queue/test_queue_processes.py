@@ -40,7 +40,8 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from pyramids import TILE_IMAGE_KEY, TILE_IMAGE_SIZE, files_under, pyramid_report, tile_payload, write_png
+from pyramids import (TILE_IMAGE_KEY, TILE_IMAGE_SIZE, TILE_VERSION_PREFIX, committed_pointer, files_under,
+                      pyramid_report, tile_payload, write_png)
 from queue_harness import Scenario, kill_children
 
 ALL_SCENARIOS = ["spread", "kill", "dead_owner", "pause", "retry", "cancel", "graceful", "restart"]
@@ -115,6 +116,10 @@ def scenario_kill(s):
     tiles_dir = s.config.tiles_root / "tiles" / result["tiles_path"]
     tile_count, strays = pyramid_report(tiles_dir)
     assert tile_count == result["tile_count"], f"{tile_count} tiles, the job's result says {result['tile_count']}"
+    pointer = committed_pointer(s.config.tiles_root / "tiles")
+    assert pointer and pointer["job_id"] == tile_id and pointer["run"] == result["run"], \
+        f"the version's pointer {pointer} does not name the completed run {result['run']}"
+    assert not strays, f"the committed run holds files that are not part of its pyramid: {strays[:5]}"
     return (f"SIGKILL mid-job, lease 2 s: sleep job rescued and restarted after {sleep_rescue:.2f} s, "
             f"tile_generation after {tile_rescue:.2f} s; both completed on attempt 2; pyramid complete "
             f"({tile_count} tiles, {result['levels']} levels); stray files left by the killed worker: {len(strays)}"
@@ -263,7 +268,9 @@ def scenario_cancel(s):
     s.assert_no_overlap(events)
     for job_id in (sleep_id, tile_id):
         assert len(s.job_events(job_id, "start", events)) == 1, f"cancelled job {job_id} was started again"
-    left = files_under(s.config.tiles_root / "tiles" / "jobs" / tile_id)
+    pointer = committed_pointer(s.config.tiles_root / "tiles")  # the kill scenario's run, if it ran first
+    assert pointer is None or pointer["job_id"] != tile_id, "the cancelled tile job committed its run"
+    left = files_under(s.config.tiles_root / "tiles" / TILE_VERSION_PREFIX / "runs" / f"{tile_id}.1")
     manifests = [f for f in left if f in ("pyramid.json", "image.dzi")]
     assert not manifests, f"the cancelled tile job left its manifests: {manifests}"
     assert not left, f"the cancelled tile job left {len(left)} files, e.g. {left[:5]}"

@@ -1,6 +1,8 @@
 // The viewer page of the tilekit example service.
 //
-// Served as /projects/{slug}/versions/{version}/viewer?token=...; everything else comes from
+// Served as /projects/{slug}/versions/{version}/viewer?token=... (a version), and as
+// /projects/{slug}/viewer?token=... (the project's live map: GET /projects/{slug}/live, then as
+// in 3. below); everything else comes from
 // /static/ (this file, viewer.css, vendor/ = OpenSeadragon and Leaflet copied from npm).
 //
 //   1. GET {base}/projects/{slug}/versions/{version}  (Authorization: Bearer <token>)
@@ -67,10 +69,12 @@
 
   function parseLocation() {
     var m = /^(.*)\/projects\/([^/]+)\/versions\/([^/]+)\/viewer\/?$/.exec(window.location.pathname);
-    if (!m) return false;
-    state.base = m[1];
-    state.slug = decodeURIComponent(m[2]);
-    state.version = decodeURIComponent(m[3]);
+    var live = /^(.*)\/projects\/([^/]+)\/viewer\/?$/.exec(window.location.pathname);
+    if (!m && !live) return false;
+    state.base = (m || live)[1];
+    state.slug = decodeURIComponent((m || live)[2]);
+    state.version = m ? decodeURIComponent(m[3]) : '';
+    state.live = !m;
     state.token = new URLSearchParams(window.location.search).get('token') || '';
     return true;
   }
@@ -114,9 +118,11 @@
 
   function start() {
     if (!parseLocation()) {
-      fail('This page expects a URL like /projects/{slug}/versions/{version}/viewer?token=...');
+      fail('This page expects a URL like /projects/{slug}/versions/{version}/viewer?token=... ' +
+           'or /projects/{slug}/viewer?token=... (the live map)');
       return;
     }
+    if (state.live) { startLive(); return; }
     el.title.textContent = state.slug + ' \u00b7 version ' + state.version;
     document.title = state.slug + ' v' + state.version + ' \u2014 tilekit viewer';
     if (!state.token) {
@@ -125,6 +131,31 @@
     }
     api(versionPath()).then(handleVersion, function (e) {
       fail('Could not load the version: ' + e.message);
+    });
+  }
+
+  // The project's live map: GET {base}/projects/{slug}/live names the published version and
+  // its committed run (the project's live pointer) with the pyramid's `tiles`.
+  function startLive() {
+    el.title.textContent = state.slug + ' \u00b7 live';
+    document.title = state.slug + ' (live) \u2014 tilekit viewer';
+    if (!state.token) {
+      fail('No token: open this page with ?token=<your API token>.');
+      return;
+    }
+    api('/projects/' + encodeURIComponent(state.slug) + '/live').then(function (live) {
+      if (!live.tiles) { fail('The live pointer names no pyramid.'); return; }
+      el.title.textContent = state.slug + ' \u00b7 live: version ' + live.version;
+      document.body.setAttribute('data-live-version', String(live.version));
+      showTiles(live.tiles);
+    }, function (e) {
+      if (e.status === 404) {
+        setState('empty');
+        setMessage('Nothing is live yet: publish a version that has tiles (POST /projects/' + state.slug +
+                   '/versions/{version}/publish).');
+        return;
+      }
+      fail('Could not load the live map: ' + e.message);
     });
   }
 

@@ -176,7 +176,33 @@ public:
     }
 
     stop_reason reason() const noexcept { return reason_.load(); }
+    std::chrono::milliseconds lease_duration() const noexcept { return lease_.duration; }
     std::size_t writes() const noexcept { return writes_.load(); }
+
+    // A renewal now, from the caller's thread: proof that the job is still ours and not
+    // cancelled, as of this write. Throws job_cancelled or lease_lost (and stops the work) when
+    // the store fences it off, or when the keeper already stopped for that reason; other store
+    // errors are thrown as they are. Returns the new bound of the lease (job_lease::valid_until).
+    // For a step that must happen under the lease (the publish protocol's commit).
+    std::chrono::steady_clock::time_point confirm() {
+        std::lock_guard<std::mutex> io(io_mutex_);
+        const stop_reason before = reason_.load();
+        if (before == stop_reason::cancelled) throw job_cancelled(lease_.job_id, "the job was cancelled");
+        if (before == stop_reason::lease_lost) throw lease_lost("job '" + lease_.job_id + "': the lease was lost");
+        try {
+            store_.renew(lease_);
+        } catch (const job_cancelled& e) {
+            halt(stop_reason::cancelled, e.what());
+            throw;
+        } catch (const lease_lost& e) {
+            halt(stop_reason::lease_lost, e.what());
+            throw;
+        }
+        writes_ += 1;
+        last_write_ = std::chrono::steady_clock::now();
+        work_.cancel_at(trusted_until());
+        return lease_.valid_until;
+    }
 
 private:
     friend class lease_scheduler;
@@ -195,6 +221,7 @@ private:
                     batch.emplace_back(percent_, message_);
             }
         }
+        std::lock_guard<std::mutex> io(io_mutex_);  // one writer of lease_ at a time (confirm())
         const auto now = std::chrono::steady_clock::now();
         if (batch.empty() && (final || now - last_write_ < heartbeat_)) return;
         try {
@@ -240,6 +267,7 @@ private:
     stop_callback on_stop_;
     cancel_token work_;
     std::mutex mutex_;
+    std::mutex io_mutex_;  // held around the store writes that move lease_
     int percent_ = -1;
     std::string message_;
     std::vector<std::pair<int, std::string>> milestones_;

@@ -2,23 +2,32 @@
 // The tile-generation job: "generate tiles for version N of project X", as a handler for the
 // worker runtime (worker.hpp). It checks again that the version is still a draft (through the
 // service's version_lookup), fetches the source image, tiles it straight into the destination
-// under the project's prefix while uploading, writes the manifests last, and returns the
-// pyramid's metadata as the job's result. Failures are thrown as tilekit::error, so the worker
-// retries what may pass next time (storage errors) and fails the rest at once (a corrupt image,
-// a published version, a bad slug), with a message that names the storage key, never a local path.
+// while uploading, and publishes the result with the protocol of jobs/run_pointer.hpp. Failures
+// are thrown as tilekit::error, so the worker retries what may pass next time (storage errors)
+// and fails the rest at once (a corrupt image, a published version, a bad slug), with a message
+// that names the storage key, never a local path.
 //
-// Reruns and retries. A run first retracts the manifests of the pyramid at its prefix (so a
-// half-replaced pyramid is never taken for a finished one), then overwrites the tiles. When it
-// completes, and the sink can list, every other object under the prefix is deleted: a rerun of a
-// version leaves no stale tile of the previous pyramid (a larger image had more levels), and the
-// partial tiles of a failed attempt are either overwritten by the next attempt or deleted by this
-// sweep. A cancelled run, or one that fails for good, deletes the tiles it wrote itself.
+// Publishing. Every attempt writes under a run prefix of its own,
+// {version prefix}runs/{job_id}.{attempt}/, and never writes or deletes anything outside it, so
+// no other run (a cancelled one still stopping, one whose lease was lost, a rerun) can touch its
+// objects or be touched by it. It reads the version's pointer (and its version tag) before it
+// starts; when its pyramid is stored it commits: it checks that it is not cancelled, that the
+// version is still a draft, and renews its lease (a fenced write: it fails when the job was
+// cancelled or taken over), and then, with most of the lease still ahead, makes the pointer name
+// its run with one conditional write against the tag it read at the start. If the pointer moved
+// meanwhile (another run committed), the write fails and the job fails for good. If the job is
+// cancelled or loses its lease between the commit and the completion, the worker puts the
+// previous pointer back (conditionally again), so the job's status and the pointer agree. A run
+// that fails, is cancelled or is stopped deletes its own prefix: nothing can commit it any more
+// (a retry is a new attempt with a new prefix). Replaced runs are deleted later by collect_runs(),
+// after a grace period, by the next commit and by `tilekit jobs gc`.
 //
 // The image is decoded and tiled by tile_file(): with the streaming decoders and fast encoders
 // whenever <tilekit/fast_codecs.hpp> is part of the program (or the codec set given as Codecs).
 
 #include <tilekit/jobs/job_store.hpp>
 #include <tilekit/jobs/progress.hpp>
+#include <tilekit/jobs/run_pointer.hpp>
 #include <tilekit/jobs/version_guard.hpp>
 #include <tilekit/jobs/worker.hpp>
 #include <tilekit/key.hpp>
@@ -27,11 +36,15 @@
 #include <tilekit/source.hpp>
 #include <tilekit/tile_file.hpp>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -44,10 +57,10 @@ namespace jobs {
 struct tile_generation_request {
     std::string source_key;    // the base map's storage key
     std::string project_slug;  // [a-z0-9-], 1..64 characters
-    int version = 0;           // the version number; it must still be a draft when the job starts
-    // Where the pyramid goes; {slug}, {version} and {job_id} are replaced. With the default, a
-    // project has one pyramid and a new job replaces it; add {version} to keep one per version.
-    std::string prefix_template = "mp/{slug}/uploads/tiles/";
+    int version = 0;           // the version number; it must be a draft at the start and at the commit
+    // The version's prefix; {slug}, {version} and {job_id} are replaced. Its pointer and its runs
+    // live below it (see the top of this file); each version has its own.
+    std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";
     // Layout, format, tile size, overlap, quality, skip_blank_tiles, basename: the per-job choices.
     // Machine settings (threads, limits) come from tile_generation_settings.
     pyramid_options tiling;
@@ -60,6 +73,19 @@ struct tile_generation_settings {
     unsigned threads = 0;  // encoder threads per job; 0 = one per core
     decode_limits limits;
     progress_callback on_progress;  // also called with the tiler's progress (for observers)
+    // Garbage collection after a commit (jobs/run_pointer.hpp): how long a replaced run is kept,
+    // and when a run that was never committed ended (run_ended_from_store() answers it from the
+    // job store); without it, the commit collects only replaced runs.
+    std::chrono::seconds gc_grace{600};
+    std::function<std::optional<std::int64_t>(const std::string& job_id, int attempt)> run_ended_at;
+    // Whether a job ended without completing (job_gave_up_from_store() answers it): a commit that
+    // finds the pointer naming such a job's run (a cancelled run that committed in its last
+    // moment) replaces it instead of losing to it. Without it, such a commit fails.
+    std::function<bool(const std::string& job_id)> job_gave_up;
+    // Where the destination's keys are served, for the stable manifests a commit writes at the
+    // version prefix (sync_stable_manifests in jobs/run_pointer.hpp); empty: "/{key}", a bucket
+    // served at a domain's root.
+    std::string public_base_url;
 };
 
 // The draft guard's source of truth: the service's catalog. Returns the version's current number
@@ -115,6 +141,11 @@ public:
     void list(const std::string& prefix, const std::function<void(const std::string&)>& on_key) override {
         inner_.list(prefix, on_key);
     }
+    bool can_compare_and_put() const override { return inner_.can_compare_and_put(); }
+    std::optional<versioned_object> read(const std::string& key) override { return inner_.read(key); }
+    conditional_put_result put_if(storage_object object, const std::string& expected) override {
+        return inner_.put_if(std::move(object), expected);
+    }
 
     bool wrote(const std::string& key) const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -155,9 +186,39 @@ private:
     std::filesystem::path path_;
 };
 
+// The pointer a commit writes: this run, replacing `base` (which is kept as `previous`, and
+// whose run joins the retired ones: listed for the grace period, a week and 100 runs at most).
+inline jobs::run_pointer next_pointer(const jobs::pointer_state& base, const std::string& run, const std::string& job_id, int attempt,
+                                      const pyramid_metadata& metadata, const std::string& metadata_key, std::int64_t now) {
+    jobs::run_pointer next;
+    next.run = run;
+    next.job_id = job_id;
+    next.attempt = attempt;
+    next.layout = metadata.layout;
+    next.manifest = metadata.manifest.empty() ? std::string() : run + metadata.manifest;
+    next.metadata = run + metadata_key;
+    next.committed_at = now;
+    if (base.pointer) {
+        for (const jobs::retired_run& r : base.pointer->retired)
+            if (now - r.since < 7 * 86400 && next.retired.size() < 99 && r.run != run) next.retired.push_back(r);
+        if (!base.pointer->run.empty()) {
+            next.retired.push_back({base.pointer->run, now});
+            jobs::run_pointer previous = *base.pointer;
+            previous.retired.clear();
+            previous.previous.reset();
+            next.previous = std::make_shared<const jobs::run_pointer>(std::move(previous));
+        }
+    }
+    return next;
+}
+
 // The keys are the ones the run wrote: the layout's manifest and options.metadata_key.
-inline nlohmann::json job_result(const pyramid_metadata& m, const std::string& prefix, const std::string& metadata_key) {
+inline nlohmann::json job_result(const pyramid_metadata& m, const std::string& prefix, const std::string& metadata_key,
+                                 const std::string& version_prefix, const std::string& run) {
     return nlohmann::json{{"tiles_path", prefix},
+                          {"version_prefix", version_prefix},
+                          {"pointer", version_prefix + jobs::pointer_name},
+                          {"run", run},
                           {"width", m.width},
                           {"height", m.height},
                           {"levels", m.levels},
@@ -300,7 +361,11 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
     if (!current_version) throw error(errc::invalid_argument, "tile generation needs a version lookup (the draft guard)");
     require_draft(current_version(job));
 
-    const std::string prefix = detail::expand_prefix(request, job.id);
+    if (!destination.can_compare_and_put())
+        throw error(errc::invalid_argument, "tile generation publishes through a pointer: its storage sink must support put_if");
+    const std::string version_prefix = detail::expand_prefix(request, job.id);
+    const std::string run = run_name(job.id, context.attempt());
+    const std::string prefix = version_prefix + run;
     const cancel_token cancel = context.cancel();
     std::string local_path;  // never shown to users: errors name the storage key instead
     const auto user_message = [&](std::string message) {
@@ -310,17 +375,28 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
         return message;
     };
     detail::staged_sink staged(destination, context);
-    // The tiles of a run that will not be completed: deleted when the job is cancelled or fails
-    // for good; kept for the next attempt (which overwrites them) when it may be retried.
-    const auto discard_written = [&] {
-        for (const std::string& key : staged.written()) {
+    // Set once the pointer write was sent: from then on the run may be the version's pyramid (a
+    // write whose answer was lost may have landed), so it is never deleted here.
+    bool commit_sent = false;
+    // This run's objects, when nothing can commit it any more. Only under its own prefix.
+    const auto discard_run = [&] {
+        if (commit_sent) return;
+        std::set<std::string> keys;
+        for (const std::string& key : staged.written()) keys.insert(key);
+        try {
+            if (destination.can_list()) destination.list(prefix, [&](const std::string& key) { keys.insert(key); });
+        } catch (const std::exception&) {
+        }
+        for (const std::string& key : keys) {
             try {
                 destination.remove(key);
-            } catch (const std::exception&) {  // best effort: the next run's sweep removes what is left
+            } catch (const std::exception&) {  // best effort: collect_runs() removes what is left
             }
         }
     };
     try {
+        // The version tag the commit is conditional on: the pointer as it is before this run.
+        const pointer_state before = read_pointer(destination, version_prefix);
         const detail::scratch_directory scratch(settings.scratch_root, job.id);
         context.progress(5, "Downloading source image...", true);
         const std::string path = source.fetch(request.source_key, scratch.path(), settings.max_source_bytes);
@@ -328,17 +404,14 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
         if (cancel.is_cancelled()) throw cancelled_error();
         context.progress(stages::download.end, "Generating tiles... 0%", true);
 
-        // A previous pyramid at this prefix stops being "complete" before any of its tiles is
-        // overwritten. (A sink that cannot delete keeps them: see storage_sink::remove.)
         pyramid_options options = request.tiling;
-        destination.remove(prefix + options.metadata_key);
-        const std::string manifest = manifest_key(options);
-        if (!manifest.empty()) destination.remove(prefix + manifest);
-
         options.prefix = prefix;
         options.cancel = cancel;
         options.threads = settings.threads;
         options.limits = settings.limits;
+        // Nothing under a run prefix ever changes.
+        options.tile_cache_control = immutable_cache_control;
+        options.manifest_cache_control = immutable_cache_control;
         options.on_progress = [&context, &settings](const tile_progress& p) {
             const double fraction = p.tiles_total ? double(p.tiles_done) / double(p.tiles_total) : 1.0;
             context.progress(stage_percent(stages::tiling, fraction),
@@ -346,24 +419,127 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
             if (settings.on_progress) settings.on_progress(p);
         };
         const pyramid_metadata metadata = tile_file<Codecs>(path, staged, options);
+        // Every object of the run is stored before anything can point at it.
+        destination.flush();
 
-        // The sweep: what is under the prefix and not part of this pyramid is stale.
-        if (destination.can_list()) {
-            std::vector<std::string> stale;
-            destination.list(prefix, [&](const std::string& key) {
-                if (!staged.wrote(key)) stale.push_back(key);
-            });
-            for (const std::string& key : stale) destination.remove(key);
+        // The commit, fenced: not cancelled, still a draft, and the lease renewed just now with
+        // most of it ahead, so no other attempt can have been started (the store hands a job to
+        // another worker only after its lease expired). Then one conditional write against the
+        // tag the pointer had when this run started.
+        pointer_state base = before;  // the pointer this commit replaces, as last read
+        conditional_put_result committed;
+        std::int64_t now = 0;
+        for (int round = 0;; ++round) {
+            if (cancel.is_cancelled()) throw cancelled_error();
+            require_draft(current_version(job));
+            const auto valid_until = context.confirm_lease();
+            if (valid_until != std::chrono::steady_clock::time_point::max() &&
+                valid_until - std::chrono::steady_clock::now() < context.lease_duration() / 2)
+                throw error(errc::lease_lost, "the lease was renewed too late to commit safely");
+            if (cancel.is_cancelled()) throw cancelled_error();
+            now = unix_now();
+            const run_pointer next = detail::next_pointer(base, run, job.id, context.attempt(), metadata, options.metadata_key, now);
+            commit_sent = true;
+            try {
+                committed = write_pointer(destination, version_prefix, next, base.version);
+            } catch (const std::exception&) {
+                // The write may have landed with its answer lost: the pointer says which. Unknown
+                // (storage still unreachable): the run is kept, and the error goes on.
+                const pointer_state after = read_pointer(destination, version_prefix);
+                if (!after.pointer || after.pointer->run != run) {
+                    commit_sent = false;
+                    throw;
+                }
+                committed = {true, after.version};
+            }
+            if (committed.stored) break;
+            commit_sent = false;
+            // The pointer moved while this run worked. This run may still commit when the
+            // pointer came back to the run it started from (a cancelled run's undo), or names a
+            // run whose job gave up (cancelled or failed: its undo or `tilekit jobs gc` would
+            // withdraw it); the next round checks the fences again and writes against the tag as
+            // it is now. Any other run may rightly be current: this one loses, changing nothing.
+            const pointer_state moved = read_pointer(destination, version_prefix);
+            const std::string moved_run = moved.pointer ? moved.pointer->run : std::string();
+            const std::string start_run = before.pointer ? before.pointer->run : std::string();
+            const bool came_back = moved_run == start_run;
+            const bool abandoned = !came_back && moved.pointer && settings.job_gave_up && settings.job_gave_up(moved.pointer->job_id);
+            if (round >= 4 || !(came_back || abandoned))
+                throw error(errc::duplicate_job, "another run of version " + std::to_string(request.version) +
+                                                     " was published while this one ran (its pointer '" + version_prefix +
+                                                     pointer_name + "' names " + (moved_run.empty() ? "no run" : moved_run) +
+                                                     "); this run is discarded");
+            base = moved;
+            if (abandoned && base.pointer) {  // what the abandoned commit replaced is what this one replaces
+                run_pointer replaced = base.pointer->previous ? *base.pointer->previous : run_pointer{};
+                replaced.retired = base.pointer->retired;
+                replaced.retired.push_back({moved_run, now});
+                base.pointer = replaced;
+            }
+        }
+        // If the completion is refused (cancelled or taken over since the commit), the previous
+        // pointer comes back, unless someone has committed since.
+        run_pointer undo = base.pointer ? *base.pointer : run_pointer{};
+        if (!base.pointer) undo.committed_at = now;
+        undo.retired.push_back({run, now});
+        std::vector<std::string> stable_names;  // what the stable manifests of this run are called
+        if (!metadata.manifest.empty()) stable_names.push_back(metadata.manifest);
+        stable_names.push_back(options.metadata_key);
+        context.on_completion_refused([&destination, version_prefix, undo, committed, stable_names, base = settings.public_base_url] {
+            if (write_pointer(destination, version_prefix, undo, committed.version).stored)
+                sync_stable_manifests(destination, version_prefix, base, stable_names);
+        });
+        // The stable manifests follow the pointer. Best effort: the pointer is the truth, and
+        // `tilekit jobs gc` writes them again.
+        try {
+            sync_stable_manifests(destination, version_prefix, settings.public_base_url);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "tilekit: job %s: the stable manifests of %s were not written: %s\n", job.id.c_str(),
+                         version_prefix.c_str(), e.what());
+        }
+        try {
+            collect_options gc;
+            gc.grace = settings.gc_grace;
+            gc.run_ended_at = settings.run_ended_at;
+            gc.keep = run;
+            collect_runs(destination, version_prefix, gc);
+        } catch (const std::exception&) {  // best effort: `tilekit jobs gc` collects them later
         }
         context.set_completion_message("Tile generation completed");
-        return detail::job_result(metadata, prefix, options.metadata_key);
+        return detail::job_result(metadata, prefix, options.metadata_key, version_prefix, run);
     } catch (const error& e) {
-        if (e.code() == errc::cancelled || classify_failure(e.code()) == failure_kind::permanent) discard_written();
+        discard_run();
         throw error(e.code(), user_message(e.what()));
     } catch (const std::exception& e) {
-        discard_written();
+        discard_run();
         throw error(errc::invalid_argument, "unexpected error while generating tiles: " + user_message(e.what()));
     }
+}
+
+// When a run that was never committed can no longer commit, from the job store: its job ended
+// (failed, cancelled, completed: the job's completed_at), as unix seconds. Nothing while the job
+// is queued or running (a later attempt's run of a running job may still commit; an earlier
+// attempt's run is collected once the job ends). A job the store does not know is long gone.
+inline std::function<std::optional<std::int64_t>(const std::string&, int)> run_ended_from_store(job_store& store) {
+    return [&store](const std::string& job_id, int attempt) -> std::optional<std::int64_t> {
+        static_cast<void>(attempt);
+        const std::optional<job_record> job = store.get(job_id);
+        if (!job) return std::int64_t{0};
+        if (job->status == job_status::queued || job->status == job_status::running) return std::nullopt;
+        if (!job->completed_at) return std::int64_t{0};
+        std::tm utc{};
+        if (!strptime(job->completed_at->c_str(), "%Y-%m-%dT%H:%M:%S", &utc)) return std::int64_t{0};
+        return static_cast<std::int64_t>(timegm(&utc));
+    };
+}
+
+// For withdraw_abandoned_commit(), from the job store: the job ended without completing (failed
+// or cancelled). A job the store does not know (deleted by retention) is not judged.
+inline std::function<bool(const std::string&)> job_gave_up_from_store(job_store& store) {
+    return [&store](const std::string& job_id) {
+        const std::optional<job_record> job = store.get(job_id);
+        return job && (job->status == job_status::failed || job->status == job_status::cancelled);
+    };
 }
 
 // The handler to register for tile_generation_job, with one destination for every job.
@@ -380,8 +556,13 @@ template <class Codecs = automatic_codecs>
 job_handler tile_generation_handler(image_source& source, std::function<std::unique_ptr<storage_sink>()> make_sink,
                                     version_lookup current_version, tile_generation_settings settings = {}) {
     return [&source, make_sink = std::move(make_sink), current_version = std::move(current_version), settings](job_context& context) {
-        const std::unique_ptr<storage_sink> sink = make_sink();
-        return generate_tiles<Codecs>(context, source, *sink, current_version, settings);
+        const std::shared_ptr<storage_sink> sink = make_sink();
+        nlohmann::json result = generate_tiles<Codecs>(context, source, *sink, current_version, settings);
+        // The undo of the commit (run by the worker after this returns) writes through the sink:
+        // it must outlive this call.
+        if (std::function<void()> undo = context.take_completion_refused())
+            context.on_completion_refused([sink, undo = std::move(undo)] { undo(); });
+        return result;
     };
 }
 

@@ -85,6 +85,35 @@ public:
         if (keeper_) keeper_->set(percent, message, milestone);
     }
 
+    // Renews the lease now and returns its new bound (steady clock); throws job_cancelled or
+    // lease_lost when the job is no longer this worker's to finish. See lease_keeper::confirm().
+    std::chrono::steady_clock::time_point confirm_lease() {
+        if (!keeper_) return std::chrono::steady_clock::time_point::max();
+        return keeper_->confirm();
+    }
+
+    std::chrono::milliseconds lease_duration() const noexcept {
+        return keeper_ ? keeper_->lease_duration() : std::chrono::milliseconds(0);
+    }
+
+    // An undo for a side effect the handler made visible just before returning (the publish
+    // protocol's pointer switch): run by the worker when the job's completion cannot be recorded
+    // because the job was cancelled or its lease lost in between, so the job's final status and
+    // what it published agree. Not run when the outcome is unknown (the store unreachable).
+    void on_completion_refused(std::function<void()> undo) { undo_ = std::move(undo); }
+    // The registered undo, taken away (to wrap it, say in something that keeps its sink alive).
+    std::function<void()> take_completion_refused() { return std::exchange(undo_, nullptr); }
+    void completion_refused() {
+        if (!undo_) return;
+        const std::function<void()> undo = std::move(undo_);
+        undo_ = nullptr;
+        try {
+            undo();
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "tilekit worker: job %s: undoing its publication failed: %s\n", job_.id.c_str(), e.what());
+        }
+    }
+
     // The message the job is completed with when the handler returns ("Completed" unless set).
     void set_completion_message(std::string message) { completion_message_ = std::move(message); }
     const std::string& completion_message() const noexcept { return completion_message_; }
@@ -94,6 +123,7 @@ private:
     std::shared_ptr<lease_keeper> keeper_;
     cancel_token cancel_;
     std::string completion_message_ = "Completed";
+    std::function<void()> undo_;
 };
 
 using job_handler = std::function<nlohmann::json(job_context&)>;
@@ -197,15 +227,24 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
     }
     keeper->stop();
     const bool stopped = work.is_cancelled();
-    if (keeper->reason() != stop_reason::none) return std::nullopt;  // cancelled or taken over: the store knows
-    if (ok && claim_next && !cancel.is_cancelled())
-        return write_outcome(lease, [&] {
-            jobs::completion_and_next done = store.complete_and_claim(lease, result, context.completion_message(), lease.worker_id,
-                                                                      claim_next->job_types, options.lease);
-            claim_next->next = std::move(done.next);
-            return done.completed;
-        });
-    if (ok) return write_outcome(lease, [&] { return store.complete(lease, result, context.completion_message()); });
+    if (keeper->reason() != stop_reason::none) {  // cancelled or taken over: the store knows
+        if (ok) context.completion_refused();
+        return std::nullopt;
+    }
+    if (ok) {
+        std::optional<job_record> recorded;
+        if (claim_next && !cancel.is_cancelled())
+            recorded = write_outcome(lease, [&] {
+                jobs::completion_and_next done = store.complete_and_claim(lease, result, context.completion_message(),
+                                                                          lease.worker_id, claim_next->job_types, options.lease);
+                claim_next->next = std::move(done.next);
+                return done.completed;
+            });
+        else
+            recorded = write_outcome(lease, [&] { return store.complete(lease, result, context.completion_message()); });
+        if (!recorded) context.completion_refused();  // fenced off: cancelled or taken over meanwhile
+        return recorded;
+    }
     if (stopped) {
         const char* why = cancel.is_cancelled() ? "the worker shut down before the job finished"
                                                 : "the worker could not renew its lease in time";

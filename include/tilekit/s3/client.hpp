@@ -36,6 +36,7 @@ struct put_options {
     std::string cache_control;
     bool content_md5 = true;     // the server verifies the body (BadDigest otherwise)
     bool if_none_match = false;  // create only: 412 when the key exists
+    std::string if_match;        // replace only that version: 412 when the ETag differs (404 when absent)
 };
 
 struct object_info {
@@ -144,18 +145,67 @@ public:
     const config& settings() const noexcept { return signer_.settings(); }
     clock_offset& clock() noexcept { return clock_; }
 
-    void put(const std::string& key, const std::uint8_t* data, std::size_t size, const put_options& options = {}) {
+    // Returns the ETag the server gave the new object (empty if it sent none).
+    std::string put(const std::string& key, const std::uint8_t* data, std::size_t size, const put_options& options = {}) {
         detail::check_object_key(key);
         const std::string payload_hash = detail::sha256_hex(data, size);
         header_list headers = put_headers(data, size, options);
-        detail::run_s3_request(
+        return detail::run_s3_request(
             pool_, retry_, limits_, clock_, "PUT", key, data, size,
             [&](auto now) { return signer_.sign("PUT", key, "", headers, payload_hash, now); }, [](detail::s3_response&) {},
-            options.if_none_match);
+            options.if_none_match && options.if_match.empty()).etag;
     }
 
-    void put(const std::string& key, const std::vector<std::uint8_t>& data, const put_options& options = {}) {
-        put(key, data.data(), data.size(), options);
+    std::string put(const std::string& key, const std::vector<std::uint8_t>& data, const put_options& options = {}) {
+        return put(key, data.data(), data.size(), options);
+    }
+
+    // A compare-and-swap: stores the object only when the key's ETag is `expected_etag` (empty:
+    // only when the key is absent), with If-Match / If-None-Match: * as S3 and R2 document them.
+    // Returns the new ETag, or nothing when the condition failed (412, or 404 for If-Match on a
+    // missing key). A retry after a lost answer can meet 412 for its own earlier try; so a 412 is
+    // looked at again: when the object's ETag is now our body's MD5 (the ETag of a single PUT),
+    // the object holds our bytes and the write counts as done.
+    std::optional<std::string> put_if(const std::string& key, const std::vector<std::uint8_t>& data,
+                                      const std::string& expected_etag, put_options options = {}) {
+        options.if_none_match = expected_etag.empty();
+        options.if_match = expected_etag;
+        try {
+            return put(key, data, options);
+        } catch (const s3_error& e) {
+            if (e.http_status() != 412 && !(e.http_status() == 404 && !expected_etag.empty())) throw;
+        }
+        const std::optional<object_info> now = head(key);
+        if (now && unquote(now->etag) == detail::md5_hex(data.data(), data.size())) return now->etag;
+        return std::nullopt;
+    }
+
+    // The object's bytes, ETag and Content-Type; nothing when it does not exist.
+    struct versioned_body {
+        std::vector<std::uint8_t> body;
+        std::string etag;
+        std::string content_type;
+    };
+    std::optional<versioned_body> get_versioned(const std::string& key, std::uint64_t max_bytes = std::uint64_t{1} << 30) {
+        detail::check_object_key(key);
+        try {
+            const detail::s3_response answer = detail::run_s3_request(
+                pool_, retry_, limits_, clock_, "GET", key, nullptr, 0,
+                [&](auto now) { return signer_.sign("GET", key, "", {}, empty_hash(), now); },
+                [&](detail::s3_response& r) { r.max_body = max_bytes; });
+            return versioned_body{std::vector<std::uint8_t>(answer.body.begin(), answer.body.end()), answer.etag,
+                                  answer.content_type};
+        } catch (const s3_error& e) {
+            if (e.http_status() == 404) return std::nullopt;
+            throw;
+        }
+    }
+
+    static std::string unquote(const std::string& etag) {
+        std::string text = etag;
+        if (text.size() >= 2 && text.compare(0, 2, "W/") == 0) text.erase(0, 2);
+        if (text.size() >= 2 && text.front() == '"' && text.back() == '"') text = text.substr(1, text.size() - 2);
+        return text;
     }
 
     // The object's bytes; refuses objects larger than max_bytes.
@@ -289,6 +339,7 @@ private:
         if (!options.cache_control.empty()) headers.emplace_back("cache-control", options.cache_control);
         if (options.content_md5) headers.emplace_back("content-md5", detail::content_md5(data, size));
         if (options.if_none_match) headers.emplace_back("if-none-match", "*");
+        if (!options.if_match.empty()) headers.emplace_back("if-match", options.if_match);
         headers.emplace_back("Expect", "");  // no 100-continue round trip
         return headers;
     }

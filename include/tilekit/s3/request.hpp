@@ -43,6 +43,21 @@ inline std::string content_md5(const std::uint8_t* data, std::size_t size) {
     return base64(md, length);
 }
 
+// Lower-case hex of the MD5: the ETag S3 and R2 give an object stored by one PUT.
+inline std::string md5_hex(const std::uint8_t* data, std::size_t size) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    if (!EVP_Digest(data, size, md, &length, EVP_md5(), nullptr))
+        throw error(errc::crypto_error, "MD5 failed (OpenSSL)");
+    static const char digits[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < length; ++i) {
+        out += digits[md[i] >> 4];
+        out += digits[md[i] & 15];
+    }
+    return out;
+}
+
 // Object keys for S3: not empty, at most 1024 bytes, no NUL or control characters. S3 itself
 // allows '..' or '//' in keys, but tilekit refuses them everywhere for one set of rules.
 inline void check_object_key(const std::string& key) { validate_key(key); }

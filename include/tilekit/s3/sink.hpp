@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -131,6 +132,32 @@ public:
                 if (key_problem(key).empty()) on_key(key);
             },
             options_.listing);
+    }
+
+    // Conditional writes go straight to the server, one blocking request each (the publish
+    // protocol's pointer, not tiles): If-Match on the ETag, If-None-Match: * for "absent".
+    bool can_compare_and_put() const override { return true; }
+    std::optional<versioned_object> read(const std::string& key) override {
+        validate_key(key);
+        std::optional<client::versioned_body> found = blocking_.get_versioned(key, std::uint64_t{64} << 20);
+        if (!found) return std::nullopt;
+        versioned_object out;
+        out.object.key = key;
+        out.object.body = std::move(found->body);
+        out.object.content_type = std::move(found->content_type);
+        out.version = std::move(found->etag);
+        return out;
+    }
+    conditional_put_result put_if(storage_object object, const std::string& expected_version) override {
+        validate_key(object.key);
+        put_options options;
+        options.content_type = object.content_type;
+        options.cache_control = object.cache_control;
+        options.content_md5 = options_.content_md5;
+        std::optional<std::string> etag = blocking_.put_if(object.key, object.body, expected_version, options);
+        if (etag) return {true, *etag};
+        const std::optional<object_info> now = blocking_.head(object.key);
+        return {false, now ? now->etag : std::string()};
     }
 
     sink_stats stats() const {

@@ -7,6 +7,23 @@
 // directory and renamed over the target, so a reader (or a crash) never sees a truncated object.
 // Files are not fsync'ed (a pyramid is thousands of files); durability across power loss is the
 // filesystem's. POSIX only (openat, mkdirat, renameat, unlinkat).
+//
+// Conditional writes (put_if) are a compare-and-swap under an exclusive fcntl() lock on one lock
+// file per directory (".tk-cas-lock.tmp", never listed, never deleted: deleting a lock file that
+// another writer has open would let two writers hold "the" lock). Under the lock the writer reads
+// the key's current content, compares its tag with the expected one, and only then renames its
+// temporary file over the key. Why this is safe:
+//  - every put_if on a key takes the same lock, so read-compare-rename is one step for them all;
+//  - the lock is an open-file-description lock (F_OFD_SETLKW) where Linux has it, so two threads
+//    of one process exclude each other too, and closing another descriptor of the file does not
+//    drop it (the trap of classic POSIX locks); elsewhere a classic lock plus a process mutex;
+//  - fcntl() locks die with their process, so a crashed writer leaves no stale lock to break;
+//  - on a shared volume (NFSv3 with lockd, NFSv4) fcntl() locks are taken on the server and two
+//    hosts agree on them (flock() is not, on some systems, which is why it is not used);
+//  - readers take no lock: rename() replaces the file atomically, so they see old or new;
+//  - the tag is a hash of the content, not an inode number or mtime, so every host computes the
+//    same tag. Equal content gives equal tags (like S3's ETag), which only means "the same state".
+// A plain put() on the key bypasses the lock; the publish protocol never mixes the two.
 
 #include <tilekit/error.hpp>
 #include <tilekit/key.hpp>
@@ -14,6 +31,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -21,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <system_error>
@@ -171,7 +190,85 @@ public:
         for (const std::string& key : keys) on_key(key);
     }
 
+    bool can_compare_and_put() const override { return true; }
+
+    std::optional<versioned_object> read(const std::string& key) override {
+        const split_key parts = split(key);
+        const std::shared_ptr<detail::unique_fd> directory = open_directory("read", key, parts.directories, false);
+        if (!directory) return std::nullopt;
+        std::optional<std::vector<std::uint8_t>> body = read_file(directory->get(), parts.name, key);
+        if (!body) return std::nullopt;
+        versioned_object found;
+        found.version = content_tag(*body);
+        found.object.key = key;
+        found.object.body = std::move(*body);
+        return found;
+    }
+
+    conditional_put_result put_if(storage_object object, const std::string& expected_version) override {
+        const split_key parts = split(object.key);
+        const std::shared_ptr<detail::unique_fd> directory = open_directory("store", object.key, parts.directories, true);
+        detail::unique_fd lock(::openat(directory->get(), ".tk-cas-lock.tmp", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666));
+        if (!lock) throw error(errc::io_error, "cannot store '" + object.key + "': cannot open its lock file: " + describe(errno));
+#ifdef F_OFD_SETLKW
+        const int lock_command = F_OFD_SETLKW;
+#else
+        const int lock_command = F_SETLKW;
+        std::lock_guard<std::mutex> in_process(cas_mutex_);
+#endif
+        struct flock whole {};
+        whole.l_type = F_WRLCK;
+        whole.l_whence = SEEK_SET;
+        while (::fcntl(lock.get(), lock_command, &whole) != 0) {
+            if (errno != EINTR) throw error(errc::io_error, "cannot lock '" + object.key + "': " + std::strerror(errno));
+        }
+        // Held until `lock` is closed (on every path out of here).
+        const std::optional<std::vector<std::uint8_t>> current = read_file(directory->get(), parts.name, object.key);
+        const std::string current_version = current ? content_tag(*current) : std::string();
+        if (current_version != expected_version) return {false, current_version};
+        const std::string version = content_tag(object.body);
+        const std::string temporary = ".tk" + instance_tag_ + std::to_string(next_temp_id_++) + ".tmp";
+        write_file(directory->get(), temporary, object);
+        if (::renameat(directory->get(), temporary.c_str(), directory->get(), parts.name.c_str()) != 0) {
+            const int failure = errno;
+            ::unlinkat(directory->get(), temporary.c_str(), 0);
+            throw error(errc::io_error, "cannot store '" + object.key + "': rename failed: " + describe(failure));
+        }
+        return {true, version};
+    }
+
 private:
+    // "fs-<size>-<FNV-1a 64>": the same on every host that reads the same bytes.
+    static std::string content_tag(const std::vector<std::uint8_t>& body) {
+        std::uint64_t hash = 1469598103934665603ull;
+        for (const std::uint8_t byte : body) {
+            hash ^= byte;
+            hash *= 1099511628211ull;
+        }
+        char text[64];
+        std::snprintf(text, sizeof text, "fs-%zu-%016llx", body.size(), static_cast<unsigned long long>(hash));
+        return text;
+    }
+
+    // A regular file's bytes, or nothing when there is no such file.
+    static std::optional<std::vector<std::uint8_t>> read_file(int directory, const std::string& name, const std::string& key) {
+        detail::unique_fd file(::openat(directory, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (!file) {
+            if (errno == ENOENT) return std::nullopt;
+            throw error(errc::io_error, "cannot read '" + key + "': " + describe(errno));
+        }
+        std::vector<std::uint8_t> body;
+        std::uint8_t buffer[65536];
+        for (;;) {
+            const ssize_t n = ::read(file.get(), buffer, sizeof buffer);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) throw error(errc::io_error, "cannot read '" + key + "': " + std::strerror(errno));
+            if (n == 0) break;
+            body.insert(body.end(), buffer, buffer + n);
+        }
+        return body;
+    }
+
     static bool starts_with(const std::string& text, const std::string& start) {
         return text.size() >= start.size() && text.compare(0, start.size(), start) == 0;
     }
@@ -288,6 +385,9 @@ private:
         return std::string(tag) + "-";
     }();
     std::atomic<unsigned long long> next_temp_id_{0};
+#ifndef F_OFD_SETLKW
+    std::mutex cas_mutex_;
+#endif
 };
 
 TILEKIT_NAMESPACE_END

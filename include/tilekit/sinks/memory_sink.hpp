@@ -20,8 +20,26 @@ public:
         validate_key(object.key);
         std::lock_guard<std::mutex> lock(mutex_);
         ++put_count_;
-        std::string key = object.key;
-        objects_[std::move(key)] = std::move(object);
+        store_locked(std::move(object));
+    }
+
+    // Version tags are a counter of this sink's writes: every put gives the key a new tag, so
+    // the compare in put_if() sees any write in between (no ABA).
+    bool can_compare_and_put() const override { return true; }
+    std::optional<versioned_object> read(const std::string& key) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto found = objects_.find(key);
+        if (found == objects_.end()) return std::nullopt;
+        return versioned_object{found->second, versions_.at(key)};
+    }
+    conditional_put_result put_if(storage_object object, const std::string& expected_version) override {
+        validate_key(object.key);
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto found = versions_.find(object.key);
+        const std::string current = found == versions_.end() ? std::string() : found->second;
+        if (current != expected_version) return {false, current};
+        ++put_count_;
+        return {true, store_locked(std::move(object))};
     }
 
     void flush() override {}
@@ -29,6 +47,7 @@ public:
     // Removes an object; true when it existed.
     bool remove(const std::string& key) override {
         std::lock_guard<std::mutex> lock(mutex_);
+        versions_.erase(key);
         return objects_.erase(key) != 0;
     }
 
@@ -76,8 +95,18 @@ public:
     }
 
 private:
+    std::string store_locked(storage_object object) {
+        std::string version = "m" + std::to_string(++writes_);
+        versions_[object.key] = version;
+        std::string key = object.key;
+        objects_[std::move(key)] = std::move(object);
+        return version;
+    }
+
     mutable std::mutex mutex_;
     std::map<std::string, storage_object> objects_;
+    std::map<std::string, std::string> versions_;
+    std::uint64_t writes_ = 0;
     std::size_t put_count_ = 0;
 };
 

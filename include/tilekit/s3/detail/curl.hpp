@@ -74,6 +74,7 @@ struct s3_response {
     std::string date;         // the server's Date header
     std::string retry_after;  // Retry-After, seconds
     std::string etag;
+    std::string content_type;
     std::uint64_t max_body = 1 << 20;  // bytes kept in memory
     bool body_too_large = false;
     std::FILE* file = nullptr;  // when set, a 2xx body goes here instead of `body`
@@ -89,6 +90,7 @@ struct s3_response {
         date.clear();
         retry_after.clear();
         etag.clear();
+        content_type.clear();
         body_too_large = false;
         received = 0;
         content_length = 0;
@@ -132,6 +134,7 @@ inline std::size_t on_curl_header(char* data, std::size_t size, std::size_t coun
         if (name == "date") r->date = value;
         else if (name == "retry-after") r->retry_after = value;
         else if (name == "etag") r->etag = value;
+        else if (name == "content-type") r->content_type = value;
     } else if (line.rfind("HTTP/", 0) == 0) {
         r->date.clear();  // a new response (after a redirect or 100-continue)
         r->retry_after.clear();
