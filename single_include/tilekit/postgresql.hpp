@@ -70,7 +70,17 @@
 //   construction, and tests/job_store_conformance.hpp checks the single-statement forms against
 //   them. (xmin, the id of the transaction that wrote the row version, changes with every UPDATE.)
 // - rescue_expired, in one transaction, locks expired rows FOR UPDATE SKIP LOCKED (many processes
-//   may run it at once) and applies detail::apply_rescue to each.
+//   may run it at once) and applies detail::apply_rescue to each. It finds them through
+//   jobs_by_status (the running rows, a few per worker), not an index on lease_expires_at: that
+//   column changes with every renewal, and an index on it would make every renewal a non-HOT
+//   update (new entries in every index, a dead tuple each time).
+// - Timeouts on every session (statement_timeout, lock_timeout,
+//   idle_in_transaction_session_timeout; TCP keepalives and tcp_user_timeout on the socket): a
+//   call blocked by another session's lock or a dead connection fails with store_unavailable in
+//   bounded time instead of stalling the lease keeper of a whole worker pool.
+// - A server that refuses this client for good (a wrong password, no such database or role, no
+//   privilege: SQLSTATE 28P01, 28000, 3D000, 42501) gives errc::store_refused, which nothing
+//   retries; the service and `tilekit jobs` exit with the server's message.
 // - One active job per (job_type, project, version): a partial unique index; its violation
 //   (SQLSTATE 23505) becomes job_state_error(errc::duplicate_job) naming the active job.
 // - Wake-ups: a trigger NOTIFYs channel "<schema>_jobs" (payload: the job type) in the same
@@ -91,8 +101,10 @@
 // - JSONB for payload and result: values round-trip exactly, except that PostgreSQL refuses the
 //   character U+0000 in JSONB (errc::invalid_argument).
 //
-// Schema version 1, as postgresql_job_store::schema_sql("tilekit") returns it (a service may
-// apply it by hand and set create_schema = false; later versions migrate from the version rows):
+// The schema, as postgresql_job_store::schema_sql("tilekit") returns it (a service may apply it
+// by hand and set create_schema = false). Each version is one step recorded in schema_migrations;
+// the constructor (create_schema on) applies the steps a database lacks, under the advisory lock,
+// and migration_sql(schema, from) prints them for a DBA. Version 1:
 //
 //   CREATE SCHEMA IF NOT EXISTS "tilekit";
 //   CREATE TABLE IF NOT EXISTS "tilekit".schema_migrations (
@@ -131,6 +143,13 @@
 //   CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE OF status, run_at ON "tilekit".jobs
 //       FOR EACH ROW WHEN (NEW.status = 'queued') EXECUTE FUNCTION "tilekit".notify_job_runnable();
 //   INSERT INTO "tilekit".schema_migrations (version) VALUES (1);
+//
+// Version 2: lease renewals and progress reports are HOT updates (no index holds a column they
+// change; rescue_expired walks jobs_by_status over the running rows instead):
+//
+//   DROP INDEX IF EXISTS "tilekit".jobs_leases;
+//   ALTER TABLE "tilekit".jobs SET (fillfactor = 90);
+//   INSERT INTO "tilekit".schema_migrations (version) VALUES (2);
 
 #if !__has_include(<libpq-fe.h>)
 #error "<tilekit/postgresql/postgresql_store.hpp> needs libpq (<libpq-fe.h>; Debian: libpq-dev). Link tilekit::postgresql (CMake), tilekit_postgresql_dep (meson) or pkg-config tilekit-postgresql."
@@ -174,6 +193,18 @@ struct postgresql_store_options {
     bool listen = true;
     // How long opening a connection may take (libpq's connect_timeout; at least 2 s).
     std::chrono::seconds connect_timeout{5};
+    // Limits on each of the store's sessions, so that no call hangs (0: no limit). A statement
+    // running longer than statement_timeout, or waiting longer than lock_timeout for a row lock
+    // (another session's transaction holding the row), fails with errc::store_unavailable; a
+    // transaction of this store left idle longer than idle_in_transaction_timeout is ended by the
+    // server. tcp_user_timeout: data sent and not acknowledged for this long (a half-open TCP
+    // connection after a failover) closes the connection; TCP keepalives probe an idle one after
+    // keepalives_idle, so a dead peer is noticed within about keepalives_idle + 15 s.
+    std::chrono::milliseconds statement_timeout{30000};
+    std::chrono::milliseconds lock_timeout{10000};
+    std::chrono::milliseconds idle_in_transaction_timeout{60000};
+    std::chrono::milliseconds tcp_user_timeout{30000};
+    std::chrono::seconds keepalives_idle{10};
     // Create the schema and tables when missing; false: they must exist (see schema_sql()).
     bool create_schema = true;
     // false: SET synchronous_commit = off on the store's connections. A commit then returns before
@@ -245,7 +276,44 @@ inline bool is_pg_connection_failure(PGconn* conn, const std::string& sqlstate) 
     if (!conn || PQstatus(conn) != CONNECTION_OK) return true;
     return sqlstate.rfind("08", 0) == 0 ||                      // connection exception
            sqlstate == "57P01" || sqlstate == "57P02" ||        // admin / crash shutdown
-           sqlstate == "57P03" || sqlstate == "53300";          // cannot connect now, too many connections
+           sqlstate == "57P03" || sqlstate == "53300" ||        // cannot connect now, too many connections
+           sqlstate == "25P03";                                 // idle-in-transaction timeout (session ended)
+}
+
+// A statement the session's limits stopped (the connection stays usable): try again later.
+inline bool is_pg_timeout(const std::string& sqlstate) {
+    return sqlstate == "57014" ||  // statement_timeout (or a cancel request)
+           sqlstate == "55P03" ||  // lock_timeout
+           sqlstate == "40P01";    // deadlock detected
+}
+
+// A refusal that no retry can change: the credentials, the database or the role's privileges.
+inline bool is_pg_refusal(const std::string& sqlstate) {
+    return sqlstate == "28P01" ||  // invalid password
+           sqlstate == "28000" ||  // invalid authorization (no such role, no pg_hba.conf entry)
+           sqlstate == "3D000" ||  // no such database
+           sqlstate == "42501";    // insufficient privilege (CONNECT, CREATE, a table's grants)
+}
+
+// The SQLSTATE a verbose libpq error message names ("FATAL:  28P01: password ..."), if any.
+inline std::string pg_sqlstate_in(const std::string& message) {
+    for (std::size_t at = message.find(":  "); at != std::string::npos; at = message.find(":  ", at + 1)) {
+        const std::size_t code = at + 3;
+        if (code + 6 > message.size() || message[code + 5] != ':') continue;
+        bool ok = true;
+        for (std::size_t i = code; i < code + 5; ++i)
+            ok = ok && ((message[i] >= '0' && message[i] <= '9') || (message[i] >= 'A' && message[i] <= 'Z'));
+        if (ok) return message.substr(code, 5);
+    }
+    return {};
+}
+
+// libpq's own refusals before the server answers (no SQLSTATE): the conninfo lacks a password
+// the server asks for, or asks for something the server cannot do.
+inline bool is_pg_client_refusal(const std::string& message) {
+    return message.find("no password supplied") != std::string::npos ||
+           message.find("password authentication failed") != std::string::npos ||
+           message.find("server does not support SSL, but SSL was required") != std::string::npos;
 }
 
 inline std::string trimmed(std::string text) {
@@ -380,7 +448,7 @@ namespace jobs {
 
 class postgresql_job_store final : public job_store {
 public:
-    static constexpr int schema_version = 1;
+    static constexpr int schema_version = 2;
 
     explicit postgresql_job_store(std::string conninfo, postgresql_store_options options = {})
         : conninfo_(std::move(conninfo)), options_(std::move(options)), server_(detail::describe_pg_conninfo(conninfo_)) {
@@ -409,12 +477,25 @@ public:
     // "<schema>_jobs": the channel the store NOTIFYs and LISTENs on.
     std::string channel() const { return options_.schema + "_jobs"; }
 
-    // The SQL that creates schema version 1 in `schema` (what the constructor runs).
-    static std::string schema_sql(const std::string& schema) {
-        if (!detail::is_valid_pg_schema_name(schema))
-            throw postgresql_store_error(errc::invalid_argument, "schema name '" + schema + "' is not [a-z_][a-z0-9_]{0,57}");
-        const std::string s = quoted(schema);
-        return "CREATE SCHEMA IF NOT EXISTS " + s + ";\n" + migrations_table_sql(s) + ";\n" + version_1_sql(s);
+    // The SQL that creates the store in `schema`, up to `version` (default: the current one), as
+    // the constructor does: for a DBA to apply when the service's role may not run DDL
+    // (create_schema = false; `tilekit jobs schema-sql`).
+    static std::string schema_sql(const std::string& schema, int version = schema_version) {
+        const std::string s = checked_schema(schema);
+        return "CREATE SCHEMA IF NOT EXISTS " + s + ";\n" + migrations_table_sql(s) + ";\n" + migration_sql(schema, 0, version);
+    }
+
+    // The SQL that takes a store in `schema` from version `from` (0: nothing) to `to`, one step
+    // per version, each recording itself in schema_migrations.
+    static std::string migration_sql(const std::string& schema, int from, int to = schema_version) {
+        const std::string s = checked_schema(schema);
+        if (from < 0 || to > schema_version || from > to)
+            throw postgresql_store_error(errc::invalid_argument, "schema versions " + std::to_string(from) + " to " +
+                                                                     std::to_string(to) + ": this tilekit knows 0.." +
+                                                                     std::to_string(schema_version));
+        std::string out;
+        for (int v = from + 1; v <= to; ++v) out += v == 1 ? version_1_sql(s) : version_2_sql(s);
+        return out;
     }
 
     job_record enqueue(const new_job& job) override {
@@ -628,6 +709,23 @@ private:
                ".schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())";
     }
 
+    static std::string checked_schema(const std::string& schema) {
+        if (!detail::is_valid_pg_schema_name(schema))
+            throw postgresql_store_error(errc::invalid_argument, "schema name '" + schema + "' is not [a-z_][a-z0-9_]{0,57}");
+        return quoted(schema);
+    }
+
+    // Version 2: lease renewals and progress reports become HOT updates (the new row version on
+    // the same page, no new index entries). jobs_leases indexed lease_expires_at, which each of
+    // them changes, so every one wrote an entry into every index (2000 writes on one job: 46
+    // HOT). rescue_expired now walks jobs_by_status over the running rows, which renewals do not
+    // change. fillfactor 90 leaves room on each page for those new row versions.
+    static std::string version_2_sql(const std::string& s) {
+        return "DROP INDEX IF EXISTS " + s + ".jobs_leases;\n"
+               "ALTER TABLE " + s + ".jobs SET (fillfactor = 90);\n"
+               "INSERT INTO " + s + ".schema_migrations (version) VALUES (2);\n";
+    }
+
     static std::string version_1_sql(const std::string& s) {
         const std::string jobs = s + ".jobs";
         return "CREATE TABLE " + jobs + " (\n"
@@ -736,18 +834,48 @@ private:
 
     detail::pg_conn open_connection() const {
         const std::string timeout = std::to_string(std::max<long long>(2, options_.connect_timeout.count()));
+        const std::string user_timeout = std::to_string(std::max<long long>(0, options_.tcp_user_timeout.count()));
+        const std::string idle = std::to_string(std::max<long long>(1, options_.keepalives_idle.count()));
         // Keywords before dbname are defaults the conninfo may override; those after it always
         // apply (our timeout and encoding). TCP keepalives let a dead server's connections (the
-        // listener's above all, which only waits) fail within about a minute instead of hours.
+        // listener's above all, which only waits) fail within about idle + 3 x 5 s instead of
+        // hours; tcp_user_timeout does the same for a connection with a request in flight.
         const char* keys[] = {"application_name", "keepalives_idle", "keepalives_interval", "keepalives_count",
-                              "dbname", "connect_timeout", "client_encoding", nullptr};
-        const char* values[] = {options_.application_name.c_str(), "30", "10", "3", conninfo_.c_str(), timeout.c_str(),
-                                "UTF8", nullptr};
-        detail::pg_conn conn(PQconnectdbParams(keys, values, 1));
+                              "tcp_user_timeout", "dbname", "connect_timeout", "client_encoding", nullptr};
+        const char* values[] = {options_.application_name.c_str(), idle.c_str(), "5", "3", user_timeout.c_str(),
+                                conninfo_.c_str(), timeout.c_str(), "UTF8", nullptr};
+        detail::pg_conn conn(PQconnectStartParams(keys, values, 1));
         if (!conn) throw postgresql_store_error(errc::store_unavailable, where() + ": cannot connect: out of memory");
-        if (PQstatus(conn.get()) != CONNECTION_OK)
-            throw postgresql_store_error(errc::store_unavailable,
-                                         where() + ": cannot connect: " + detail::trimmed(PQerrorMessage(conn.get())));
+        // Verbose errors while connecting, so that the server's refusal carries its SQLSTATE
+        // ("FATAL:  28P01: password authentication failed ..."): a wrong password, a missing
+        // database or role is errc::store_refused, which nobody retries.
+        PQsetErrorVerbosity(conn.get(), PQERRORS_VERBOSE);
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::stoll(timeout));
+        PostgresPollingStatusType polling = PGRES_POLLING_WRITING;
+        while (PQstatus(conn.get()) != CONNECTION_BAD && polling != PGRES_POLLING_OK && polling != PGRES_POLLING_FAILED) {
+            // libpq enforces connect_timeout only in PQconnectdb: here it bounds the whole attempt.
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0)
+                throw postgresql_store_error(errc::store_unavailable, where() + ": cannot connect: timeout expired");
+            pollfd fd{PQsocket(conn.get()), static_cast<short>(polling == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
+            if (fd.fd >= 0) {
+                const int ready = poll(&fd, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
+                if (ready == 0) continue;
+                if (ready < 0 && errno != EINTR) break;
+            }
+            polling = PQconnectPoll(conn.get());
+        }
+        if (PQstatus(conn.get()) != CONNECTION_OK) {
+            std::string message = detail::trimmed(PQerrorMessage(conn.get()));
+            if (message.empty()) message = "the connection failed";
+            const std::string sqlstate = detail::pg_sqlstate_in(message);
+            const bool refused = detail::is_pg_refusal(sqlstate) || (sqlstate.empty() && detail::is_pg_client_refusal(message));
+            throw postgresql_store_error(refused ? errc::store_refused : errc::store_unavailable,
+                                         where() + (refused ? ": the server refused the connection: " : ": cannot connect: ") +
+                                             message,
+                                         sqlstate);
+        }
+        PQsetErrorVerbosity(conn.get(), PQERRORS_DEFAULT);
         // libpq prints NOTICEs and a shutting-down server's FATAL to stderr by default; a library
         // must not. Errors that matter reach the caller as exceptions.
         PQsetNoticeProcessor(conn.get(), [](void*, const char*) {}, nullptr);
@@ -757,7 +885,11 @@ private:
         // claim then read the whole queue (3000 index entries per claim with 3000 queued, and
         // 2.3x fewer jobs/s). Generic plans without bitmap scans keep every statement of the
         // store on its index whatever the statistics say; they apply to these connections only.
-        std::string session = "SET enable_bitmapscan = off; SET plan_cache_mode = force_generic_plan";
+        const auto ms = [](std::chrono::milliseconds limit) { return std::to_string(std::max<long long>(0, limit.count())); };
+        std::string session = "SET enable_bitmapscan = off; SET plan_cache_mode = force_generic_plan"
+                              "; SET statement_timeout = " + ms(options_.statement_timeout) +
+                              "; SET lock_timeout = " + ms(options_.lock_timeout) +
+                              "; SET idle_in_transaction_session_timeout = " + ms(options_.idle_in_transaction_timeout);
         if (!options_.synchronous_commit) session += "; SET synchronous_commit = off";
         detail::pg_result r(PQexec(conn.get(), session.c_str()));
         if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK)
@@ -815,6 +947,10 @@ private:
         if (detail::is_pg_connection_failure(session.get(), sqlstate)) {
             session.mark_broken();
             code = errc::store_unavailable;
+        } else if (detail::is_pg_timeout(sqlstate)) {
+            code = errc::store_unavailable;  // a statement or lock timeout: the connection is fine
+        } else if (detail::is_pg_refusal(sqlstate)) {
+            code = errc::store_refused;  // e.g. no privilege on the schema or its tables
         } else if (sqlstate == "22P05" || sqlstate == "22021") {
             code = errc::invalid_argument;  // text JSONB or the database encoding cannot hold
         }
@@ -836,8 +972,18 @@ private:
         // Processes opening the same schema at once take turns (released at COMMIT).
         run(session, "SELECT pg_advisory_xact_lock(1414220371, hashtext($1))", detail::pg_params().add(options_.schema),
             "lock the schema for creation");
-        run(session, "CREATE SCHEMA IF NOT EXISTS " + quoted(options_.schema), detail::pg_params(), "create the schema");
-        run(session, migrations_table_sql(quoted(options_.schema)), detail::pg_params(), "create the version table");
+        try {
+            run(session, "CREATE SCHEMA IF NOT EXISTS " + quoted(options_.schema), detail::pg_params(), "create the schema");
+            run(session, migrations_table_sql(quoted(options_.schema)), detail::pg_params(), "create the version table");
+        } catch (const postgresql_store_error& e) {
+            if (e.code() != errc::store_refused) throw;
+            throw postgresql_store_error(errc::store_refused,
+                                         std::string(e.what()) + " (this role may not create the schema: have its owner "
+                                                                 "apply postgresql_job_store::schema_sql(\"" +
+                                             options_.schema + "\") (`tilekit jobs schema-sql`) and open the store "
+                                                               "with create_schema off (--jobs-create-schema 0))",
+                                         e.sqlstate());
+        }
         const int version = stored_version(session);
         if (version == 0) {
             const auto existing = run(session, "SELECT to_regclass($1) IS NOT NULL", detail::pg_params().add(table_),
@@ -845,14 +991,22 @@ private:
             if (std::string(PQgetvalue(existing.get(), 0, 0)) == "t")
                 throw postgresql_store_error(errc::invalid_argument, where() + ": a jobs table exists without a tilekit "
                                                                                "schema version: not a tilekit job store");
+        }
+        if (version < schema_version) {
             // No parameters, several statements: PQexec (the simple protocol) runs them in order.
-            detail::pg_result r(PQexec(session.get(), version_1_sql(quoted(options_.schema)).c_str()));
+            detail::pg_result r(PQexec(session.get(), migration_sql(options_.schema, version).c_str()));
             if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
                 const bool lost = detail::is_pg_connection_failure(session.get(), "");
                 if (lost) session.mark_broken();
-                throw postgresql_store_error(lost ? errc::store_unavailable : errc::io_error,
-                                             where() + ": cannot create schema version 1: " +
-                                                 detail::trimmed(PQerrorMessage(session.get())));
+                const char* state = r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
+                const std::string sqlstate = state ? state : "";
+                throw postgresql_store_error(lost ? errc::store_unavailable
+                                                  : detail::is_pg_refusal(sqlstate) ? errc::store_refused : errc::io_error,
+                                             where() + ": cannot " + (version ? "migrate schema version " + std::to_string(version) + " to "
+                                                                              : std::string("create schema version ")) +
+                                                 std::to_string(schema_version) + ": " +
+                                                 detail::trimmed(PQerrorMessage(session.get())),
+                                             sqlstate);
             }
         }
         tx.commit();

@@ -98,6 +98,8 @@ enum class errc {
     over_memory_budget,  // decoding the image would need more memory than decode_limits allows
     lease_lost,        // a worker's lease on a job expired and the job was taken over or ended
     store_unavailable, // the job store could not be reached (a database down or restarting)
+    store_refused,     // the job store refused this client for good: a wrong password, no such
+                       // database or role, no privilege; retrying cannot help (never retried)
 };
 
 inline const char* to_string(errc code) noexcept {
@@ -122,6 +124,7 @@ inline const char* to_string(errc code) noexcept {
         case errc::over_memory_budget: return "over_memory_budget";
         case errc::lease_lost: return "lease_lost";
         case errc::store_unavailable: return "store_unavailable";
+        case errc::store_refused: return "store_refused";
     }
     return "unknown";
 }

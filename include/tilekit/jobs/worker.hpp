@@ -130,7 +130,8 @@ using job_handler = std::function<nlohmann::json(job_context&)>;
 
 // Which failures are worth another attempt: storage and I/O trouble, a lost lease, a store that
 // could not be reached. Everything else (bad input, a version that is not a draft, an image over
-// a limit, access denied, a bug) fails the job at once.
+// a limit, access denied, a store that refused the credentials (store_refused), a bug) fails the
+// job at once.
 inline failure_kind classify_failure(errc code) noexcept {
     switch (code) {
         case errc::io_error:
@@ -344,6 +345,14 @@ public:
 
     const std::string& name() const noexcept { return options_.name; }
 
+    // Non-empty once the store refused a claim for good (errc::store_refused: a wrong password, a
+    // revoked grant): the message; the threads that saw it claim no more. The process should
+    // stop (the service and `tilekit jobs work` exit with it).
+    std::string refusal() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return refusal_;
+    }
+
 private:
     void work(const std::string& worker_id) {
         std::chrono::milliseconds backoff{0};
@@ -360,6 +369,21 @@ private:
             try {
                 claimed = store_.claim(worker_id, types_, options_.lease);
                 backoff = std::chrono::milliseconds(0);
+            } catch (const error& e) {
+                if (e.code() == errc::store_refused) {
+                    // The store refused this client for good (a password changed, a grant
+                    // revoked): retrying cannot help. This thread stops claiming; refusal() says why.
+                    {
+                        std::lock_guard<std::mutex> lock(mutex_);
+                        if (refusal_.empty()) refusal_ = e.what();
+                    }
+                    report_store_error(worker_id, e.what());
+                    break;
+                }
+                backoff = std::min(std::max(backoff * 2, std::chrono::milliseconds(50)), options_.poll_interval);
+                report_store_error(worker_id, e.what());
+                sleep_unless_stopping(backoff);
+                continue;
             } catch (const std::exception& e) {
                 // The store is down or busy: wait (longer each time, up to the poll interval) and retry.
                 backoff = std::min(std::max(backoff * 2, std::chrono::milliseconds(50)), options_.poll_interval);
@@ -458,6 +482,7 @@ private:
     bool stopping_ = false;
     bool shutting_down_ = false;
     std::chrono::steady_clock::time_point last_report_{};
+    std::string refusal_;
     std::vector<std::thread> threads_;
     std::unique_ptr<lease_scheduler> keepers_;  // the lease keepers' thread, shared by all jobs
 };
