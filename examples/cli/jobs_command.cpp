@@ -48,6 +48,9 @@ const char* const jobs_usage_text =
     "       tilekit jobs list    [--status S] [--project SLUG] [--limit N] [--json]\n"
     "       tilekit jobs cancel ID [--reason TEXT] [--json]\n"
     "       tilekit jobs wait ID [--timeout S] [--json]\n"
+    "       tilekit jobs schema-sql [--jobs-schema S] [--from-version N]\n"
+    "                            prints the PostgreSQL job store's schema SQL (from N: the migration\n"
+    "                            from version N) for a DBA to apply; then run with --jobs-create-schema 0\n"
     "       tilekit jobs gc      [--project SLUG [--version N]] [--json]\n"
     "                            deletes the tile runs nobody can need: replaced ones --gc-grace-seconds\n"
     "                            (default 600) after they were replaced, failed or cancelled ones as long\n"
@@ -61,7 +64,10 @@ const char* const jobs_usage_text =
     "--prefix-template (default mp/{slug}/uploads/tiles/{version}/). Every tilekit-service option and\n"
     "TILEKIT_* variable applies: --data-dir DIR (default ./tilekit-data), --jobs-db FILE|postgresql://URL\n"
     "(default <data-dir>/jobs.db), --catalog-db, --storage-root, --s3-bucket, --lease-seconds,\n"
-    "--max-attempts, --tiler-threads, --grace-seconds, --max-upload-bytes (tilekit-service --help).\n"
+    "--max-attempts, --tiler-threads, --grace-seconds, --max-upload-bytes, and PostgreSQL's --jobs-schema,\n"
+    "--jobs-create-schema 0|1, --jobs-pool-size and timeouts (tilekit-service --help).\n"
+    "A job store that refuses the connection for good (a wrong password, no such database or role, no\n"
+    "privilege) ends every command at once with the server's message [store_refused], exit status 1.\n"
     "--file stores the image as the project's upload (mp/{slug}/uploads/assets/ID.png) first.\n"
     "--create-draft registers a missing project (owned by --owner, default user 'tilekit-cli') and a\n"
     "missing version as a draft; without it a missing one is refused. A version that is not a draft\n"
@@ -104,6 +110,7 @@ struct options {
     bool create_draft = false, json_out = false, wait = false, drain = false, skip_blank = false;
     long timeout_seconds = 0;  // 0: none
     long limit = 50;
+    int from_version = 0;
     std::optional<unsigned> threads;
     std::optional<int> tile_size, overlap, quality;
 };
@@ -130,6 +137,7 @@ options parse(const std::vector<std::string>& args) {
         else if (arg == "--skip-blank") o.skip_blank = true;
         else if (arg == "--timeout") o.timeout_seconds = parse_number(arg, value(), 1, 86400 * 7);
         else if (arg == "--limit") o.limit = parse_number(arg, value(), 1, 1000000);
+        else if (arg == "--from-version") o.from_version = static_cast<int>(parse_number(arg, value(), 0, 1000));
         else if (arg == "--status") {
             o.status = value();
             try {
@@ -145,7 +153,7 @@ options parse(const std::vector<std::string>& args) {
         else if (arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
             // A service setting (--data-dir, --jobs-db, ...): load_config knows them all.
             o.config_args.push_back(arg);
-            o.config_args.push_back(value());
+            if (arg.find('=') == std::string::npos) o.config_args.push_back(value());  // else --flag=VALUE
         } else if (!arg.empty() && arg[0] == '-') {
             throw usage_error("unknown option '" + arg + "'");
         } else {
@@ -495,9 +503,19 @@ int command_work(const options& o) {
                       << config.shutdown_grace_seconds << " s, then go back to the queue\n";
             break;
         }
+        const std::string refusal = pool->refusal();
+        if (!refusal.empty()) {
+            pool->stop();
+            std::cerr << "tilekit jobs work: the job store refused this worker, stopping: " << refusal << " [store_refused]\n";
+            return exit_failed;
+        }
         if (!o.drain) continue;
         try {
             idle_checks = idle() ? idle_checks + 1 : 0;
+        } catch (const tilekit::error& e) {
+            if (e.code() == tilekit::errc::store_refused) throw;  // pool's destructor stops it
+            idle_checks = 0;
+            std::cerr << "tilekit jobs work: " << e.what() << "\n";
         } catch (const std::exception& e) {
             idle_checks = 0;
             std::cerr << "tilekit jobs work: " << e.what() << "\n";
@@ -663,6 +681,17 @@ int command_cancel(const options& o) {
     return exit_ok;
 }
 
+int command_schema_sql(const options& o) {
+    if (!o.positional.empty()) throw usage_error("unexpected argument '" + o.positional[0] + "'");
+    const service_config config = load(o);
+    try {
+        std::cout << job_store_schema_sql(config, o.from_version);
+    } catch (const tilekit::error& e) {
+        throw usage_error(e.what());  // a bad schema name or version
+    }
+    return exit_ok;
+}
+
 int command_wait(const options& o) {
     const std::string id = job_id_argument(o);
     const service_config config = load(o);
@@ -690,6 +719,7 @@ int jobs_main(const std::vector<std::string>& args) {
         if (o.command == "cancel") return command_cancel(o);
         if (o.command == "wait") return command_wait(o);
         if (o.command == "gc") return command_gc(o);
+        if (o.command == "schema-sql") return command_schema_sql(o);
         throw usage_error("unknown jobs subcommand '" + o.command + "'");
     } catch (const usage_error& e) {
         std::cerr << "tilekit jobs: " << e.what() << "\n" << jobs_usage_text;

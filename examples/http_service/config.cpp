@@ -21,6 +21,16 @@ const char* const usage_text =
     "  --catalog-db FILE        (TILEKIT_CATALOG_DB)\n"
     "  --jobs-db FILE|URL       the job queue: a SQLite file (default <data-dir>/jobs.db) or a\n"
     "                           postgresql://user@host/db URL (TILEKIT_JOBS_DB)\n"
+    "  --jobs-schema S          PostgreSQL: the job store's schema (TILEKIT_JOBS_SCHEMA, default tilekit)\n"
+    "  --jobs-create-schema 0|1 PostgreSQL: create or migrate the schema at start (TILEKIT_JOBS_CREATE_SCHEMA,\n"
+    "                           default 1); 0 for a role without DDL rights: a DBA applies `tilekit jobs\n"
+    "                           schema-sql` first, and the role needs USAGE on the schema and\n"
+    "                           SELECT, INSERT, UPDATE, DELETE on its tables (and the sequence)\n"
+    "  --jobs-pool-size N       PostgreSQL connections per process (TILEKIT_JOBS_POOL_SIZE, default 4)\n"
+    "  --jobs-connect-timeout S, --jobs-statement-timeout S, --jobs-lock-timeout S,\n"
+    "  --jobs-idle-in-transaction-timeout S   PostgreSQL session limits in seconds, 0 = none\n"
+    "                           (TILEKIT_JOBS_CONNECT_TIMEOUT 5, TILEKIT_JOBS_STATEMENT_TIMEOUT 30,\n"
+    "                           TILEKIT_JOBS_LOCK_TIMEOUT 10, TILEKIT_JOBS_IDLE_IN_TRANSACTION_TIMEOUT 60)\n"
     "  --role all|serve|work    API and workers (default), the API only, or workers only (TILEKIT_ROLE)\n"
     "  --storage-root DIR       filesystem storage (TILEKIT_STORAGE_ROOT)\n"
     "  --viewer-dir DIR         viewer page and static files (TILEKIT_VIEWER_DIR)\n"
@@ -72,6 +82,28 @@ const setting settings[] = {
     {"--data-dir", "TILEKIT_DATA_DIR", [](service_config& c, const std::string&, const std::string& v) { c.data_dir = v; }},
     {"--catalog-db", "TILEKIT_CATALOG_DB", [](service_config& c, const std::string&, const std::string& v) { c.catalog_db = v; }},
     {"--jobs-db", "TILEKIT_JOBS_DB", [](service_config& c, const std::string&, const std::string& v) { c.jobs_db = v; }},
+    {"--jobs-schema", "TILEKIT_JOBS_SCHEMA", [](service_config& c, const std::string&, const std::string& v) { c.jobs_schema = v; }},
+    {"--jobs-create-schema", "TILEKIT_JOBS_CREATE_SCHEMA",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         if (v != "0" && v != "1") throw config_error{n + " must be 0 or 1, got '" + v + "'"};
+         c.jobs_create_schema = v == "1";
+     }},
+    {"--jobs-pool-size", "TILEKIT_JOBS_POOL_SIZE",
+     [](service_config& c, const std::string& n, const std::string& v) { c.jobs_pool_size = static_cast<int>(number(n, v, 1, 256)); }},
+    {"--jobs-connect-timeout", "TILEKIT_JOBS_CONNECT_TIMEOUT",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.jobs_connect_timeout = static_cast<int>(number(n, v, 2, 3600));
+     }},
+    {"--jobs-statement-timeout", "TILEKIT_JOBS_STATEMENT_TIMEOUT",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.jobs_statement_timeout = static_cast<int>(number(n, v, 0, 86400));
+     }},
+    {"--jobs-lock-timeout", "TILEKIT_JOBS_LOCK_TIMEOUT",
+     [](service_config& c, const std::string& n, const std::string& v) { c.jobs_lock_timeout = static_cast<int>(number(n, v, 0, 86400)); }},
+    {"--jobs-idle-in-transaction-timeout", "TILEKIT_JOBS_IDLE_IN_TRANSACTION_TIMEOUT",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.jobs_idle_in_transaction_timeout = static_cast<int>(number(n, v, 0, 86400));
+     }},
     {"--role", "TILEKIT_ROLE",
      [](service_config& c, const std::string& n, const std::string& v) {
          if (v != "all" && v != "serve" && v != "work") throw config_error{n + " must be all, serve or work, got '" + v + "'"};
@@ -153,10 +185,17 @@ service_config load_config(const std::vector<std::string>& args) {
     for (const setting& s : settings)
         if (const char* value = std::getenv(s.env)) s.apply(c, s.env, value);
     for (std::size_t i = 0; i < args.size(); ++i) {
+        // --flag VALUE or --flag=VALUE
+        const std::size_t equals = args[i].rfind("--", 0) == 0 ? args[i].find('=') : std::string::npos;
+        const std::string flag = args[i].substr(0, equals);
         const setting* found = nullptr;
         for (const setting& s : settings)
-            if (args[i] == s.flag) found = &s;
-        if (!found) throw config_error{"unknown option '" + args[i] + "'"};
+            if (flag == s.flag) found = &s;
+        if (!found) throw config_error{"unknown option '" + flag + "'"};
+        if (equals != std::string::npos) {
+            found->apply(c, flag, args[i].substr(equals + 1));
+            continue;
+        }
         if (i + 1 >= args.size()) throw config_error{args[i] + " needs a value"};
         found->apply(c, args[i], args[i + 1]);
         ++i;
@@ -175,8 +214,13 @@ std::string describe(const service_config& c) {
         << "  listen           " << c.host << ":" << c.port << "\n"
         << "  data dir         " << c.data_dir << "\n"
         << "  catalog db       " << c.catalog_db << "\n"
-        << "  jobs db          " << redact_url(c.jobs_db) << "\n"
-        << "  role             " << c.role << "\n";
+        << "  jobs db          " << redact_url(c.jobs_db) << "\n";
+    if (is_postgresql_url(c.jobs_db))
+        out << "  jobs schema      " << c.jobs_schema << (c.jobs_create_schema ? " (created or migrated at start)" : " (must exist)")
+            << ", pool " << c.jobs_pool_size << ", timeouts: connect " << c.jobs_connect_timeout << " s, statement "
+            << c.jobs_statement_timeout << " s, lock " << c.jobs_lock_timeout << " s, idle in transaction "
+            << c.jobs_idle_in_transaction_timeout << " s\n";
+    out << "  role             " << c.role << "\n";
     if (c.s3_bucket.empty()) {
         out << "  storage          filesystem " << c.storage_root << "\n";
     } else {

@@ -14,6 +14,14 @@ struct service_config {
     std::string data_dir = "tilekit-data";   // catalog.db, jobs.db, storage/, scratch/
     std::string catalog_db;                 // default: <data_dir>/catalog.db
     std::string jobs_db;                    // a SQLite file (default <data_dir>/jobs.db) or postgresql://...
+    // The PostgreSQL job store's settings (README "Jobs"); unused with a SQLite file.
+    std::string jobs_schema = "tilekit";    // the schema holding its tables
+    bool jobs_create_schema = true;         // false: the tables must exist (`tilekit jobs schema-sql`)
+    int jobs_pool_size = 4;                 // connections per process (the listener has one more)
+    int jobs_connect_timeout = 5;           // seconds to open a connection
+    int jobs_statement_timeout = 30;        // seconds a statement may run; 0: no limit
+    int jobs_lock_timeout = 10;             // seconds a statement may wait for a row lock; 0: no limit
+    int jobs_idle_in_transaction_timeout = 60;  // seconds; 0: no limit
     std::string role = "all";               // all (API and workers) | serve (API only) | work (workers only)
     std::string storage_root;               // filesystem storage; default: <data_dir>/storage
     std::string viewer_dir;                 // default: the source tree's examples/http_service/viewer

@@ -14,18 +14,49 @@
 #include <tilekit/postgresql.hpp>
 #endif
 
+#include <chrono>
 #include <cstdio>
+#include <stdexcept>
 #include <filesystem>
 
 namespace tilekit_service {
 
 namespace jobs = tilekit::jobs;
 
+#ifdef TILEKIT_HAS_POSTGRESQL
+namespace {
+
+jobs::postgresql_store_options postgresql_options(const service_config& config) {
+    jobs::postgresql_store_options options;
+    options.schema = config.jobs_schema;
+    options.create_schema = config.jobs_create_schema;
+    options.pool_size = config.jobs_pool_size;
+    options.connect_timeout = std::chrono::seconds(config.jobs_connect_timeout);
+    options.statement_timeout = std::chrono::seconds(config.jobs_statement_timeout);
+    options.lock_timeout = std::chrono::seconds(config.jobs_lock_timeout);
+    options.idle_in_transaction_timeout = std::chrono::seconds(config.jobs_idle_in_transaction_timeout);
+    return options;
+}
+
+}  // namespace
+#endif
+
+std::string job_store_schema_sql(const service_config& config, int from_version) {
+#ifdef TILEKIT_HAS_POSTGRESQL
+    if (from_version == 0) return jobs::postgresql_job_store::schema_sql(config.jobs_schema);
+    return jobs::postgresql_job_store::migration_sql(config.jobs_schema, from_version);
+#else
+    (void)config;
+    (void)from_version;
+    throw std::runtime_error("this program was built without PostgreSQL support (libpq-dev)");
+#endif
+}
+
 std::unique_ptr<jobs::job_store> open_job_store(const service_config& config) {
     std::unique_ptr<jobs::job_store> store;
     if (is_postgresql_url(config.jobs_db)) {
 #ifdef TILEKIT_HAS_POSTGRESQL
-        store = std::make_unique<jobs::postgresql_job_store>(config.jobs_db);
+        store = std::make_unique<jobs::postgresql_job_store>(config.jobs_db, postgresql_options(config));
 #else
         throw std::runtime_error("--jobs-db " + redact_url(config.jobs_db) +
                                  ": this tilekit-service was built without PostgreSQL support (libpq-dev)");

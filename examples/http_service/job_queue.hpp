@@ -17,6 +17,9 @@ class storage;
 // The SQLite store for a path, the PostgreSQL store for a postgresql:// URL (when the service
 // was built with tilekit's PostgreSQL part; otherwise a clear error).
 std::unique_ptr<tilekit::jobs::job_store> open_job_store(const service_config& config);
+// The PostgreSQL job store's schema SQL for config.jobs_schema: all of it (from_version 0), or the
+// migration from that version to the current one; for a DBA to apply (`tilekit jobs schema-sql`).
+std::string job_store_schema_sql(const service_config& config, int from_version = 0);
 // What kind of store it is, without secrets: "sqlite <path>" or "postgresql <host/db>".
 std::string describe_job_store(const service_config& config);
 

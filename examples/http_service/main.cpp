@@ -16,12 +16,15 @@
 
 #include <httplib.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <pthread.h>
 #include <thread>
+
+#include <unistd.h>
 
 namespace {
 
@@ -87,6 +90,19 @@ int serve(const std::vector<std::string>& args) {
         stopping = true;
         server.stop();
     });
+    // A store that refuses the workers for good (a password rotated, a grant revoked while running:
+    // errc::store_refused) stops the service, as if SIGTERM came, and the exit status is 1.
+    std::string refusal;
+    std::thread refusal_watch([&] {
+        while (workers && !stopping) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(250));
+            refusal = workers->refusal();
+            if (refusal.empty()) continue;
+            std::cerr << "tilekit-service: the job store refused the workers, stopping: " << refusal << " [store_refused]\n";
+            kill(getpid(), SIGTERM);
+            return;
+        }
+    });
     if (config.role == "work") {
         std::cerr << "tilekit-service: working (no HTTP server); " << config.workers << " workers on "
                   << describe_job_store(config) << "\n";
@@ -112,13 +128,14 @@ int serve(const std::vector<std::string>& args) {
     }
     stopping = true;
     // Stop claiming; running jobs get the grace period, then are handed back to the queue.
+    refusal_watch.join();
     if (workers) workers->stop();
     if (signal_waiter.joinable()) {
         pthread_kill(signal_waiter.native_handle(), SIGTERM);  // wakes it if listen ended otherwise
         signal_waiter.join();
     }
     std::cerr << "tilekit-service: stopped\n";
-    return 0;
+    return refusal.empty() ? 0 : 1;
 }
 
 }  // namespace
