@@ -25,6 +25,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -135,9 +136,11 @@ TEST_CASE("postgresql_job_store conforms to the job_store contract", "[.postgres
 TEST_CASE("postgresql_job_store creates its schema, records its version and refuses a newer one", "[.postgresql]") {
     const store_ptr store = make_store("schema");
     const std::string s = "\"" + store->schema() + "\"";
-    CHECK(admin_sql("SELECT max(version) FROM " + s + ".schema_migrations") == "1");
-    CHECK(admin_sql("SELECT count(*) FROM pg_indexes WHERE schemaname = '" + store->schema() + "' AND indexname IN "
-                    "('jobs_one_active', 'jobs_claim', 'jobs_leases', 'jobs_by_project', 'jobs_by_status')") == "5");
+    CHECK(admin_sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM " + s + ".schema_migrations") == "1,2");
+    // Version 2 dropped jobs_leases (renewals are HOT updates) and set fillfactor 90.
+    CHECK(admin_sql("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = '" + store->schema() +
+                    "'") == "jobs_by_project,jobs_by_status,jobs_claim,jobs_one_active,jobs_pkey,schema_migrations_pkey");
+    CHECK(admin_sql("SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = '" + s + ".jobs'::regclass") == "fillfactor=90");
     CHECK(admin_sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'jobs_notify' AND tgrelid = '" + s + ".jobs'::regclass") == "1");
     CHECK(store->channel() == store->schema() + "_jobs");
 
@@ -169,7 +172,7 @@ TEST_CASE("postgresql_job_store creates its schema, records its version and refu
     }
 
     // A schema a newer tilekit wrote is refused, whether or not the store may create schemas.
-    admin_sql("INSERT INTO " + s + ".schema_migrations (version) VALUES (2)");
+    admin_sql("INSERT INTO " + s + ".schema_migrations (version) VALUES (3)");
     for (bool create : {true, false}) {
         postgresql_store_options newer = options_for(store->schema());
         newer.create_schema = create;
@@ -478,4 +481,207 @@ TEST_CASE("postgresql_job_store: messages never show the password", "[.postgresq
         CHECK(std::string(e.what()).find("s3cret-pass") == std::string::npos);
     }
     server_url();  // like every case here, fails without the test server
+}
+
+namespace {
+
+// n_tup_upd and n_tup_hot_upd of <schema>.jobs from the server's statistics, once they count at
+// least `updates` (a backend flushes its counts when it exits: close the store first).
+std::pair<long long, long long> table_updates(const std::string& schema, long long updates) {
+    const std::string sql = "SELECT coalesce(sum(n_tup_upd), 0) || ' ' || coalesce(sum(n_tup_hot_upd), 0) FROM "
+                            "pg_stat_user_tables WHERE schemaname = '" + schema + "' AND relname = 'jobs'";
+    long long upd = 0, hot = 0;
+    for (int wait = 0; wait < 150; ++wait) {
+        std::sscanf(admin_sql(sql).c_str(), "%lld %lld", &upd, &hot);
+        if (upd >= updates) break;
+        std::this_thread::sleep_for(milliseconds(100));
+    }
+    return {upd, hot};
+}
+
+// 100 queued jobs (full pages), then one claimed job's `writes` renewals and `writes` progress
+// reports, as a running job's lease keeper and handler make them.
+void renew_and_report(postgresql_job_store& store, int writes) {
+    for (int j = 0; j < 100; ++j) store.enqueue(job_for("hot", "v" + std::to_string(j)));
+    auto claimed = store.claim("w", tile_jobs, milliseconds(60000));
+    REQUIRE(claimed);
+    for (int i = 0; i < writes; ++i) {
+        store.renew(claimed->lease);
+        store.report_progress(claimed->lease, i * 100 / writes, "tiles " + std::to_string(i));
+    }
+}
+
+}  // namespace
+
+TEST_CASE("postgresql_job_store: lease renewals and progress reports are HOT updates, also after migrating from version 1",
+          "[.postgresql]") {
+    // Version 1 indexed lease_expires_at, which every renewal and progress report changes: each
+    // write added entries to every index and left a dead tuple (2000 writes on one job: 46 HOT).
+    constexpr int writes = 500;
+    struct run {
+        const char* name;
+        bool from_version_1, migrate;
+    };
+    for (const run r : {run{"fresh", false, true}, run{"migrated from 1", true, true}, run{"version 1 as it was", true, false}}) {
+        INFO(r.name);
+        const std::string schema = fresh_schema("hot");
+        const std::string s = "\"" + schema + "\"";
+        if (r.from_version_1) {
+            admin_sql(postgresql_job_store::schema_sql(schema, 1));
+            CHECK(admin_sql("SELECT count(*) FROM pg_indexes WHERE schemaname = '" + schema + "' AND indexname = 'jobs_leases'") == "1");
+        }
+        {
+            postgresql_store_options options = options_for(schema);
+            options.create_schema = r.migrate;  // off: a version-1 store is used as it is
+            postgresql_job_store store(server_url(), options);
+            renew_and_report(store, writes);
+        }  // its backends exit and flush their statistics
+        const std::string version = admin_sql("SELECT max(version) FROM " + s + ".schema_migrations");
+        const std::string leases = admin_sql("SELECT count(*) FROM pg_indexes WHERE schemaname = '" + schema + "' AND indexname = 'jobs_leases'");
+        const std::pair<long long, long long> counts = table_updates(schema, 2 * writes + 1);
+        const long long upd = counts.first, hot = counts.second;
+        admin_sql("DROP SCHEMA " + s + " CASCADE");
+        INFO(hot << " of " << upd << " updates HOT (" << 2 * writes << " renewals and progress reports, 1 claim)");
+        REQUIRE(upd >= 2 * writes + 1);
+        if (r.migrate) {
+            CHECK(version == "2");
+            CHECK(leases == "0");
+            CHECK(hot * 10 >= upd * 9);  // >= 90 %; the claim is the one that must not be HOT
+        } else {
+            CHECK(version == "1");
+            CHECK(hot * 2 < upd);  // the defect this guards against, measured on the old schema
+        }
+    }
+}
+
+TEST_CASE("postgresql_job_store: a row lock held by an idle transaction fails a renewal within lock_timeout", "[.postgresql]") {
+    postgresql_store_options options = options_for(fresh_schema("locked"));
+    options.lock_timeout = milliseconds(1000);
+    options.statement_timeout = milliseconds(5000);
+    const store_ptr store(new postgresql_job_store(server_url(), options));
+    store->enqueue(job_for("p", "v"));
+    auto claimed = store->claim("w", tile_jobs, milliseconds(60000));
+    REQUIRE(claimed);
+
+    // Another program's session locks the row and goes idle inside its transaction (it ends
+    // itself after 8 s, so that a store without timeouts fails this test instead of hanging it).
+    PGconn* blocker = PQconnectdb(server_url().c_str());
+    REQUIRE(PQstatus(blocker) == CONNECTION_OK);
+    const std::string lock_sql = "SET idle_in_transaction_session_timeout = 8000; BEGIN; SELECT 1 FROM \"" + store->schema() +
+                                 "\".jobs WHERE id = '" + claimed->job.id + "' FOR UPDATE";
+    PGresult* locked = PQexec(blocker, lock_sql.c_str());
+    REQUIRE(PQresultStatus(locked) == PGRES_TUPLES_OK);
+    PQclear(locked);
+
+    for (int call = 0; call < 2; ++call) {
+        const auto began = std::chrono::steady_clock::now();
+        try {
+            if (call == 0)
+                store->renew(claimed->lease);
+            else
+                store->report_progress(claimed->lease, 10, "blocked");
+            FAIL("a write went through a row lock another session holds");
+        } catch (const tilekit::error& e) {
+            INFO(e.what());
+            CHECK(e.code() == tilekit::errc::store_unavailable);
+            CHECK(std::string(e.what()).find("lock") != std::string::npos);
+        }
+        const auto took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - began);
+        INFO("call " << call << " took " << took.count() << " ms");
+        CHECK(took >= milliseconds(900));
+        CHECK(took < milliseconds(4000));
+    }
+    PQclear(PQexec(blocker, "ROLLBACK"));
+    PQfinish(blocker);
+    CHECK(store->renew(claimed->lease).status == job_status::running);  // the same connections, fine again
+}
+
+TEST_CASE("postgresql_job_store: a session the server terminates is replaced on the next call", "[.postgresql]") {
+    postgresql_store_options options = options_for(fresh_schema("terminated"));
+    options.application_name = "tk_" + options.schema;
+    const store_ptr store(new postgresql_job_store(server_url(), options));
+    store->enqueue(job_for("p", "v"));
+    auto claimed = store->claim("w", tile_jobs, milliseconds(60000));
+    REQUIRE(claimed);
+    const std::string killed = admin_sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '" +
+                                         options.application_name + "'");
+    CHECK(killed != "0");
+    std::this_thread::sleep_for(milliseconds(200));  // the FATAL reaches the idle sockets
+    int failures = 0;
+    bool renewed = false;
+    for (int call = 0; call < 3 && !renewed; ++call) {
+        try {
+            renewed = store->renew(claimed->lease).status == job_status::running;
+        } catch (const tilekit::error& e) {
+            INFO(e.what());
+            CHECK(e.code() == tilekit::errc::store_unavailable);
+            ++failures;
+        }
+    }
+    CHECK(renewed);
+    CHECK(failures <= 1);
+}
+
+TEST_CASE("postgresql_job_store: a missing database or role is store_refused at once, with the server's message", "[.postgresql]") {
+    const std::string url = server_url();
+    const std::size_t query = url.find('?');
+    REQUIRE(query != std::string::npos);
+    std::string host_and_user = url.substr(query);  // ?host=DIR/socket&user=NAME
+    struct refusal {
+        std::string url, words, sqlstate;
+    };
+    std::string other_user = host_and_user;
+    const std::size_t user = other_user.find("user=");
+    REQUIRE(user != std::string::npos);
+    other_user = other_user.substr(0, user) + "user=tk_no_such_role";
+    for (const refusal& r : {refusal{"postgresql:///tk_no_such_database" + host_and_user, "does not exist", "3D000"},
+                             refusal{"postgresql:///tilekit" + other_user, "does not exist", "28000"}}) {
+        INFO(r.url);
+        const auto began = std::chrono::steady_clock::now();
+        try {
+            postgresql_job_store store(r.url, options_for(fresh_schema("refused")));
+            FAIL("opened a store the server refuses");
+        } catch (const postgresql_store_error& e) {
+            INFO(e.what());
+            CHECK(e.code() == tilekit::errc::store_refused);
+            CHECK(e.sqlstate() == r.sqlstate);
+            CHECK(std::string(e.what()).find(r.words) != std::string::npos);
+        }
+        CHECK(std::chrono::steady_clock::now() - began < std::chrono::seconds(2));
+    }
+    CHECK(tilekit::jobs::classify_failure(tilekit::errc::store_refused) == failure_kind::permanent);
+}
+
+TEST_CASE("postgresql_job_store: a role with only USAGE and DML grants opens the store with create_schema off", "[.postgresql]") {
+    const std::string schema = fresh_schema("restricted");
+    const std::string s = "\"" + schema + "\"";
+    admin_sql(postgresql_job_store::schema_sql(schema));
+    admin_sql("DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tk_dml_only') THEN CREATE ROLE tk_dml_only LOGIN; "
+              "END IF; END$$");
+    admin_sql("GRANT USAGE ON SCHEMA " + s + " TO tk_dml_only; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA " + s +
+              " TO tk_dml_only; GRANT USAGE ON ALL SEQUENCES IN SCHEMA " + s + " TO tk_dml_only");
+    std::string url = server_url();
+    url = url.substr(0, url.find("user=")) + "user=tk_dml_only";
+    postgresql_store_options options = options_for(schema);
+    options.create_schema = false;
+    {
+        postgresql_job_store store(url, options);
+        store.enqueue(job_for("p", "v"));
+        auto claimed = store.claim("w", tile_jobs, milliseconds(60000));
+        REQUIRE(claimed);
+        CHECK(store.complete(claimed->lease, {{"ok", true}}, "Completed").status == job_status::completed);
+        CHECK(store.rescue_expired().empty());
+    }
+    options.create_schema = true;
+    try {
+        postgresql_job_store store(url, options);
+        FAIL("a role without CREATE on the database created or migrated a schema");
+    } catch (const postgresql_store_error& e) {
+        INFO(e.what());
+        CHECK(e.code() == tilekit::errc::store_refused);
+        CHECK(std::string(e.what()).find("permission denied") != std::string::npos);
+        CHECK(std::string(e.what()).find("create_schema off") != std::string::npos);
+    }
+    admin_sql("DROP SCHEMA " + s + " CASCADE");
+    admin_sql("DROP OWNED BY tk_dml_only");
 }

@@ -23,6 +23,10 @@ as with the service. Scenarios (all by default):
   terminal     on a terminal (a pty): list and show print tables, not JSON; wait draws a bar
   run          `tilekit jobs run` (what scripts/demo.sh runs): enqueue + in-process worker +
                wait, the result JSON on stdout, stage progress lines on stderr
+  pg_settings  (PostgreSQL only) a missing database, a missing role and a wrong password end `list`
+               at once (exit 1, the server's message, [store_refused]); `schema-sql` applied by a
+               superuser lets a role with only USAGE and DML grants run `list` and `work --drain`
+               with --jobs-create-schema 0, and refuses it with a clear message with 1
 
 Every wait has a timeout; child processes are killed at the end, also on failure.
 """
@@ -43,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "queue"))
 from pyramids import pyramid_report, write_png  # noqa: E402
 
-ALL = ["refused", "two_workers", "cancel", "sigterm", "timeout", "service", "terminal", "run"]
+ALL = ["refused", "two_workers", "cancel", "sigterm", "timeout", "service", "terminal", "run", "pg_settings"]
 children = []
 
 
@@ -371,6 +375,72 @@ def scenario_run(e, small, big):
     meta = json.loads((e.tiles("demo", 1) / "pyramid.json").read_text())
     check(meta["layout"] == "xyz" and meta["format"] == "jpg", f"pyramid.json after the rerun: {meta['layout']}")
     return "run: enqueue + worker + wait in one command, result JSON, rerun replaces the pyramid"
+
+
+def scenario_pg_settings(e, small, big):
+    if not e.jobs_db:
+        return "skipped (a SQLite job store)"
+    base, _, query = e.jobs_db.partition("?")
+    params = dict(kv.split("=", 1) for kv in query.split("&"))
+    host = params["host"]
+
+    def url(db, user, password=None):
+        return f"postgresql:///{db}?host={host}&user={user}" + (f"&password={password}" if password else "")
+
+    def psql(sql, **kw):
+        return subprocess.run(["psql", e.jobs_db, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], check=True, capture_output=True,
+                              text=True, **kw).stdout
+
+    def cli(*extra, jobs_db, timeout=60):
+        a = [e.cli, "jobs", *extra, "--data-dir", str(e.data), "--jobs-db", jobs_db]
+        began = time.monotonic()
+        p = subprocess.run(a, capture_output=True, text=True, timeout=timeout, env=e.env, cwd=e.work)
+        return p, time.monotonic() - began
+
+    # A password the server checks: scram for one role on the socket, ahead of the trust lines.
+    hba = Path(os.environ["TILEKIT_TEST_POSTGRES_DIR"]) / "data" / "pg_hba.conf"
+    line = "local all tk_pw_user scram-sha-256\n"
+    if line not in hba.read_text():
+        hba.write_text(line + hba.read_text())
+    psql("DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tk_pw_user') THEN "
+         "CREATE ROLE tk_pw_user LOGIN PASSWORD 'the-right-one'; END IF; END$$")
+    psql("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    refusals = [(url("tk_no_such_database", params["user"]), "does not exist"),
+                (url(base.rsplit("/", 1)[-1], "tk_no_such_role"), "does not exist"),
+                (url(base.rsplit("/", 1)[-1], "tk_pw_user", "wrong-secret"), "password authentication failed")]
+    times = []
+    for bad, words in refusals:
+        p, took = cli("list", jobs_db=bad)
+        times.append(took)
+        check(p.returncode == 1, f"list on {bad}: exit {p.returncode}\n{p.stderr}")
+        check(words in p.stderr and "[store_refused]" in p.stderr, f"list on {bad}: stderr {p.stderr}")
+        check("wrong-secret" not in p.stderr, f"the password shows: {p.stderr}")
+        check(took < 5, f"list on {bad} took {took:.1f} s")
+        p, took = cli("work", "--drain", jobs_db=bad)
+        check(p.returncode == 1 and "[store_refused]" in p.stderr and took < 5,
+              f"work --drain on {bad}: exit {p.returncode} after {took:.1f} s\n{p.stderr}")
+
+    # The DBA path: the schema from schema-sql, a role with USAGE and DML only.
+    schema = "tk_restricted"
+    psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    p = subprocess.run([e.cli, "jobs", "schema-sql", "--jobs-schema", schema], capture_output=True, text=True, timeout=30)
+    check(p.returncode == 0 and "CREATE TABLE" in p.stdout, f"schema-sql: exit {p.returncode}\n{p.stderr}")
+    psql(p.stdout)
+    psql("DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tk_dml') THEN CREATE ROLE tk_dml LOGIN; END IF; END$$")
+    psql(f"GRANT USAGE ON SCHEMA {schema} TO tk_dml; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO tk_dml;"
+         f" GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO tk_dml")
+    dml = url(base.rsplit("/", 1)[-1], "tk_dml")
+    p, _ = cli("list", "--jobs-schema", schema, "--jobs-create-schema", "0", jobs_db=dml)
+    check(p.returncode == 0, f"list as tk_dml, create-schema 0: exit {p.returncode}\n{p.stderr}")
+    p, _ = cli("work", "--drain", f"--jobs-schema={schema}", "--jobs-create-schema=0", jobs_db=dml, timeout=120)
+    check(p.returncode == 0, f"work --drain as tk_dml, create-schema 0: exit {p.returncode}\n{p.stderr}")
+    p, took = cli("list", "--jobs-schema", schema, "--jobs-create-schema", "1", jobs_db=dml)
+    check(p.returncode == 1 and "permission denied" in p.stderr and "--jobs-create-schema 0" in p.stderr
+          and "[store_refused]" in p.stderr, f"list as tk_dml, create-schema 1: exit {p.returncode}\n{p.stderr}")
+    psql(f"DROP SCHEMA {schema} CASCADE; DROP OWNED BY tk_dml")
+    return (f"3 refusals exit 1 in {max(times):.2f} s at most; a USAGE+DML role runs list and work --drain with "
+            f"create-schema 0, refused clearly with 1")
 
 
 def main():
