@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -307,6 +308,11 @@ TEST_CASE("sqlite_job_store keeps every job and field across reopening", "[jobs]
     CHECK(owner->pid == static_cast<std::int64_t>(::getpid()));
     CHECK(owner->host == tilekit::detail::host_name());
     CHECK(owner->start_time == tilekit::detail::read_proc_stat(0)->start_time);
+    // The proof of life: this process's lock file beside the database, locked by this process.
+    CHECK(tilekit::detail::is_owner_lock_name(owner->lock));
+    CHECK(store.owner_lock_directory() == std::filesystem::canonical(path).string() + "-owners");
+    CHECK(tilekit::detail::probe_owner_lock(store.owner_lock_directory() + "/" + owner->lock) ==
+          tilekit::detail::owner_lock_state::held);
     CHECK_FALSE(store.owner(queued));
     CHECK_FALSE(store.owner("no-such-job"));
 }
@@ -454,7 +460,8 @@ TEST_CASE("sqlite_job_store migrates a version-1 file in place; its running jobs
             " '2026-11-01T10:00:05.000Z', 'h', 1, 1, 'b');");
     {
         sqlite_job_store store(path);
-        CHECK(raw_query(path, "PRAGMA user_version") == "2");
+        CHECK(raw_query(path, "PRAGMA user_version") == "3");
+        CHECK(raw_query(path, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'owner_lock'") == "1");
         const job_record queued = *store.get("11111111-1111-4111-8111-111111111111");
         CHECK(queued.status == job_status::queued);
         CHECK(queued.run_at == "2026-11-01T10:00:00.000Z");
@@ -473,8 +480,8 @@ TEST_CASE("sqlite_job_store migrates a version-1 file in place; its running jobs
         CHECK(claimed->job.id == "11111111-1111-4111-8111-111111111111");
         CHECK(claimed->job.attempt == 1);
     }
-    sqlite_job_store again(path);  // opening a version-2 file changes nothing
-    CHECK(raw_query(path, "PRAGMA user_version") == "2");
+    sqlite_job_store again(path);  // opening a version-3 file changes nothing
+    CHECK(raw_query(path, "PRAGMA user_version") == "3");
     CHECK(again.get("11111111-1111-4111-8111-111111111111")->status == job_status::running);
 }
 
@@ -484,7 +491,7 @@ TEST_CASE("sqlite_job_store refuses newer schemas and files that are not job sto
         const std::string path = dir.file("newer.db");
         { sqlite_job_store store(path); }
         raw_sql(path, "PRAGMA user_version = 7");
-        CHECK_THROWS_WITH(sqlite_job_store(path), Catch::Contains("has schema version 7, newer than the 2 this tilekit "
+        CHECK_THROWS_WITH(sqlite_job_store(path), Catch::Contains("has schema version 7, newer than the 3 this tilekit "
                                                                   "understands: open it with a newer tilekit"));
         CHECK_THROWS_AS(sqlite_job_store(path), sqlite_store_error);
         CHECK(raw_query(path, "PRAGMA user_version") == "7");  // untouched
@@ -703,7 +710,8 @@ TEST_CASE("sqlite_job_store: a job whose process was killed is rescued on open, 
     CHECK_THROWS_AS(store.enqueue(same_version), job_state_error);
 }
 
-TEST_CASE("sqlite_job_store judges owners by pid, start time, boot id and host", "[jobs][sqlite][recovery]") {
+TEST_CASE("sqlite_job_store judges owners by their lock, never by host name or pid", "[jobs][sqlite][recovery]") {
+    using tilekit::detail::owner_lock_state;
     scratch_dir dir;
     const std::string path = dir.file("jobs.db");
 
@@ -714,38 +722,61 @@ TEST_CASE("sqlite_job_store judges owners by pid, start time, boot id and host",
     REQUIRE(::waitpid(dead, nullptr, 0) == dead);
 
     std::vector<std::string> ids;
+    std::string locks;
     {
         sqlite_job_store store(path);
         for (int i = 0; i < 6; ++i) ids.push_back(enqueue_and_claim(store, "p", "v" + std::to_string(i)).job.id);
+        locks = store.owner_lock_directory();
     }
     const auto set = [&](int i, const std::string& assignments) {
         raw_sql(path, "UPDATE jobs SET " + assignments + " WHERE id = '" + ids[static_cast<std::size_t>(i)] + "'");
     };
-    // 0: this process, as recorded: alive.
-    // 1: this pid but another start time (the pid was reused): gone.
-    set(1, "owner_start_time = owner_start_time + 1");
-    // 2: a dead pid on another host: not ours to judge, left alone.
-    set(2, "owner_host = 'some-other-host', owner_pid = " + std::to_string(dead));
-    // 3: a dead pid on this host: gone.
-    set(3, "owner_pid = " + std::to_string(dead));
-    // 4: recorded before a reboot of this host: gone.
-    set(4, "owner_boot_id = 'not-this-boot'");
-    // 5: this pid, start time unknown (0): cannot tell, so alive.
-    set(5, "owner_start_time = 0");
+    // A lock file left by a killed process: nobody holds its lock.
+    const std::string gone_name = tilekit::jobs::new_job_id();
+    std::ofstream(locks + "/" + gone_name).put('x');
+    // A live process's lock (another PID namespace, another container): held through another open
+    // file description, which an OFD lock query sees as held even from this process.
+    const std::string live_name = tilekit::jobs::new_job_id();
+    const int live_fd = ::open((locks + "/" + live_name).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    REQUIRE(live_fd >= 0);
+    struct flock whole {};
+    whole.l_type = F_WRLCK;
+    whole.l_whence = SEEK_SET;
+    REQUIRE(::fcntl(live_fd, F_OFD_SETLK, &whole) == 0);
+
+    // 0: this process, recorded with a dead pid, another boot and another host: alive all the same.
+    set(0, "owner_pid = " + std::to_string(dead) + ", owner_boot_id = 'not-this-boot', owner_start_time = 1");
+    // 1: a free lock: gone, whatever its pid (here this very pid and start time).
+    set(1, "owner_lock = '" + gone_name + "'");
+    // 2: a held lock with a dead pid on this host (what two PID namespaces look like): alive.
+    set(2, "owner_lock = '" + live_name + "', owner_pid = " + std::to_string(dead));
+    // 3: a lock file that is missing: cannot tell, so alive (its lease still expires).
+    set(3, "owner_lock = '" + tilekit::jobs::new_job_id() + "'");
+    // 4: no lock recorded (claimed by an older tilekit): left to its lease.
+    set(4, "owner_lock = NULL, owner_pid = " + std::to_string(dead));
+    // 5: a name that is not one of ours is never turned into a path.
+    set(5, "owner_lock = '../jobs.db'");
+
+    CHECK(tilekit::detail::probe_owner_lock(locks + "/" + gone_name) == owner_lock_state::free);
+    CHECK(tilekit::detail::probe_owner_lock(locks + "/" + live_name) == owner_lock_state::held);
+    CHECK(tilekit::detail::probe_owner_lock(locks + "/no-such-file") == owner_lock_state::unknown);
 
     sqlite_job_store store(path);
     std::set<std::string> recovered;
     for (const job_record& r : store.recovered_on_open()) recovered.insert(r.id);
-    CHECK(recovered == std::set<std::string>{ids[1], ids[3], ids[4]});
-    for (int i : {0, 2, 5}) CHECK(store.get(ids[static_cast<std::size_t>(i)])->status == job_status::running);
-    CHECK(store.get(ids[3])->error.find("(pid " + std::to_string(dead) + " on host ") != std::string::npos);
+    CHECK(recovered == std::set<std::string>{ids[1]});
+    for (int i : {0, 2, 3, 4, 5}) CHECK(store.get(ids[static_cast<std::size_t>(i)])->status == job_status::running);
+    CHECK(store.get(ids[1])->error == "interrupted: the process running this job stopped (pid " +
+                                          std::to_string(::getpid()) + " on host " + tilekit::detail::host_name() + ")");
+    // The free lock's file is gone with its jobs; the live ones stay.
+    CHECK_FALSE(std::filesystem::exists(locks + "/" + gone_name));
+    CHECK(std::filesystem::exists(locks + "/" + live_name));
+    CHECK(store.rescue_dead_owners().empty());
 
-    // Another live process with a different start time than recorded: its pid was reused.
-    if (const auto init = tilekit::detail::read_proc_stat(1)) {
-        tilekit::jobs::job_owner owner{tilekit::detail::host_name(), 1, init->start_time, ""};
-        const tilekit::jobs::job_owner self = tilekit::detail::this_process();
-        CHECK_FALSE(tilekit::detail::owner_is_gone(owner, self));
-        owner.start_time += 1;
-        CHECK(tilekit::detail::owner_is_gone(owner, self));
-    }
+    // The live process dies: its lock goes with it, and so does its job.
+    ::close(live_fd);
+    const auto rescued = store.rescue_dead_owners();
+    REQUIRE(rescued.size() == 1);
+    CHECK(rescued[0].id == ids[2]);
+    CHECK_FALSE(std::filesystem::exists(locks + "/" + live_name));
 }

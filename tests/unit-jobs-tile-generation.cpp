@@ -9,7 +9,10 @@
 #include <tilekit/fast_codecs.hpp>
 #include <tilekit/jobs.hpp>
 
+#include <atomic>
 #include <condition_variable>
+#include <fstream>
+#include <optional>
 #include <functional>
 #include <mutex>
 #include <set>
@@ -697,4 +700,196 @@ TEST_CASE("a worker stuck renewing its lease stops its handler before the lease 
                        f.options, reused)
               ->status == job_status::completed);
     CHECK_FALSE(reused.is_cancelled());
+}
+
+TEST_CASE("each attempt has a scratch directory of its own: an old attempt's clean-up spares the new one's",
+          "[jobs][scratch]") {
+    SECTION("the directories themselves") {
+        tkt::temp_dir root{"tilekit-job-scratch"};
+        std::optional<detail::scratch_directory> first(std::in_place, root.path(), "job-1", 1);
+        const detail::scratch_directory second(root.path(), "job-1", 2);
+        CHECK(first->path() != second.path());
+        std::ofstream(second.path() / "source").put('x');
+        first.reset();  // the first attempt, stopping late, cleans up
+        CHECK(std::filesystem::exists(second.path() / "source"));
+    }
+    SECTION("through the job: a retried attempt downloads into another directory") {
+        struct recording_source final : image_source {
+            memory_source inner;
+            std::vector<std::filesystem::path> scratch_dirs;
+            int failures = 1;
+            std::string fetch(const std::string& key, const std::filesystem::path& dir, std::uint64_t max_bytes) override {
+                scratch_dirs.push_back(dir);
+                if (failures-- > 0) throw error(errc::storage_error, "storage answered 503");
+                return inner.fetch(key, dir, max_bytes);
+            }
+        };
+        fixture f;
+        recording_source source;
+        source.inner.add("uploads/map.png", png_of(300, 200));
+        f.enqueue();
+        const std::map<std::string, job_handler> handlers{
+            {tile_generation_job, tile_generation_handler<fast_codecs>(source, f.sink, f.lookup(), f.settings)}};
+        CHECK(run_next_job(f.store, handlers, f.options)->status == job_status::queued);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the 1 ms backoff
+        CHECK(run_next_job(f.store, handlers, f.options)->status == job_status::completed);
+        REQUIRE(source.scratch_dirs.size() == 2);
+        CHECK(source.scratch_dirs[0] != source.scratch_dirs[1]);
+        CHECK(source.scratch_dirs[0].filename().string().find(".1") != std::string::npos);
+        CHECK(source.scratch_dirs[1].filename().string().find(".2") != std::string::npos);
+        CHECK(f.scratch_is_empty());
+    }
+}
+
+TEST_CASE("a cancel reaches the source download and is checked around the flush", "[jobs]") {
+    SECTION("the download watches the job's cancel token") {
+        // A slow download that stops when its token says so (as a source that can stop part-way does).
+        struct slow_source final : image_source {
+            std::atomic<bool> started{false};
+            bool saw_cancel = false;
+            std::string fetch(const std::string&, const std::filesystem::path&, std::uint64_t) override {
+                throw error(errc::io_error, "the job must download through fetch_cancellable");
+            }
+            std::string fetch_cancellable(const std::string&, const std::filesystem::path&, std::uint64_t,
+                                          const cancel_token& cancel) override {
+                started = true;
+                const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+                while (!cancel.is_cancelled() && std::chrono::steady_clock::now() < until)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                saw_cancel = cancel.is_cancelled();
+                throw cancelled_error();
+            }
+        };
+        fixture f;
+        f.options.heartbeat = std::chrono::milliseconds(50);
+        slow_source source;
+        const job_record job = f.enqueue();
+        std::thread canceller([&] {
+            while (!source.started) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            f.store.cancel(job.id, "user asked");
+        });
+        const auto began = std::chrono::steady_clock::now();
+        const std::map<std::string, job_handler> handlers{
+            {tile_generation_job, tile_generation_handler<fast_codecs>(source, f.sink, f.lookup(), f.settings)}};
+        const auto done = run_next_job(f.store, handlers, f.options);
+        canceller.join();
+        REQUIRE(done);
+        CHECK(done->status == job_status::cancelled);
+        CHECK(source.saw_cancel);
+        CHECK(std::chrono::steady_clock::now() - began < std::chrono::seconds(5));
+        CHECK(f.scratch_is_empty());
+    }
+    SECTION("a cancel during the flush stops the run before its commit") {
+        struct slow_flush_sink final : storage_sink {
+            memory_sink inner;
+            std::function<void()> during_flush;
+            void put(storage_object object) override { inner.put(std::move(object)); }
+            void flush() override {
+                if (during_flush) during_flush();
+                inner.flush();
+            }
+            bool can_list() const override { return true; }
+            void list(const std::string& prefix, const std::function<void(const std::string&)>& each) override {
+                inner.list(prefix, each);
+            }
+            bool remove(const std::string& key) override { return inner.remove(key); }
+            bool can_compare_and_put() const override { return true; }
+            std::optional<versioned_object> read(const std::string& key) override { return inner.read(key); }
+            conditional_put_result put_if(storage_object object, const std::string& expected) override {
+                return inner.put_if(std::move(object), expected);
+            }
+        };
+        fixture f;
+        f.source.add("uploads/map.png", png_of(300, 200));
+        slow_flush_sink sink;
+        cancel_token worker;  // the worker's own token: the pool stopping
+        sink.during_flush = [&] { worker.cancel(); };
+        f.enqueue();
+        const job_record done = f.run(sink, worker);
+        CHECK(done.status == job_status::queued);  // handed back
+        CHECK(done.attempt == 0);
+        CHECK_FALSE(read_pointer(sink, version_prefix).pointer);  // never committed
+        CHECK(keys_under(sink, tiles_prefix).empty());
+    }
+}
+
+TEST_CASE("worker_pool: two attempts of one job in one pool each keep their own cancel", "[jobs][worker]") {
+    // The keeper hangs on renewals (a store that stopped answering) until the first attempt's
+    // lease has expired and the job was rescued; a second thread of the same pool then runs
+    // attempt 2 while attempt 1, which ignores its token, is still on its way out.
+    fixture f;
+    f.options.threads = 2;
+    f.options.lease = std::chrono::milliseconds(600);
+    f.options.heartbeat = std::chrono::milliseconds(50);
+    f.options.poll_interval = std::chrono::milliseconds(20);
+    f.options.rescue_interval = std::chrono::milliseconds(0);  // rescued by hand below
+    std::mutex m;
+    std::condition_variable changed;
+    bool stuck = true, first_running = false, second_running = false, release_first = false;
+    bool second_saw_cancel = false;
+    int ended = 0;
+    f.store.before_renew = [&] {
+        std::unique_lock<std::mutex> lock(m);
+        changed.wait_for(lock, std::chrono::seconds(20), [&] { return !stuck; });
+    };
+    f.options.on_job_end = [&](const job_record&) {
+        std::lock_guard<std::mutex> lock(m);
+        ++ended;
+        changed.notify_all();
+    };
+    worker_pool pool(f.store, f.options);
+    pool.handle("twice", [&](job_context& context) -> nlohmann::json {
+        std::unique_lock<std::mutex> lock(m);
+        if (context.attempt() == 1) {
+            first_running = true;
+            changed.notify_all();
+            changed.wait_for(lock, std::chrono::seconds(20), [&] { return release_first; });  // deaf to its token
+            return nlohmann::json::object();
+        }
+        second_running = true;
+        changed.notify_all();
+        lock.unlock();
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (!context.cancel().is_cancelled() && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        lock.lock();
+        second_saw_cancel = context.cancel().is_cancelled();
+        throw cancelled_error();
+    });
+    new_job job{"twice", "project-1", "version-1", "alice"};
+    const std::string id = f.store.enqueue(job).id;
+    pool.start();
+    const auto wait = [&](const std::function<bool()>& what) {
+        std::unique_lock<std::mutex> lock(m);
+        return changed.wait_for(lock, std::chrono::seconds(20), what);
+    };
+    REQUIRE(wait([&] { return first_running; }));
+    // The lease ends (nobody renews it); the job is rescued for attempt 2.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (f.store.inner.rescue_expired().empty() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    {
+        std::lock_guard<std::mutex> lock(m);
+        stuck = false;  // the store answers again: attempt 1's renewal is fenced off
+    }
+    changed.notify_all();
+    REQUIRE(wait([&] { return second_running; }));
+    {
+        std::lock_guard<std::mutex> lock(m);
+        release_first = true;  // attempt 1 finally returns; its completion is refused
+    }
+    changed.notify_all();
+    // Attempt 1's run ends (lost: the store holds attempt 2), and only then look at the pool.
+    const auto gone_by = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (pool.snapshot().lost + static_cast<std::uint64_t>(ended) == 0 && std::chrono::steady_clock::now() < gone_by)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    REQUIRE(pool.snapshot().lost == 1);
+    CHECK(f.store.get(id)->attempt == 2);
+    CHECK(f.store.get(id)->status == job_status::running);
+    CHECK(pool.snapshot().running == 1);  // attempt 2 is still known to the pool
+    const auto stop_began = std::chrono::steady_clock::now();
+    pool.stop(std::chrono::milliseconds(100));
+    CHECK(std::chrono::steady_clock::now() - stop_began < std::chrono::seconds(3));
+    CHECK(second_saw_cancel);  // the pool's stop reached attempt 2
+    CHECK(f.store.get(id)->status == job_status::queued);  // handed back
 }

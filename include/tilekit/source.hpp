@@ -6,6 +6,7 @@
 
 #include <tilekit/error.hpp>
 #include <tilekit/key.hpp>
+#include <tilekit/progress.hpp>
 
 #include <cstdint>
 #include <cstdio>
@@ -24,6 +25,16 @@ public:
     // image_too_large, access_denied, storage_error, ...) with a message a user can act on.
     virtual std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir,
                               std::uint64_t max_bytes) = 0;
+    // The same, for a caller that may be cancelled meanwhile (a job): throws cancelled_error once
+    // `cancel` is cancelled. This default checks before and after fetch(); a source whose
+    // transfer can be stopped part-way overrides it to watch the token during the transfer too.
+    virtual std::string fetch_cancellable(const std::string& key, const std::filesystem::path& scratch_dir,
+                                          std::uint64_t max_bytes, const cancel_token& cancel) {
+        if (cancel.is_cancelled()) throw cancelled_error();
+        std::string path = fetch(key, scratch_dir, max_bytes);
+        if (cancel.is_cancelled()) throw cancelled_error();
+        return path;
+    }
 };
 
 namespace detail {

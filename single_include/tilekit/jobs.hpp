@@ -2010,7 +2010,7 @@ private:
         {
             std::lock_guard<std::mutex> lock(mutex_);
             ++counts_.claimed;
-            running_.emplace(claimed.job.id, cancel);
+            running_.emplace(claimed.lease.token, cancel);
             if (shutting_down_) cancel.cancel();
         }
         std::optional<job_record> outcome;
@@ -2024,7 +2024,7 @@ private:
         }
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            running_.erase(claimed.job.id);
+            running_.erase(claimed.lease.token);
             if (!outcome) ++counts_.lost;
             else if (outcome->status == job_status::completed) ++counts_.completed;
             else if (outcome->status == job_status::failed) ++counts_.failed;
@@ -2071,6 +2071,8 @@ private:
     std::vector<std::string> types_;
     mutable std::mutex mutex_;
     std::condition_variable changed_;
+    // The running executions by lease token, not job id: a pool may run two attempts of one job
+    // (the first one still stopping after its lease was lost), and each must keep its own cancel.
     std::map<std::string, cancel_token> running_;
     stats counts_;
     bool started_ = false;
@@ -2218,11 +2220,13 @@ private:
     bool tiles_stored_ = false;
 };
 
-// A scratch directory of its own, removed with everything in it.
+// A scratch directory of the attempt's own, removed with everything in it. Per attempt, not per
+// job: an earlier attempt still stopping on this host (its lease lost) must not remove the
+// directory of the attempt that took over when it cleans up.
 class scratch_directory {
 public:
-    explicit scratch_directory(const std::filesystem::path& root, const std::string& job_id)
-        : path_(root / ("tilekit-job-" + job_id)) {
+    scratch_directory(const std::filesystem::path& root, const std::string& job_id, int attempt)
+        : path_(root / ("tilekit-job-" + job_id + "." + std::to_string(attempt))) {
         std::error_code ec;
         std::filesystem::remove_all(path_, ec);
         std::filesystem::create_directories(path_, ec);
@@ -2451,9 +2455,11 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
     try {
         // The version tag the commit is conditional on: the pointer as it is before this run.
         const pointer_state before = read_pointer(destination, version_prefix);
-        const detail::scratch_directory scratch(settings.scratch_root, job.id);
+        const detail::scratch_directory scratch(settings.scratch_root, job.id, context.attempt());
         context.progress(5, "Downloading source image...", true);
-        const std::string path = source.fetch(request.source_key, scratch.path(), settings.max_source_bytes);
+        // Through the cancel token: a cancel stops the download (where the source can) rather
+        // than waiting for the whole source to arrive.
+        const std::string path = source.fetch_cancellable(request.source_key, scratch.path(), settings.max_source_bytes, cancel);
         local_path = path;
         if (cancel.is_cancelled()) throw cancelled_error();
         context.progress(stages::download.end, "Generating tiles... 0%", true);
@@ -2473,8 +2479,12 @@ nlohmann::json generate_tiles(job_context& context, image_source& source, storag
             if (settings.on_progress) settings.on_progress(p);
         };
         const pyramid_metadata metadata = tile_file<Codecs>(path, staged, options);
-        // Every object of the run is stored before anything can point at it.
+        // Every object of the run is stored before anything can point at it. A cancel that came
+        // while the last tiles were written is not left waiting for every upload to drain, and
+        // one that came during the flush stops the run before the commit's renewal.
+        if (cancel.is_cancelled()) throw cancelled_error();
         destination.flush();
+        if (cancel.is_cancelled()) throw cancelled_error();
 
         // The commit, fenced: not cancelled, still a draft, and the lease renewed just now with
         // most of it ahead, so no other attempt can have been started (the store hands a job to

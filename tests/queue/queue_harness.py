@@ -72,8 +72,8 @@ class Scenario:
 
     # --- queue_tool commands ---------------------------------------------------------------
 
-    def tool(self, command, *args, timeout=60):
-        argv = [self.config.tool, command, self.store_args[0], *args, *self.store_args[1:]]
+    def tool(self, command, *args, timeout=60, prefix=()):
+        argv = [*prefix, self.config.tool, command, self.store_args[0], *args, *self.store_args[1:]]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -102,7 +102,8 @@ class Scenario:
         return json.loads(self.tool("cancel", job_id))
 
     def start_worker(self, name, threads=2, lease_ms=30000, heartbeat_ms=None, rescue_ms=5000, poll_ms=100,
-                     grace_ms=20000, backoff_base_ms=100, backoff_cap_ms=60000, jitter=False):
+                     grace_ms=20000, backoff_base_ms=100, backoff_cap_ms=60000, jitter=False, prefix=()):
+        """`prefix`: a command the worker runs under (e.g. unshare into a PID namespace of its own)."""
         args = ["--threads", str(threads), "--name", name, "--log", str(self.log_path),
                 "--lease-ms", str(lease_ms), "--rescue-ms", str(rescue_ms), "--poll-ms", str(poll_ms),
                 "--grace-ms", str(grace_ms), "--backoff-base-ms", str(backoff_base_ms),
@@ -112,7 +113,7 @@ class Scenario:
         if not jitter:
             args.append("--no-jitter")
         stderr_path = self.work_dir / f"{self.name}-{name}.stderr"
-        argv = [self.config.tool, "work", self.store_args[0], *args, *self.store_args[1:]]
+        argv = [*prefix, self.config.tool, "work", self.store_args[0], *args, *self.store_args[1:]]
         with open(stderr_path, "w") as stderr:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
         CHILDREN.append(proc)

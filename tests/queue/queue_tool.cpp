@@ -5,6 +5,7 @@
 //                   [--backoff-base-ms B] [--backoff-cap-ms C] [--no-jitter] [--rescue-ms R]
 //                   [--poll-ms P] [--grace-ms G] [--tiles-root DIR] [--tiler-threads T]
 //   queue_tool show STORE ID | list STORE [--status S] | cancel STORE ID | rescue STORE
+//   queue_tool rescue-dead STORE     (SQLite: rescue_dead_owners(), what opening the store does)
 //
 // STORE is a SQLite file or a postgresql:// URL; every command also takes --schema NAME (the
 // PostgreSQL schema). `work` runs a worker_pool until SIGTERM or SIGINT, then stops it
@@ -140,6 +141,12 @@ int rescue(const command_line& line) {
     return 0;
 }
 
+int rescue_dead(const command_line& line) {
+    const auto store = observer_store(line);
+    std::printf("%s\n", nlohmann::json(queue_tool::rescue_dead_owners(*store)).dump().c_str());
+    return 0;
+}
+
 // Blocks SIGTERM and SIGINT in this thread, and so in every thread started after it; the main
 // thread then takes them with sigwait(), where any code may run (no async-signal handler).
 sigset_t block_stop_signals() {
@@ -210,7 +217,7 @@ int work(const command_line& line) {
 
 int usage() {
     std::fprintf(stderr,
-                 "usage: queue_tool enqueue|work|show|list|cancel|rescue STORE [ARGS]\n"
+                 "usage: queue_tool enqueue|work|show|list|cancel|rescue|rescue-dead STORE [ARGS]\n"
                  "  (see the top of tests/queue/queue_tool.cpp)\n");
     return 2;
 }
@@ -228,6 +235,7 @@ int main(int argc, char** argv) {
         if (command == "list") return list(line);
         if (command == "cancel") return cancel(line);
         if (command == "rescue") return rescue(line);
+        if (command == "rescue-dead") return rescue_dead(line);
         return usage();
     } catch (const std::exception& e) {
         std::fprintf(stderr, "queue_tool %s: %s\n", command.c_str(), e.what());

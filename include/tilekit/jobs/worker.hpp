@@ -415,7 +415,7 @@ private:
         {
             std::lock_guard<std::mutex> lock(mutex_);
             ++counts_.claimed;
-            running_.emplace(claimed.job.id, cancel);
+            running_.emplace(claimed.lease.token, cancel);
             if (shutting_down_) cancel.cancel();
         }
         std::optional<job_record> outcome;
@@ -429,7 +429,7 @@ private:
         }
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            running_.erase(claimed.job.id);
+            running_.erase(claimed.lease.token);
             if (!outcome) ++counts_.lost;
             else if (outcome->status == job_status::completed) ++counts_.completed;
             else if (outcome->status == job_status::failed) ++counts_.failed;
@@ -476,6 +476,8 @@ private:
     std::vector<std::string> types_;
     mutable std::mutex mutex_;
     std::condition_variable changed_;
+    // The running executions by lease token, not job id: a pool may run two attempts of one job
+    // (the first one still stopping after its lease was lost), and each must keep its own cancel.
     std::map<std::string, cancel_token> running_;
     stats counts_;
     bool started_ = false;

@@ -42,18 +42,32 @@
 // text (run_at_ms, lease_expires_ms), which is what SQLite's one-host use needs.
 //
 // Dead workers. Leases are the defence: a job whose worker stops renewing is rescued by any
-// process's rescue_expired() once its lease ends. On top of that, claim() records the claiming
-// process (host name, pid, its start time from /proc/<pid>/stat field 22, and the kernel boot id),
-// and rescue_dead_owners() (run by the constructor under recovery_policy::rescue_dead_owners, the
-// default) rescues at once every running job whose owner on this host is certainly gone: the pid
-// no longer exists, is a zombie, runs a different process (the pid was reused), or the host has
-// rebooted since. A rescued job goes back to the queue for another attempt, or is failed as
-// interrupted when its attempts are used up. Owners on other hosts are never judged by pid (their
-// pids mean nothing here; a file shared between hosts is not supported by SQLite's locking
-// anyway); their leases still expire.
+// process's rescue_expired() once its lease ends. On top of that, a process that is certainly gone
+// gives its jobs back at once, proven by a lock rather than judged by host name and pid (two
+// containers sharing the volume may have one host name and overlapping pid namespaces, so a pid
+// means nothing outside its namespace). Before its first claim, a process creates a file of its
+// own in the directory "<database>-owners/" beside the database (its name: a random UUID) and
+// holds an open-file-description lock on it (fcntl F_OFD_SETLK, exclusive, whole file) for the
+// rest of its life; the file is locked before it is renamed into place, so a file under a final
+// name is never seen unlocked while its process lives. claim() records that name in the row
+// (owner_lock), beside the host name, pid, start time and boot id, which are for people only.
+// rescue_dead_owners() (run by the constructor under recovery_policy::rescue_dead_owners, the
+// default) lists that directory, asks for each file whether anyone holds its lock
+// (F_OFD_GETLK; an OFD lock conflicts with other open file descriptions of the same process too,
+// so a process sees its own lock as held), rescues in one transaction every running job whose
+// owner's lock is free, and then deletes those files. The kernel drops the lock when its process
+// dies, however it dies (SIGKILL, OOM killer, reboot), so the proof works across PID namespaces
+// and across hosts that share the file's filesystem with working fcntl() locks (a local volume
+// shared by containers; NFSv4, where the server drops a dead client's locks when its lease ends).
+// Anything unknown (no owner_lock recorded, the file missing or unreadable, a lock query that
+// fails) counts as alive, so a live job is never rescued by mistake: its lease still expires. A
+// rescued job goes back to the queue for another attempt, or is failed as interrupted when its
+// attempts are used up. Where the system has no OFD locks (not Linux), no owner lock is taken
+// and only leases rescue. A forked child takes a lock of its own at its first claim.
 //
-// Schema versions: 1 (tilekit 0.1: no queue columns) is migrated in place to 2 when opened; its
-// running jobs have no lease and are rescued.
+// Schema versions: 1 (tilekit 0.1: no queue columns) is migrated in place to 2 and 3 when opened;
+// its running jobs have no lease and are rescued. 2 -> 3 adds owner_lock; running jobs claimed
+// before have none and are left to their leases.
 
 #if !__has_include(<sqlite3.h>)
 #error "<tilekit/jobs/sqlite_store.hpp> needs SQLite 3 (<sqlite3.h>; Debian: libsqlite3-dev). Link tilekit::sqlite (CMake), tilekit_sqlite_dep (meson) or pkg-config tilekit-sqlite."
@@ -64,10 +78,14 @@
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iterator>
 #include <mutex>
@@ -80,12 +98,19 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
-#include <signal.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 #define TILEKIT_DETAIL_SQLITE_POSIX 1
 #else
 #define TILEKIT_DETAIL_SQLITE_POSIX 0
+#endif
+#if TILEKIT_DETAIL_SQLITE_POSIX && defined(F_OFD_SETLK) && defined(F_OFD_GETLK)
+#define TILEKIT_DETAIL_SQLITE_OWNER_LOCKS 1
+#else
+#define TILEKIT_DETAIL_SQLITE_OWNER_LOCKS 0
 #endif
 
 TILEKIT_NAMESPACE_BEGIN
@@ -110,8 +135,10 @@ struct sqlite_store_options {
     bool synchronous_full = false;
 };
 
-// Who runs a job, as recorded by claim().
+// Who runs a job, as recorded by claim(). Only `lock` decides whether the owner is alive; the
+// rest is for people (pids and host names mean nothing across PID namespaces and containers).
 struct job_owner {
+    std::string lock;  // the name of the owner's lock file in "<database>-owners/"; empty if none
     std::string host;
     std::int64_t pid = 0;
     std::uint64_t start_time = 0;  // /proc/<pid>/stat field 22 (clock ticks after boot); 0 if unknown
@@ -182,22 +209,137 @@ inline jobs::job_owner this_process() {
     return self;
 }
 
-// True only when `owner` is certainly gone: on this host, and the pid no longer exists, is a
-// zombie, runs a different process (start time differs) or predates a reboot. Anything unknown
-// counts as alive, so a live job is never failed by mistake.
-inline bool owner_is_gone(const jobs::job_owner& owner, const jobs::job_owner& self) {
-    if (owner.host.empty() || owner.host != self.host || owner.pid <= 0) return false;
-    if (!owner.boot_id.empty() && !self.boot_id.empty() && owner.boot_id != self.boot_id) return true;
+// Whether a lock file name (as stored in owner_lock) is one this store made: a UUID, nothing
+// that could leave the directory.
+inline bool is_owner_lock_name(const std::string& name) {
+    return name.size() == 36 && name.find_first_not_of("0123456789abcdef-") == std::string::npos;
+}
+
+// The directory of owner locks of the database at `database_path` (absolute, as SQLite names it):
+// "<real path>-owners", so that every path to one file (a symlink, another mount point of a shared
+// volume) finds the same locks. Empty for an in-memory or temporary database.
+inline std::string owner_lock_directory(const std::string& database_path) {
+    if (database_path.empty()) return {};
 #if TILEKIT_DETAIL_SQLITE_POSIX
-    if (owner.pid == self.pid) return owner.start_time != 0 && self.start_time != 0 && owner.start_time != self.start_time;
-    if (kill(static_cast<pid_t>(owner.pid), 0) != 0 && errno == ESRCH) return true;
-    const auto stat = read_proc_stat(owner.pid);
-    if (!stat) return false;  // exists (kill said so) but /proc is not readable: assume alive
-    if (stat->state == 'Z' || stat->state == 'X') return true;
-    return owner.start_time != 0 && stat->start_time != owner.start_time;
-#else
-    return false;
+    if (char* real = ::realpath(database_path.c_str(), nullptr)) {
+        std::string resolved = real;
+        std::free(real);
+        return resolved + "-owners";
+    }
 #endif
+    return database_path + "-owners";
+}
+
+// This process's owner locks: one held file per directory, for the life of the process.
+struct owner_lock_registry {
+    struct held {
+        int fd = -1;
+        std::string name;
+        std::int64_t pid = 0;
+    };
+    std::mutex mutex;
+    std::vector<std::pair<std::string, held>> by_directory;
+    bool warned = false;
+};
+inline owner_lock_registry& owner_locks() {
+    static owner_lock_registry registry;  // never destroyed before exit: the locks live as long
+    return registry;
+}
+
+// The name of this process's owner lock in `directory`, created and locked on first use; empty
+// when no lock can be held there (then the jobs this process claims are left to their leases).
+inline std::string hold_owner_lock(const std::string& directory) {
+    if (directory.empty()) return {};
+#if TILEKIT_DETAIL_SQLITE_OWNER_LOCKS
+    owner_lock_registry& registry = owner_locks();
+    std::lock_guard<std::mutex> guard(registry.mutex);
+    const std::int64_t self = static_cast<std::int64_t>(::getpid());
+    for (auto it = registry.by_directory.begin(); it != registry.by_directory.end(); ++it) {
+        if (it->first != directory) continue;
+        if (it->second.pid == self) return it->second.name;
+        // A forked child: the inherited descriptor shares the parent's lock, which stays the
+        // parent's (closing this copy does not release it); the child takes its own.
+        ::close(it->second.fd);
+        registry.by_directory.erase(it);
+        break;
+    }
+    const auto give_up = [&](const std::string& what, int failure) {
+        if (!registry.warned)
+            std::fprintf(stderr, "tilekit sqlite job store: cannot hold an owner lock in '%s' (%s: %s); jobs this process "
+                                 "claims are rescued only when their leases expire\n",
+                         directory.c_str(), what.c_str(), std::strerror(failure));
+        registry.warned = true;
+        return std::string();
+    };
+    if (::mkdir(directory.c_str(), 0777) != 0 && errno != EEXIST) return give_up("mkdir", errno);
+    const std::string name = jobs::new_job_id();
+    const std::string temporary = directory + "/.tmp-" + name;
+    const std::string final_path = directory + "/" + name;
+    const int fd = ::open(temporary.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666);
+    if (fd < 0) return give_up("create", errno);
+    struct flock whole {};
+    whole.l_type = F_WRLCK;
+    whole.l_whence = SEEK_SET;
+    // Locked first, renamed into place second: a final name is never unlocked while we live.
+    if (::fcntl(fd, F_OFD_SETLK, &whole) != 0 || ::rename(temporary.c_str(), final_path.c_str()) != 0) {
+        const int failure = errno;
+        ::close(fd);
+        ::unlink(temporary.c_str());
+        return give_up("lock", failure);
+    }
+    registry.by_directory.emplace_back(directory, owner_lock_registry::held{fd, name, self});
+    return name;
+#else
+    return {};
+#endif
+}
+
+enum class owner_lock_state { held, free, unknown };
+
+// Whether anyone holds the lock on `path`: free only when the file exists and the kernel (or the
+// file server) says no lock conflicts with an exclusive one. Any error is `unknown`.
+inline owner_lock_state probe_owner_lock(const std::string& path) {
+#if TILEKIT_DETAIL_SQLITE_OWNER_LOCKS
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return owner_lock_state::unknown;
+    struct flock whole {};
+    whole.l_type = F_WRLCK;
+    whole.l_whence = SEEK_SET;
+    const int rc = ::fcntl(fd, F_OFD_GETLK, &whole);
+    ::close(fd);
+    if (rc != 0) return owner_lock_state::unknown;
+    return whole.l_type == F_UNLCK ? owner_lock_state::free : owner_lock_state::held;
+#else
+    (void)path;
+    return owner_lock_state::unknown;
+#endif
+}
+
+// The owner lock files in `directory` whose lock is free: their processes are gone. Unfinished
+// temporary files (a process killed between creating and renaming its file) count once they are
+// a minute old and free.
+inline std::vector<std::string> free_owner_locks(const std::string& directory) {
+    std::vector<std::string> gone;
+#if TILEKIT_DETAIL_SQLITE_OWNER_LOCKS
+    if (directory.empty()) return gone;
+    DIR* dir = ::opendir(directory.c_str());
+    if (!dir) return gone;
+    while (const dirent* entry = ::readdir(dir)) {
+        const std::string name = entry->d_name;
+        const bool temporary = name.rfind(".tmp-", 0) == 0 && is_owner_lock_name(name.substr(5));
+        if (!temporary && !is_owner_lock_name(name)) continue;
+        const std::string path = directory + "/" + name;
+        if (temporary) {
+            struct stat info {};
+            if (::stat(path.c_str(), &info) != 0 || std::time(nullptr) - info.st_mtime < 60) continue;
+        }
+        if (probe_owner_lock(path) == owner_lock_state::free) gone.push_back(name);
+    }
+    ::closedir(dir);
+#else
+    (void)directory;
+#endif
+    return gone;
 }
 
 inline bool is_busy(int rc) noexcept {
@@ -268,7 +410,7 @@ namespace jobs {
 
 class sqlite_job_store final : public job_store {
 public:
-    static constexpr int schema_version = 2;
+    static constexpr int schema_version = 3;
     static constexpr std::int32_t application_id = 0x544b4a53;  // "TKJS"
 
     explicit sqlite_job_store(std::string path, sqlite_store_options options = {})
@@ -352,7 +494,8 @@ public:
         if (lease_duration.count() <= 0) throw error(errc::invalid_argument, "claim: the lease duration must be positive");
         if (job_types.empty()) return std::nullopt;
         const std::string types = nlohmann::json(job_types).dump();
-        const job_owner self = detail::this_process();
+        job_owner self = detail::this_process();
+        self.lock = detail::hold_owner_lock(owner_directory_);
         const auto sent = std::chrono::steady_clock::now();
         std::lock_guard<std::mutex> lock(mutex_);
         write_transaction tx(*this);
@@ -424,17 +567,29 @@ public:
         });
     }
 
-    // Rescues every running job whose owner on this host is gone (see the top of this file) and
-    // returns them. The constructor calls it under recovery_policy::rescue_dead_owners; a service
-    // whose worker processes die while it keeps running may call it at any time.
+    // Rescues every running job whose owner process is gone, proven by its free owner lock (see
+    // the top of this file), and returns them. The constructor calls it under
+    // recovery_policy::rescue_dead_owners; a process may call it at any time (it costs a directory
+    // listing and one lock query per process that ever claimed from this file and still lives).
     std::vector<job_record> rescue_dead_owners() {
-        const job_owner self = detail::this_process();
-        return rescue_where([&](const stored_job& job, detail::job_clock::time_point) -> std::optional<std::string> {
-            if (!job.owner || !detail::owner_is_gone(*job.owner, self)) return std::nullopt;
-            return "interrupted: the process running this job stopped (pid " + std::to_string(job.owner->pid) +
-                   " on host " + job.owner->host + ")";
-        });
+        const std::vector<std::string> gone = detail::free_owner_locks(owner_directory_);
+        if (gone.empty()) return {};
+        std::vector<job_record> rescued =
+            rescue_where([&](const stored_job& job, detail::job_clock::time_point) -> std::optional<std::string> {
+                if (!job.owner || job.owner->lock.empty() ||
+                    std::find(gone.begin(), gone.end(), job.owner->lock) == gone.end())
+                    return std::nullopt;
+                return "interrupted: the process running this job stopped (pid " + std::to_string(job.owner->pid) +
+                       " on host " + job.owner->host + ")";
+            });
+        // Only now that their jobs are rescued: a free lock never comes back, so no one else can
+        // need these files (a rescuer that finds one missing leaves its jobs to their leases).
+        for (const std::string& name : gone) ::unlink((owner_directory_ + "/" + name).c_str());
+        return rescued;
     }
+
+    // Where this store's owner locks live ("<database>-owners"; empty for an in-memory database).
+    const std::string& owner_lock_directory() const noexcept { return owner_directory_; }
 
     // The owner recorded when the job was last claimed; nullopt for an unknown or never claimed job.
     std::optional<job_owner> owner(const std::string& id) const {
@@ -459,7 +614,7 @@ private:
         "created_at, started_at, completed_at, payload, attempt, max_attempts, run_at, worker, lease_expires_at, "
         "run_at_ms, lease_token, lease_expires_ms";
     static constexpr int job_column_count = 22;
-    static constexpr const char* owner_columns = "owner_host, owner_pid, owner_start_time, owner_boot_id";
+    static constexpr const char* owner_columns = "owner_host, owner_pid, owner_start_time, owner_boot_id, owner_lock";
 
     struct statements {
         detail::sqlite_statement begin, commit, rollback, get, by_project, by_status, active, insert, update,
@@ -623,6 +778,7 @@ private:
         o.pid = q.integer(first + 1);
         o.start_time = static_cast<std::uint64_t>(q.integer(first + 2));
         o.boot_id = q.text(first + 3);
+        o.lock = q.text(first + 4);
         return o;
     }
 
@@ -676,6 +832,7 @@ private:
         q.bind(3, static_cast<std::int64_t>(owner.start_time));
         q.bind(4, owner.boot_id);
         q.bind(5, id);
+        q.bind(6, owner.lock.empty() ? std::optional<std::string>() : std::optional<std::string>(owner.lock));
         const reset_on_exit reset(q);
         const int rc = sqlite3_step(q.get());
         if (rc != SQLITE_DONE) fail_sqlite(rc, "record the owner of job '" + id + "'");
@@ -790,6 +947,8 @@ private:
         stmt_.rollback = detail::sqlite_statement(db_, "ROLLBACK");
         if (query_integer("PRAGMA user_version", "read the schema version") != schema_version) create_schema();
         prepare();
+        const char* file = sqlite3_db_filename(db_, "main");
+        owner_directory_ = detail::owner_lock_directory(file ? file : "");
     }
 
     // Throws unless the file is empty or a tilekit job store of a known schema version.
@@ -825,6 +984,17 @@ private:
         const bool empty = check_identity();
         const std::int64_t version = query_integer("PRAGMA user_version", "read the schema version");
         if (!empty && version == schema_version) return;  // another process got there first
+        if (empty || version < 2) create_schema_2(empty);
+        // Version 2 -> 3: the owner's lock (rescue_dead_owners()).
+        exec("ALTER TABLE jobs ADD COLUMN owner_lock TEXT;"
+             "PRAGMA user_version = 3;",
+             "add the owner lock column (schema version 3)");
+        static_assert(schema_version == 3, "keep the schema SQL in step");
+        tx.commit();
+    }
+
+    // The schema up to version 2, in the write transaction create_schema() holds.
+    void create_schema_2(bool empty) {
         if (empty) {
             exec("CREATE TABLE jobs ("
                  " id TEXT PRIMARY KEY NOT NULL,"
@@ -869,8 +1039,6 @@ private:
              "CREATE INDEX jobs_leases ON jobs (lease_expires_ms) WHERE status = 'running';"
              "PRAGMA user_version = 2;",
              "create the queue's columns (schema version 2)");
-        static_assert(schema_version == 2, "keep the schema SQL in step");
-        tx.commit();
     }
 
     void prepare() {
@@ -894,7 +1062,8 @@ private:
             " completed_at = ?13, attempt = ?15, max_attempts = ?16, run_at = ?17, worker = ?18,"
             " lease_expires_at = ?19, run_at_ms = ?20, lease_token = ?21, lease_expires_ms = ?22 WHERE id = ?1");
         stmt_.set_owner = make(
-            "UPDATE jobs SET owner_host = ?1, owner_pid = ?2, owner_start_time = ?3, owner_boot_id = ?4 WHERE id = ?5");
+            "UPDATE jobs SET owner_host = ?1, owner_pid = ?2, owner_start_time = ?3, owner_boot_id = ?4, owner_lock = ?6"
+            " WHERE id = ?5");
         stmt_.owner = make(std::string("SELECT ") + owner_columns + " FROM jobs WHERE id = ?1");
         stmt_.running = make("SELECT " + selected + " FROM jobs WHERE status = 'running' ORDER BY created_at, rowid");
         // jobs_runnable serves the range on run_at_ms in claim order (named: without statistics the
@@ -916,9 +1085,11 @@ private:
     statements stmt_;
     mutable std::mutex mutex_;
     std::vector<job_record> recovered_;
+    std::string owner_directory_;
 };
 
 }  // namespace jobs
 TILEKIT_NAMESPACE_END
 
 #undef TILEKIT_DETAIL_SQLITE_POSIX
+#undef TILEKIT_DETAIL_SQLITE_OWNER_LOCKS
