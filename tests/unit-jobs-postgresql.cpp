@@ -135,7 +135,8 @@ TEST_CASE("postgresql_job_store conforms to the job_store contract", "[.postgres
 TEST_CASE("postgresql_job_store creates its schema, records its version and refuses a newer one", "[.postgresql]") {
     const store_ptr store = make_store("schema");
     const std::string s = "\"" + store->schema() + "\"";
-    CHECK(admin_sql("SELECT max(version) FROM " + s + ".schema_migrations") == "1");
+    CHECK(admin_sql("SELECT max(version) FROM " + s + ".schema_migrations") == "2");
+    CHECK(admin_sql("SELECT count(*) FROM pg_indexes WHERE schemaname = '" + store->schema() + "' AND indexname = 'jobs_by_created'") == "1");
     CHECK(admin_sql("SELECT count(*) FROM pg_indexes WHERE schemaname = '" + store->schema() + "' AND indexname IN "
                     "('jobs_one_active', 'jobs_claim', 'jobs_leases', 'jobs_by_project', 'jobs_by_status')") == "5");
     CHECK(admin_sql("SELECT count(*) FROM pg_trigger WHERE tgname = 'jobs_notify' AND tgrelid = '" + s + ".jobs'::regclass") == "1");
@@ -169,7 +170,7 @@ TEST_CASE("postgresql_job_store creates its schema, records its version and refu
     }
 
     // A schema a newer tilekit wrote is refused, whether or not the store may create schemas.
-    admin_sql("INSERT INTO " + s + ".schema_migrations (version) VALUES (2)");
+    admin_sql("INSERT INTO " + s + ".schema_migrations (version) VALUES (3)");
     for (bool create : {true, false}) {
         postgresql_store_options newer = options_for(store->schema());
         newer.create_schema = create;

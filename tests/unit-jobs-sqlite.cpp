@@ -454,7 +454,7 @@ TEST_CASE("sqlite_job_store migrates a version-1 file in place; its running jobs
             " '2026-11-01T10:00:05.000Z', 'h', 1, 1, 'b');");
     {
         sqlite_job_store store(path);
-        CHECK(raw_query(path, "PRAGMA user_version") == "2");
+        CHECK(raw_query(path, "PRAGMA user_version") == "3");  // 1 -> 2 -> 3 in one open
         const job_record queued = *store.get("11111111-1111-4111-8111-111111111111");
         CHECK(queued.status == job_status::queued);
         CHECK(queued.run_at == "2026-11-01T10:00:00.000Z");
@@ -473,8 +473,10 @@ TEST_CASE("sqlite_job_store migrates a version-1 file in place; its running jobs
         CHECK(claimed->job.id == "11111111-1111-4111-8111-111111111111");
         CHECK(claimed->job.attempt == 1);
     }
-    sqlite_job_store again(path);  // opening a version-2 file changes nothing
-    CHECK(raw_query(path, "PRAGMA user_version") == "2");
+    sqlite_job_store again(path);  // opening a current file changes nothing
+    CHECK(raw_query(path, "PRAGMA user_version") == "3");
+    CHECK(again.get("11111111-1111-4111-8111-111111111111")->releases == 0);
+    CHECK(raw_query(path, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_by_created'") == "1");
     CHECK(again.get("11111111-1111-4111-8111-111111111111")->status == job_status::running);
 }
 
