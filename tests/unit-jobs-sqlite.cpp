@@ -486,7 +486,7 @@ TEST_CASE("sqlite_job_store refuses newer schemas and files that are not job sto
         const std::string path = dir.file("newer.db");
         { sqlite_job_store store(path); }
         raw_sql(path, "PRAGMA user_version = 7");
-        CHECK_THROWS_WITH(sqlite_job_store(path), Catch::Contains("has schema version 7, newer than the 2 this tilekit "
+        CHECK_THROWS_WITH(sqlite_job_store(path), Catch::Contains("has schema version 7, newer than the 3 this tilekit "
                                                                   "understands: open it with a newer tilekit"));
         CHECK_THROWS_AS(sqlite_job_store(path), sqlite_store_error);
         CHECK(raw_query(path, "PRAGMA user_version") == "7");  // untouched
