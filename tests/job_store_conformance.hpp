@@ -987,4 +987,181 @@ void check_job_store_conformance(MakeStore make_store, job_store_conformance::op
         CHECK(store.list_by_status(job_status::running).empty());
         (void)refused_progress;  // how many late reports lost the race varies from run to run
     }
+    SECTION("list_jobs: keyset pages, newest first, by (created_at, id), with filters; count_jobs counts") {
+        std::vector<std::string> ids;
+        for (int i = 0; i < 7; ++i) ids.push_back(store.enqueue(job_for(i % 2 ? "odd" : "even", "v" + std::to_string(i))).id);
+        claimed_job c = claim_one(store, "worker-a");  // the oldest queued one
+        store.complete(c.lease, nlohmann::json::object(), "Completed");
+        std::vector<std::string> seen;
+        std::optional<job_page_key> after;
+        int pages = 0;
+        for (;;) {
+            const job_page page = store.list_jobs(job_filter{}, 3, after);
+            CHECK(page.jobs.size() <= 3);
+            for (const job_record& j : page.jobs) seen.push_back(j.id);
+            ++pages;
+            if (!page.next) break;
+            after = page.next;
+        }
+        CHECK(pages == 3);
+        REQUIRE(seen.size() == 7);
+        CHECK(std::set<std::string>(seen.begin(), seen.end()).size() == 7);
+        for (std::size_t i = 1; i < seen.size(); ++i) {
+            const job_record a = *store.get(seen[i - 1]), b = *store.get(seen[i]);
+            CHECK((a.created_at > b.created_at || (a.created_at == b.created_at && a.id > b.id)));
+        }
+        const job_page odd = store.list_jobs(job_filter{std::string("odd"), std::nullopt, std::nullopt}, 10);
+        CHECK(odd.jobs.size() == 3);
+        CHECK_FALSE(odd.next);
+        const job_page done = store.list_jobs(job_filter{std::nullopt, std::nullopt, job_status::completed}, 10);
+        REQUIRE(done.jobs.size() == 1);
+        CHECK(done.jobs[0].id == c.job.id);
+        CHECK(store.list_jobs(job_filter{std::string("even"), std::string("v2"), job_status::queued}, 10).jobs.size() == 1);
+        CHECK(store.count_jobs(job_filter{}) == 7);
+        CHECK(store.count_jobs(job_filter{std::string("odd"), std::nullopt, std::nullopt}) == 3);
+        CHECK(store.count_jobs(job_filter{std::nullopt, std::nullopt, job_status::queued}) == 6);
+        CHECK(store.count_jobs(job_filter{std::string("nobody"), std::nullopt, std::nullopt}) == 0);
+        CHECK_THROWS_AS(store.list_jobs(job_filter{}, 0), tilekit::error);
+        const auto cursor = parse_cursor(to_cursor(*store.list_jobs(job_filter{}, 2).next));
+        REQUIRE(cursor);
+        CHECK(store.list_jobs(job_filter{}, 10, cursor).jobs.size() == 5);
+        CHECK_FALSE(parse_cursor("not a cursor"));
+    }
+
+    SECTION("retention: finished jobs older than max_age, or past the cap per version, are pruned; dry run counts") {
+        // Per version v1: three finished jobs (one at a time: one active job per version).
+        std::vector<std::string> v1;
+        for (int i = 0; i < 3; ++i) {
+            v1.push_back(store.enqueue(job_for("p1", "v1")).id);
+            claimed_job c = claim_one(store, "worker-a");
+            if (i == 1) store.fail(c.lease, "broken", failure_kind::permanent);
+            else store.complete(c.lease, nlohmann::json::object(), "Completed");
+            std::this_thread::sleep_for(milliseconds(5));
+        }
+        const std::string cancelled = store.enqueue(job_for("p1", "v2")).id;
+        store.cancel(cancelled, "no");
+        const std::string active = store.enqueue(job_for("p1", "v3")).id;  // queued: never pruned
+        CHECK(store.prune(retention_policy{std::chrono::hours(1), std::nullopt}) == 0);
+        retention_policy cap{std::chrono::hours(1), 1};
+        CHECK(store.prune(cap, /*dry_run=*/true) == 2);
+        CHECK(store.count_jobs(job_filter{}) == 5);
+        CHECK(store.prune(cap, false, /*batch=*/1) == 2);  // in batches of one
+        CHECK_FALSE(store.get(v1[0]));
+        CHECK_FALSE(store.get(v1[1]));
+        CHECK(store.get(v1[2]));  // the newest of v1 stays
+        CHECK(store.get(cancelled));
+        std::this_thread::sleep_for(milliseconds(50));
+        CHECK(store.prune(retention_policy{milliseconds(30), std::nullopt}, true) == 2);
+        CHECK(store.prune(retention_policy{milliseconds(30), std::nullopt}) == 2);
+        CHECK(store.count_jobs(job_filter{}) == 1);
+        CHECK(store.get(active)->status == job_status::queued);
+        CHECK_THROWS_AS(store.prune(retention_policy{milliseconds(-1), std::nullopt}), tilekit::error);
+    }
+
+    SECTION("retry: a failed or cancelled job goes back to the queue with its attempts reset; refused while the version is busy") {
+        new_job job = job_for("p1", "v1");
+        job.max_attempts = 1;
+        const std::string id = store.enqueue(job).id;
+        claimed_job c = claim_one(store, "worker-a");
+        store.fail(c.lease, "the disk was full", failure_kind::retryable);  // no attempts left: failed
+        REQUIRE(store.get(id)->status == job_status::failed);
+        const job_record r = store.retry(id, "retried by ops");
+        CHECK(r.status == job_status::queued);
+        CHECK(r.attempt == 0);
+        CHECK(r.error == "the disk was full");
+        CHECK_FALSE(r.completed_at);
+        CHECK(parse_utc_millis(r.run_at) <= now_millis() + slack);
+        CHECK_THROWS_AS(store.retry(id, "again"), job_state_error);  // queued: nothing to retry
+        CHECK(store.enqueue(job_for("p1", "v2")).status == job_status::queued);
+        claimed_job again = claim_one(store, "worker-b");
+        CHECK(again.job.id == id);
+        CHECK(again.job.attempt == 1);
+        store.cancel(id, "stop");
+        CHECK_THROWS_AS(store.retry("00000000-0000-4000-8000-000000000000", "x"), job_not_found);
+        // Another job of the version is active: refused, nothing changes.
+        const std::string other = store.enqueue(job_for("p1", "v1")).id;
+        try {
+            store.retry(id, "again");
+            FAIL("retry of a busy version must be refused");
+        } catch (const job_state_error& e) {
+            CHECK(e.code() == tilekit::errc::duplicate_job);
+        }
+        CHECK(store.get(id)->status == job_status::cancelled);
+        // Bulk: cancel everything of p1, then retry the cancelled of version v2.
+        const std::vector<job_record> cancelled = store.cancel_all(job_filter{std::string("p1"), std::nullopt, std::nullopt}, "bulk");
+        CHECK(cancelled.size() == 2);  // other (v1) and the v2 job
+        CHECK(store.get(other)->status == job_status::cancelled);
+        const std::vector<job_record> retried =
+            store.retry_all(job_filter{std::string("p1"), std::string("v2"), job_status::cancelled}, "bulk retry");
+        CHECK(retried.size() == 1);
+        CHECK(store.count_jobs(job_filter{std::nullopt, std::nullopt, job_status::queued}) == 1);
+    }
+
+    SECTION("stats: counts by status, the oldest runnable wait, failure rate and pickup latency in the window") {
+        const queue_stats empty = store.stats(std::chrono::hours(1));
+        CHECK(empty.queued == 0);
+        CHECK_FALSE(empty.oldest_runnable_age);
+        CHECK_FALSE(empty.failure_rate());
+        for (int i = 0; i < 4; ++i) store.enqueue(job_for("p1", "v" + std::to_string(i)));
+        std::this_thread::sleep_for(milliseconds(60));
+        claimed_job a = claim_one(store, "worker-a");
+        store.complete(a.lease, nlohmann::json::object(), "Completed");
+        claimed_job b = claim_one(store, "worker-a");
+        store.fail(b.lease, "bad input", failure_kind::permanent);
+        claim_one(store, "worker-a");
+        const queue_stats s = store.stats(std::chrono::hours(1));
+        CHECK(s.queued == 1);
+        CHECK(s.running == 1);
+        CHECK(s.completed == 1);
+        CHECK(s.failed == 1);
+        CHECK(s.cancelled == 0);
+        CHECK(s.runnable == 1);
+        REQUIRE(s.oldest_runnable_age);
+        CHECK(s.oldest_runnable_age->count() >= 60 - slack);
+        CHECK(s.completed_in_window == 1);
+        CHECK(s.failed_in_window == 1);
+        REQUIRE(s.failure_rate());
+        CHECK(*s.failure_rate() == Approx(0.5));
+        CHECK(s.started_in_window == 3);
+        REQUIRE(s.pickup_latency_avg);
+        REQUIRE(s.pickup_latency_max);
+        CHECK(s.pickup_latency_max->count() >= 50);
+        CHECK(s.pickup_latency_avg->count() <= s.pickup_latency_max->count());
+    }
+
+    SECTION("release: free max_releases times in a row, then the hand-back counts as a failed attempt") {
+        retry_policy policy;
+        policy.max_releases = 2;
+        policy.base = milliseconds(0);
+        policy.jitter = false;
+        store.set_retry_policy(policy);
+        new_job job = job_for("p1", "v1");
+        job.max_attempts = 2;
+        job.timeout = milliseconds(1500);
+        const std::string id = store.enqueue(job).id;
+        CHECK(store.get(id)->timeout == milliseconds(1500));
+        for (int i = 1; i <= 2; ++i) {
+            claimed_job c = claim_one(store, "worker-a");
+            const job_record r = store.release(c.lease, "shutting down");
+            CHECK(r.status == job_status::queued);
+            CHECK(r.attempt == 0);
+            CHECK(r.releases == i);
+        }
+        claimed_job third = claim_one(store, "worker-a");
+        const job_record counted = store.release(third.lease, "shutting down");
+        CHECK(counted.status == job_status::queued);  // attempt 1 of 2 failed: retried
+        CHECK(counted.attempt == 1);
+        CHECK(counted.releases == 0);
+        CHECK(counted.error.find("handed back 3 times") != std::string::npos);
+        std::this_thread::sleep_for(milliseconds(20));
+        for (int i = 1; i <= 2; ++i) {
+            claimed_job c = claim_one(store, "worker-a");
+            store.release(c.lease, "shutting down");
+        }
+        claimed_job last = claim_one(store, "worker-a");
+        CHECK(last.job.attempt == 2);
+        const job_record ended = store.release(last.lease, "shutting down");
+        CHECK(ended.status == job_status::failed);  // no attempts left
+        CHECK(store.retry(id, "ops").releases == 0);
+    }
 }

@@ -4,8 +4,12 @@
 
 #include "job_store_conformance.hpp"
 
+#include <atomic>
+#include <chrono>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 
 using namespace tilekit::jobs;
 
@@ -69,4 +73,56 @@ TEST_CASE("the conformance suite's timestamp check itself", "[jobs]") {
     for (const char* bad : {"", "2026-11-28 23:07:16Z", "2026-11-28T23:07:16", "2026-11-28T23:07:16.Z",
                             "2026-11-28T23:07:16+01:00", "2026-11-28T23:07:16.123Zx", "26-11-28T23:07:16Z"})
         CHECK(parse_utc(bad) == -1);
+}
+
+TEST_CASE("worker: an attempt past its run-time limit is cancelled and fails as timed out; a hung one stops renewing",
+          "[jobs][memory][worker]") {
+    using namespace std::chrono_literals;
+    memory_job_store store;
+    new_job job;
+    job.project_id = "p";
+    job.version_id = "v1";
+    job.max_attempts = 1;
+    job.timeout = 300ms;  // the job's own limit
+    const std::string id = store.enqueue(job).id;
+    worker_options options;
+    options.name = "timeout-test";
+    options.lease = 1500ms;
+    options.heartbeat = 100ms;
+    options.progress_interval = 50ms;
+    std::map<std::string, job_handler> handlers{{tile_generation_job, [](job_context& ctx) -> nlohmann::json {
+                                                     while (!ctx.cancel().is_cancelled()) std::this_thread::sleep_for(10ms);
+                                                     throw tilekit::error(tilekit::errc::cancelled, "stopped");
+                                                 }}};
+    const auto start = std::chrono::steady_clock::now();
+    const auto done = run_next_job(store, handlers, options);
+    REQUIRE(done);
+    CHECK(done->id == id);
+    CHECK(done->status == job_status::failed);
+    CHECK(done->error.find("timed out") != std::string::npos);
+    CHECK(done->error.find("300 ms") != std::string::npos);
+    CHECK(std::chrono::steady_clock::now() - start < 1500ms);
+
+    // A handler that ignores the cancel, limited by the worker's job_timeout: the keeper stops
+    // renewing, so the lease ends and the job is rescued (failed: its only attempt is used).
+    job.version_id = "v2";
+    job.timeout = 0ms;
+    const std::string hung = store.enqueue(job).id;
+    options.job_timeout = 200ms;
+    std::atomic<bool> let_go{false};
+    handlers[tile_generation_job] = [&](job_context&) -> nlohmann::json {
+        while (!let_go.load()) std::this_thread::sleep_for(10ms);
+        return nlohmann::json::object();
+    };
+    std::thread worker([&] { run_next_job(store, handlers, options); });
+    const bool rescued = job_store_conformance::eventually(
+        [&] {
+            store.rescue_expired();
+            return store.get(hung)->status == job_status::failed;
+        },
+        6000ms);
+    let_go = true;
+    worker.join();
+    CHECK(rescued);
+    CHECK(store.get(hung)->status == job_status::failed);  // the late completion was fenced off
 }

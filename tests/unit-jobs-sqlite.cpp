@@ -460,7 +460,7 @@ TEST_CASE("sqlite_job_store migrates a version-1 file in place; its running jobs
             " '2026-11-01T10:00:05.000Z', 'h', 1, 1, 'b');");
     {
         sqlite_job_store store(path);
-        CHECK(raw_query(path, "PRAGMA user_version") == "3");
+        CHECK(raw_query(path, "PRAGMA user_version") == "4");  // 1 -> 2 -> 3 -> 4 in one open
         CHECK(raw_query(path, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'owner_lock'") == "1");
         const job_record queued = *store.get("11111111-1111-4111-8111-111111111111");
         CHECK(queued.status == job_status::queued);
@@ -480,9 +480,42 @@ TEST_CASE("sqlite_job_store migrates a version-1 file in place; its running jobs
         CHECK(claimed->job.id == "11111111-1111-4111-8111-111111111111");
         CHECK(claimed->job.attempt == 1);
     }
-    sqlite_job_store again(path);  // opening a version-3 file changes nothing
-    CHECK(raw_query(path, "PRAGMA user_version") == "3");
+    sqlite_job_store again(path);  // opening a current (version-4) file changes nothing
+    CHECK(raw_query(path, "PRAGMA user_version") == "4");
+    CHECK(again.get("11111111-1111-4111-8111-111111111111")->releases == 0);
+    CHECK(raw_query(path, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_by_created'") == "1");
     CHECK(again.get("11111111-1111-4111-8111-111111111111")->status == job_status::running);
+}
+
+TEST_CASE("sqlite_job_store migrates version-2 and version-3 files step by step", "[jobs][sqlite]") {
+    // Version 3 added owner_lock; version 4 added releases, timeout_ms and jobs_by_created. A file
+    // of either older version is made from a current one by undoing the later steps.
+    for (const int from : {2, 3}) {
+        INFO("from version " << from);
+        scratch_dir dir;
+        const std::string path = dir.file("old.db");
+        std::string queued_id;
+        {
+            sqlite_job_store store(path);
+            queued_id = store.enqueue(job_for("p", "v")).id;
+        }
+        raw_sql(path, std::string("DROP INDEX jobs_by_created; ALTER TABLE jobs DROP COLUMN releases;"
+                                  " ALTER TABLE jobs DROP COLUMN timeout_ms;") +
+                          (from == 2 ? " ALTER TABLE jobs DROP COLUMN owner_lock;" : "") +
+                          " PRAGMA user_version = " + std::to_string(from) + ";");
+        CHECK(raw_query(path, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name IN ('releases', 'timeout_ms')") == "0");
+        sqlite_job_store store(path);
+        CHECK(raw_query(path, "PRAGMA user_version") == "4");
+        CHECK(raw_query(path, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name IN"
+                              " ('owner_lock', 'releases', 'timeout_ms')") == "3");
+        CHECK(raw_query(path, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_by_created'") == "1");
+        CHECK(store.get(queued_id)->status == job_status::queued);
+        CHECK(store.get(queued_id)->releases == 0);
+        auto claimed = store.claim("w", {tile_generation_job}, std::chrono::seconds(60));
+        REQUIRE(claimed);
+        CHECK(claimed->job.id == queued_id);
+        CHECK(store.owner(queued_id).has_value());
+    }
 }
 
 TEST_CASE("sqlite_job_store refuses newer schemas and files that are not job stores", "[jobs][sqlite]") {
@@ -491,7 +524,7 @@ TEST_CASE("sqlite_job_store refuses newer schemas and files that are not job sto
         const std::string path = dir.file("newer.db");
         { sqlite_job_store store(path); }
         raw_sql(path, "PRAGMA user_version = 7");
-        CHECK_THROWS_WITH(sqlite_job_store(path), Catch::Contains("has schema version 7, newer than the 3 this tilekit "
+        CHECK_THROWS_WITH(sqlite_job_store(path), Catch::Contains("has schema version 7, newer than the 4 this tilekit "
                                                                   "understands: open it with a newer tilekit"));
         CHECK_THROWS_AS(sqlite_job_store(path), sqlite_store_error);
         CHECK(raw_query(path, "PRAGMA user_version") == "7");  // untouched

@@ -97,6 +97,15 @@ public:
     std::optional<job_record> get(const std::string& id) const override { return inner.get(id); }
     std::vector<job_record> list_by_project(const std::string& p) const override { return inner.list_by_project(p); }
     std::vector<job_record> list_by_status(job_status s) const override { return inner.list_by_status(s); }
+    job_page list_jobs(const job_filter& f, std::size_t limit, const std::optional<job_page_key>& after) const override {
+        return inner.list_jobs(f, limit, after);
+    }
+    std::int64_t count_jobs(const job_filter& f) const override { return inner.count_jobs(f); }
+    job_record retry(const std::string& id, const std::string& reason) override { return inner.retry(id, reason); }
+    queue_stats stats(std::chrono::milliseconds window) const override { return inner.stats(window); }
+    std::int64_t prune_finished(std::chrono::milliseconds age, std::int64_t keep, std::int64_t limit) override {
+        return inner.prune(retention_policy{age, keep}, limit == 0, std::max<std::int64_t>(limit, 1));
+    }
     std::optional<claimed_job> claim(const std::string& worker, const std::vector<std::string>& types,
                                      std::chrono::milliseconds lease) override {
         return inner.claim(worker, types, lease);

@@ -45,8 +45,25 @@ const char* const jobs_usage_text =
     "       tilekit jobs work    [--threads N] [--drain]    run workers until SIGTERM/SIGINT (or, with\n"
     "                            --drain, until no runnable job is left)\n"
     "       tilekit jobs show ID [--json]\n"
-    "       tilekit jobs list    [--status S] [--project SLUG] [--limit N] [--json]\n"
+    "       tilekit jobs list    [--status S] [--project SLUG [--version N]] [--limit N] [--after CURSOR] [--json]\n"
+    "                            newest first, N (default 50) per page; the next page's --after is printed\n"
+    "                            (stderr) when there is one\n"
     "       tilekit jobs cancel ID [--reason TEXT] [--json]\n"
+    "       tilekit jobs cancel --project SLUG [--version N] --all [--reason TEXT]\n"
+    "                            cancels every queued or running job of the project (version)\n"
+    "       tilekit jobs retry ID [--json]\n"
+    "                            a failed or cancelled job back to the queue, all its attempts again;\n"
+    "                            refused while its version has another queued or running job\n"
+    "       tilekit jobs retry --status failed|cancelled --project SLUG [--version N]\n"
+    "                            retries every such job (those whose version is busy are skipped)\n"
+    "       tilekit jobs prune   [--older-than DURATION] [--keep-per-version N] [--dry-run] [--json]\n"
+    "                            deletes finished (completed, failed, cancelled) jobs that ended more than\n"
+    "                            DURATION ago (default 14d; 90s, 30m, 12h, 7d) or beyond the newest N per\n"
+    "                            version; --dry-run counts them. Workers do the same every 10 minutes\n"
+    "                            (--job-retention-days, --job-keep-per-version)\n"
+    "       tilekit jobs stats   [--window DURATION] [--json]\n"
+    "                            jobs by status, the oldest runnable job's wait, and over the window\n"
+    "                            (default 1h) the failure rate and pickup latency (started_at - run_at)\n"
     "       tilekit jobs wait ID [--timeout S] [--json]\n"
     "       tilekit jobs schema-sql [--jobs-schema S] [--from-version N]\n"
     "                            prints the PostgreSQL job store's schema SQL (from N: the migration\n"
@@ -91,6 +108,22 @@ struct refusal : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// "90s", "30m", "12h", "7d" (a bare number is seconds).
+std::chrono::milliseconds parse_duration(const std::string& flag, const std::string& text) {
+    char* end = nullptr;
+    errno = 0;
+    const long long value = std::strtoll(text.c_str(), &end, 10);
+    const std::string unit = end ? end : "";
+    long long seconds_per = 0;
+    if (unit.empty() || unit == "s") seconds_per = 1;
+    else if (unit == "m") seconds_per = 60;
+    else if (unit == "h") seconds_per = 3600;
+    else if (unit == "d") seconds_per = 86400;
+    if (text.empty() || end == text.c_str() || errno != 0 || value < 0 || seconds_per == 0 || value > 36500LL * 86400 / seconds_per)
+        throw usage_error(flag + " expects a duration such as 90s, 30m, 12h or 7d, got '" + text + "'");
+    return std::chrono::milliseconds(value * seconds_per * 1000);
+}
+
 long parse_number(const std::string& flag, const std::string& text, long low, long high) {
     char* end = nullptr;
     errno = 0;
@@ -111,6 +144,10 @@ struct options {
     long timeout_seconds = 0;  // 0: none
     long limit = 50;
     int from_version = 0;
+    std::string after;
+    bool all = false, dry_run = false;
+    std::optional<std::chrono::milliseconds> older_than, window;
+    std::optional<long> keep_per_version;
     std::optional<unsigned> threads;
     std::optional<int> tile_size, overlap, quality;
 };
@@ -136,8 +173,14 @@ options parse(const std::vector<std::string>& args) {
         else if (arg == "--drain") o.drain = true;
         else if (arg == "--skip-blank") o.skip_blank = true;
         else if (arg == "--timeout") o.timeout_seconds = parse_number(arg, value(), 1, 86400 * 7);
-        else if (arg == "--limit") o.limit = parse_number(arg, value(), 1, 1000000);
+        else if (arg == "--limit") o.limit = parse_number(arg, value(), 1, 1000);
         else if (arg == "--from-version") o.from_version = static_cast<int>(parse_number(arg, value(), 0, 1000));
+        else if (arg == "--after") o.after = value();
+        else if (arg == "--all") o.all = true;
+        else if (arg == "--dry-run") o.dry_run = true;
+        else if (arg == "--older-than") o.older_than = parse_duration(arg, value());
+        else if (arg == "--window") o.window = parse_duration(arg, value());
+        else if (arg == "--keep-per-version") o.keep_per_version = parse_number(arg, value(), 0, 1000000);
         else if (arg == "--status") {
             o.status = value();
             try {
@@ -565,30 +608,37 @@ int command_show(const options& o) {
     return exit_ok;
 }
 
+// The filter --project SLUG [--version N] [--status S] names (project and version from the catalog).
+jobs::job_filter filter_of(const options& o, const service_config& config, catalog& db) {
+    jobs::job_filter filter;
+    if (!o.status.empty()) filter.status = jobs::parse_job_status(o.status);
+    if (o.version > 0 && o.project.empty()) throw usage_error("--version needs --project SLUG");
+    if (!o.project.empty()) {
+        const std::optional<project> p = db.find_project(o.project);
+        if (!p) throw refusal("project '" + o.project + "' is not in the catalog " + config.catalog_db);
+        filter.project_id = p->id;
+        if (o.version > 0) {
+            const std::optional<version> v = db.find_version(p->id, o.version);
+            if (!v) throw refusal("project '" + o.project + "' has no version " + std::to_string(o.version));
+            filter.version_id = v->id;
+        }
+    }
+    return filter;
+}
+
 int command_list(const options& o) {
     if (!o.positional.empty()) throw usage_error("unexpected argument '" + o.positional[0] + "'");
     const service_config config = load(o);
     environment env = open_environment(config, false);
-    std::vector<jobs::job_record> found;
-    if (!o.project.empty()) {
-        const std::optional<project> p = env.db->find_project(o.project);
-        if (!p) throw refusal("project '" + o.project + "' is not in the catalog " + config.catalog_db);
-        found = env.queue->list_by_project(p->id);
-        if (!o.status.empty())
-            found.erase(std::remove_if(found.begin(), found.end(),
-                                       [&](const jobs::job_record& j) { return jobs::to_string(j.status) != o.status; }),
-                        found.end());
-    } else {
-        for (jobs::job_status s : {jobs::job_status::queued, jobs::job_status::running, jobs::job_status::completed,
-                                   jobs::job_status::failed, jobs::job_status::cancelled}) {
-            if (!o.status.empty() && o.status != jobs::to_string(s)) continue;
-            for (jobs::job_record& job : env.queue->list_by_status(s)) found.push_back(std::move(job));
-        }
+    std::optional<jobs::job_page_key> after;
+    if (!o.after.empty()) {
+        after = jobs::parse_cursor(o.after);
+        if (!after) throw usage_error("--after expects the cursor a previous page printed, got '" + o.after + "'");
     }
-    // Newest first; created_at is fixed-width UTC, so it sorts as text.
-    std::stable_sort(found.begin(), found.end(),
-                     [](const jobs::job_record& a, const jobs::job_record& b) { return a.created_at > b.created_at; });
-    if (found.size() > static_cast<std::size_t>(o.limit)) found.resize(static_cast<std::size_t>(o.limit));
+    // One page from the store (LIMIT in SQL), newest first.
+    const jobs::job_page page = env.queue->list_jobs(filter_of(o, config, *env.db), static_cast<std::size_t>(o.limit), after);
+    const std::vector<jobs::job_record>& found = page.jobs;
+    if (page.next) std::cerr << "tilekit jobs: more jobs: --after " << jobs::to_cursor(*page.next) << "\n";
     if (o.json_out || !stdout_is_terminal()) {
         json out = json::array();
         for (const jobs::job_record& job : found) out.push_back(job);
@@ -665,7 +715,107 @@ int command_gc(const options& o) {
     return exit_ok;
 }
 
+int command_cancel_all(const options& o) {
+    if (!o.positional.empty()) throw usage_error("cancel --all takes no job ID");
+    if (o.project.empty()) throw usage_error("cancel --all needs --project SLUG");
+    const service_config config = load(o);
+    environment env = open_environment(config, false);
+    jobs::job_filter filter = filter_of(o, config, *env.db);
+    const std::vector<jobs::job_record> done = env.queue->cancel_all(filter, o.reason);
+    std::cerr << "tilekit jobs: cancelled " << done.size() << " job(s)\n";
+    if (o.json_out || !stdout_is_terminal()) {
+        json out = json::array();
+        for (const jobs::job_record& job : done) out.push_back(job);
+        std::cout << out.dump(2) << std::endl;
+    }
+    return exit_ok;
+}
+
+int command_retry(const options& o) {
+    const service_config config = load(o);
+    if (o.positional.empty()) {  // bulk
+        if (o.project.empty() || o.status.empty())
+            throw usage_error("retry needs a job ID, or --status failed|cancelled --project SLUG [--version N]");
+        if (o.status != "failed" && o.status != "cancelled") throw usage_error("retry --status must be failed or cancelled");
+        environment env = open_environment(config, false);
+        const std::vector<jobs::job_record> done =
+            env.queue->retry_all(filter_of(o, config, *env.db), "retried from the command line");
+        std::cerr << "tilekit jobs: queued " << done.size() << " job(s) again\n";
+        if (o.json_out || !stdout_is_terminal()) {
+            json out = json::array();
+            for (const jobs::job_record& job : done) out.push_back(job);
+            std::cout << out.dump(2) << std::endl;
+        }
+        return exit_ok;
+    }
+    const std::string id = job_id_argument(o);
+    environment env = open_environment(config, false);
+    (void)require_job(*env.queue, id);
+    jobs::job_record job;
+    try {
+        job = env.queue->retry(id, "retried from the command line");
+    } catch (const jobs::job_state_error& e) {
+        throw refusal(e.what());
+    }
+    std::cerr << "tilekit jobs: job " << id << " queued again (" << job.max_attempts << " attempts)\n";
+    if (o.json_out || !stdout_is_terminal()) print_job(job);
+    return exit_ok;
+}
+
+int command_prune(const options& o) {
+    if (!o.positional.empty()) throw usage_error("unexpected argument '" + o.positional[0] + "'");
+    const service_config config = load(o);
+    environment env = open_environment(config, false);
+    jobs::retention_policy policy;
+    policy.max_age = o.older_than.value_or(std::chrono::hours(24) * config.job_retention_days);
+    if (!o.older_than && config.job_retention_days == 0) policy.max_age = std::chrono::hours(24 * 365 * 100);
+    if (o.keep_per_version) policy.keep_per_version = *o.keep_per_version;
+    else if (config.job_keep_per_version > 0) policy.keep_per_version = config.job_keep_per_version;
+    const std::int64_t n = env.queue->prune(policy, o.dry_run);
+    if (o.json_out || !stdout_is_terminal())
+        std::cout << json{{"dry_run", o.dry_run}, {o.dry_run ? "would_delete" : "deleted", n}}.dump(2) << std::endl;
+    else
+        std::cout << (o.dry_run ? "would delete " : "deleted ") << n << " finished job(s)\n";
+    return exit_ok;
+}
+
+int command_stats(const options& o) {
+    if (!o.positional.empty()) throw usage_error("unexpected argument '" + o.positional[0] + "'");
+    const service_config config = load(o);
+    environment env = open_environment(config, false);
+    const jobs::queue_stats s = env.queue->stats(o.window.value_or(std::chrono::hours(1)));
+    const auto ms = [](const std::optional<std::chrono::milliseconds>& v) { return v ? json(v->count()) : json(); };
+    const json out{{"counts", {{"queued", s.queued}, {"running", s.running}, {"completed", s.completed}, {"failed", s.failed},
+                               {"cancelled", s.cancelled}}},
+                   {"runnable", s.runnable},
+                   {"oldest_runnable_age_ms", ms(s.oldest_runnable_age)},
+                   {"window_ms", s.window.count()},
+                   {"completed_in_window", s.completed_in_window},
+                   {"failed_in_window", s.failed_in_window},
+                   {"failure_rate", s.failure_rate() ? json(*s.failure_rate()) : json()},
+                   {"started_in_window", s.started_in_window},
+                   {"pickup_latency_avg_ms", ms(s.pickup_latency_avg)},
+                   {"pickup_latency_max_ms", ms(s.pickup_latency_max)}};
+    if (o.json_out || !stdout_is_terminal()) {
+        std::cout << out.dump(2) << std::endl;
+        return exit_ok;
+    }
+    const auto secs = [](const std::optional<std::chrono::milliseconds>& v) {
+        return v ? std::to_string(v->count() / 1000.0).substr(0, std::to_string(v->count() / 1000.0).find('.') + 2) + " s" : std::string("-");
+    };
+    std::cout << "queued " << s.queued << " (runnable " << s.runnable << "), running " << s.running << ", completed "
+              << s.completed << ", failed " << s.failed << ", cancelled " << s.cancelled << "\n"
+              << "oldest runnable job waiting: " << secs(s.oldest_runnable_age) << "\n"
+              << "last " << s.window.count() / 1000 << " s: " << s.completed_in_window << " completed, " << s.failed_in_window
+              << " failed"
+              << (s.failure_rate() ? " (failure rate " + std::to_string(static_cast<int>(*s.failure_rate() * 100 + 0.5)) + "%)" : std::string())
+              << "; " << s.started_in_window << " attempts started, pickup latency avg " << secs(s.pickup_latency_avg)
+              << ", max " << secs(s.pickup_latency_max) << "\n";
+    return exit_ok;
+}
+
 int command_cancel(const options& o) {
+    if (o.all) return command_cancel_all(o);
     const std::string id = job_id_argument(o);
     const service_config config = load(o);
     environment env = open_environment(config, false);
@@ -720,6 +870,9 @@ int jobs_main(const std::vector<std::string>& args) {
         if (o.command == "wait") return command_wait(o);
         if (o.command == "gc") return command_gc(o);
         if (o.command == "schema-sql") return command_schema_sql(o);
+        if (o.command == "retry") return command_retry(o);
+        if (o.command == "prune") return command_prune(o);
+        if (o.command == "stats") return command_stats(o);
         throw usage_error("unknown jobs subcommand '" + o.command + "'");
     } catch (const usage_error& e) {
         std::cerr << "tilekit jobs: " << e.what() << "\n" << jobs_usage_text;

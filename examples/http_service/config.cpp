@@ -46,6 +46,9 @@ const char* const usage_text =
     "                           or between requests; then 408 (TILEKIT_CLIENT_TIMEOUT, default 5)\n"
     "  --max-upload-bytes N     larger uploads are 413, refused unread (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
     "  --grace-seconds N        SIGTERM grace for running jobs (TILEKIT_GRACE_SECONDS, default 20)\n"
+    "  --job-retention-days N   finished jobs are deleted N days after they ended (default 14; 0 never)\n"
+    "  --job-keep-per-version N and beyond the newest N finished jobs per version (default 0: no cap)\n"
+    "  --job-timeout-seconds N  an attempt running longer is cancelled and fails (default 0: no limit)\n"
     "  --gc-grace-seconds N     a replaced or abandoned tile run is deleted N s after it ended\n"
     "                           (TILEKIT_GC_GRACE_SECONDS, default 600)\n"
     "  --prefix-template T      (TILEKIT_PREFIX_TEMPLATE, default mp/{slug}/uploads/tiles/{version}/)\n"
@@ -121,6 +124,12 @@ const setting settings[] = {
     {"--s3-bucket", "TILEKIT_S3_BUCKET", [](service_config& c, const std::string&, const std::string& v) { c.s3_bucket = v; }},
     {"--workers", "TILEKIT_WORKERS",
      [](service_config& c, const std::string& n, const std::string& v) { c.workers = static_cast<unsigned>(number(n, v, 1, 256)); }},
+    {"--job-retention-days", "TILEKIT_JOB_RETENTION_DAYS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.job_retention_days = static_cast<int>(number(n, v, 0, 36500)); }},
+    {"--job-keep-per-version", "TILEKIT_JOB_KEEP_PER_VERSION",
+     [](service_config& c, const std::string& n, const std::string& v) { c.job_keep_per_version = static_cast<int>(number(n, v, 0, 1000000)); }},
+    {"--job-timeout-seconds", "TILEKIT_JOB_TIMEOUT_SECONDS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.job_timeout_seconds = static_cast<int>(number(n, v, 0, 30 * 86400)); }},
     {"--queue", "TILEKIT_QUEUE",
      [](service_config& c, const std::string& n, const std::string& v) {
          c.queue_capacity = static_cast<unsigned>(number(n, v, 0, 100000));

@@ -29,6 +29,9 @@ struct service_config {
     unsigned workers = 2;                   // concurrent tile-generation jobs in this process
     unsigned queue_capacity = 64;           // queued jobs in the store; beyond that: 503
     int lease_seconds = 30;                 // a worker that stops renewing loses its job after this
+    int job_retention_days = 14;            // finished jobs are deleted this long after they ended (0: never)
+    int job_keep_per_version = 0;           // and beyond this many per version (0: no cap)
+    int job_timeout_seconds = 0;            // run-time limit of an attempt (0: none)
     int gc_grace_seconds = 600;             // replaced tile runs are kept this long (viewers that loaded them)
     int max_attempts = 3;                   // per job: the first run and the retries of retryable errors
     unsigned tiler_threads = 0;             // encoder threads per job; 0 = one per core

@@ -15,6 +15,7 @@
 #endif
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <stdexcept>
 #include <filesystem>
@@ -115,6 +116,10 @@ std::unique_ptr<jobs::worker_pool> start_workers(const service_config& config, j
     options.lease = std::chrono::seconds(config.lease_seconds);
     options.heartbeat = std::min(std::chrono::milliseconds(500), options.lease / 4);
     options.shutdown_grace = std::chrono::seconds(config.shutdown_grace_seconds);
+    options.job_timeout = std::chrono::seconds(config.job_timeout_seconds);
+    options.retention.max_age = std::chrono::hours(24) * config.job_retention_days;
+    if (config.job_keep_per_version > 0) options.retention.keep_per_version = config.job_keep_per_version;
+    if (config.job_retention_days == 0) options.maintenance_interval = std::chrono::milliseconds(0);  // keep everything
     if (!log_name.empty())
         options.on_job_end = [log_name](const jobs::job_record& job) {
             std::fprintf(stderr, "%s: job %s %s (attempt %d of %d)%s%s\n", log_name.c_str(), job.id.c_str(),
@@ -143,6 +148,56 @@ std::unique_ptr<jobs::worker_pool> start_workers(const service_config& config, j
                  jobs::tile_generation_handler(store.source(), [&store] { return store.make_sink(); }, current_version, settings));
     pool->start();
     return pool;
+}
+
+std::string jobs_metrics_text(const jobs::queue_stats& s, const jobs::worker_pool* pool) {
+    std::string out;
+    const auto metric = [&](const char* name, const char* type, const char* help) {
+        out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+    };
+    const auto value = [&](const std::string& series, double v) {
+        char text[64];
+        std::snprintf(text, sizeof text, "%.17g", v);
+        out += series + " " + text + "\n";
+    };
+    const double window = static_cast<double>(s.window.count()) / 1000.0;
+    metric("tilekit_jobs", "gauge", "Jobs in the store by status.");
+    value("tilekit_jobs{status=\"queued\"}", static_cast<double>(s.queued));
+    value("tilekit_jobs{status=\"running\"}", static_cast<double>(s.running));
+    value("tilekit_jobs{status=\"completed\"}", static_cast<double>(s.completed));
+    value("tilekit_jobs{status=\"failed\"}", static_cast<double>(s.failed));
+    value("tilekit_jobs{status=\"cancelled\"}", static_cast<double>(s.cancelled));
+    metric("tilekit_jobs_runnable", "gauge", "Queued jobs whose run_at has come.");
+    value("tilekit_jobs_runnable", static_cast<double>(s.runnable));
+    metric("tilekit_jobs_oldest_runnable_age_seconds", "gauge", "How long the oldest runnable job has waited (0: none).");
+    value("tilekit_jobs_oldest_runnable_age_seconds", s.oldest_runnable_age ? static_cast<double>(s.oldest_runnable_age->count()) / 1000.0 : 0.0);
+    metric("tilekit_jobs_window_seconds", "gauge", "The window of the *_in_window metrics.");
+    value("tilekit_jobs_window_seconds", window);
+    metric("tilekit_jobs_ended_in_window", "gauge", "Jobs completed or failed within the window.");
+    value("tilekit_jobs_ended_in_window{status=\"completed\"}", static_cast<double>(s.completed_in_window));
+    value("tilekit_jobs_ended_in_window{status=\"failed\"}", static_cast<double>(s.failed_in_window));
+    metric("tilekit_jobs_failure_ratio", "gauge", "failed / (completed + failed) within the window (NaN: none ended).");
+    value("tilekit_jobs_failure_ratio", s.failure_rate() ? *s.failure_rate() : std::nan(""));
+    metric("tilekit_jobs_started_in_window", "gauge", "Attempts started within the window.");
+    value("tilekit_jobs_started_in_window", static_cast<double>(s.started_in_window));
+    metric("tilekit_jobs_pickup_latency_seconds", "gauge", "started_at - run_at of the attempts started within the window.");
+    value("tilekit_jobs_pickup_latency_seconds{stat=\"avg\"}", s.pickup_latency_avg ? static_cast<double>(s.pickup_latency_avg->count()) / 1000.0 : 0.0);
+    value("tilekit_jobs_pickup_latency_seconds{stat=\"max\"}", s.pickup_latency_max ? static_cast<double>(s.pickup_latency_max->count()) / 1000.0 : 0.0);
+    if (pool) {
+        const jobs::worker_pool::stats w = pool->snapshot();
+        metric("tilekit_worker_threads", "gauge", "Worker threads of this process.");
+        value("tilekit_worker_threads", w.threads);
+        metric("tilekit_worker_running", "gauge", "Jobs running in this process.");
+        value("tilekit_worker_running", w.running);
+        metric("tilekit_worker_jobs_total", "counter", "Job outcomes in this process since it started.");
+        value("tilekit_worker_jobs_total{outcome=\"completed\"}", static_cast<double>(w.completed));
+        value("tilekit_worker_jobs_total{outcome=\"failed\"}", static_cast<double>(w.failed));
+        value("tilekit_worker_jobs_total{outcome=\"retried\"}", static_cast<double>(w.retried));
+        value("tilekit_worker_jobs_total{outcome=\"handed_back\"}", static_cast<double>(w.released));
+        metric("tilekit_worker_pruned_total", "counter", "Finished jobs deleted by this process's retention.");
+        value("tilekit_worker_pruned_total", static_cast<double>(w.pruned));
+    }
+    return out;
 }
 
 }  // namespace tilekit_service

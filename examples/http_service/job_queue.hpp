@@ -42,4 +42,7 @@ std::unique_ptr<tilekit::jobs::worker_pool> start_workers(const service_config& 
                                                           catalog& db, storage& store,
                                                           const std::string& log_name = "tilekit-service");
 
+// The queue's statistics (and this process's pool, if any) as Prometheus text exposition 0.0.4.
+std::string jobs_metrics_text(const tilekit::jobs::queue_stats& stats, const tilekit::jobs::worker_pool* pool);
+
 }  // namespace tilekit_service

@@ -153,8 +153,7 @@ json version_view(const service_context& c, const project& p, const version& v) 
     out["job_id"] = nullptr;
     out["job_status"] = nullptr;
     out["tiles"] = nullptr;
-    for (const jobs::job_record& job : c.jobs.list_by_project(p.id)) {  // newest first
-        if (job.version_id != v.id) continue;
+    for (const jobs::job_record& job : c.jobs.list_jobs(jobs::job_filter{p.id, v.id, std::nullopt}, 1).jobs) {  // the newest
         if (out["latest_job"].is_null()) {
             out["latest_job"] = job_json(job);
             out["job_id"] = job.id;
@@ -263,8 +262,8 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         if (t->v.status != "draft") return send_error(res, 409, "Only draft versions can be published");
         // A job still working on the version could otherwise change its pyramid after it is
         // published (its commit checks the draft status again, and would fail): refused instead.
-        for (const jobs::job_record& job : c->jobs.list_by_project(t->p.id))
-            if (job.version_id == t->v.id && (job.status == jobs::job_status::queued || job.status == jobs::job_status::running))
+        for (const jobs::job_record& job : c->jobs.list_jobs(jobs::job_filter{t->p.id, t->v.id, std::nullopt}, 1).jobs)
+            if (job.status == jobs::job_status::queued || job.status == jobs::job_status::running)
                 return send_json(res, 409, {{"detail", "A tile generation job is " + std::string(jobs::to_string(job.status)) +
                                                            " for this version (job " + job.id + "); cancel it or wait for it"},
                                             {"job_id", job.id}});
@@ -387,7 +386,10 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         const auto a = c->db.find_asset(asset_id);
         if (!a || a->project_id != p.id || a->type != "base_map") return send_error(res, 400, "Invalid base map asset");
         // The queue is durable, but not unbounded: beyond the capacity a client is asked to come back.
-        if (c->stopping.load() || c->jobs.list_by_status(jobs::job_status::queued).size() >= c->config.queue_capacity) {
+        // A COUNT in the store, not a listing of the queue.
+        if (c->stopping.load() ||
+            c->jobs.count_jobs(jobs::job_filter{std::nullopt, std::nullopt, jobs::job_status::queued}) >=
+                static_cast<std::int64_t>(c->config.queue_capacity)) {
             res.set_header("Retry-After", "5");
             return send_error(res, 503, "Too many tile generation jobs; try again later");
         }
@@ -408,9 +410,33 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         if (!who) return;
         const auto p = accessible_project(*c, *who, req.matches[1], res);
         if (!p) return;
+        // Newest first, a page at a time: ?limit=1..1000 (default 100) and ?after=CURSOR, the
+        // X-Next-After header of the previous page (absent on the last page).
+        std::size_t limit = 100;
+        if (req.has_param("limit")) {
+            const std::string text = req.get_param_value("limit");
+            char* end = nullptr;
+            const long n = std::strtol(text.c_str(), &end, 10);
+            if (text.empty() || *end != '\0' || n < 1 || n > 1000) return send_error(res, 422, "Query parameter 'limit' must be 1..1000");
+            limit = static_cast<std::size_t>(n);
+        }
+        std::optional<jobs::job_page_key> after;
+        if (req.has_param("after")) {
+            after = jobs::parse_cursor(req.get_param_value("after"));
+            if (!after) return send_error(res, 422, "Query parameter 'after' must be the X-Next-After of a previous page");
+        }
+        const jobs::job_page page = c->jobs.list_jobs(jobs::job_filter{p->id, std::nullopt, std::nullopt}, limit, after);
         json out = json::array();
-        for (const jobs::job_record& job : c->jobs.list_by_project(p->id)) out.push_back(job_json(job));
+        for (const jobs::job_record& job : page.jobs) out.push_back(job_json(job));
+        if (page.next) res.set_header("X-Next-After", jobs::to_cursor(*page.next));
         send_json(res, 200, out);
+    });
+
+    // The queue's health as Prometheus text exposition, for any authenticated user.
+    server.Get("/metrics", [c](const httplib::Request& req, httplib::Response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return;
+        res.set_content(jobs_metrics_text(c->jobs.stats(std::chrono::hours(1)), c->workers), "text/plain; version=0.0.4");
     });
 
     server.Get("/jobs/([^/]+)", [c](const httplib::Request& req, httplib::Response& res) {

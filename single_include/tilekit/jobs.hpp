@@ -109,6 +109,8 @@ struct job_record {
     std::string run_at;                // a queued job is not claimed before this time (UTC, ISO 8601)
     std::optional<std::string> worker;            // while running: the worker holding the lease
     std::optional<std::string> lease_expires_at;  // while running: when the lease ends unless renewed
+    int releases = 0;                  // hand-backs in a row since the last attempt that counted
+    std::chrono::milliseconds timeout{0};  // run-time limit of an attempt; 0: the worker's
 };
 
 // Thrown for a state change the state machine forbids (completing a failed job, progress over
@@ -223,7 +225,9 @@ inline void to_json(nlohmann::json& j, const job_record& r) {
                        {"max_attempts", r.max_attempts},
                        {"run_at", r.run_at},
                        {"worker", optional_text(r.worker)},
-                       {"lease_expires_at", optional_text(r.lease_expires_at)}};
+                       {"lease_expires_at", optional_text(r.lease_expires_at)},
+                       {"releases", r.releases},
+                       {"timeout_ms", r.timeout.count()}};
 }
 
 inline void from_json(const nlohmann::json& j, job_record& r) {
@@ -252,6 +256,9 @@ inline void from_json(const nlohmann::json& j, job_record& r) {
     r.run_at = j.value("run_at", r.created_at);
     r.worker = optional_text("worker");
     r.lease_expires_at = optional_text("lease_expires_at");
+    r.releases = j.value("releases", 0);
+    r.timeout = std::chrono::milliseconds(j.value("timeout_ms", std::int64_t{0}));
+    if (r.releases < 0 || r.timeout.count() < 0) throw error(errc::invalid_argument, "job releases or timeout out of range in JSON");
 }
 
 }  // namespace jobs
@@ -284,9 +291,12 @@ TILEKIT_NAMESPACE_END
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <condition_variable>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -305,6 +315,64 @@ struct new_job {
     int max_attempts = default_max_attempts;             // >= 1
     std::chrono::milliseconds delay{0};                  // run_at = now + delay
     std::string message = "Queued";
+    // Run-time limit of one attempt (0: the worker's worker_options::job_timeout). A handler
+    // still running past it is cancelled and the attempt fails as timed out.
+    std::chrono::milliseconds timeout{0};
+};
+
+// Which jobs a listing, a count or a bulk change is about; an empty field matches every job.
+struct job_filter {
+    std::optional<std::string> project_id;
+    std::optional<std::string> version_id;
+    std::optional<job_status> status;
+};
+
+// Where a page of a listing ends: listings are newest first, ordered by (created_at, id) both
+// descending, and the next page starts after this key (keyset pagination: a page costs the same
+// however deep it is, and jobs created meanwhile never shift it).
+struct job_page_key {
+    std::string created_at;
+    std::string id;
+};
+
+struct job_page {
+    std::vector<job_record> jobs;
+    std::optional<job_page_key> next;  // set when there may be more
+};
+
+// The cursor as text ("<created_at>_<id>"), for a URL or a command line, and back (nullopt when
+// it is not one).
+inline std::string to_cursor(const job_page_key& key) { return key.created_at + "_" + key.id; }
+inline std::optional<job_page_key> parse_cursor(const std::string& text) {
+    const std::size_t split = text.rfind('_');
+    if (split == std::string::npos || !is_uuid(text.substr(split + 1)) || split != 24 || text[23] != 'Z') return std::nullopt;
+    return job_page_key{text.substr(0, split), text.substr(split + 1)};
+}
+
+// What retention keeps of finished (completed, failed, cancelled) jobs: those that ended within
+// max_age, and of those at most keep_per_version per (project, version), the newest.
+struct retention_policy {
+    std::chrono::milliseconds max_age{std::chrono::hours(24 * 14)};
+    std::optional<std::int64_t> keep_per_version;  // none: no cap
+};
+
+// The queue at a glance (job_store::stats). Ages and latencies by the store's clock.
+struct queue_stats {
+    std::int64_t queued = 0, running = 0, completed = 0, failed = 0, cancelled = 0;
+    std::int64_t runnable = 0;  // queued with run_at reached
+    std::optional<std::chrono::milliseconds> oldest_runnable_age;  // now - the earliest run_at of a runnable job
+    std::chrono::milliseconds window{std::chrono::hours(1)};
+    std::int64_t completed_in_window = 0, failed_in_window = 0;  // by completed_at
+    // Attempts started in the window: started_at - run_at (when the attempt became runnable).
+    std::int64_t started_in_window = 0;
+    std::optional<std::chrono::milliseconds> pickup_latency_avg, pickup_latency_max;
+
+    // failed / (completed + failed) in the window; nullopt when none ended.
+    std::optional<double> failure_rate() const {
+        const std::int64_t ended = completed_in_window + failed_in_window;
+        if (ended == 0) return std::nullopt;
+        return static_cast<double>(failed_in_window) / static_cast<double>(ended);
+    }
 };
 
 // What a worker holds while it runs a job. Only the worker knows the token.
@@ -343,6 +411,9 @@ struct retry_policy {
     std::chrono::milliseconds base{5000};
     std::chrono::milliseconds cap{600000};
     bool jitter = true;  // false: wait the whole window (deterministic; for tests and tuning)
+    // Hand-backs (release) in a row that are free: the next one counts as a failed attempt, so a
+    // job longer than the time between a deployment's restarts is not handed back forever.
+    int max_releases = 3;
 
     std::chrono::milliseconds window(int failed_attempt) const {
         const int doublings = std::clamp(failed_attempt - 1, 0, 40);
@@ -442,12 +513,92 @@ public:
     // changed. Safe to call from many processes at once; workers call it periodically.
     virtual std::vector<job_record> rescue_expired() = 0;
 
+    // ---- for operators (not fenced)
+
+    // A page of the jobs `filter` matches, newest first, at most `limit` (1..1000) of them,
+    // after `after` (the previous page's next).
+    virtual job_page list_jobs(const job_filter& filter, std::size_t limit,
+                               const std::optional<job_page_key>& after = std::nullopt) const = 0;
+    // How many jobs `filter` matches (a COUNT, not a listing).
+    virtual std::int64_t count_jobs(const job_filter& filter) const = 0;
+    // failed | cancelled -> queued, runnable now, with its attempts reset (all max_attempts again)
+    // and its hand-backs forgotten; the last error is kept. Refused with job_state_error
+    // (errc::duplicate_job) while the version has another active job of the type.
+    virtual job_record retry(const std::string& id, const std::string& reason) = 0;
+    // Counts by status, the oldest runnable job's wait, and over the last `window` the failure
+    // rate and the pickup latency.
+    virtual queue_stats stats(std::chrono::milliseconds window) const = 0;
+
+    // Retention: deletes the finished jobs `policy` does not keep and returns how many; with
+    // dry_run deletes nothing and returns how many it would. Deletes in batches of `batch` (one
+    // short transaction each), so the workers' maintenance never holds a long lock.
+    std::int64_t prune(const retention_policy& policy, bool dry_run = false, std::int64_t batch = 1000) {
+        if (policy.max_age.count() < 0) throw error(errc::invalid_argument, "retention: max_age cannot be negative");
+        if (policy.keep_per_version && *policy.keep_per_version < 0)
+            throw error(errc::invalid_argument, "retention: keep_per_version cannot be negative");
+        if (batch < 1) throw error(errc::invalid_argument, "retention: batch must be >= 1");
+        const std::int64_t keep = policy.keep_per_version.value_or(std::numeric_limits<std::int64_t>::max());
+        if (dry_run) return prune_finished(policy.max_age, keep, 0);
+        std::int64_t total = 0;
+        for (;;) {
+            const std::int64_t n = prune_finished(policy.max_age, keep, batch);
+            total += n;
+            if (n < batch) return total;
+        }
+    }
+
+    // Bulk verbs: cancel (queued | running) or retry (failed | cancelled) every job `filter`
+    // matches, page by page; jobs another caller changed meanwhile are skipped. Returns the
+    // changed jobs.
+    std::vector<job_record> cancel_all(const job_filter& filter, const std::string& reason) {
+        return change_all(filter, {job_status::queued, job_status::running},
+                          [&](const std::string& id) { return cancel(id, reason); });
+    }
+    std::vector<job_record> retry_all(const job_filter& filter, const std::string& reason) {
+        return change_all(filter, {job_status::failed, job_status::cancelled},
+                          [&](const std::string& id) { return retry(id, reason); });
+    }
+
     const retry_policy& retries() const noexcept { return retry_; }
     void set_retry_policy(const retry_policy& policy) { retry_ = policy; }  // before sharing the store
 
     job_wakeup& wakeup() noexcept { return wakeup_; }
 
+protected:
+    // The store's part of prune(): deletes at most `limit` finished jobs that ended more than
+    // `max_age` ago (by the store's clock) or rank after the newest `keep_per_version` finished
+    // ones of their (project, version) (ranked by completed_at, then id); returns how many.
+    // limit 0: deletes nothing and returns how many it would delete.
+    virtual std::int64_t prune_finished(std::chrono::milliseconds max_age, std::int64_t keep_per_version,
+                                        std::int64_t limit) = 0;
+
 private:
+    template <class Change>
+    std::vector<job_record> change_all(job_filter filter, std::initializer_list<job_status> statuses, Change&& change) {
+        std::vector<job_record> changed;
+        for (job_status status : statuses) {
+            if (filter.status && *filter.status != status) continue;
+            job_filter one = filter;
+            one.status = status;
+            // The cursor is on (created_at, id), not on the status, so the jobs changed on one
+            // page do not shift the next; jobs that refuse (a duplicate, a race) are skipped.
+            std::optional<job_page_key> after;
+            for (;;) {
+                const job_page page = list_jobs(one, 100, after);
+                for (const job_record& job : page.jobs) {
+                    try {
+                        changed.push_back(change(job.id));
+                    } catch (const job_state_error&) {
+                    } catch (const job_not_found&) {
+                    }
+                }
+                if (!page.next || page.jobs.empty()) break;
+                after = page.next;
+            }
+        }
+        return changed;
+    }
+
     retry_policy retry_;
     job_wakeup wakeup_;
 };
@@ -502,6 +653,32 @@ inline void set_run_at(jobs::job_record& job, job_queue_state& state, job_clock:
 
 inline std::string new_lease_token() { return jobs::new_job_id(); }
 
+inline void check_page_limit(std::size_t limit) {
+    if (limit < 1 || limit > 1000) throw error(errc::invalid_argument, "a page holds 1..1000 jobs, not " + std::to_string(limit));
+}
+
+inline bool matches(const jobs::job_filter& filter, const jobs::job_record& job) {
+    return (!filter.project_id || *filter.project_id == job.project_id) &&
+           (!filter.version_id || *filter.version_id == job.version_id) && (!filter.status || *filter.status == job.status);
+}
+
+// Whether `job` comes after `key` in a listing (newest first: an older (created_at, id)).
+inline bool before_key(const jobs::job_record& job, const jobs::job_page_key& key) {
+    return job.created_at != key.created_at ? job.created_at < key.created_at : job.id < key.id;
+}
+
+// "2026-11-28T23:07:16.123Z" (jobs::format_utc's form) -> milliseconds since the epoch.
+inline std::int64_t utc_millis(const std::string& text) {
+    std::tm tm{};
+    int millis = 0;
+    if (std::sscanf(text.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                    &tm.tm_sec, &millis) < 6)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return static_cast<std::int64_t>(timegm(&tm)) * 1000 + millis;
+}
+
 inline jobs::job_record make_job(const jobs::new_job& job, job_queue_state& state, job_clock::time_point now) {
     if (job.job_type.empty() || job.project_id.empty() || job.version_id.empty())
         throw error(errc::invalid_argument, "a job needs a job_type, a project_id and a version_id");
@@ -519,6 +696,8 @@ inline jobs::job_record make_job(const jobs::new_job& job, job_queue_state& stat
     r.created_at = jobs::format_utc(now);
     r.payload = job.payload;
     r.max_attempts = job.max_attempts;
+    if (job.timeout.count() < 0) throw error(errc::invalid_argument, "a job's timeout cannot be negative");
+    r.timeout = job.timeout;
     set_run_at(r, state, now + job.delay);
     state.token.clear();
     return r;
@@ -591,6 +770,7 @@ inline void apply_requeue(jobs::job_record& job, job_queue_state& state, const s
 inline void apply_fail(jobs::job_record& job, job_queue_state& state, const std::string& error, jobs::failure_kind kind,
                        const jobs::retry_policy& policy, job_clock::time_point now) {
     require_status(job, {jobs::job_status::running}, "fail");
+    job.releases = 0;
     if (kind == jobs::failure_kind::retryable && job.attempt < job.max_attempts) {
         const auto delay = policy.delay_after(job.attempt);
         apply_requeue(job, state, error,
@@ -602,10 +782,38 @@ inline void apply_fail(jobs::job_record& job, job_queue_state& state, const std:
     apply_end(job, state, jobs::job_status::failed, error, now);
 }
 
-inline void apply_release(jobs::job_record& job, job_queue_state& state, const std::string& reason, job_clock::time_point now) {
+// A hand-back: free (the attempt does not count) for policy.max_releases in a row; the one after
+// counts as a failed, retryable attempt, and the count starts again.
+inline void apply_release(jobs::job_record& job, job_queue_state& state, const std::string& reason,
+                          const jobs::retry_policy& policy, job_clock::time_point now) {
+    require_status(job, {jobs::job_status::running}, "release");
+    if (job.releases >= policy.max_releases) {
+        const int handed_back = job.releases;
+        job.releases = 0;
+        apply_fail(job, state,
+                   "handed back " + std::to_string(handed_back + 1) + " times in a row without finishing (" + reason +
+                       "); this hand-back counts as a failed attempt",
+                   jobs::failure_kind::retryable, policy, now);
+        return;
+    }
     const std::string kept_error = job.error;
     apply_requeue(job, state, kept_error, "Queued again: " + reason, now);
     job.attempt = std::max(0, job.attempt - 1);
+    job.releases += 1;
+}
+
+// An operator's retry: failed | cancelled -> queued now, every attempt available again.
+inline void apply_retry(jobs::job_record& job, job_queue_state& state, const std::string& reason, job_clock::time_point now) {
+    require_status(job, {jobs::job_status::failed, jobs::job_status::cancelled}, "retry");
+    job.status = jobs::job_status::queued;
+    job.progress = 0;
+    job.attempt = 0;
+    job.releases = 0;
+    job.result = nlohmann::json();
+    job.completed_at.reset();
+    job.message = "Queued again: " + reason;
+    set_run_at(job, state, now);
+    clear_lease(job, state);
 }
 
 inline bool lease_expired(const jobs::job_record& job, const job_queue_state& state, job_clock::time_point now) {
@@ -625,7 +833,7 @@ TILEKIT_NAMESPACE_END
 // An in-memory job store: for tests and single-process embeddings that need no durability. One
 // mutex guards everything, so every method is atomic with respect to every other; changes go
 // through the shared detail::apply_* helpers so this store and the SQLite one agree exactly.
-// Jobs are never evicted: a long-lived embedding that creates many jobs should use a durable store.
+// Finished jobs stay until job_store::prune() removes them (the workers' maintenance does).
 
 // #include <tilekit/jobs/job_store.hpp>
 
@@ -744,7 +952,7 @@ public:
 
     job_record release(job_lease& lease, const std::string& reason) override {
         return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
-            detail::apply_release(r, s, reason, now);
+            detail::apply_release(r, s, reason, retries(), now);
         });
     }
 
@@ -773,6 +981,124 @@ public:
         return rescued;
     }
 
+    job_page list_jobs(const job_filter& filter, std::size_t limit,
+                       const std::optional<job_page_key>& after = std::nullopt) const override {
+        detail::check_page_limit(limit);
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<const job_record*> found;
+        for (const auto& item : jobs_) {
+            const job_record& r = item.second.record;
+            if (!detail::matches(filter, r)) continue;
+            if (after && !detail::before_key(r, *after)) continue;
+            found.push_back(&r);
+        }
+        const auto newer = [](const job_record* a, const job_record* b) {
+            return a->created_at != b->created_at ? a->created_at > b->created_at : a->id > b->id;
+        };
+        const std::size_t take = std::min(limit, found.size());
+        std::partial_sort(found.begin(), found.begin() + static_cast<std::ptrdiff_t>(take), found.end(), newer);
+        job_page page;
+        for (std::size_t i = 0; i < take; ++i) page.jobs.push_back(*found[i]);
+        if (found.size() > take) page.next = job_page_key{page.jobs.back().created_at, page.jobs.back().id};
+        return page;
+    }
+
+    std::int64_t count_jobs(const job_filter& filter) const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::int64_t n = 0;
+        for (const auto& item : jobs_) n += detail::matches(filter, item.second.record) ? 1 : 0;
+        return n;
+    }
+
+    job_record retry(const std::string& id, const std::string& reason) override {
+        job_record changed;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const auto it = jobs_.find(id);
+            if (it == jobs_.end()) throw job_not_found(id);
+            const job_record& r = it->second.record;
+            const auto active = active_.find(active_key(r));
+            if (active != active_.end() && (r.status == job_status::failed || r.status == job_status::cancelled)) {
+                const job_record& other = jobs_.at(active->second).record;
+                throw job_state_error("a " + other.job_type + " job is already " + to_string(other.status) +
+                                          " for project '" + other.project_id + "' version '" + other.version_id +
+                                          "' (job '" + other.id + "')",
+                                      errc::duplicate_job);
+            }
+            changed = change(it->second, [&](job_record& c, detail::job_queue_state& s, detail::job_clock::time_point now) {
+                detail::apply_retry(c, s, reason, now);
+            });
+        }
+        wakeup().notify();
+        return changed;
+    }
+
+    queue_stats stats(std::chrono::milliseconds window) const override {
+        const auto now = detail::job_clock::now();
+        const std::string now_text = format_utc(now), since = format_utc(now - window);
+        queue_stats out;
+        out.window = window;
+        std::int64_t latency_sum = 0;
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto& item : jobs_) {
+            const job_record& r = item.second.record;
+            const detail::job_queue_state& s = item.second.state;
+            switch (r.status) {
+                case job_status::queued: ++out.queued; break;
+                case job_status::running: ++out.running; break;
+                case job_status::completed: ++out.completed; break;
+                case job_status::failed: ++out.failed; break;
+                case job_status::cancelled: ++out.cancelled; break;
+            }
+            if (r.status == job_status::queued && s.run_at <= now) {
+                ++out.runnable;
+                const auto age = std::chrono::duration_cast<std::chrono::milliseconds>(now - s.run_at);
+                if (!out.oldest_runnable_age || age > *out.oldest_runnable_age) out.oldest_runnable_age = age;
+            }
+            if (r.completed_at && *r.completed_at >= since) {
+                if (r.status == job_status::completed) ++out.completed_in_window;
+                if (r.status == job_status::failed) ++out.failed_in_window;
+            }
+            if (r.started_at && *r.started_at >= since && r.status != job_status::queued) {
+                const std::int64_t latency = std::max<std::int64_t>(0, detail::utc_millis(*r.started_at) - detail::utc_millis(r.run_at));
+                ++out.started_in_window;
+                latency_sum += latency;
+                if (!out.pickup_latency_max || latency > out.pickup_latency_max->count())
+                    out.pickup_latency_max = std::chrono::milliseconds(latency);
+            }
+        }
+        if (out.started_in_window > 0) out.pickup_latency_avg = std::chrono::milliseconds(latency_sum / out.started_in_window);
+        return out;
+    }
+
+protected:
+    std::int64_t prune_finished(std::chrono::milliseconds max_age, std::int64_t keep_per_version, std::int64_t limit) override {
+        const std::string cutoff = format_utc(detail::job_clock::now() - max_age);
+        std::lock_guard<std::mutex> lock(mutex_);
+        // Finished jobs per (project, version), newest first.
+        std::map<std::pair<std::string, std::string>, std::vector<const job_record*>> finished;
+        for (const auto& item : jobs_)
+            if (is_terminal(item.second.record.status))
+                finished[{item.second.record.project_id, item.second.record.version_id}].push_back(&item.second.record);
+        std::vector<std::string> doomed;
+        for (auto& group : finished) {
+            std::sort(group.second.begin(), group.second.end(), [](const job_record* a, const job_record* b) {
+                const std::string& ea = a->completed_at ? *a->completed_at : a->created_at;
+                const std::string& eb = b->completed_at ? *b->completed_at : b->created_at;
+                return ea != eb ? ea > eb : a->id > b->id;
+            });
+            for (std::size_t rank = 0; rank < group.second.size(); ++rank) {
+                const job_record* r = group.second[rank];
+                const std::string& ended = r->completed_at ? *r->completed_at : r->created_at;
+                if (ended < cutoff || static_cast<std::int64_t>(rank) >= keep_per_version) doomed.push_back(r->id);
+            }
+        }
+        if (limit == 0) return static_cast<std::int64_t>(doomed.size());
+        if (static_cast<std::int64_t>(doomed.size()) > limit) doomed.resize(static_cast<std::size_t>(limit));
+        for (const std::string& id : doomed) jobs_.erase(id);
+        return static_cast<std::int64_t>(doomed.size());
+    }
+
 private:
     struct entry {
         job_record record;
@@ -797,6 +1123,7 @@ private:
             const auto active = active_.find(active_key(changed));
             if (active != active_.end() && active->second == changed.id) active_.erase(active);
         }
+        if (!is_terminal(changed.status) && is_terminal(e.record.status)) active_.emplace(active_key(changed), changed.id);  // retry
         e.record = changed;
         e.state = state;
         return changed;
@@ -952,7 +1279,9 @@ inline int stage_percent(const stage& s, double fraction) {
 }
 
 // Why a keeper stopped a job.
-enum class stop_reason { none, cancelled, lease_lost };
+// timed_out: the job ran past its run-time limit (set_deadline); the keeper stops renewing, so
+// a handler that ignores the cancel loses its lease instead of holding the job forever.
+enum class stop_reason { none, cancelled, lease_lost, timed_out };
 
 class lease_keeper;
 
@@ -1070,6 +1399,13 @@ public:
     }
 
     stop_reason reason() const noexcept { return reason_.load(); }
+
+    // The run-time limit: at its first round after `when` the keeper stops the job (timed_out)
+    // and renews no more.
+    void set_deadline(std::chrono::steady_clock::time_point when) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        deadline_ = when;
+    }
     std::chrono::milliseconds lease_duration() const noexcept { return lease_.duration; }
     std::size_t writes() const noexcept { return writes_.load(); }
 
@@ -1107,7 +1443,12 @@ private:
         std::vector<std::pair<int, std::string>> batch;
         std::size_t milestones_in_batch = 0;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            std::unique_lock<std::mutex> lock(mutex_);
+            if (!final && std::chrono::steady_clock::now() >= deadline_) {
+                lock.unlock();
+                halt(stop_reason::timed_out, "the job ran past its run-time limit");
+                return;
+            }
             if (dirty_) {
                 batch.assign(milestones_.begin(), milestones_.end());
                 milestones_in_batch = batch.size();
@@ -1167,6 +1508,7 @@ private:
     std::vector<std::pair<int, std::string>> milestones_;
     bool dirty_ = false;
     bool stopping_ = false;
+    std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
     std::atomic<stop_reason> reason_{stop_reason::none};
     std::atomic<std::size_t> writes_{0};
     std::chrono::steady_clock::time_point last_write_;  // the scheduler's only (and stop() after remove)
@@ -1613,6 +1955,11 @@ TILEKIT_NAMESPACE_END
 //                                    already says what happened (the keeper stopped the handler
 //                                    through ctx.cancel())
 //   the pool stopped and the grace period ended -> release: queued again at once, for any worker
+//                                    (free retry_policy::max_releases times in a row, then it
+//                                    counts as a failed attempt)
+//   ran past its run-time limit (new_job::timeout, worker_options::job_timeout) -> cancelled,
+//                                    then fail (retryable): "timed out after N ms"
+// The pool also does maintenance: every maintenance_interval, retention (job_store::prune).
 // Handlers must watch ctx.cancel() (the tiler does) so that cancellation takes effect within
 // about a heartbeat, and so that a worker that lost its lease stops before anyone else starts.
 
@@ -1656,6 +2003,15 @@ struct worker_options {
     std::chrono::milliseconds poll_interval{1000};     // idle workers look again this often without a wake-up
     std::chrono::milliseconds rescue_interval{5000};   // this pool's sweep for expired leases (0: none)
     std::chrono::milliseconds shutdown_grace{20000};   // stop(): running jobs may finish within this
+    // Run-time limit of an attempt for jobs that set none (new_job::timeout); 0: none. A handler
+    // still running past it is cancelled and the attempt fails (retryable) as timed out; the
+    // lease is no longer renewed, so one that ignores the cancel is rescued when it expires.
+    std::chrono::milliseconds job_timeout{0};
+    // Retention, run by this pool's maintenance thread every maintenance_interval (0: never):
+    // finished jobs older than retention.max_age, or beyond retention.keep_per_version per
+    // (project, version), are deleted (job_store::prune).
+    std::chrono::milliseconds maintenance_interval{std::chrono::minutes(10)};
+    retention_policy retention;
     // Called for each job that ended (completed, failed, cancelled, requeued for a retry or handed
     // back) with its record; from a worker thread. For logging.
     std::function<void(const job_record&)> on_job_end;
@@ -1805,6 +2161,8 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
     cancel_token work = cancel.child();
     auto keeper = std::make_shared<lease_keeper>(store, lease, options.progress_interval, options.heartbeat,
                                                  [work](stop_reason, const std::string&) mutable { work.cancel(); }, work, keepers);
+    const std::chrono::milliseconds limit = claimed.job.timeout.count() > 0 ? claimed.job.timeout : options.job_timeout;
+    if (limit.count() > 0) keeper->set_deadline(std::chrono::steady_clock::now() + limit);
     job_context context(claimed.job, keeper, work);
     nlohmann::json result;
     std::string failure;
@@ -1823,6 +2181,11 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
     }
     keeper->stop();
     const bool stopped = work.is_cancelled();
+    if (keeper->reason() == stop_reason::timed_out)
+        return write_outcome(lease, [&] {
+            return store.fail(lease, "timed out: the attempt ran longer than its limit of " + std::to_string(limit.count()) +
+                                         " ms and was cancelled", failure_kind::retryable);
+        });
     if (keeper->reason() != stop_reason::none) {  // cancelled or taken over: the store knows
         if (ok) context.completion_refused();
         return std::nullopt;
@@ -1899,6 +2262,7 @@ public:
         for (unsigned i = 0; i < options_.threads; ++i)
             threads_.emplace_back([this, i] { work(options_.name + "#" + std::to_string(i)); });
         if (options_.rescue_interval.count() > 0) threads_.emplace_back([this] { rescue(); });
+        if (options_.maintenance_interval.count() > 0) threads_.emplace_back([this] { maintain(); });
     }
 
     // Stops claiming; running jobs may finish within the grace period; then their handlers are
@@ -1927,6 +2291,7 @@ public:
         unsigned threads = 0;
         unsigned running = 0;
         std::uint64_t claimed = 0, completed = 0, failed = 0, retried = 0, released = 0, lost = 0;
+        std::uint64_t pruned = 0;  // finished jobs deleted by this pool's retention
         bool stopping = false;
     };
     stats snapshot() const {
@@ -2043,6 +2408,22 @@ private:
                 report_store_error(options_.name + "/rescuer", e.what());
             }
             sleep_unless_stopping(options_.rescue_interval);
+        }
+    }
+
+    // Retention: the first pass soon after start, then every maintenance_interval. Many pools may
+    // prune at once; each deletes in short batches.
+    void maintain() {
+        sleep_unless_stopping(std::min(options_.maintenance_interval, std::chrono::milliseconds(1000)));
+        while (!is_stopping()) {
+            try {
+                const std::int64_t pruned = store_.prune(options_.retention);
+                std::lock_guard<std::mutex> lock(mutex_);
+                counts_.pruned += static_cast<std::uint64_t>(pruned);
+            } catch (const std::exception& e) {
+                report_store_error(options_.name + "/maintenance", e.what());
+            }
+            sleep_unless_stopping(options_.maintenance_interval);
         }
     }
 

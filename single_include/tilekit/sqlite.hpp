@@ -93,9 +93,15 @@
 // attempts are used up. Where the system has no OFD locks (not Linux), no owner lock is taken
 // and only leases rescue. A forked child takes a lock of its own at its first claim.
 //
-// Schema versions: 1 (tilekit 0.1: no queue columns) is migrated in place to 2 and 3 when opened;
-// its running jobs have no lease and are rescued. 2 -> 3 adds owner_lock; running jobs claimed
-// before have none and are left to their leases.
+// Schema versions: 1 (tilekit 0.1: no queue columns) is migrated in place to 2, 3 and 4 when
+// opened; its running jobs have no lease and are rescued. 2 -> 3 adds owner_lock; running jobs
+// claimed before have none and are left to their leases. 3 -> 4 adds releases and timeout_ms and
+// the index jobs_by_created.
+//
+// Operators' calls: list_jobs and count_jobs build their WHERE from the filter (so the
+// jobs_by_project / jobs_by_status / jobs_by_created index serves it) with LIMIT; stats is one
+// aggregate over the table; prune_finished ranks finished jobs per (project, version) with a
+// window function and deletes a batch of ids per transaction.
 
 #if !__has_include(<sqlite3.h>)
 #error "<tilekit/jobs/sqlite_store.hpp> needs SQLite 3 (<sqlite3.h>; Debian: libsqlite3-dev). Link tilekit::sqlite (CMake), tilekit_sqlite_dep (meson) or pkg-config tilekit-sqlite."
@@ -438,7 +444,7 @@ namespace jobs {
 
 class sqlite_job_store final : public job_store {
 public:
-    static constexpr int schema_version = 3;
+    static constexpr int schema_version = 4;
     static constexpr std::int32_t application_id = 0x544b4a53;  // "TKJS"
 
     explicit sqlite_job_store(std::string path, sqlite_store_options options = {})
@@ -578,7 +584,7 @@ public:
 
     job_record release(job_lease& lease, const std::string& reason) override {
         return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
-            detail::apply_release(r, s, reason, now);
+            detail::apply_release(r, s, reason, retries(), now);
         });
     }
 
@@ -619,6 +625,107 @@ public:
     // Where this store's owner locks live ("<database>-owners"; empty for an in-memory database).
     const std::string& owner_lock_directory() const noexcept { return owner_directory_; }
 
+    job_page list_jobs(const job_filter& filter, std::size_t limit,
+                       const std::optional<job_page_key>& after = std::nullopt) const override {
+        detail::check_page_limit(limit);
+        std::vector<std::string> binds;
+        std::string where = filter_sql(filter, binds);
+        if (after) {
+            where += std::string(where.empty() ? " WHERE" : " AND") + " (created_at, id) < (?" +
+                     std::to_string(binds.size() + 1) + ", ?" + std::to_string(binds.size() + 2) + ")";
+            binds.push_back(after->created_at);
+            binds.push_back(after->id);
+        }
+        const std::string sql = "SELECT " + std::string(job_columns) + " FROM jobs" + where +
+                                " ORDER BY created_at DESC, id DESC LIMIT " + std::to_string(limit + 1);
+        job_page page;
+        std::lock_guard<std::mutex> lock(mutex_);
+        const detail::sqlite_statement q(db_, sql.c_str());
+        run_read(q, [&] {
+            page.jobs.clear();
+            for (std::size_t i = 0; i < binds.size(); ++i) q.bind(static_cast<int>(i + 1), binds[i]);
+            return step_rows(q, [&] { page.jobs.push_back(read_record(q)); });
+        }, "list jobs");
+        if (page.jobs.size() > limit) {
+            page.jobs.resize(limit);
+            page.next = job_page_key{page.jobs.back().created_at, page.jobs.back().id};
+        }
+        return page;
+    }
+
+    std::int64_t count_jobs(const job_filter& filter) const override {
+        std::vector<std::string> binds;
+        const std::string sql = "SELECT count(*) FROM jobs" + filter_sql(filter, binds);
+        std::lock_guard<std::mutex> lock(mutex_);
+        const detail::sqlite_statement q(db_, sql.c_str());
+        std::int64_t n = 0;
+        run_read(q, [&] {
+            for (std::size_t i = 0; i < binds.size(); ++i) q.bind(static_cast<int>(i + 1), binds[i]);
+            return step_rows(q, [&] { n = q.integer(0); });
+        }, "count jobs");
+        return n;
+    }
+
+    job_record retry(const std::string& id, const std::string& reason) override {
+        return update(id, [&](stored_job& job, detail::job_clock::time_point now) {
+            if (job.record.status == job_status::failed || job.record.status == job_status::cancelled) {
+                const auto& q = stmt_.active;
+                q.bind(1, job.record.project_id);
+                q.bind(2, job.record.version_id);
+                q.bind(3, job.record.job_type);
+                const reset_on_exit reset(q);
+                const int rc = sqlite3_step(q.get());
+                if (rc == SQLITE_ROW)
+                    throw job_state_error("a " + job.record.job_type + " job is already " + q.text(1) + " for project '" +
+                                              job.record.project_id + "' version '" + job.record.version_id + "' (job '" +
+                                              q.text(0) + "')",
+                                          errc::duplicate_job);
+                if (rc != SQLITE_DONE) fail_sqlite(rc, "check for an active job");
+            }
+            detail::apply_retry(job.record, job.state, reason, now);
+        });
+    }
+
+    queue_stats stats(std::chrono::milliseconds window) const override {
+        const auto now = detail::job_clock::now();
+        queue_stats out;
+        out.window = window;
+        std::lock_guard<std::mutex> lock(mutex_);
+        const detail::sqlite_statement q(db_,
+            "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'running'),"
+            " count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed'),"
+            " count(*) FILTER (WHERE status = 'cancelled'),"
+            " count(*) FILTER (WHERE status = 'queued' AND run_at_ms <= ?1),"
+            " min(run_at_ms) FILTER (WHERE status = 'queued' AND run_at_ms <= ?1),"
+            " count(*) FILTER (WHERE status = 'completed' AND completed_at >= ?2),"
+            " count(*) FILTER (WHERE status = 'failed' AND completed_at >= ?2),"
+            " count(*) FILTER (WHERE status <> 'queued' AND started_at >= ?2),"
+            " CAST(avg(latency) FILTER (WHERE status <> 'queued' AND started_at >= ?2) AS INTEGER),"
+            " max(latency) FILTER (WHERE status <> 'queued' AND started_at >= ?2)"
+            " FROM (SELECT status, run_at_ms, completed_at, started_at, max(0, CAST(round((julianday(started_at) -"
+            " julianday(run_at)) * 86400000.0) AS INTEGER)) AS latency FROM jobs)");
+        run_read(q, [&] {
+            q.bind(1, millis(now));
+            q.bind(2, format_utc(now - window));
+            return step_rows(q, [&] {
+                out.queued = q.integer(0);
+                out.running = q.integer(1);
+                out.completed = q.integer(2);
+                out.failed = q.integer(3);
+                out.cancelled = q.integer(4);
+                out.runnable = q.integer(5);
+                if (sqlite3_column_type(q.get(), 6) != SQLITE_NULL)
+                    out.oldest_runnable_age = std::chrono::milliseconds(std::max<std::int64_t>(0, millis(now) - q.integer(6)));
+                out.completed_in_window = q.integer(7);
+                out.failed_in_window = q.integer(8);
+                out.started_in_window = q.integer(9);
+                if (sqlite3_column_type(q.get(), 10) != SQLITE_NULL) out.pickup_latency_avg = std::chrono::milliseconds(q.integer(10));
+                if (sqlite3_column_type(q.get(), 11) != SQLITE_NULL) out.pickup_latency_max = std::chrono::milliseconds(q.integer(11));
+            });
+        }, "read the queue's statistics");
+        return out;
+    }
+
     // The owner recorded when the job was last claimed; nullopt for an unknown or never claimed job.
     std::optional<job_owner> owner(const std::string& id) const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -635,13 +742,57 @@ public:
         return found;
     }
 
+protected:
+    std::int64_t prune_finished(std::chrono::milliseconds max_age, std::int64_t keep_per_version, std::int64_t limit) override {
+        const std::string doomed =
+            "SELECT id FROM (SELECT id, coalesce(completed_at, created_at) AS ended, row_number() OVER (PARTITION BY"
+            " project_id, version_id ORDER BY coalesce(completed_at, created_at) DESC, id DESC) AS rank FROM jobs"
+            " WHERE status IN ('completed','failed','cancelled')) WHERE ended < ?1 OR rank > ?2";
+        const std::string cutoff = format_utc(detail::job_clock::now() - max_age);
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (limit == 0) {
+            const detail::sqlite_statement q(db_, ("SELECT count(*) FROM (" + doomed + ")").c_str());
+            std::int64_t n = 0;
+            run_read(q, [&] {
+                q.bind(1, cutoff);
+                q.bind(2, keep_per_version);
+                return step_rows(q, [&] { n = q.integer(0); });
+            }, "count the jobs retention would delete");
+            return n;
+        }
+        write_transaction tx(*this);
+        const detail::sqlite_statement q(db_, ("DELETE FROM jobs WHERE id IN (" + doomed + " LIMIT ?3)").c_str());
+        q.bind(1, cutoff);
+        q.bind(2, keep_per_version);
+        q.bind(3, limit);
+        const reset_on_exit reset(q);
+        const int rc = sqlite3_step(q.get());
+        if (rc != SQLITE_DONE) fail_sqlite(rc, "delete finished jobs");
+        const std::int64_t n = sqlite3_changes(db_);
+        tx.commit();
+        return n;
+    }
+
 private:
+    // " WHERE ..." for a filter (empty when it matches everything); its values appended to binds.
+    static std::string filter_sql(const job_filter& filter, std::vector<std::string>& binds) {
+        std::string where;
+        const auto add = [&](const char* column, const std::string& value) {
+            binds.push_back(value);
+            where += std::string(where.empty() ? " WHERE " : " AND ") + column + " = ?" + std::to_string(binds.size());
+        };
+        if (filter.project_id) add("project_id", *filter.project_id);
+        if (filter.version_id) add("version_id", *filter.version_id);
+        if (filter.status) add("status", to_string(*filter.status));
+        return where;
+    }
+
     // Column order of every job SELECT (read_record and read_stored rely on it), then the owner.
     static constexpr const char* job_columns =
         "id, job_type, status, progress, message, result, error, project_id, version_id, created_by, "
         "created_at, started_at, completed_at, payload, attempt, max_attempts, run_at, worker, lease_expires_at, "
-        "run_at_ms, lease_token, lease_expires_ms";
-    static constexpr int job_column_count = 22;
+        "run_at_ms, lease_token, lease_expires_ms, releases, timeout_ms";
+    static constexpr int job_column_count = 24;
     static constexpr const char* owner_columns = "owner_host, owner_pid, owner_start_time, owner_boot_id, owner_lock";
 
     struct statements {
@@ -778,6 +929,8 @@ private:
         r.run_at = q.text(16);
         r.worker = q.optional_text(17);
         r.lease_expires_at = q.optional_text(18);
+        r.releases = static_cast<int>(q.integer(22));
+        r.timeout = std::chrono::milliseconds(q.integer(23));
         return r;
     }
 
@@ -818,7 +971,7 @@ private:
         }
     }
 
-    // Binds the 22 job columns in job_columns order.
+    // Binds the 24 job columns in job_columns order.
     void bind_record(const detail::sqlite_statement& q, const job_record& r, const detail::job_queue_state& s) const {
         q.bind(1, r.id);
         q.bind(2, r.job_type);
@@ -842,6 +995,8 @@ private:
         q.bind(20, millis(s.run_at));
         q.bind(21, s.token.empty() ? std::optional<std::string>() : std::optional<std::string>(s.token));
         q.bind(22, s.token.empty() ? std::int64_t{0} : millis(s.lease_expires));
+        q.bind(23, static_cast<std::int64_t>(r.releases));
+        q.bind(24, static_cast<std::int64_t>(r.timeout.count()));
     }
 
     void write_record(const job_record& r, const detail::job_queue_state& s) {
@@ -1014,10 +1169,18 @@ private:
         if (!empty && version == schema_version) return;  // another process got there first
         if (empty || version < 2) create_schema_2(empty);
         // Version 2 -> 3: the owner's lock (rescue_dead_owners()).
-        exec("ALTER TABLE jobs ADD COLUMN owner_lock TEXT;"
-             "PRAGMA user_version = 3;",
-             "add the owner lock column (schema version 3)");
-        static_assert(schema_version == 3, "keep the schema SQL in step");
+        if (empty || version < 3)
+            exec("ALTER TABLE jobs ADD COLUMN owner_lock TEXT;"
+                 "PRAGMA user_version = 3;",
+                 "add the owner lock column (schema version 3)");
+        // Version 3 -> 4: hand-backs in a row, the per-job run-time limit, and the index of the
+        // newest-first listing without a filter.
+        exec("ALTER TABLE jobs ADD COLUMN releases INTEGER NOT NULL DEFAULT 0 CHECK (releases >= 0);"
+             "ALTER TABLE jobs ADD COLUMN timeout_ms INTEGER NOT NULL DEFAULT 0 CHECK (timeout_ms >= 0);"
+             "CREATE INDEX jobs_by_created ON jobs (created_at, id);"
+             "PRAGMA user_version = 4;",
+             "add hand-back counts and run-time limits (schema version 4)");
+        static_assert(schema_version == 4, "keep the schema SQL in step");
         tx.commit();
     }
 
@@ -1083,12 +1246,12 @@ private:
             " AND status IN ('queued','running') LIMIT 1");
         stmt_.insert = make("INSERT INTO jobs (" + columns +
                             ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,"
-                            " ?19, ?20, ?21, ?22)");
-        // Only the mutable columns change; ?2, ?8..?11 and ?14 (immutable) are bound but not used.
+                            " ?19, ?20, ?21, ?22, ?23, ?24)");
+        // Only the mutable columns change; ?2, ?8..?11, ?14 and ?24 (immutable) are bound but not used.
         stmt_.update = make(
             "UPDATE jobs SET status = ?3, progress = ?4, message = ?5, result = ?6, error = ?7, started_at = ?12,"
             " completed_at = ?13, attempt = ?15, max_attempts = ?16, run_at = ?17, worker = ?18,"
-            " lease_expires_at = ?19, run_at_ms = ?20, lease_token = ?21, lease_expires_ms = ?22 WHERE id = ?1");
+            " lease_expires_at = ?19, run_at_ms = ?20, lease_token = ?21, lease_expires_ms = ?22, releases = ?23 WHERE id = ?1");
         stmt_.set_owner = make(
             "UPDATE jobs SET owner_host = ?1, owner_pid = ?2, owner_start_time = ?3, owner_boot_id = ?4, owner_lock = ?6"
             " WHERE id = ?5");

@@ -27,6 +27,10 @@ as with the service. Scenarios (all by default):
                at once (exit 1, the server's message, [store_refused]); `schema-sql` applied by a
                superuser lets a role with only USAGE and DML grants run `list` and `work --drain`
                with --jobs-create-schema 0, and refuses it with a clear message with 1
+  operator     the operator's verbs without a worker: list pages (--limit, --after), cancel
+               --project --all, retry ID (attempts reset; refused while the version is busy),
+               retry --status cancelled --project, stats, prune --dry-run / --older-than /
+               --keep-per-version
 
 Every wait has a timeout; child processes are killed at the end, also on failure.
 """
@@ -47,7 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "queue"))
 from pyramids import pyramid_report, write_png  # noqa: E402
 
-ALL = ["refused", "two_workers", "cancel", "sigterm", "timeout", "service", "terminal", "run", "pg_settings"]
+ALL = ["refused", "two_workers", "cancel", "sigterm", "timeout", "service", "terminal", "run", "pg_settings", "operator"]
 children = []
 
 
@@ -317,6 +321,33 @@ def scenario_service(e, small, big):
         done = json.loads(e.run("wait", queued["job_id"], "--timeout", "30", expect=0).stdout)
         status, job = s.request("GET", "/jobs/" + queued["job_id"], token)
         check(status == 200 and job["status"] == "completed", f"the service's GET /jobs: {status} {job}")
+        # GET /projects/{slug}/jobs pages with ?limit= and X-Next-After; GET /metrics needs the token.
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        c.request("GET", "/projects/interop/jobs?limit=1", headers={"Authorization": "Bearer " + token})
+        r = c.getresponse()
+        first = json.loads(r.read())
+        cursor = r.getheader("X-Next-After")
+        check(r.status == 200 and len(first) == 1 and cursor, f"jobs?limit=1: {r.status} {first} next {cursor}")
+        c.request("GET", "/projects/interop/jobs?limit=10&after=" + cursor, headers={"Authorization": "Bearer " + token})
+        r = c.getresponse()
+        rest = json.loads(r.read())
+        check(r.status == 200 and len(rest) == 1 and rest[0]["id"] != first[0]["id"] and not r.getheader("X-Next-After"),
+              f"the second page: {r.status} {rest}")
+        c.request("GET", "/projects/interop/jobs?after=nonsense", headers={"Authorization": "Bearer " + token})
+        r = c.getresponse()
+        r.read()
+        check(r.status == 422, f"a bad cursor: {r.status}")
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        r.read()
+        check(r.status == 401, f"/metrics without a token: {r.status}")
+        c.request("GET", "/metrics", headers={"Authorization": "Bearer " + token})
+        r = c.getresponse()
+        metrics = r.read().decode()
+        c.close()
+        check(r.status == 200 and r.getheader("Content-Type", "").startswith("text/plain"), f"/metrics: {r.status}")
+        check('tilekit_jobs{status="completed"} ' in metrics and "# TYPE tilekit_jobs_failure_ratio gauge" in metrics
+              and "tilekit_jobs_pickup_latency_seconds{stat=\"max\"}" in metrics, f"/metrics body: {metrics[:1500]}")
     finally:
         s.stop()
     tiles, stray = pyramid_report(e.tiles("interop", 2))
@@ -441,6 +472,51 @@ def scenario_pg_settings(e, small, big):
     psql(f"DROP SCHEMA {schema} CASCADE; DROP OWNED BY tk_dml")
     return (f"3 refusals exit 1 in {max(times):.2f} s at most; a USAGE+DML role runs list and work --drain with "
             f"create-schema 0, refused clearly with 1")
+
+
+def scenario_operator(e, small, big):
+    ids = [e.enqueue(small, "ops", v) for v in (1, 2, 3)]
+    p = e.run("list", "--project", "ops", "--limit", "2", "--json", expect=0)
+    page = json.loads(p.stdout)
+    check([j["id"] for j in page] == ids[::-1][:2], f"first page: {[j['id'] for j in page]}")
+    check("--after " in p.stderr, f"no next-page cursor on stderr: {p.stderr}")
+    cursor = p.stderr.split("--after ")[1].split()[0]
+    p = e.run("list", "--project", "ops", "--limit", "2", "--after", cursor, "--json", expect=0)
+    rest = json.loads(p.stdout)
+    check([j["id"] for j in rest] == [ids[0]] and "--after" not in p.stderr, f"second page: {rest} {p.stderr}")
+    e.run("list", "--after", "nonsense", expect=2)
+    done = json.loads(e.run("cancel", "--project", "ops", "--all", "--json", expect=0).stdout)
+    check(sorted(j["id"] for j in done) == sorted(ids), f"cancel --all: {[j['id'] for j in done]}")
+    stats = json.loads(e.run("stats", "--json", expect=0).stdout)
+    check(stats["counts"]["cancelled"] >= 3 and "pickup_latency_avg_ms" in stats and "failure_rate" in stats, f"stats: {stats}")
+    job = json.loads(e.run("retry", ids[0], "--json", expect=0).stdout)
+    check(job["status"] == "queued" and job["attempt"] == 0, f"retry: {job}")
+    e.run("retry", ids[0], expect=1)  # queued: nothing to retry
+    # Another job of version 1 is active now: retrying an old one of it is refused.
+    e.run("cancel", ids[0], expect=0)
+    other = e.enqueue(small, "ops", 1)
+    p = e.run("retry", ids[0], expect=1)
+    check("already" in p.stderr, f"retry of a busy version: {p.stderr}")
+    e.run("cancel", other, expect=0)
+    done = json.loads(e.run("retry", "--status", "cancelled", "--project", "ops", "--version", "2", "--json",
+                            expect=0).stdout)
+    check([j["id"] for j in done] == [ids[1]], f"retry --status cancelled --version 2: {done}")
+    e.run("retry", "--status", "completed", "--project", "ops", expect=2)
+    e.run("cancel", "--project", "ops", "--all", expect=0)
+    before = len(json.loads(e.run("list", "--limit", "1000", "--json", expect=0).stdout))
+    p = json.loads(e.run("prune", "--keep-per-version", "1", "--dry-run", "--json", expect=0).stdout)
+    check(p["dry_run"] and p["would_delete"] >= 1, f"prune --keep-per-version 1 --dry-run: {p}")  # ops v1 has 2
+    check(len(json.loads(e.run("list", "--limit", "1000", "--json", expect=0).stdout)) == before, "a dry run deleted")
+    p = json.loads(e.run("prune", "--keep-per-version", "1", "--json", expect=0).stdout)
+    check(p["deleted"] >= 1, f"prune --keep-per-version 1: {p}")
+    left = json.loads(e.run("list", "--project", "ops", "--version", "1", "--json", expect=0).stdout)
+    check([j["id"] for j in left] == [other], f"ops version 1 after the cap: {[j['id'] for j in left]}")
+    e.run("prune", "--older-than", "soon", expect=2)
+    time.sleep(1.1)
+    p = json.loads(e.run("prune", "--older-than", "1s", "--json", expect=0).stdout)
+    check(p["deleted"] >= 3, f"prune --older-than 1s: {p}")
+    check(json.loads(e.run("list", "--project", "ops", "--json", expect=0).stdout) == [], "ops jobs left after prune")
+    return "list pages, cancel --all, retry (single, refused, bulk), stats, prune (dry run, cap, age)"
 
 
 def main():

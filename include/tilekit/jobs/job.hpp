@@ -77,6 +77,8 @@ struct job_record {
     std::string run_at;                // a queued job is not claimed before this time (UTC, ISO 8601)
     std::optional<std::string> worker;            // while running: the worker holding the lease
     std::optional<std::string> lease_expires_at;  // while running: when the lease ends unless renewed
+    int releases = 0;                  // hand-backs in a row since the last attempt that counted
+    std::chrono::milliseconds timeout{0};  // run-time limit of an attempt; 0: the worker's
 };
 
 // Thrown for a state change the state machine forbids (completing a failed job, progress over
@@ -191,7 +193,9 @@ inline void to_json(nlohmann::json& j, const job_record& r) {
                        {"max_attempts", r.max_attempts},
                        {"run_at", r.run_at},
                        {"worker", optional_text(r.worker)},
-                       {"lease_expires_at", optional_text(r.lease_expires_at)}};
+                       {"lease_expires_at", optional_text(r.lease_expires_at)},
+                       {"releases", r.releases},
+                       {"timeout_ms", r.timeout.count()}};
 }
 
 inline void from_json(const nlohmann::json& j, job_record& r) {
@@ -220,6 +224,9 @@ inline void from_json(const nlohmann::json& j, job_record& r) {
     r.run_at = j.value("run_at", r.created_at);
     r.worker = optional_text("worker");
     r.lease_expires_at = optional_text("lease_expires_at");
+    r.releases = j.value("releases", 0);
+    r.timeout = std::chrono::milliseconds(j.value("timeout_ms", std::int64_t{0}));
+    if (r.releases < 0 || r.timeout.count() < 0) throw error(errc::invalid_argument, "job releases or timeout out of range in JSON");
 }
 
 }  // namespace jobs

@@ -26,9 +26,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <condition_variable>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -47,6 +50,64 @@ struct new_job {
     int max_attempts = default_max_attempts;             // >= 1
     std::chrono::milliseconds delay{0};                  // run_at = now + delay
     std::string message = "Queued";
+    // Run-time limit of one attempt (0: the worker's worker_options::job_timeout). A handler
+    // still running past it is cancelled and the attempt fails as timed out.
+    std::chrono::milliseconds timeout{0};
+};
+
+// Which jobs a listing, a count or a bulk change is about; an empty field matches every job.
+struct job_filter {
+    std::optional<std::string> project_id;
+    std::optional<std::string> version_id;
+    std::optional<job_status> status;
+};
+
+// Where a page of a listing ends: listings are newest first, ordered by (created_at, id) both
+// descending, and the next page starts after this key (keyset pagination: a page costs the same
+// however deep it is, and jobs created meanwhile never shift it).
+struct job_page_key {
+    std::string created_at;
+    std::string id;
+};
+
+struct job_page {
+    std::vector<job_record> jobs;
+    std::optional<job_page_key> next;  // set when there may be more
+};
+
+// The cursor as text ("<created_at>_<id>"), for a URL or a command line, and back (nullopt when
+// it is not one).
+inline std::string to_cursor(const job_page_key& key) { return key.created_at + "_" + key.id; }
+inline std::optional<job_page_key> parse_cursor(const std::string& text) {
+    const std::size_t split = text.rfind('_');
+    if (split == std::string::npos || !is_uuid(text.substr(split + 1)) || split != 24 || text[23] != 'Z') return std::nullopt;
+    return job_page_key{text.substr(0, split), text.substr(split + 1)};
+}
+
+// What retention keeps of finished (completed, failed, cancelled) jobs: those that ended within
+// max_age, and of those at most keep_per_version per (project, version), the newest.
+struct retention_policy {
+    std::chrono::milliseconds max_age{std::chrono::hours(24 * 14)};
+    std::optional<std::int64_t> keep_per_version;  // none: no cap
+};
+
+// The queue at a glance (job_store::stats). Ages and latencies by the store's clock.
+struct queue_stats {
+    std::int64_t queued = 0, running = 0, completed = 0, failed = 0, cancelled = 0;
+    std::int64_t runnable = 0;  // queued with run_at reached
+    std::optional<std::chrono::milliseconds> oldest_runnable_age;  // now - the earliest run_at of a runnable job
+    std::chrono::milliseconds window{std::chrono::hours(1)};
+    std::int64_t completed_in_window = 0, failed_in_window = 0;  // by completed_at
+    // Attempts started in the window: started_at - run_at (when the attempt became runnable).
+    std::int64_t started_in_window = 0;
+    std::optional<std::chrono::milliseconds> pickup_latency_avg, pickup_latency_max;
+
+    // failed / (completed + failed) in the window; nullopt when none ended.
+    std::optional<double> failure_rate() const {
+        const std::int64_t ended = completed_in_window + failed_in_window;
+        if (ended == 0) return std::nullopt;
+        return static_cast<double>(failed_in_window) / static_cast<double>(ended);
+    }
 };
 
 // What a worker holds while it runs a job. Only the worker knows the token.
@@ -85,6 +146,9 @@ struct retry_policy {
     std::chrono::milliseconds base{5000};
     std::chrono::milliseconds cap{600000};
     bool jitter = true;  // false: wait the whole window (deterministic; for tests and tuning)
+    // Hand-backs (release) in a row that are free: the next one counts as a failed attempt, so a
+    // job longer than the time between a deployment's restarts is not handed back forever.
+    int max_releases = 3;
 
     std::chrono::milliseconds window(int failed_attempt) const {
         const int doublings = std::clamp(failed_attempt - 1, 0, 40);
@@ -184,12 +248,92 @@ public:
     // changed. Safe to call from many processes at once; workers call it periodically.
     virtual std::vector<job_record> rescue_expired() = 0;
 
+    // ---- for operators (not fenced)
+
+    // A page of the jobs `filter` matches, newest first, at most `limit` (1..1000) of them,
+    // after `after` (the previous page's next).
+    virtual job_page list_jobs(const job_filter& filter, std::size_t limit,
+                               const std::optional<job_page_key>& after = std::nullopt) const = 0;
+    // How many jobs `filter` matches (a COUNT, not a listing).
+    virtual std::int64_t count_jobs(const job_filter& filter) const = 0;
+    // failed | cancelled -> queued, runnable now, with its attempts reset (all max_attempts again)
+    // and its hand-backs forgotten; the last error is kept. Refused with job_state_error
+    // (errc::duplicate_job) while the version has another active job of the type.
+    virtual job_record retry(const std::string& id, const std::string& reason) = 0;
+    // Counts by status, the oldest runnable job's wait, and over the last `window` the failure
+    // rate and the pickup latency.
+    virtual queue_stats stats(std::chrono::milliseconds window) const = 0;
+
+    // Retention: deletes the finished jobs `policy` does not keep and returns how many; with
+    // dry_run deletes nothing and returns how many it would. Deletes in batches of `batch` (one
+    // short transaction each), so the workers' maintenance never holds a long lock.
+    std::int64_t prune(const retention_policy& policy, bool dry_run = false, std::int64_t batch = 1000) {
+        if (policy.max_age.count() < 0) throw error(errc::invalid_argument, "retention: max_age cannot be negative");
+        if (policy.keep_per_version && *policy.keep_per_version < 0)
+            throw error(errc::invalid_argument, "retention: keep_per_version cannot be negative");
+        if (batch < 1) throw error(errc::invalid_argument, "retention: batch must be >= 1");
+        const std::int64_t keep = policy.keep_per_version.value_or(std::numeric_limits<std::int64_t>::max());
+        if (dry_run) return prune_finished(policy.max_age, keep, 0);
+        std::int64_t total = 0;
+        for (;;) {
+            const std::int64_t n = prune_finished(policy.max_age, keep, batch);
+            total += n;
+            if (n < batch) return total;
+        }
+    }
+
+    // Bulk verbs: cancel (queued | running) or retry (failed | cancelled) every job `filter`
+    // matches, page by page; jobs another caller changed meanwhile are skipped. Returns the
+    // changed jobs.
+    std::vector<job_record> cancel_all(const job_filter& filter, const std::string& reason) {
+        return change_all(filter, {job_status::queued, job_status::running},
+                          [&](const std::string& id) { return cancel(id, reason); });
+    }
+    std::vector<job_record> retry_all(const job_filter& filter, const std::string& reason) {
+        return change_all(filter, {job_status::failed, job_status::cancelled},
+                          [&](const std::string& id) { return retry(id, reason); });
+    }
+
     const retry_policy& retries() const noexcept { return retry_; }
     void set_retry_policy(const retry_policy& policy) { retry_ = policy; }  // before sharing the store
 
     job_wakeup& wakeup() noexcept { return wakeup_; }
 
+protected:
+    // The store's part of prune(): deletes at most `limit` finished jobs that ended more than
+    // `max_age` ago (by the store's clock) or rank after the newest `keep_per_version` finished
+    // ones of their (project, version) (ranked by completed_at, then id); returns how many.
+    // limit 0: deletes nothing and returns how many it would delete.
+    virtual std::int64_t prune_finished(std::chrono::milliseconds max_age, std::int64_t keep_per_version,
+                                        std::int64_t limit) = 0;
+
 private:
+    template <class Change>
+    std::vector<job_record> change_all(job_filter filter, std::initializer_list<job_status> statuses, Change&& change) {
+        std::vector<job_record> changed;
+        for (job_status status : statuses) {
+            if (filter.status && *filter.status != status) continue;
+            job_filter one = filter;
+            one.status = status;
+            // The cursor is on (created_at, id), not on the status, so the jobs changed on one
+            // page do not shift the next; jobs that refuse (a duplicate, a race) are skipped.
+            std::optional<job_page_key> after;
+            for (;;) {
+                const job_page page = list_jobs(one, 100, after);
+                for (const job_record& job : page.jobs) {
+                    try {
+                        changed.push_back(change(job.id));
+                    } catch (const job_state_error&) {
+                    } catch (const job_not_found&) {
+                    }
+                }
+                if (!page.next || page.jobs.empty()) break;
+                after = page.next;
+            }
+        }
+        return changed;
+    }
+
     retry_policy retry_;
     job_wakeup wakeup_;
 };
@@ -244,6 +388,32 @@ inline void set_run_at(jobs::job_record& job, job_queue_state& state, job_clock:
 
 inline std::string new_lease_token() { return jobs::new_job_id(); }
 
+inline void check_page_limit(std::size_t limit) {
+    if (limit < 1 || limit > 1000) throw error(errc::invalid_argument, "a page holds 1..1000 jobs, not " + std::to_string(limit));
+}
+
+inline bool matches(const jobs::job_filter& filter, const jobs::job_record& job) {
+    return (!filter.project_id || *filter.project_id == job.project_id) &&
+           (!filter.version_id || *filter.version_id == job.version_id) && (!filter.status || *filter.status == job.status);
+}
+
+// Whether `job` comes after `key` in a listing (newest first: an older (created_at, id)).
+inline bool before_key(const jobs::job_record& job, const jobs::job_page_key& key) {
+    return job.created_at != key.created_at ? job.created_at < key.created_at : job.id < key.id;
+}
+
+// "2026-11-28T23:07:16.123Z" (jobs::format_utc's form) -> milliseconds since the epoch.
+inline std::int64_t utc_millis(const std::string& text) {
+    std::tm tm{};
+    int millis = 0;
+    if (std::sscanf(text.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                    &tm.tm_sec, &millis) < 6)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return static_cast<std::int64_t>(timegm(&tm)) * 1000 + millis;
+}
+
 inline jobs::job_record make_job(const jobs::new_job& job, job_queue_state& state, job_clock::time_point now) {
     if (job.job_type.empty() || job.project_id.empty() || job.version_id.empty())
         throw error(errc::invalid_argument, "a job needs a job_type, a project_id and a version_id");
@@ -261,6 +431,8 @@ inline jobs::job_record make_job(const jobs::new_job& job, job_queue_state& stat
     r.created_at = jobs::format_utc(now);
     r.payload = job.payload;
     r.max_attempts = job.max_attempts;
+    if (job.timeout.count() < 0) throw error(errc::invalid_argument, "a job's timeout cannot be negative");
+    r.timeout = job.timeout;
     set_run_at(r, state, now + job.delay);
     state.token.clear();
     return r;
@@ -333,6 +505,7 @@ inline void apply_requeue(jobs::job_record& job, job_queue_state& state, const s
 inline void apply_fail(jobs::job_record& job, job_queue_state& state, const std::string& error, jobs::failure_kind kind,
                        const jobs::retry_policy& policy, job_clock::time_point now) {
     require_status(job, {jobs::job_status::running}, "fail");
+    job.releases = 0;
     if (kind == jobs::failure_kind::retryable && job.attempt < job.max_attempts) {
         const auto delay = policy.delay_after(job.attempt);
         apply_requeue(job, state, error,
@@ -344,10 +517,38 @@ inline void apply_fail(jobs::job_record& job, job_queue_state& state, const std:
     apply_end(job, state, jobs::job_status::failed, error, now);
 }
 
-inline void apply_release(jobs::job_record& job, job_queue_state& state, const std::string& reason, job_clock::time_point now) {
+// A hand-back: free (the attempt does not count) for policy.max_releases in a row; the one after
+// counts as a failed, retryable attempt, and the count starts again.
+inline void apply_release(jobs::job_record& job, job_queue_state& state, const std::string& reason,
+                          const jobs::retry_policy& policy, job_clock::time_point now) {
+    require_status(job, {jobs::job_status::running}, "release");
+    if (job.releases >= policy.max_releases) {
+        const int handed_back = job.releases;
+        job.releases = 0;
+        apply_fail(job, state,
+                   "handed back " + std::to_string(handed_back + 1) + " times in a row without finishing (" + reason +
+                       "); this hand-back counts as a failed attempt",
+                   jobs::failure_kind::retryable, policy, now);
+        return;
+    }
     const std::string kept_error = job.error;
     apply_requeue(job, state, kept_error, "Queued again: " + reason, now);
     job.attempt = std::max(0, job.attempt - 1);
+    job.releases += 1;
+}
+
+// An operator's retry: failed | cancelled -> queued now, every attempt available again.
+inline void apply_retry(jobs::job_record& job, job_queue_state& state, const std::string& reason, job_clock::time_point now) {
+    require_status(job, {jobs::job_status::failed, jobs::job_status::cancelled}, "retry");
+    job.status = jobs::job_status::queued;
+    job.progress = 0;
+    job.attempt = 0;
+    job.releases = 0;
+    job.result = nlohmann::json();
+    job.completed_at.reset();
+    job.message = "Queued again: " + reason;
+    set_run_at(job, state, now);
+    clear_lease(job, state);
 }
 
 inline bool lease_expired(const jobs::job_record& job, const job_queue_state& state, job_clock::time_point now) {

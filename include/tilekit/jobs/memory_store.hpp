@@ -2,7 +2,7 @@
 // An in-memory job store: for tests and single-process embeddings that need no durability. One
 // mutex guards everything, so every method is atomic with respect to every other; changes go
 // through the shared detail::apply_* helpers so this store and the SQLite one agree exactly.
-// Jobs are never evicted: a long-lived embedding that creates many jobs should use a durable store.
+// Finished jobs stay until job_store::prune() removes them (the workers' maintenance does).
 
 #include <tilekit/jobs/job_store.hpp>
 
@@ -121,7 +121,7 @@ public:
 
     job_record release(job_lease& lease, const std::string& reason) override {
         return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
-            detail::apply_release(r, s, reason, now);
+            detail::apply_release(r, s, reason, retries(), now);
         });
     }
 
@@ -150,6 +150,124 @@ public:
         return rescued;
     }
 
+    job_page list_jobs(const job_filter& filter, std::size_t limit,
+                       const std::optional<job_page_key>& after = std::nullopt) const override {
+        detail::check_page_limit(limit);
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<const job_record*> found;
+        for (const auto& item : jobs_) {
+            const job_record& r = item.second.record;
+            if (!detail::matches(filter, r)) continue;
+            if (after && !detail::before_key(r, *after)) continue;
+            found.push_back(&r);
+        }
+        const auto newer = [](const job_record* a, const job_record* b) {
+            return a->created_at != b->created_at ? a->created_at > b->created_at : a->id > b->id;
+        };
+        const std::size_t take = std::min(limit, found.size());
+        std::partial_sort(found.begin(), found.begin() + static_cast<std::ptrdiff_t>(take), found.end(), newer);
+        job_page page;
+        for (std::size_t i = 0; i < take; ++i) page.jobs.push_back(*found[i]);
+        if (found.size() > take) page.next = job_page_key{page.jobs.back().created_at, page.jobs.back().id};
+        return page;
+    }
+
+    std::int64_t count_jobs(const job_filter& filter) const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::int64_t n = 0;
+        for (const auto& item : jobs_) n += detail::matches(filter, item.second.record) ? 1 : 0;
+        return n;
+    }
+
+    job_record retry(const std::string& id, const std::string& reason) override {
+        job_record changed;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const auto it = jobs_.find(id);
+            if (it == jobs_.end()) throw job_not_found(id);
+            const job_record& r = it->second.record;
+            const auto active = active_.find(active_key(r));
+            if (active != active_.end() && (r.status == job_status::failed || r.status == job_status::cancelled)) {
+                const job_record& other = jobs_.at(active->second).record;
+                throw job_state_error("a " + other.job_type + " job is already " + to_string(other.status) +
+                                          " for project '" + other.project_id + "' version '" + other.version_id +
+                                          "' (job '" + other.id + "')",
+                                      errc::duplicate_job);
+            }
+            changed = change(it->second, [&](job_record& c, detail::job_queue_state& s, detail::job_clock::time_point now) {
+                detail::apply_retry(c, s, reason, now);
+            });
+        }
+        wakeup().notify();
+        return changed;
+    }
+
+    queue_stats stats(std::chrono::milliseconds window) const override {
+        const auto now = detail::job_clock::now();
+        const std::string now_text = format_utc(now), since = format_utc(now - window);
+        queue_stats out;
+        out.window = window;
+        std::int64_t latency_sum = 0;
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto& item : jobs_) {
+            const job_record& r = item.second.record;
+            const detail::job_queue_state& s = item.second.state;
+            switch (r.status) {
+                case job_status::queued: ++out.queued; break;
+                case job_status::running: ++out.running; break;
+                case job_status::completed: ++out.completed; break;
+                case job_status::failed: ++out.failed; break;
+                case job_status::cancelled: ++out.cancelled; break;
+            }
+            if (r.status == job_status::queued && s.run_at <= now) {
+                ++out.runnable;
+                const auto age = std::chrono::duration_cast<std::chrono::milliseconds>(now - s.run_at);
+                if (!out.oldest_runnable_age || age > *out.oldest_runnable_age) out.oldest_runnable_age = age;
+            }
+            if (r.completed_at && *r.completed_at >= since) {
+                if (r.status == job_status::completed) ++out.completed_in_window;
+                if (r.status == job_status::failed) ++out.failed_in_window;
+            }
+            if (r.started_at && *r.started_at >= since && r.status != job_status::queued) {
+                const std::int64_t latency = std::max<std::int64_t>(0, detail::utc_millis(*r.started_at) - detail::utc_millis(r.run_at));
+                ++out.started_in_window;
+                latency_sum += latency;
+                if (!out.pickup_latency_max || latency > out.pickup_latency_max->count())
+                    out.pickup_latency_max = std::chrono::milliseconds(latency);
+            }
+        }
+        if (out.started_in_window > 0) out.pickup_latency_avg = std::chrono::milliseconds(latency_sum / out.started_in_window);
+        return out;
+    }
+
+protected:
+    std::int64_t prune_finished(std::chrono::milliseconds max_age, std::int64_t keep_per_version, std::int64_t limit) override {
+        const std::string cutoff = format_utc(detail::job_clock::now() - max_age);
+        std::lock_guard<std::mutex> lock(mutex_);
+        // Finished jobs per (project, version), newest first.
+        std::map<std::pair<std::string, std::string>, std::vector<const job_record*>> finished;
+        for (const auto& item : jobs_)
+            if (is_terminal(item.second.record.status))
+                finished[{item.second.record.project_id, item.second.record.version_id}].push_back(&item.second.record);
+        std::vector<std::string> doomed;
+        for (auto& group : finished) {
+            std::sort(group.second.begin(), group.second.end(), [](const job_record* a, const job_record* b) {
+                const std::string& ea = a->completed_at ? *a->completed_at : a->created_at;
+                const std::string& eb = b->completed_at ? *b->completed_at : b->created_at;
+                return ea != eb ? ea > eb : a->id > b->id;
+            });
+            for (std::size_t rank = 0; rank < group.second.size(); ++rank) {
+                const job_record* r = group.second[rank];
+                const std::string& ended = r->completed_at ? *r->completed_at : r->created_at;
+                if (ended < cutoff || static_cast<std::int64_t>(rank) >= keep_per_version) doomed.push_back(r->id);
+            }
+        }
+        if (limit == 0) return static_cast<std::int64_t>(doomed.size());
+        if (static_cast<std::int64_t>(doomed.size()) > limit) doomed.resize(static_cast<std::size_t>(limit));
+        for (const std::string& id : doomed) jobs_.erase(id);
+        return static_cast<std::int64_t>(doomed.size());
+    }
+
 private:
     struct entry {
         job_record record;
@@ -174,6 +292,7 @@ private:
             const auto active = active_.find(active_key(changed));
             if (active != active_.end() && active->second == changed.id) active_.erase(active);
         }
+        if (!is_terminal(changed.status) && is_terminal(e.record.status)) active_.emplace(active_key(changed), changed.id);  // retry
         e.record = changed;
         e.state = state;
         return changed;

@@ -58,7 +58,9 @@ inline int stage_percent(const stage& s, double fraction) {
 }
 
 // Why a keeper stopped a job.
-enum class stop_reason { none, cancelled, lease_lost };
+// timed_out: the job ran past its run-time limit (set_deadline); the keeper stops renewing, so
+// a handler that ignores the cancel loses its lease instead of holding the job forever.
+enum class stop_reason { none, cancelled, lease_lost, timed_out };
 
 class lease_keeper;
 
@@ -176,6 +178,13 @@ public:
     }
 
     stop_reason reason() const noexcept { return reason_.load(); }
+
+    // The run-time limit: at its first round after `when` the keeper stops the job (timed_out)
+    // and renews no more.
+    void set_deadline(std::chrono::steady_clock::time_point when) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        deadline_ = when;
+    }
     std::chrono::milliseconds lease_duration() const noexcept { return lease_.duration; }
     std::size_t writes() const noexcept { return writes_.load(); }
 
@@ -213,7 +222,12 @@ private:
         std::vector<std::pair<int, std::string>> batch;
         std::size_t milestones_in_batch = 0;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
+            std::unique_lock<std::mutex> lock(mutex_);
+            if (!final && std::chrono::steady_clock::now() >= deadline_) {
+                lock.unlock();
+                halt(stop_reason::timed_out, "the job ran past its run-time limit");
+                return;
+            }
             if (dirty_) {
                 batch.assign(milestones_.begin(), milestones_.end());
                 milestones_in_batch = batch.size();
@@ -273,6 +287,7 @@ private:
     std::vector<std::pair<int, std::string>> milestones_;
     bool dirty_ = false;
     bool stopping_ = false;
+    std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
     std::atomic<stop_reason> reason_{stop_reason::none};
     std::atomic<std::size_t> writes_{0};
     std::chrono::steady_clock::time_point last_write_;  // the scheduler's only (and stop() after remove)

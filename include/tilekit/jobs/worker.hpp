@@ -18,6 +18,11 @@
 //                                    already says what happened (the keeper stopped the handler
 //                                    through ctx.cancel())
 //   the pool stopped and the grace period ended -> release: queued again at once, for any worker
+//                                    (free retry_policy::max_releases times in a row, then it
+//                                    counts as a failed attempt)
+//   ran past its run-time limit (new_job::timeout, worker_options::job_timeout) -> cancelled,
+//                                    then fail (retryable): "timed out after N ms"
+// The pool also does maintenance: every maintenance_interval, retention (job_store::prune).
 // Handlers must watch ctx.cancel() (the tiler does) so that cancellation takes effect within
 // about a heartbeat, and so that a worker that lost its lease stops before anyone else starts.
 
@@ -61,6 +66,15 @@ struct worker_options {
     std::chrono::milliseconds poll_interval{1000};     // idle workers look again this often without a wake-up
     std::chrono::milliseconds rescue_interval{5000};   // this pool's sweep for expired leases (0: none)
     std::chrono::milliseconds shutdown_grace{20000};   // stop(): running jobs may finish within this
+    // Run-time limit of an attempt for jobs that set none (new_job::timeout); 0: none. A handler
+    // still running past it is cancelled and the attempt fails (retryable) as timed out; the
+    // lease is no longer renewed, so one that ignores the cancel is rescued when it expires.
+    std::chrono::milliseconds job_timeout{0};
+    // Retention, run by this pool's maintenance thread every maintenance_interval (0: never):
+    // finished jobs older than retention.max_age, or beyond retention.keep_per_version per
+    // (project, version), are deleted (job_store::prune).
+    std::chrono::milliseconds maintenance_interval{std::chrono::minutes(10)};
+    retention_policy retention;
     // Called for each job that ended (completed, failed, cancelled, requeued for a retry or handed
     // back) with its record; from a worker thread. For logging.
     std::function<void(const job_record&)> on_job_end;
@@ -210,6 +224,8 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
     cancel_token work = cancel.child();
     auto keeper = std::make_shared<lease_keeper>(store, lease, options.progress_interval, options.heartbeat,
                                                  [work](stop_reason, const std::string&) mutable { work.cancel(); }, work, keepers);
+    const std::chrono::milliseconds limit = claimed.job.timeout.count() > 0 ? claimed.job.timeout : options.job_timeout;
+    if (limit.count() > 0) keeper->set_deadline(std::chrono::steady_clock::now() + limit);
     job_context context(claimed.job, keeper, work);
     nlohmann::json result;
     std::string failure;
@@ -228,6 +244,11 @@ inline std::optional<jobs::job_record> run_claimed_job(jobs::job_store& store, j
     }
     keeper->stop();
     const bool stopped = work.is_cancelled();
+    if (keeper->reason() == stop_reason::timed_out)
+        return write_outcome(lease, [&] {
+            return store.fail(lease, "timed out: the attempt ran longer than its limit of " + std::to_string(limit.count()) +
+                                         " ms and was cancelled", failure_kind::retryable);
+        });
     if (keeper->reason() != stop_reason::none) {  // cancelled or taken over: the store knows
         if (ok) context.completion_refused();
         return std::nullopt;
@@ -304,6 +325,7 @@ public:
         for (unsigned i = 0; i < options_.threads; ++i)
             threads_.emplace_back([this, i] { work(options_.name + "#" + std::to_string(i)); });
         if (options_.rescue_interval.count() > 0) threads_.emplace_back([this] { rescue(); });
+        if (options_.maintenance_interval.count() > 0) threads_.emplace_back([this] { maintain(); });
     }
 
     // Stops claiming; running jobs may finish within the grace period; then their handlers are
@@ -332,6 +354,7 @@ public:
         unsigned threads = 0;
         unsigned running = 0;
         std::uint64_t claimed = 0, completed = 0, failed = 0, retried = 0, released = 0, lost = 0;
+        std::uint64_t pruned = 0;  // finished jobs deleted by this pool's retention
         bool stopping = false;
     };
     stats snapshot() const {
@@ -448,6 +471,22 @@ private:
                 report_store_error(options_.name + "/rescuer", e.what());
             }
             sleep_unless_stopping(options_.rescue_interval);
+        }
+    }
+
+    // Retention: the first pass soon after start, then every maintenance_interval. Many pools may
+    // prune at once; each deletes in short batches.
+    void maintain() {
+        sleep_unless_stopping(std::min(options_.maintenance_interval, std::chrono::milliseconds(1000)));
+        while (!is_stopping()) {
+            try {
+                const std::int64_t pruned = store_.prune(options_.retention);
+                std::lock_guard<std::mutex> lock(mutex_);
+                counts_.pruned += static_cast<std::uint64_t>(pruned);
+            } catch (const std::exception& e) {
+                report_store_error(options_.name + "/maintenance", e.what());
+            }
+            sleep_unless_stopping(options_.maintenance_interval);
         }
     }
 

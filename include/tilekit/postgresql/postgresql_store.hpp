@@ -114,6 +114,17 @@
 //   DROP INDEX IF EXISTS "tilekit".jobs_leases;
 //   ALTER TABLE "tilekit".jobs SET (fillfactor = 90);
 //   INSERT INTO "tilekit".schema_migrations (version) VALUES (2);
+//
+// Version 3 (hand-backs in a row, the per-job run-time limit, the newest-first listing's index):
+//
+//   ALTER TABLE "tilekit".jobs ADD COLUMN releases integer NOT NULL DEFAULT 0 CHECK (releases >= 0),
+//       ADD COLUMN timeout_ms bigint NOT NULL DEFAULT 0 CHECK (timeout_ms >= 0);
+//   CREATE INDEX jobs_by_created ON "tilekit".jobs (created_at, id);
+//   INSERT INTO "tilekit".schema_migrations (version) VALUES (3);
+//
+// Operators' calls (list_jobs, count_jobs, stats, retention's prune_finished) are built per call
+// from the filter, so each WHERE names only what is set and an index serves it; pages and
+// batches are bounded with LIMIT.
 
 #if !__has_include(<libpq-fe.h>)
 #error "<tilekit/postgresql/postgresql_store.hpp> needs libpq (<libpq-fe.h>; Debian: libpq-dev). Link tilekit::postgresql (CMake), tilekit_postgresql_dep (meson) or pkg-config tilekit-postgresql."
@@ -412,7 +423,7 @@ namespace jobs {
 
 class postgresql_job_store final : public job_store {
 public:
-    static constexpr int schema_version = 2;
+    static constexpr int schema_version = 3;
 
     explicit postgresql_job_store(std::string conninfo, postgresql_store_options options = {})
         : conninfo_(std::move(conninfo)), options_(std::move(options)), server_(detail::describe_pg_conninfo(conninfo_)) {
@@ -458,7 +469,7 @@ public:
                                                                      std::to_string(to) + ": this tilekit knows 0.." +
                                                                      std::to_string(schema_version));
         std::string out;
-        for (int v = from + 1; v <= to; ++v) out += v == 1 ? version_1_sql(s) : version_2_sql(s);
+        for (int v = from + 1; v <= to; ++v) out += v == 1 ? version_1_sql(s) : v == 2 ? version_2_sql(s) : version_3_sql(s);
         return out;
     }
 
@@ -468,7 +479,7 @@ public:
         detail::pg_params params;
         params.add(made.id).add(made.job_type).add(made.message).add(made.project_id).add(made.version_id);
         params.add(made.created_by).add(json_text(made, made.payload, "payload")).add(made.max_attempts);
-        params.add(static_cast<std::int64_t>(job.delay.count()));
+        params.add(static_cast<std::int64_t>(job.delay.count())).add(static_cast<std::int64_t>(job.timeout.count()));
         job_record created;
         {
             detail::pg_session session(*pool_);
@@ -576,7 +587,7 @@ public:
 
     job_record release(job_lease& lease, const std::string& reason) override {
         return fenced(lease, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
-            detail::apply_release(r, s, reason, now);
+            detail::apply_release(r, s, reason, retries(), now);
         });
     }
 
@@ -608,11 +619,119 @@ public:
         return rescued;
     }
 
+    job_page list_jobs(const job_filter& filter, std::size_t limit,
+                       const std::optional<job_page_key>& after = std::nullopt) const override {
+        detail::check_page_limit(limit);
+        detail::pg_params params;
+        std::string where = filter_sql(filter, params);
+        if (after) {
+            if (!is_uuid(after->id)) throw error(errc::invalid_argument, "a page key needs a job id");
+            params.add(after->created_at).add(after->id);
+            where += std::string(where.empty() ? " WHERE" : " AND") + " (created_at, id) < ($" +
+                     std::to_string(params.size() - 1) + "::timestamptz, $" + std::to_string(params.size()) + "::uuid)";
+        }
+        const std::string sql = "SELECT " + columns_ + " FROM " + table_ + where + " ORDER BY created_at DESC, id DESC LIMIT " +
+                                std::to_string(limit + 1);
+        detail::pg_session session(*pool_);
+        const auto rows = run(session, sql, params, "list jobs");
+        job_page page;
+        for (int row = 0; row < PQntuples(rows.get()) && page.jobs.size() < limit; ++row) page.jobs.push_back(read_record(rows.get(), row));
+        if (static_cast<std::size_t>(PQntuples(rows.get())) > limit)
+            page.next = job_page_key{page.jobs.back().created_at, page.jobs.back().id};
+        return page;
+    }
+
+    std::int64_t count_jobs(const job_filter& filter) const override {
+        detail::pg_params params;
+        const std::string sql = "SELECT count(*) FROM " + table_ + filter_sql(filter, params);
+        detail::pg_session session(*pool_);
+        return integer(run(session, sql, params, "count jobs").get(), 0, 0);
+    }
+
+    job_record retry(const std::string& id, const std::string& reason) override {
+        try {
+            return update(id, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point now) {
+                detail::apply_retry(r, s, reason, now);
+            });
+        } catch (const postgresql_store_error& e) {
+            if (e.sqlstate() != "23505") throw;  // jobs_one_active: the version has another active job
+            const std::optional<job_record> job = get(id);
+            if (!job) throw job_not_found(id);
+            detail::pg_session session(*pool_);
+            throw duplicate(session, *job);
+        }
+    }
+
+    queue_stats stats(std::chrono::milliseconds window) const override {
+        const std::string since = "now() - $1::bigint * interval '1 millisecond'";
+        const std::string started = "status <> 'queued' AND started_at >= " + since;
+        const std::string latency = "extract(epoch from greatest(started_at - run_at, interval '0')) * 1000";
+        const std::string sql =
+            "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'running'),"
+            " count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed'),"
+            " count(*) FILTER (WHERE status = 'cancelled'), count(*) FILTER (WHERE status = 'queued' AND run_at <= now()),"
+            " (extract(epoch from now() - min(run_at) FILTER (WHERE status = 'queued' AND run_at <= now())) * 1000)::bigint,"
+            " count(*) FILTER (WHERE status = 'completed' AND completed_at >= " + since + "),"
+            " count(*) FILTER (WHERE status = 'failed' AND completed_at >= " + since + "),"
+            " count(*) FILTER (WHERE " + started + "),"
+            " (avg(" + latency + ") FILTER (WHERE " + started + "))::bigint,"
+            " (max(" + latency + ") FILTER (WHERE " + started + "))::bigint FROM " + table_;
+        detail::pg_session session(*pool_);
+        const auto rows = run(session, sql, detail::pg_params().add(static_cast<std::int64_t>(window.count())), "read the queue's statistics");
+        const PGresult* r = rows.get();
+        queue_stats out;
+        out.window = window;
+        out.queued = integer(r, 0, 0);
+        out.running = integer(r, 0, 1);
+        out.completed = integer(r, 0, 2);
+        out.failed = integer(r, 0, 3);
+        out.cancelled = integer(r, 0, 4);
+        out.runnable = integer(r, 0, 5);
+        if (!PQgetisnull(r, 0, 6)) out.oldest_runnable_age = std::chrono::milliseconds(std::max<std::int64_t>(0, integer(r, 0, 6)));
+        out.completed_in_window = integer(r, 0, 7);
+        out.failed_in_window = integer(r, 0, 8);
+        out.started_in_window = integer(r, 0, 9);
+        if (!PQgetisnull(r, 0, 10)) out.pickup_latency_avg = std::chrono::milliseconds(integer(r, 0, 10));
+        if (!PQgetisnull(r, 0, 11)) out.pickup_latency_max = std::chrono::milliseconds(integer(r, 0, 11));
+        return out;
+    }
+
+protected:
+    std::int64_t prune_finished(std::chrono::milliseconds max_age, std::int64_t keep_per_version, std::int64_t limit) override {
+        const std::string doomed =
+            "SELECT id FROM (SELECT id, coalesce(completed_at, created_at) AS ended, row_number() OVER (PARTITION BY"
+            " project_id, version_id ORDER BY coalesce(completed_at, created_at) DESC, id DESC) AS rank FROM " + table_ +
+            " WHERE status IN ('completed','failed','cancelled')) f"
+            " WHERE ended < now() - $1::bigint * interval '1 millisecond' OR rank > $2::bigint";
+        detail::pg_params params;
+        params.add(static_cast<std::int64_t>(max_age.count())).add(keep_per_version);
+        detail::pg_session session(*pool_);
+        if (limit == 0)
+            return integer(run(session, "SELECT count(*) FROM (" + doomed + ") d", params, "count the jobs retention would delete").get(), 0, 0);
+        params.add(limit);
+        const auto result = run(session, "DELETE FROM " + table_ + " WHERE id IN (" + doomed + " LIMIT $3::bigint)"
+                                         " AND status IN ('completed','failed','cancelled')", params, "delete finished jobs");
+        return std::strtoll(PQcmdTuples(result.get()), nullptr, 10);
+    }
+
 private:
+    // " WHERE ..." for a filter (empty when it matches everything); its values appended to params.
+    static std::string filter_sql(const job_filter& filter, detail::pg_params& params) {
+        std::string where;
+        const auto add = [&](const char* column, const std::string& value) {
+            params.add(value);
+            where += std::string(where.empty() ? " WHERE " : " AND ") + column + " = $" + std::to_string(params.size());
+        };
+        if (filter.project_id) add("project_id", *filter.project_id);
+        if (filter.version_id) add("version_id", *filter.version_id);
+        if (filter.status) add("status", to_string(*filter.status));
+        return where;
+    }
+
     // Column order of every job SELECT / RETURNING (read_record and read_stored rely on it).
-    static constexpr int token_column = 19, run_at_ms_column = 20, lease_expires_ms_column = 21, now_ms_column = 22,
-                         row_version_column = 23;
-    static constexpr int which_column = 22;  // complete_and_claim: 0 the completed job, 1 the claimed one
+    static constexpr int token_column = 19, run_at_ms_column = 20, lease_expires_ms_column = 21, releases_column = 22,
+                         timeout_column = 23, now_ms_column = 24, row_version_column = 25;
+    static constexpr int which_column = 24;  // complete_and_claim: 0 the completed job, 1 the claimed one
 
     // A claimed row and the lease on it; `sent` is when the claim left this process.
     claimed_job claimed_from_row(const PGresult* rows, int row, const std::string& worker_id,
@@ -728,6 +847,15 @@ private:
                "INSERT INTO " + s + ".schema_migrations (version) VALUES (1);\n";
     }
 
+    // Version 3: hand-backs in a row, the per-job run-time limit, the newest-first listing's index.
+    static std::string version_3_sql(const std::string& s) {
+        const std::string jobs = s + ".jobs";
+        return "ALTER TABLE " + jobs + " ADD COLUMN releases integer NOT NULL DEFAULT 0 CHECK (releases >= 0),\n"
+               "    ADD COLUMN timeout_ms bigint NOT NULL DEFAULT 0 CHECK (timeout_ms >= 0);\n"
+               "CREATE INDEX jobs_by_created ON " + jobs + " (created_at, id);\n"
+               "INSERT INTO " + s + ".schema_migrations (version) VALUES (3);\n";
+    }
+
     void prepare_sql() {
         const auto utc = [](const char* column) {
             return std::string("to_char(") + column + " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
@@ -738,15 +866,16 @@ private:
             "id::text, job_type, status, progress, message, result::text, error, project_id, version_id, created_by, " +
             utc("created_at") + ", " + utc("started_at") + ", " + utc("completed_at") +
             ", payload::text, attempt, max_attempts, " + utc("run_at") + ", worker, " + utc("lease_expires_at") +
-            ", lease_token::text, " + millis("run_at") + ", " + millis("lease_expires_at");
+            ", lease_token::text, " + millis("run_at") + ", " + millis("lease_expires_at") + ", releases, timeout_ms";
         const std::string with_now = columns + ", " + millis(now_ms.c_str()) + ", xmin::text";
+        columns_ = columns;
         const std::string lease_end = now_ms + " + $3::bigint * interval '1 millisecond'";
         const std::string& t = table_;
 
         sql_.insert = "INSERT INTO " + t +
                       " (id, job_type, status, message, project_id, version_id, created_by, payload, max_attempts,"
-                      " created_at, run_at) VALUES ($1::uuid, $2, 'queued', $3, $4, $5, $6, $7::jsonb, $8::integer, " +
-                      now_ms + ", " + now_ms + " + $9::bigint * interval '1 millisecond') RETURNING " + columns;
+                      " created_at, run_at, timeout_ms) VALUES ($1::uuid, $2, 'queued', $3, $4, $5, $6, $7::jsonb, $8::integer, " +
+                      now_ms + ", " + now_ms + " + $9::bigint * interval '1 millisecond', $10::bigint) RETURNING " + columns;
         sql_.active = "SELECT id::text, status FROM " + t +
                       " WHERE job_type = $1 AND project_id = $2 AND version_id = $3 AND status IN ('queued','running') LIMIT 1";
         sql_.get = "SELECT " + columns + " FROM " + t + " WHERE id = $1::uuid";
@@ -787,7 +916,7 @@ private:
         sql_.write_back = "UPDATE " + t + " SET status = $2, progress = $3::integer, message = $4, result = $5::jsonb,"
                           " error = $6, started_at = $7::timestamptz, completed_at = $8::timestamptz, attempt = $9::integer,"
                           " run_at = $10::timestamptz, worker = $11, lease_token = $12::uuid,"
-                          " lease_expires_at = $13::timestamptz WHERE id = $1::uuid AND xmin = $14::xid";
+                          " lease_expires_at = $13::timestamptz, releases = $15::integer WHERE id = $1::uuid AND xmin = $14::xid";
         sql_.expired = "SELECT " + with_now + " FROM " + t + " WHERE status = 'running' AND lease_expires_at < " + now_ms +
                        " ORDER BY created_at, seq FOR UPDATE SKIP LOCKED";
     }
@@ -978,7 +1107,11 @@ private:
 
     void check_schema(detail::pg_session& session) {
         try {
-            stored_version(session);
+            if (stored_version(session) < schema_version)
+                throw postgresql_store_error(errc::invalid_argument,
+                                             where() + ": the schema is older than version " + std::to_string(schema_version) +
+                                                 " (create_schema is off): apply the missing part of "
+                                                 "postgresql_job_store::schema_sql(\"" + options_.schema + "\") first");
         } catch (const postgresql_store_error& e) {
             if (e.sqlstate() != "42P01" && e.sqlstate() != "3F000") throw;  // undefined table / schema
             throw postgresql_store_error(errc::invalid_argument,
@@ -1035,6 +1168,8 @@ private:
         r.run_at = text(rows, row, 16);
         r.worker = optional_text(rows, row, 17);
         r.lease_expires_at = optional_text(rows, row, 18);
+        r.releases = static_cast<int>(integer(rows, row, releases_column));
+        r.timeout = std::chrono::milliseconds(integer(rows, row, timeout_column));
         return r;
     }
 
@@ -1153,7 +1288,7 @@ private:
         params.add(r.error).add(r.started_at).add(r.completed_at).add(r.attempt).add(r.run_at).add(r.worker);
         params.add(leased ? std::optional<std::string>(job.state.token) : std::nullopt);
         params.add(leased ? r.lease_expires_at : std::nullopt);
-        params.add(job.row_version);
+        params.add(job.row_version).add(r.releases);
         const auto result = run(session, sql_.write_back, params, "update a job");
         return std::string(PQcmdTuples(result.get())) == "1";
     }
@@ -1243,6 +1378,7 @@ private:
     postgresql_store_options options_;
     std::string server_;  // the conninfo without its password, for messages
     std::string table_;
+    std::string columns_;  // the job columns of every SELECT, for the statements built per call
     statements sql_;
     // Which connection has which of sql_'s statements prepared.
     mutable std::mutex prepared_mutex_;
