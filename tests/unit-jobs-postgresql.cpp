@@ -500,13 +500,19 @@ std::pair<long long, long long> table_updates(const std::string& schema, long lo
 }
 
 // 100 queued jobs (full pages), then one claimed job's `writes` renewals and `writes` progress
-// reports, as a running job's lease keeper and handler make them.
+// reports, as a running job's lease keeper and handler make them. Each write waits a little over
+// a millisecond first: lease_expires_at is whole milliseconds, and two writes in one millisecond
+// leave it unchanged, which makes the second HOT even with an index on it (on a fast machine most
+// writes were, and the version-1 arm measured no defect).
 void renew_and_report(postgresql_job_store& store, int writes) {
     for (int j = 0; j < 100; ++j) store.enqueue(job_for("hot", "v" + std::to_string(j)));
     auto claimed = store.claim("w", tile_jobs, milliseconds(60000));
     REQUIRE(claimed);
+    const auto pause = [] { std::this_thread::sleep_for(std::chrono::microseconds(1100)); };
     for (int i = 0; i < writes; ++i) {
+        pause();
         store.renew(claimed->lease);
+        pause();
         store.report_progress(claimed->lease, i * 100 / writes, "tiles " + std::to_string(i));
     }
 }
