@@ -556,13 +556,14 @@ void check_job_store_conformance(MakeStore make_store, job_store_conformance::op
         claimed_job c = claim_one(store, "worker-a");
         const job_record r = store.release(c.lease, "worker shutting down");
         CHECK(r.status == job_status::queued);
-        CHECK(r.attempt == 0);
+        CHECK(r.attempt == 1);       // numbers are never reused: the next claim is attempt 2
+        CHECK(r.max_attempts == 2);  // and the budget grew by the attempt handed back
         CHECK_FALSE(r.worker);
         CHECK(parse_utc_millis(r.run_at) <= now_millis() + slack);
         check_fenced_off<lease_lost>(store, c.lease);
         claimed_job again = claim_one(store, "worker-b");
         CHECK(again.job.id == id);
-        CHECK(again.job.attempt == 1);
+        CHECK(again.job.attempt == 2);
         CHECK(again.lease.token != c.lease.token);
         CHECK(store.complete(again.lease, nlohmann::json::object(), "Completed").status == job_status::completed);
     }
@@ -1058,7 +1059,7 @@ void check_job_store_conformance(MakeStore make_store, job_store_conformance::op
         CHECK_THROWS_AS(store.prune(retention_policy{milliseconds(-1), std::nullopt}), tilekit::error);
     }
 
-    SECTION("retry: a failed or cancelled job goes back to the queue with its attempts reset; refused while the version is busy") {
+    SECTION("retry: a failed or cancelled job goes back to the queue with a new budget of attempts; refused while the version is busy") {
         new_job job = job_for("p1", "v1");
         job.max_attempts = 1;
         const std::string id = store.enqueue(job).id;
@@ -1067,7 +1068,8 @@ void check_job_store_conformance(MakeStore make_store, job_store_conformance::op
         REQUIRE(store.get(id)->status == job_status::failed);
         const job_record r = store.retry(id, "retried by ops");
         CHECK(r.status == job_status::queued);
-        CHECK(r.attempt == 0);
+        CHECK(r.attempt == 1);
+        CHECK(r.max_attempts == 2);
         CHECK(r.error == "the disk was full");
         CHECK_FALSE(r.completed_at);
         CHECK(parse_utc_millis(r.run_at) <= now_millis() + slack);
@@ -1075,7 +1077,7 @@ void check_job_store_conformance(MakeStore make_store, job_store_conformance::op
         CHECK(store.enqueue(job_for("p1", "v2")).status == job_status::queued);
         claimed_job again = claim_one(store, "worker-b");
         CHECK(again.job.id == id);
-        CHECK(again.job.attempt == 1);
+        CHECK(again.job.attempt == 2);  // a run prefix of its own, not attempt 1's
         store.cancel(id, "stop");
         CHECK_THROWS_AS(store.retry("00000000-0000-4000-8000-000000000000", "x"), job_not_found);
         // Another job of the version is active: refused, nothing changes.
@@ -1144,13 +1146,15 @@ void check_job_store_conformance(MakeStore make_store, job_store_conformance::op
             claimed_job c = claim_one(store, "worker-a");
             const job_record r = store.release(c.lease, "shutting down");
             CHECK(r.status == job_status::queued);
-            CHECK(r.attempt == 0);
+            CHECK(r.attempt == i);
+            CHECK(r.max_attempts == 2 + i);  // free: the budget grew by one
             CHECK(r.releases == i);
         }
         claimed_job third = claim_one(store, "worker-a");
         const job_record counted = store.release(third.lease, "shutting down");
-        CHECK(counted.status == job_status::queued);  // attempt 1 of 2 failed: retried
-        CHECK(counted.attempt == 1);
+        CHECK(counted.status == job_status::queued);  // the first counted attempt failed: retried
+        CHECK(counted.attempt == 3);
+        CHECK(counted.max_attempts == 4);  // this one counted: no growth
         CHECK(counted.releases == 0);
         CHECK(counted.error.find("handed back 3 times") != std::string::npos);
         std::this_thread::sleep_for(milliseconds(20));
@@ -1159,9 +1163,14 @@ void check_job_store_conformance(MakeStore make_store, job_store_conformance::op
             store.release(c.lease, "shutting down");
         }
         claimed_job last = claim_one(store, "worker-a");
-        CHECK(last.job.attempt == 2);
+        CHECK(last.job.attempt == 6);
+        CHECK(last.job.max_attempts == 6);
         const job_record ended = store.release(last.lease, "shutting down");
         CHECK(ended.status == job_status::failed);  // no attempts left
-        CHECK(store.retry(id, "ops").releases == 0);
+        const job_record retried = store.retry(id, "ops");
+        CHECK(retried.releases == 0);
+        CHECK(retried.attempt == 6);  // the count goes on: the retry's first claim is attempt 7
+        CHECK(retried.max_attempts == 12);
+        CHECK(claim_one(store, "worker-a").job.attempt == 7);
     }
 }

@@ -10,6 +10,9 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
+#include <mutex>
+#include <condition_variable>
 
 using namespace tilekit::jobs;
 
@@ -125,4 +128,78 @@ TEST_CASE("worker: an attempt past its run-time limit is cancelled and fails as 
     worker.join();
     CHECK(rescued);
     CHECK(store.get(hung)->status == job_status::failed);  // the late completion was fenced off
+}
+
+TEST_CASE("job_wakeup: notify() wakes one waiting thread, notify_all() every one", "[jobs][memory][worker]") {
+    using namespace std::chrono_literals;
+    job_wakeup wakeup;
+    std::atomic<int> woken{0};
+    std::vector<std::thread> waiters;
+    const std::uint64_t ticket = wakeup.ticket();
+    for (int i = 0; i < 4; ++i)
+        waiters.emplace_back([&] {
+            wakeup.wait(ticket, 20s);
+            ++woken;
+        });
+    std::this_thread::sleep_for(200ms);  // all four are waiting
+    wakeup.notify();
+    CHECK(job_store_conformance::eventually([&] { return woken.load() >= 1; }, 5000ms));
+    std::this_thread::sleep_for(300ms);
+    CHECK(woken.load() == 1);  // one job, one claimer: the other three sleep on
+    wakeup.notify_all();
+    for (std::thread& t : waiters) t.join();
+    CHECK(woken.load() == 4);
+    // A notify between the ticket and the wait is never missed.
+    const std::uint64_t late = wakeup.ticket();
+    wakeup.notify();
+    const auto start = std::chrono::steady_clock::now();
+    wakeup.wait(late, 20s);
+    CHECK(std::chrono::steady_clock::now() - start < 5s);
+}
+
+TEST_CASE("worker_pool: a burst of jobs brings up every idle thread although each wake-up reaches one",
+          "[jobs][memory][worker]") {
+    using namespace std::chrono_literals;
+    memory_job_store store;
+    worker_options options;
+    options.name = "burst";
+    options.threads = 6;
+    options.poll_interval = 30s;  // no polling to fall back on: only wake-ups can start them
+    worker_pool pool(store, options);
+    std::mutex mutex;
+    std::condition_variable all_in;
+    int running = 0;
+    bool released = false;
+    pool.handle(tile_generation_job, [&](job_context&) -> nlohmann::json {
+        std::unique_lock<std::mutex> lock(mutex);
+        ++running;
+        all_in.notify_all();
+        // Each job holds its thread until all six run at once (or the test gives up).
+        all_in.wait_for(lock, 10s, [&] { return running == 6 || released; });
+        return nlohmann::json{{"peak", running}};
+    });
+    pool.start();
+    // Six jobs due in 600 ms: their enqueue wake-ups find nothing runnable yet. When they fall
+    // due, one wake-up stands for all of them (as one NOTIFY does for a burst, or a coalesced
+    // batch): only the pass-on from each thread that claimed can start the other five.
+    for (int i = 0; i < 6; ++i) {
+        new_job job;
+        job.project_id = "p";
+        job.version_id = "v" + std::to_string(i);
+        job.delay = 600ms;
+        store.enqueue(job);
+    }
+    std::this_thread::sleep_for(900ms);  // due; every thread idle, waiting out its 30 s poll
+    CHECK(pool.snapshot().claimed == 0);
+    store.wakeup().notify();
+    bool together = false;
+    {
+        std::unique_lock<std::mutex> lock(mutex);
+        together = all_in.wait_for(lock, 8s, [&] { return running == 6; });
+        released = true;
+    }
+    all_in.notify_all();
+    CHECK(together);
+    CHECK(job_store_conformance::eventually([&] { return pool.snapshot().completed == 6; }, 10000ms));
+    pool.stop();
 }

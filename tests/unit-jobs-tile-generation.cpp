@@ -453,7 +453,8 @@ TEST_CASE("cancellation: the store's ends the job cancelled, the worker's hands 
         };
         const job_record done = f.run(f.sink, cancel);
         CHECK(done.status == job_status::queued);
-        CHECK(done.attempt == 0);
+        CHECK(done.releases == 1);  // free: the budget grew by the attempt handed back
+        CHECK(done.max_attempts == done.attempt + default_max_attempts);
         CHECK(done.message.find("Queued again") == 0);
         CHECK_FALSE(f.has_manifest());
         CHECK(f.scratch_is_empty());
@@ -699,7 +700,7 @@ TEST_CASE("a worker stuck renewing its lease stops its handler before the lease 
     CHECK(ran_for >= std::chrono::milliseconds(500));
     // Its lease was still valid when the store came back: the job is handed back, not lost.
     CHECK(done->status == job_status::queued);
-    CHECK(done->attempt == 0);
+    CHECK(done->releases == 1);
     // The caller's token carries no deadline into the next job (the same one, handed back).
     f.store.before_renew = nullptr;
     CHECK(run_next_job(f.store, {{"spin", [&](job_context& context) -> nlohmann::json {
@@ -816,7 +817,7 @@ TEST_CASE("a cancel reaches the source download and is checked around the flush"
         f.enqueue();
         const job_record done = f.run(sink, worker);
         CHECK(done.status == job_status::queued);  // handed back
-        CHECK(done.attempt == 0);
+        CHECK(done.releases == 1);
         CHECK_FALSE(read_pointer(sink, version_prefix).pointer);  // never committed
         CHECK(keys_under(sink, tiles_prefix).empty());
     }

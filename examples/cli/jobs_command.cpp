@@ -526,13 +526,14 @@ int command_work(const options& o) {
     std::cerr << "tilekit jobs work: " << config.workers << " workers (" << pool->name() << ") on "
               << describe_job_store(config) << " " << redact_url(config.jobs_db) << ", storage " << env.store->describe()
               << (o.drain ? "; exits when no runnable job is left" : "; SIGTERM or SIGINT stops") << "\n";
-    // --drain: idle when no tile-generation job is due and none is running under this pool.
+    // --drain: idle when no job is due and none is running under this pool. "Due" is judged by the
+    // store's clock (its stats' runnable count), not this host's: a host whose clock runs ahead
+    // would stop while jobs it sees as due still wait on the server, and one behind would wait on.
+    // The CLI's queue holds tile-generation jobs only, which is what this pool runs.
     const std::string own_prefix = pool->name() + "#";
     const auto idle = [&] {
         if (pool->snapshot().running > 0) return false;
-        const std::string now = jobs::utc_now_iso8601();
-        for (const jobs::job_record& job : env.queue->list_by_status(jobs::job_status::queued))
-            if (job.job_type == jobs::tile_generation_job && job.run_at <= now) return false;
+        if (env.queue->stats(std::chrono::milliseconds(0)).runnable > 0) return false;
         for (const jobs::job_record& job : env.queue->list_by_status(jobs::job_status::running))
             if (job.worker && job.worker->rfind(own_prefix, 0) == 0) return false;
         return true;

@@ -167,6 +167,9 @@ struct retry_policy {
 // A wake-up for idle workers: stores call notify() when a job may have become runnable (enqueued,
 // retried, released, rescued; the PostgreSQL store also on NOTIFY from other processes). Take a
 // ticket before looking for work and wait with it, so a notify in between is never missed.
+// notify() wakes one waiting thread, not all: a job needs one claimer, and a thread that claimed
+// one passes the wake-up on (worker_pool does), so a burst brings up as many threads as it has
+// jobs while a single job costs one claim, not one per idle thread.
 class job_wakeup {
 public:
     std::uint64_t ticket() const {
@@ -179,6 +182,14 @@ public:
         changed_.wait_for(lock, timeout, [&] { return generation_ != ticket; });
     }
     void notify() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            ++generation_;
+        }
+        changed_.notify_one();
+    }
+    // Every waiting thread (a pool stopping).
+    void notify_all() {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             ++generation_;
@@ -237,7 +248,8 @@ public:
     // `error`; otherwise failed with `error`.
     virtual job_record fail(job_lease& lease, const std::string& error, failure_kind kind) = 0;
     // Hands a running job back (a worker shutting down): queued, runnable now, and the attempt it
-    // was on does not count.
+    // was on does not count (max_attempts grows by one; the attempt number is not reused), for
+    // retry_policy::max_releases hand-backs in a row; the one after counts as a failed attempt.
     virtual job_record release(job_lease& lease, const std::string& reason) = 0;
 
     // Not fenced: for the service and the operator. queued | running -> cancelled; the worker
@@ -256,8 +268,9 @@ public:
                                const std::optional<job_page_key>& after = std::nullopt) const = 0;
     // How many jobs `filter` matches (a COUNT, not a listing).
     virtual std::int64_t count_jobs(const job_filter& filter) const = 0;
-    // failed | cancelled -> queued, runnable now, with its attempts reset (all max_attempts again)
-    // and its hand-backs forgotten; the last error is kept. Refused with job_state_error
+    // failed | cancelled -> queued, runnable now, with as many attempts again as it had (the
+    // attempt number goes on: max_attempts grows) and its hand-backs forgotten; the last error is
+    // kept. Refused with job_state_error
     // (errc::duplicate_job) while the version has another active job of the type.
     virtual job_record retry(const std::string& id, const std::string& reason) = 0;
     // Counts by status, the oldest runnable job's wait, and over the last `window` the failure
@@ -517,8 +530,10 @@ inline void apply_fail(jobs::job_record& job, job_queue_state& state, const std:
     apply_end(job, state, jobs::job_status::failed, error, now);
 }
 
-// A hand-back: free (the attempt does not count) for policy.max_releases in a row; the one after
-// counts as a failed, retryable attempt, and the count starts again.
+// A hand-back: free for policy.max_releases in a row (the attempt's budget grows by one, so the
+// attempt does not count); the one after counts as a failed, retryable attempt, and the count
+// starts again. `attempt` itself never goes back: every claim gets a number of its own, and with it
+// a run prefix and a scratch directory no earlier claim of the job can still be cleaning up.
 inline void apply_release(jobs::job_record& job, job_queue_state& state, const std::string& reason,
                           const jobs::retry_policy& policy, job_clock::time_point now) {
     require_status(job, {jobs::job_status::running}, "release");
@@ -533,16 +548,18 @@ inline void apply_release(jobs::job_record& job, job_queue_state& state, const s
     }
     const std::string kept_error = job.error;
     apply_requeue(job, state, kept_error, "Queued again: " + reason, now);
-    job.attempt = std::max(0, job.attempt - 1);
+    job.max_attempts += 1;
     job.releases += 1;
 }
 
-// An operator's retry: failed | cancelled -> queued now, every attempt available again.
+// An operator's retry: failed | cancelled -> queued now, with as many attempts again as the job
+// had. The attempt count goes on (the next claim is attempt + 1), so the retry's runs never reuse
+// a prefix of the attempts before it.
 inline void apply_retry(jobs::job_record& job, job_queue_state& state, const std::string& reason, job_clock::time_point now) {
     require_status(job, {jobs::job_status::failed, jobs::job_status::cancelled}, "retry");
     job.status = jobs::job_status::queued;
     job.progress = 0;
-    job.attempt = 0;
+    job.max_attempts = job.attempt + std::max(1, job.max_attempts);
     job.releases = 0;
     job.result = nlohmann::json();
     job.completed_at.reset();

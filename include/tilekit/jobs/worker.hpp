@@ -337,7 +337,7 @@ public:
             if (stopping_ && threads_.empty()) return;
             stopping_ = true;
         }
-        store_.wakeup().notify();
+        store_.wakeup().notify_all();
         changed_.notify_all();
         {
             std::unique_lock<std::mutex> lock(mutex_);
@@ -418,6 +418,8 @@ private:
                 if (!is_stopping()) store_.wakeup().wait(ticket, options_.poll_interval);
                 continue;
             }
+            // A wake-up reaches one idle thread; there may be more jobs where this one came from.
+            store_.wakeup().notify();
             run(*claimed, next);
         }
         if (next) hand_back(*next);
@@ -456,7 +458,7 @@ private:
             if (!outcome) ++counts_.lost;
             else if (outcome->status == job_status::completed) ++counts_.completed;
             else if (outcome->status == job_status::failed) ++counts_.failed;
-            else if (outcome->status == job_status::queued && outcome->attempt < claimed.lease.attempt) ++counts_.released;
+            else if (outcome->status == job_status::queued && outcome->releases > claimed.job.releases) ++counts_.released;
             else if (outcome->status == job_status::queued) ++counts_.retried;
         }
         changed_.notify_all();
