@@ -20,6 +20,7 @@ test_packages=(
     libssl-dev libcurl4-openssl-dev                             # tilekit::s3 (OpenSSL 3 libcrypto, libcurl)
     libsqlite3-dev                                              # tilekit::sqlite (the durable job store)
     postgresql libpq-dev                                        # tilekit::postgresql (libpq) and its live tests' private server
+    faketime                                                    # queue process tests: a worker whose wall clock is off
     libcpp-httplib-dev chromium curl                            # examples/http_service, its viewer test in headless Chromium, curl for its scripts
     nodejs npm python3-botocore                                 # S3 test peer: s3rver (npm) behind a botocore verifier; playwright-core
 )

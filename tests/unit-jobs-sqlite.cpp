@@ -500,7 +500,7 @@ TEST_CASE("sqlite_job_store migrates version-2 and version-3 files step by step"
             queued_id = store.enqueue(job_for("p", "v")).id;
         }
         raw_sql(path, std::string("DROP INDEX jobs_by_created; ALTER TABLE jobs DROP COLUMN releases;"
-                                  " ALTER TABLE jobs DROP COLUMN timeout_ms;") +
+                                  " ALTER TABLE jobs DROP COLUMN timeout_ms; DROP TABLE lease_clock;") +
                           (from == 2 ? " ALTER TABLE jobs DROP COLUMN owner_lock;" : "") +
                           " PRAGMA user_version = " + std::to_string(from) + ";");
         CHECK(raw_query(path, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name IN ('releases', 'timeout_ms')") == "0");
@@ -509,6 +509,7 @@ TEST_CASE("sqlite_job_store migrates version-2 and version-3 files step by step"
         CHECK(raw_query(path, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name IN"
                               " ('owner_lock', 'releases', 'timeout_ms')") == "3");
         CHECK(raw_query(path, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_by_created'") == "1");
+        CHECK(raw_query(path, "SELECT count(*) FROM sqlite_master WHERE name = 'lease_clock'") == "1");
         CHECK(store.get(queued_id)->status == job_status::queued);
         CHECK(store.get(queued_id)->releases == 0);
         auto claimed = store.claim("w", {tile_generation_job}, std::chrono::seconds(60));
@@ -812,4 +813,56 @@ TEST_CASE("sqlite_job_store judges owners by their lock, never by host name or p
     REQUIRE(rescued.size() == 1);
     CHECK(rescued[0].id == ids[2]);
     CHECK_FALSE(std::filesystem::exists(locks + "/" + live_name));
+}
+
+TEST_CASE("sqlite_job_store: leases run on the host's boot clock, its origin kept in the file per boot", "[jobs][sqlite]") {
+    scratch_dir dir;
+    const std::string path = dir.file("clock.db");
+    const std::string boot_id = [] {
+        std::ifstream in("/proc/sys/kernel/random/boot_id");
+        std::string line;
+        std::getline(in, line);
+        return line;
+    }();
+    REQUIRE_FALSE(boot_id.empty());  // Linux: the test machine has one
+    const auto wall_ms = [] {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    };
+    std::string origin;
+    {
+        sqlite_job_store store(path);
+        CHECK(raw_query(path, "SELECT count(*) FROM lease_clock") == "1");
+        CHECK(raw_query(path, "SELECT boot_id FROM lease_clock") == boot_id);
+        origin = raw_query(path, "SELECT origin_ms FROM lease_clock");
+        store.enqueue(job_for("p", "v1"));
+        auto claimed = store.claim("w", {tile_generation_job}, std::chrono::seconds(60));
+        REQUIRE(claimed);
+        // Near wall milliseconds (the clocks agree until the wall clock steps).
+        const std::int64_t lease_end = std::stoll(raw_query(path, "SELECT lease_expires_ms FROM jobs"));
+        CHECK(std::llabs(lease_end - (wall_ms() + 60000)) < 5000);
+    }
+    {
+        sqlite_job_store again(path);  // the same boot: the same origin, so every process reads one clock
+        CHECK(raw_query(path, "SELECT origin_ms FROM lease_clock") == origin);
+    }
+    // A lease written on the lease clock is judged by it, not by the wall clock: move the origin
+    // 2 h back (as if the wall clock had stepped 2 h ahead since the boot's first open). The
+    // job's lease, 60 s on that clock, is not over for a store that reads the file's clock.
+    raw_sql(path, "UPDATE lease_clock SET origin_ms = origin_ms - 7200000;");
+    {
+        sqlite_job_store shifted(path);
+        shifted.enqueue(job_for("p", "v2"));
+        auto claimed = shifted.claim("w", {tile_generation_job}, std::chrono::seconds(60));
+        REQUIRE(claimed);
+        const std::int64_t lease_end =
+            std::stoll(raw_query(path, "SELECT lease_expires_ms FROM jobs WHERE id = '" + claimed->job.id + "'"));
+        CHECK(lease_end < wall_ms() - 7000000);  // by the wall clock, long over
+        CHECK(shifted.rescue_expired().empty());  // by the lease clock, 60 s ahead
+        CHECK(shifted.get(claimed->job.id)->status == job_status::running);
+    }
+    // Another boot's origin is replaced by the first open of this boot.
+    raw_sql(path, "UPDATE lease_clock SET boot_id = 'another-boot', origin_ms = 0;");
+    sqlite_job_store after_reboot(path);
+    CHECK(raw_query(path, "SELECT boot_id FROM lease_clock") == boot_id);
+    CHECK(std::llabs(std::stoll(raw_query(path, "SELECT origin_ms FROM lease_clock")) - std::stoll(origin)) < 5000);
 }

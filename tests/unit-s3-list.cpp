@@ -456,3 +456,102 @@ TEST_CASE("the S3 sink lists through the client and skips keys it could not remo
     contract.list("p/", [&](const std::string& key) { keys.push_back(key); });
     CHECK(keys == std::vector<std::string>{"p/ok.png", "p/sub/ok 2.png"});
 }
+
+namespace {
+
+// A loopback HTTP server that answers one GET with 200, a Content-Length of 64 MiB and then a
+// trickle: 1 KiB every 50 ms, until the client goes away. A download of it takes hours, so only
+// a cancel ends it in time.
+class trickle_server {
+public:
+    trickle_server() {
+        listener_ = tkt::listen_on_loopback(4, port_);
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~trickle_server() {
+        stop_ = true;
+        thread_.join();
+        ::close(listener_);
+    }
+    std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/slow/source.png"; }
+    s3::config config() const {
+        s3::config c;
+        c.bucket = "tiles";
+        c.creds = {"id", "secret", ""};
+        c.target = s3::parse_endpoint("http://127.0.0.1:" + std::to_string(port_));
+        return c;
+    }
+    bool client_left() const { return client_left_; }
+
+private:
+    void serve() {
+        while (!stop_) {
+            pollfd p{listener_, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) continue;
+            const int connection = ::accept(listener_, nullptr, nullptr);
+            if (connection < 0) continue;
+            std::string request;
+            char buffer[4096];
+            while (request.find("\r\n\r\n") == std::string::npos) {
+                const ssize_t got = ::recv(connection, buffer, sizeof buffer, 0);
+                if (got <= 0) break;
+                request.append(buffer, static_cast<std::size_t>(got));
+            }
+            const std::string head = "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 67108864\r\n\r\n";
+            bool open = ::send(connection, head.data(), head.size(), MSG_NOSIGNAL) > 0;
+            const std::string chunk(1024, 'x');
+            while (open && !stop_) {
+                open = ::send(connection, chunk.data(), chunk.size(), MSG_NOSIGNAL) > 0;
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
+            if (!open) client_left_ = true;
+            ::close(connection);
+        }
+    }
+
+    int listener_ = -1;
+    int port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::atomic<bool> client_left_{false};
+    std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("S3 sources: a cancel stops a download part-way and leaves no file", "[s3][source]") {
+    trickle_server server;
+    s3::timeouts limits;
+    limits.request_ms = 600000;  // no timeout would end it: only the cancel
+    s3::client client(server.config(), s3::retry_policy{}, limits);
+    const tkt::temp_dir scratch;
+    const auto stop_after = [](cancel_token token) {
+        return std::thread([token]() mutable {
+            std::this_thread::sleep_for(std::chrono::milliseconds(400));
+            token.cancel();
+        });
+    };
+    SECTION("by key (signed GET)") {
+        s3::object_source source(client);
+        cancel_token cancel;
+        std::thread canceller = stop_after(cancel);
+        const auto start = std::chrono::steady_clock::now();
+        CHECK_THROWS_AS(source.fetch_cancellable("slow/source.png", scratch.path(), 1ull << 30, cancel), cancelled_error);
+        canceller.join();
+        CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+    }
+    SECTION("by presigned URL") {
+        s3::presigned_url_source source(client, server.url());
+        cancel_token cancel;
+        std::thread canceller = stop_after(cancel);
+        const auto start = std::chrono::steady_clock::now();
+        CHECK_THROWS_AS(source.fetch_cancellable("source.png", scratch.path(), 1ull << 30, cancel), cancelled_error);
+        canceller.join();
+        CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+    }
+    CHECK(std::filesystem::is_empty(scratch.path()));  // neither the file nor its .part
+    // The connection was closed, not left open behind the cancel.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!server.client_left() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(server.client_left());
+}

@@ -12,6 +12,9 @@ Scenarios (all but `restart` by default; `restart` runs when --restart-cmd is gi
   dead_owner  (SQLite) the next worker to open the store rescues a killed worker's job at once
   namespaces  (SQLite, root) workers in two PID namespaces on one file (unshare --pid): a live
             one's job is never rescued from the other namespace; a SIGKILLed one's is, at once
+  clock_step  rescues whose wall clock is 2 h ahead or behind (libfaketime; the monotonic and
+            boot clocks left true), as after a step of the host's clock: no live job is rescued,
+            and a SIGKILLed worker's job is rescued when its lease ends, not 2 h off
   pause     SIGSTOP a worker past its lease: taken over; on SIGCONT its writes are fenced off
             and its handler stopped
   retry     a job that always fails retryably: exactly max_attempts attempts with growing gaps,
@@ -47,7 +50,8 @@ from pyramids import (TILE_IMAGE_KEY, TILE_IMAGE_SIZE, TILE_VERSION_PREFIX, comm
                       pyramid_report, tile_payload, write_png)
 from queue_harness import Scenario, kill_children
 
-ALL_SCENARIOS = ["spread", "kill", "dead_owner", "namespaces", "pause", "retry", "cancel", "graceful", "restart"]
+ALL_SCENARIOS = ["spread", "kill", "dead_owner", "namespaces", "clock_step", "pause", "retry", "cancel", "graceful",
+                 "restart"]
 
 
 def on_stop_signal(signum, _frame):
@@ -222,6 +226,63 @@ def scenario_namespaces(s):
             f"SIGKILL rescued {rescued_after:.2f} s later and started again by the neighbour (lease {lease_ms / 1000:.0f} s)")
 
 
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"  # Debian's faketime package
+
+
+def wall_clock_off(offset):
+    """Runs a command with its wall clock moved by `offset` ("+2h", "-2h") and every other clock
+    true (FAKETIME_DONT_FAKE_MONOTONIC): a host whose clock is off, or one just stepped by NTP.
+    Through env, which execs, so the worker's pid is the tool's own."""
+    assert os.path.exists(LIBFAKETIME), f"{LIBFAKETIME} is missing: install Debian's faketime (scripts/install-deps.sh)"
+    return ["env", f"LD_PRELOAD={LIBFAKETIME}", f"FAKETIME={offset}", "FAKETIME_DONT_FAKE_MONOTONIC=1"]
+
+
+def scenario_clock_step(s):
+    """A step of the wall clock moves no lease. Rescues whose wall clock is 2 h ahead (a step
+    forward since the claims) leave live jobs alone, a 60 s lease and a 3 s one renewed every
+    0.5 s; once the second job's worker is SIGKILLed, rescues whose wall clock is 2 h behind (a
+    step back) rescue it when its lease ends by the true clock: not at once, not 2 h late.
+    SQLite keeps leases on the host's boot clock; PostgreSQL on the server's clock."""
+    ahead, behind = wall_clock_off("+2h"), wall_clock_off("-2h")
+    s.start_worker("steady", threads=1, lease_ms=60000, rescue_ms=0)
+    [live] = s.enqueue("sleep", payload={"ms": 30000}, max_attempts=3)
+    s.wait_for(lambda: s.job_events(live, "start"), 30, f"job {live} to start")
+    for _ in range(3):
+        rescued = json.loads(s.tool("rescue", prefix=ahead))
+        assert rescued == [], f"a rescue with the wall clock 2 h ahead took live jobs: {rescued}"
+
+    lease_ms = 3000
+    victim = s.start_worker("victim", threads=1, lease_ms=lease_ms, heartbeat_ms=500, rescue_ms=0)
+    [held] = s.enqueue("sleep", payload={"ms": 30000}, max_attempts=3)
+    s.wait_for(lambda: s.job_events(held, "start"), 30, f"job {held} to start")
+    [started] = s.job_events(held, "start")
+    assert started["pid"] == victim.proc.pid, f"job {held} went to another worker: {started}"
+    checks_until = time.monotonic() + 2 * lease_ms / 1000
+    while time.monotonic() < checks_until:  # its renewals keep it alive by the true clock
+        rescued = json.loads(s.tool("rescue", prefix=ahead))
+        assert rescued == [], f"a renewed job was rescued by a rescue whose wall clock is 2 h ahead: {rescued}"
+        time.sleep(0.2)
+
+    # The wall clock stepped back 2 h: a dead worker's job is still rescued when its lease ends.
+    killed_at = s.kill_worker(victim)
+    rescued = json.loads(s.tool("rescue", prefix=behind))
+    assert rescued == [], f"rescued at once after the kill, with up to {lease_ms} ms of lease left: {rescued}"
+    found = []
+
+    def rescued_now():
+        found.extend(json.loads(s.tool("rescue", prefix=behind)))
+        return found
+
+    s.wait_for(rescued_now, 20, f"job {held} to be rescued when its lease ends")
+    after = time.monotonic() - killed_at
+    assert [j["id"] for j in found] == [held], f"rescued: {found}"
+    assert 2.0 <= after <= lease_ms / 1000 + 3, f"rescued {after:.2f} s after the kill (lease {lease_ms} ms)"
+    job = s.show(live)
+    assert job["status"] == "running" and job["attempt"] == 1, f"the live job {live}: {job}"
+    return (f"no live job rescued with the wall clock 2 h ahead; with it 2 h behind, the killed worker's job "
+            f"rescued {after:.2f} s after its SIGKILL (lease {lease_ms / 1000:.0f} s, renewed every 0.5 s)")
+
+
 def scenario_pause(s):
     """SIGSTOP a worker past its lease: the job is rescued and run by another worker; when the
     paused worker resumes, the store refuses its writes (fencing) and its keeper stops its handler."""
@@ -354,23 +415,25 @@ def scenario_graceful(s):
     handbacks = []
     for job_id in long_ids:
         starts = s.job_events(job_id, "start", events)
-        assert [(e["worker"].split("#")[0], e["attempt"]) for e in starts] == [("leaving", 1), ("staying", 1)], \
-            f"job {job_id}: expected attempt 1 by the leaving worker, then attempt 1 (not used up) by the staying one: {starts}"
+        assert [(e["worker"].split("#")[0], e["attempt"]) for e in starts] == [("leaving", 1), ("staying", 2)], \
+            f"job {job_id}: expected attempt 1 by the leaving worker, then attempt 2 by the staying one: {starts}"
         stopped = s.job_events(job_id, "stopped", events)
         assert len(stopped) == 1 and stopped[0]["worker"].startswith("leaving#"), f"job {job_id}: the leaving worker's stop: {stopped}"
         # The record the release wrote (the staying worker may have claimed the job again since).
         handed_back = [e for e in s.job_events(job_id, "outcome", events) if e["pid"] == leaving.proc.pid]
-        assert [(e["status"], e["attempt"]) for e in handed_back] == [("queued", 0)], \
-            f"job {job_id}: the release should leave it queued with its attempt given back: {handed_back}"
+        assert [(e["status"], e["attempt"]) for e in handed_back] == [("queued", 1)], \
+            f"job {job_id}: the release should leave it queued after attempt 1: {handed_back}"
         job = jobs[job_id]
-        assert job["status"] == "completed" and job["attempt"] == 1, \
-            f"job {job_id} is {job['status']} on attempt {job['attempt']}, expected completed on attempt 1"
+        # Not used up: the hand-back grew the budget by the attempt it took (attempt numbers are
+        # never reused, so attempt 2's run prefix and scratch directory are its own).
+        assert job["status"] == "completed" and job["attempt"] == 2 and job["max_attempts"] == 6 and \
+            job["releases"] == 1, f"job {job_id}: {job}, expected completed on attempt 2 of 6 (5 + the free hand-back)"
         handbacks.append(starts[1]["mono_ns"] / 1e9 - stopped[0]["mono_ns"] / 1e9)
     pool = [e for e in events if e["event"] == "pool_stopped" and e["worker"] == "leaving"]
     assert pool and (pool[0]["released"], pool[0]["completed"]) == (3, 1), f"the leaving pool's counts: {pool}"
     return (f"SIGTERM with {grace_ms} ms grace: the {short_ms} ms job finished there, the worker exited after "
-            f"{exit_seconds:.2f} s and handed 3 long jobs back (queued, attempt back to 0); the other worker took "
-            f"them {min(handbacks) * 1000:.0f}..{max(handbacks) * 1000:.0f} ms later and completed them on attempt 1")
+            f"{exit_seconds:.2f} s and handed 3 long jobs back (queued, the attempt not counted); the other worker "
+            f"took them {min(handbacks) * 1000:.0f}..{max(handbacks) * 1000:.0f} ms later and completed them on attempt 2")
 
 
 def scenario_restart(s):
@@ -401,7 +464,7 @@ def scenario_restart(s):
 
 
 SCENARIOS = {"spread": scenario_spread, "kill": scenario_kill, "dead_owner": scenario_dead_owner,
-             "namespaces": scenario_namespaces,
+             "namespaces": scenario_namespaces, "clock_step": scenario_clock_step,
              "pause": scenario_pause, "retry": scenario_retry, "cancel": scenario_cancel,
              "graceful": scenario_graceful, "restart": scenario_restart}
 

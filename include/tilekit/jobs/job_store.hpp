@@ -362,6 +362,21 @@ inline void require_status(const jobs::job_record& job, std::initializer_list<jo
 
 using job_clock = std::chrono::system_clock;
 
+// Wall time that moves only at the steady clock's pace: the wall time when it was made plus the
+// steady time since. Within one process, lease ends and run_at measured by it are immune to steps
+// of the wall clock (an NTP correction, a resumed VM): a step forward does not expire every lease
+// at once, a step back does not hold a dead worker's job. memory_job_store keeps its times by it.
+class steady_wall_clock {
+public:
+    job_clock::time_point now() const {
+        return origin_wall_ + std::chrono::duration_cast<job_clock::duration>(std::chrono::steady_clock::now() - origin_steady_);
+    }
+
+private:
+    job_clock::time_point origin_wall_ = job_clock::now();
+    std::chrono::steady_clock::time_point origin_steady_ = std::chrono::steady_clock::now();
+};
+
 // What a store keeps beside the record for the queue: the token of the current lease (empty
 // unless running) and the lease's end.
 struct job_queue_state {

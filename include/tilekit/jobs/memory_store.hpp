@@ -3,6 +3,7 @@
 // mutex guards everything, so every method is atomic with respect to every other; changes go
 // through the shared detail::apply_* helpers so this store and the SQLite one agree exactly.
 // Finished jobs stay until job_store::prune() removes them (the workers' maintenance does).
+// Times come from a steady_wall_clock: a step of the system clock moves no lease and no run_at.
 
 #include <tilekit/jobs/job_store.hpp>
 
@@ -30,7 +31,7 @@ public:
 
     job_record enqueue(const new_job& job) override {
         detail::job_queue_state state;
-        job_record record = detail::make_job(job, state, detail::job_clock::now());  // the random id is drawn outside the lock
+        job_record record = detail::make_job(job, state, clock_.now());  // the random id is drawn outside the lock
         {
             std::lock_guard<std::mutex> lock(mutex_);
             const version_key key = active_key(record);
@@ -72,7 +73,7 @@ public:
                                      std::chrono::milliseconds lease_duration) override {
         if (worker_id.empty()) throw error(errc::invalid_argument, "claim: a worker needs an id");
         if (lease_duration.count() <= 0) throw error(errc::invalid_argument, "claim: the lease duration must be positive");
-        const auto now = detail::job_clock::now();
+        const auto now = clock_.now();
         std::lock_guard<std::mutex> lock(mutex_);
         for (auto it = queued_.begin(); it != queued_.end() && std::get<0>(*it) <= now; ++it) {
             entry& e = jobs_.at(std::get<2>(*it));
@@ -138,7 +139,7 @@ public:
         std::vector<job_record> rescued;
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            const auto now = detail::job_clock::now();
+            const auto now = clock_.now();
             for (auto& item : jobs_) {
                 if (!detail::lease_expired(item.second.record, item.second.state, now)) continue;
                 rescued.push_back(change(item.second, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point at) {
@@ -203,7 +204,7 @@ public:
     }
 
     queue_stats stats(std::chrono::milliseconds window) const override {
-        const auto now = detail::job_clock::now();
+        const auto now = clock_.now();
         const std::string now_text = format_utc(now), since = format_utc(now - window);
         queue_stats out;
         out.window = window;
@@ -242,7 +243,7 @@ public:
 
 protected:
     std::int64_t prune_finished(std::chrono::milliseconds max_age, std::int64_t keep_per_version, std::int64_t limit) override {
-        const std::string cutoff = format_utc(detail::job_clock::now() - max_age);
+        const std::string cutoff = format_utc(clock_.now() - max_age);
         std::lock_guard<std::mutex> lock(mutex_);
         // Finished jobs per (project, version), newest first.
         std::map<std::pair<std::string, std::string>, std::vector<const job_record*>> finished;
@@ -285,7 +286,7 @@ private:
     job_record change(entry& e, Apply&& apply) {
         job_record changed = e.record;
         detail::job_queue_state state = e.state;
-        apply(changed, state, detail::job_clock::now());
+        apply(changed, state, clock_.now());
         if (e.record.status == job_status::queued) queued_.erase({e.state.run_at, e.sequence, e.record.id});
         if (changed.status == job_status::queued) queued_.insert({state.run_at, e.sequence, changed.id});
         if (is_terminal(changed.status) && !is_terminal(e.record.status)) {
@@ -334,6 +335,7 @@ private:
         return out;
     }
 
+    detail::steady_wall_clock clock_;  // every time of this store: wall-clock steps move no lease
     mutable std::mutex mutex_;
     std::unordered_map<std::string, entry> jobs_;
     std::map<version_key, std::string> active_;  // -> id of the queued or running job

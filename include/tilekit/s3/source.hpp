@@ -37,14 +37,25 @@ public:
     explicit object_source(client& storage) : client_(storage) {}
 
     std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
+        return fetch_watching(key, scratch_dir, max_bytes, nullptr);
+    }
+    // A cancel stops the download part-way (within a fraction of a second), not after it.
+    std::string fetch_cancellable(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes,
+                                  const cancel_token& cancel) override {
+        if (cancel.is_cancelled()) throw cancelled_error();
+        return fetch_watching(key, scratch_dir, max_bytes, &cancel);
+    }
+
+private:
+    std::string fetch_watching(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes,
+                               const cancel_token* cancel) {
         const std::string path = (scratch_dir / "source").string();
         return detail::s3_fetch_with_limit(key, max_bytes, [&] {
-            client_.get_to_file(key, path, max_bytes);
+            client_.get_to_file(key, path, max_bytes, cancel);
             return path;
         });
     }
 
-private:
     client& client_;
 };
 
@@ -53,14 +64,24 @@ public:
     presigned_url_source(client& downloader, std::string url) : client_(downloader), url_(std::move(url)) {}
 
     std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
+        return fetch_watching(key, scratch_dir, max_bytes, nullptr);
+    }
+    std::string fetch_cancellable(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes,
+                                  const cancel_token& cancel) override {
+        if (cancel.is_cancelled()) throw cancelled_error();
+        return fetch_watching(key, scratch_dir, max_bytes, &cancel);
+    }
+
+private:
+    std::string fetch_watching(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes,
+                               const cancel_token* cancel) {
         const std::string path = (scratch_dir / "source").string();
         return detail::s3_fetch_with_limit(key, max_bytes, [&] {
-            client_.download_url_to_file(url_, path, max_bytes);
+            client_.download_url_to_file(url_, path, max_bytes, cancel);
             return path;
         });
     }
 
-private:
     client& client_;
     std::string url_;
 };

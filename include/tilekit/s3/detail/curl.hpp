@@ -7,6 +7,7 @@
 #endif
 
 #include <tilekit/error.hpp>
+#include <tilekit/progress.hpp>
 #include <tilekit/s3/sigv4.hpp>
 
 #include <curl/curl.h>
@@ -81,6 +82,8 @@ struct s3_response {
     CURL* easy = nullptr;       // needed to tell a 2xx body from an error document
     std::uint64_t received = 0;
     std::uint64_t content_length = 0;  // from the Content-Length header (HEAD)
+    const cancel_token* cancel = nullptr;  // when set, watched during the transfer (a download)
+    bool cancelled = false;                 // the transfer stopped because `cancel` was cancelled
 
     void reset() {
         status = 0;
@@ -94,8 +97,20 @@ struct s3_response {
         body_too_large = false;
         received = 0;
         content_length = 0;
+        cancelled = false;
     }
 };
+
+// curl's progress callback, called several times a second even while no byte arrives: a
+// non-zero return stops the transfer (CURLE_ABORTED_BY_CALLBACK).
+inline int on_curl_progress(void* context, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    auto* r = static_cast<s3_response*>(context);
+    if (r->cancel && r->cancel->is_cancelled()) {
+        r->cancelled = true;
+        return 1;
+    }
+    return 0;
+}
 
 inline std::size_t on_curl_body(char* data, std::size_t size, std::size_t count, void* context) {
     auto* r = static_cast<s3_response*>(context);

@@ -35,6 +35,11 @@ inline void setup_easy(CURL* easy, const s3::http_request& request, const header
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &answer);
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_curl_header);
     curl_easy_setopt(easy, CURLOPT_HEADERDATA, &answer);
+    if (answer.cancel) {
+        curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, on_curl_progress);
+        curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &answer);
+    }
     answer.easy = easy;
     if (request.method == "PUT") {
         curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
