@@ -758,7 +758,8 @@ int command_retry(const options& o) {
     } catch (const jobs::job_state_error& e) {
         throw refusal(e.what());
     }
-    std::cerr << "tilekit jobs: job " << id << " queued again (" << job.max_attempts << " attempts)\n";
+    std::cerr << "tilekit jobs: job " << id << " queued again (attempts " << job.attempt + 1 << " to " << job.max_attempts
+              << ")\n";
     if (o.json_out || !stdout_is_terminal()) print_job(job);
     return exit_ok;
 }

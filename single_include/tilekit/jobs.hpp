@@ -432,6 +432,9 @@ struct retry_policy {
 // A wake-up for idle workers: stores call notify() when a job may have become runnable (enqueued,
 // retried, released, rescued; the PostgreSQL store also on NOTIFY from other processes). Take a
 // ticket before looking for work and wait with it, so a notify in between is never missed.
+// notify() wakes one waiting thread, not all: a job needs one claimer, and a thread that claimed
+// one passes the wake-up on (worker_pool does), so a burst brings up as many threads as it has
+// jobs while a single job costs one claim, not one per idle thread.
 class job_wakeup {
 public:
     std::uint64_t ticket() const {
@@ -444,6 +447,14 @@ public:
         changed_.wait_for(lock, timeout, [&] { return generation_ != ticket; });
     }
     void notify() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            ++generation_;
+        }
+        changed_.notify_one();
+    }
+    // Every waiting thread (a pool stopping).
+    void notify_all() {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             ++generation_;
@@ -502,7 +513,8 @@ public:
     // `error`; otherwise failed with `error`.
     virtual job_record fail(job_lease& lease, const std::string& error, failure_kind kind) = 0;
     // Hands a running job back (a worker shutting down): queued, runnable now, and the attempt it
-    // was on does not count.
+    // was on does not count (max_attempts grows by one; the attempt number is not reused), for
+    // retry_policy::max_releases hand-backs in a row; the one after counts as a failed attempt.
     virtual job_record release(job_lease& lease, const std::string& reason) = 0;
 
     // Not fenced: for the service and the operator. queued | running -> cancelled; the worker
@@ -521,8 +533,9 @@ public:
                                const std::optional<job_page_key>& after = std::nullopt) const = 0;
     // How many jobs `filter` matches (a COUNT, not a listing).
     virtual std::int64_t count_jobs(const job_filter& filter) const = 0;
-    // failed | cancelled -> queued, runnable now, with its attempts reset (all max_attempts again)
-    // and its hand-backs forgotten; the last error is kept. Refused with job_state_error
+    // failed | cancelled -> queued, runnable now, with as many attempts again as it had (the
+    // attempt number goes on: max_attempts grows) and its hand-backs forgotten; the last error is
+    // kept. Refused with job_state_error
     // (errc::duplicate_job) while the version has another active job of the type.
     virtual job_record retry(const std::string& id, const std::string& reason) = 0;
     // Counts by status, the oldest runnable job's wait, and over the last `window` the failure
@@ -613,6 +626,21 @@ inline void require_status(const jobs::job_record& job, std::initializer_list<jo
 }
 
 using job_clock = std::chrono::system_clock;
+
+// Wall time that moves only at the steady clock's pace: the wall time when it was made plus the
+// steady time since. Within one process, lease ends and run_at measured by it are immune to steps
+// of the wall clock (an NTP correction, a resumed VM): a step forward does not expire every lease
+// at once, a step back does not hold a dead worker's job. memory_job_store keeps its times by it.
+class steady_wall_clock {
+public:
+    job_clock::time_point now() const {
+        return origin_wall_ + std::chrono::duration_cast<job_clock::duration>(std::chrono::steady_clock::now() - origin_steady_);
+    }
+
+private:
+    job_clock::time_point origin_wall_ = job_clock::now();
+    std::chrono::steady_clock::time_point origin_steady_ = std::chrono::steady_clock::now();
+};
 
 // What a store keeps beside the record for the queue: the token of the current lease (empty
 // unless running) and the lease's end.
@@ -782,8 +810,10 @@ inline void apply_fail(jobs::job_record& job, job_queue_state& state, const std:
     apply_end(job, state, jobs::job_status::failed, error, now);
 }
 
-// A hand-back: free (the attempt does not count) for policy.max_releases in a row; the one after
-// counts as a failed, retryable attempt, and the count starts again.
+// A hand-back: free for policy.max_releases in a row (the attempt's budget grows by one, so the
+// attempt does not count); the one after counts as a failed, retryable attempt, and the count
+// starts again. `attempt` itself never goes back: every claim gets a number of its own, and with it
+// a run prefix and a scratch directory no earlier claim of the job can still be cleaning up.
 inline void apply_release(jobs::job_record& job, job_queue_state& state, const std::string& reason,
                           const jobs::retry_policy& policy, job_clock::time_point now) {
     require_status(job, {jobs::job_status::running}, "release");
@@ -798,16 +828,18 @@ inline void apply_release(jobs::job_record& job, job_queue_state& state, const s
     }
     const std::string kept_error = job.error;
     apply_requeue(job, state, kept_error, "Queued again: " + reason, now);
-    job.attempt = std::max(0, job.attempt - 1);
+    job.max_attempts += 1;
     job.releases += 1;
 }
 
-// An operator's retry: failed | cancelled -> queued now, every attempt available again.
+// An operator's retry: failed | cancelled -> queued now, with as many attempts again as the job
+// had. The attempt count goes on (the next claim is attempt + 1), so the retry's runs never reuse
+// a prefix of the attempts before it.
 inline void apply_retry(jobs::job_record& job, job_queue_state& state, const std::string& reason, job_clock::time_point now) {
     require_status(job, {jobs::job_status::failed, jobs::job_status::cancelled}, "retry");
     job.status = jobs::job_status::queued;
     job.progress = 0;
-    job.attempt = 0;
+    job.max_attempts = job.attempt + std::max(1, job.max_attempts);
     job.releases = 0;
     job.result = nlohmann::json();
     job.completed_at.reset();
@@ -834,6 +866,7 @@ TILEKIT_NAMESPACE_END
 // mutex guards everything, so every method is atomic with respect to every other; changes go
 // through the shared detail::apply_* helpers so this store and the SQLite one agree exactly.
 // Finished jobs stay until job_store::prune() removes them (the workers' maintenance does).
+// Times come from a steady_wall_clock: a step of the system clock moves no lease and no run_at.
 
 // #include <tilekit/jobs/job_store.hpp>
 
@@ -861,7 +894,7 @@ public:
 
     job_record enqueue(const new_job& job) override {
         detail::job_queue_state state;
-        job_record record = detail::make_job(job, state, detail::job_clock::now());  // the random id is drawn outside the lock
+        job_record record = detail::make_job(job, state, clock_.now());  // the random id is drawn outside the lock
         {
             std::lock_guard<std::mutex> lock(mutex_);
             const version_key key = active_key(record);
@@ -903,7 +936,7 @@ public:
                                      std::chrono::milliseconds lease_duration) override {
         if (worker_id.empty()) throw error(errc::invalid_argument, "claim: a worker needs an id");
         if (lease_duration.count() <= 0) throw error(errc::invalid_argument, "claim: the lease duration must be positive");
-        const auto now = detail::job_clock::now();
+        const auto now = clock_.now();
         std::lock_guard<std::mutex> lock(mutex_);
         for (auto it = queued_.begin(); it != queued_.end() && std::get<0>(*it) <= now; ++it) {
             entry& e = jobs_.at(std::get<2>(*it));
@@ -969,7 +1002,7 @@ public:
         std::vector<job_record> rescued;
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            const auto now = detail::job_clock::now();
+            const auto now = clock_.now();
             for (auto& item : jobs_) {
                 if (!detail::lease_expired(item.second.record, item.second.state, now)) continue;
                 rescued.push_back(change(item.second, [&](job_record& r, detail::job_queue_state& s, detail::job_clock::time_point at) {
@@ -1034,7 +1067,7 @@ public:
     }
 
     queue_stats stats(std::chrono::milliseconds window) const override {
-        const auto now = detail::job_clock::now();
+        const auto now = clock_.now();
         const std::string now_text = format_utc(now), since = format_utc(now - window);
         queue_stats out;
         out.window = window;
@@ -1073,7 +1106,7 @@ public:
 
 protected:
     std::int64_t prune_finished(std::chrono::milliseconds max_age, std::int64_t keep_per_version, std::int64_t limit) override {
-        const std::string cutoff = format_utc(detail::job_clock::now() - max_age);
+        const std::string cutoff = format_utc(clock_.now() - max_age);
         std::lock_guard<std::mutex> lock(mutex_);
         // Finished jobs per (project, version), newest first.
         std::map<std::pair<std::string, std::string>, std::vector<const job_record*>> finished;
@@ -1116,7 +1149,7 @@ private:
     job_record change(entry& e, Apply&& apply) {
         job_record changed = e.record;
         detail::job_queue_state state = e.state;
-        apply(changed, state, detail::job_clock::now());
+        apply(changed, state, clock_.now());
         if (e.record.status == job_status::queued) queued_.erase({e.state.run_at, e.sequence, e.record.id});
         if (changed.status == job_status::queued) queued_.insert({state.run_at, e.sequence, changed.id});
         if (is_terminal(changed.status) && !is_terminal(e.record.status)) {
@@ -1165,6 +1198,7 @@ private:
         return out;
     }
 
+    detail::steady_wall_clock clock_;  // every time of this store: wall-clock steps move no lease
     mutable std::mutex mutex_;
     std::unordered_map<std::string, entry> jobs_;
     std::map<version_key, std::string> active_;  // -> id of the queued or running job
@@ -2274,7 +2308,7 @@ public:
             if (stopping_ && threads_.empty()) return;
             stopping_ = true;
         }
-        store_.wakeup().notify();
+        store_.wakeup().notify_all();
         changed_.notify_all();
         {
             std::unique_lock<std::mutex> lock(mutex_);
@@ -2355,6 +2389,8 @@ private:
                 if (!is_stopping()) store_.wakeup().wait(ticket, options_.poll_interval);
                 continue;
             }
+            // A wake-up reaches one idle thread; there may be more jobs where this one came from.
+            store_.wakeup().notify();
             run(*claimed, next);
         }
         if (next) hand_back(*next);
@@ -2393,7 +2429,7 @@ private:
             if (!outcome) ++counts_.lost;
             else if (outcome->status == job_status::completed) ++counts_.completed;
             else if (outcome->status == job_status::failed) ++counts_.failed;
-            else if (outcome->status == job_status::queued && outcome->attempt < claimed.lease.attempt) ++counts_.released;
+            else if (outcome->status == job_status::queued && outcome->releases > claimed.job.releases) ++counts_.released;
             else if (outcome->status == job_status::queued) ++counts_.retried;
         }
         changed_.notify_all();

@@ -746,6 +746,7 @@ TILEKIT_NAMESPACE_END
 #endif
 
 // #include <tilekit/error.hpp>
+// #include <tilekit/progress.hpp>
 // #include <tilekit/s3/sigv4.hpp>
 
 #include <curl/curl.h>
@@ -820,6 +821,8 @@ struct s3_response {
     CURL* easy = nullptr;       // needed to tell a 2xx body from an error document
     std::uint64_t received = 0;
     std::uint64_t content_length = 0;  // from the Content-Length header (HEAD)
+    const cancel_token* cancel = nullptr;  // when set, watched during the transfer (a download)
+    bool cancelled = false;                 // the transfer stopped because `cancel` was cancelled
 
     void reset() {
         status = 0;
@@ -833,8 +836,20 @@ struct s3_response {
         body_too_large = false;
         received = 0;
         content_length = 0;
+        cancelled = false;
     }
 };
+
+// curl's progress callback, called several times a second even while no byte arrives: a
+// non-zero return stops the transfer (CURLE_ABORTED_BY_CALLBACK).
+inline int on_curl_progress(void* context, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    auto* r = static_cast<s3_response*>(context);
+    if (r->cancel && r->cancel->is_cancelled()) {
+        r->cancelled = true;
+        return 1;
+    }
+    return 0;
+}
 
 inline std::size_t on_curl_body(char* data, std::size_t size, std::size_t count, void* context) {
     auto* r = static_cast<s3_response*>(context);
@@ -1267,6 +1282,11 @@ inline void setup_easy(CURL* easy, const s3::http_request& request, const header
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &answer);
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_curl_header);
     curl_easy_setopt(easy, CURLOPT_HEADERDATA, &answer);
+    if (answer.cancel) {
+        curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, on_curl_progress);
+        curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &answer);
+    }
     answer.easy = easy;
     if (request.method == "PUT") {
         curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
@@ -1467,6 +1487,7 @@ s3_response run_s3_request(easy_pool& pool, const s3::retry_policy& policy, cons
         if (curl_easy_getinfo(easy.get(), CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) == CURLE_OK && length >= 0)
             answer.content_length = static_cast<std::uint64_t>(length);
         pool.release(std::move(easy));
+        if (answer.cancelled) throw cancelled_error();
         if (accept_412_on_retry && attempt > 1 && answer.status == 412) answer.status = 200;  // our earlier try landed
         const s3_verdict v = judge_s3_response(answer);
         if (v == s3_verdict::done) return answer;
@@ -1477,6 +1498,7 @@ s3_response run_s3_request(easy_pool& pool, const s3::retry_policy& policy, cons
         }
         if (v != s3_verdict::retry || attempt >= policy.max_attempts) throw make_s3_error(method, key, answer, attempt);
         std::this_thread::sleep_for(s3_backoff(policy, attempt, answer, random));
+        if (answer.cancel && answer.cancel->is_cancelled()) throw cancelled_error();
     }
 }
 
@@ -1567,11 +1589,14 @@ public:
         return std::vector<std::uint8_t>(answer.body.begin(), answer.body.end());
     }
 
-    // Streams the object into `path` (through a temporary file, renamed when complete).
-    void get_to_file(const std::string& key, const std::string& path, std::uint64_t max_bytes = std::uint64_t{1} << 34) {
+    // Streams the object into `path` (through a temporary file, renamed when complete). With
+    // `cancel`, a cancel stops the transfer within a fraction of a second (cancelled_error) and
+    // leaves no file.
+    void get_to_file(const std::string& key, const std::string& path, std::uint64_t max_bytes = std::uint64_t{1} << 34,
+                     const cancel_token* cancel = nullptr) {
         detail::check_object_key(key);
         download_to_file(path, max_bytes, "GET", key,
-                         [&](auto now) { return signer_.sign("GET", key, "", {}, empty_hash(), now); });
+                         [&](auto now) { return signer_.sign("GET", key, "", {}, empty_hash(), now); }, cancel);
     }
 
     // Size and ETag, or nothing when the object does not exist.
@@ -1666,8 +1691,8 @@ public:
     }
 
     void download_url_to_file(const std::string& url, const std::string& path,
-                              std::uint64_t max_bytes = std::uint64_t{1} << 34) {
-        download_to_file(path, max_bytes, "GET", redact(url), [&](auto) { return http_request{"GET", url, {}}; });
+                              std::uint64_t max_bytes = std::uint64_t{1} << 34, const cancel_token* cancel = nullptr) {
+        download_to_file(path, max_bytes, "GET", redact(url), [&](auto) { return http_request{"GET", url, {}}; }, cancel);
     }
 
     // A presigned URL without its signature and credential, for error messages.
@@ -1695,7 +1720,7 @@ private:
 
     template <class Sign>
     void download_to_file(const std::string& path, std::uint64_t max_bytes, const std::string& method,
-                          const std::string& what, Sign&& sign) {
+                          const std::string& what, Sign&& sign, const cancel_token* cancel) {
         const std::string temporary = path + ".part";
         struct file_guard {
             std::FILE* file = nullptr;
@@ -1714,6 +1739,7 @@ private:
                                        throw error(errc::io_error, "cannot write '" + temporary + "': " + std::strerror(errno));
                                    r.file = guard.file;
                                    r.max_body = max_bytes;
+                                   r.cancel = cancel;
                                });
         const bool closed = std::fclose(guard.file) == 0;
         guard.file = nullptr;
@@ -2101,14 +2127,25 @@ public:
     explicit object_source(client& storage) : client_(storage) {}
 
     std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
+        return fetch_watching(key, scratch_dir, max_bytes, nullptr);
+    }
+    // A cancel stops the download part-way (within a fraction of a second), not after it.
+    std::string fetch_cancellable(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes,
+                                  const cancel_token& cancel) override {
+        if (cancel.is_cancelled()) throw cancelled_error();
+        return fetch_watching(key, scratch_dir, max_bytes, &cancel);
+    }
+
+private:
+    std::string fetch_watching(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes,
+                               const cancel_token* cancel) {
         const std::string path = (scratch_dir / "source").string();
         return detail::s3_fetch_with_limit(key, max_bytes, [&] {
-            client_.get_to_file(key, path, max_bytes);
+            client_.get_to_file(key, path, max_bytes, cancel);
             return path;
         });
     }
 
-private:
     client& client_;
 };
 
@@ -2117,14 +2154,24 @@ public:
     presigned_url_source(client& downloader, std::string url) : client_(downloader), url_(std::move(url)) {}
 
     std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
+        return fetch_watching(key, scratch_dir, max_bytes, nullptr);
+    }
+    std::string fetch_cancellable(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes,
+                                  const cancel_token& cancel) override {
+        if (cancel.is_cancelled()) throw cancelled_error();
+        return fetch_watching(key, scratch_dir, max_bytes, &cancel);
+    }
+
+private:
+    std::string fetch_watching(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes,
+                               const cancel_token* cancel) {
         const std::string path = (scratch_dir / "source").string();
         return detail::s3_fetch_with_limit(key, max_bytes, [&] {
-            client_.download_url_to_file(url_, path, max_bytes);
+            client_.download_url_to_file(url_, path, max_bytes, cancel);
             return path;
         });
     }
 
-private:
     client& client_;
     std::string url_;
 };

@@ -69,6 +69,18 @@
 // back in one transaction. Times are this host's clock, as integer milliseconds beside the ISO
 // text (run_at_ms, lease_expires_ms), which is what SQLite's one-host use needs.
 //
+// The lease clock. Lease ends (lease_expires_ms, and the rescue's "now") are not wall time: the
+// wall clock steps (an NTP correction, a resumed VM, an operator's `date`), and a step forward
+// would have every process rescue every live job at once, a step back would leave a dead worker's
+// job waiting by the size of the step. They are the host's boot clock (CLOCK_BOOTTIME: never
+// stepped, counts suspended time, one for every process and container of the host) plus an origin,
+// the wall time minus the boot clock when the first process after a boot opened the file, kept in
+// the file (table lease_clock, with the boot id), so that every process of that boot reads the
+// same clock and its numbers stay near wall milliseconds. After a reboot the origin is taken again;
+// leases written before it are compared with a clock that has moved on by the downtime. Where there
+// is no boot clock or boot id, leases are on the wall clock. run_at is wall time on purpose: a job
+// scheduled for 03:00 runs at 03:00 by the wall clock. lease_expires_at stays wall time, for people.
+//
 // Dead workers. Leases are the defence: a job whose worker stops renewing is rescued by any
 // process's rescue_expired() once its lease ends. On top of that, a process that is certainly gone
 // gives its jobs back at once, proven by a lock rather than judged by host name and pid (two
@@ -222,6 +234,17 @@ inline std::optional<proc_stat> read_proc_stat(std::int64_t pid) {
         return std::nullopt;
     }
     return stat;
+}
+
+// Milliseconds on the host's boot clock (never stepped; counts suspended time); nullopt where the
+// system has none.
+inline std::optional<std::int64_t> boot_clock_millis() {
+#if TILEKIT_DETAIL_SQLITE_POSIX && defined(CLOCK_BOOTTIME)
+    timespec now{};
+    if (clock_gettime(CLOCK_BOOTTIME, &now) == 0)
+        return static_cast<std::int64_t>(now.tv_sec) * 1000 + static_cast<std::int64_t>(now.tv_nsec / 1000000);
+#endif
+    return std::nullopt;
 }
 
 inline std::string host_name() {
@@ -549,6 +572,7 @@ public:
         claimed.lease.duration = lease_duration;
         stored_job& job = found.front();
         detail::apply_claim(job.record, job.state, claimed.lease, now);
+        job.state.lease_expires = lease_now() + lease_duration;  // on the lease clock
         write_record(job.record, job.state);
         set_owner(job.record.id, self);
         tx.commit();
@@ -595,7 +619,8 @@ public:
     }
 
     std::vector<job_record> rescue_expired() override {
-        return rescue_where([](const stored_job& job, detail::job_clock::time_point now) -> std::optional<std::string> {
+        const auto now = lease_now();
+        return rescue_where([now](const stored_job& job, detail::job_clock::time_point) -> std::optional<std::string> {
             if (!detail::lease_expired(job.record, job.state, now)) return std::nullopt;
             return std::string();  // detail::apply_rescue's reason
         });
@@ -1053,7 +1078,11 @@ private:
         const auto sent = std::chrono::steady_clock::now();
         job_record changed = update(lease.job_id, [&](stored_job& job, detail::job_clock::time_point now) {
             detail::check_lease(job.record, job.state, lease);
+            const auto lease_end = job.state.lease_expires;
             apply(job.record, job.state, now);
+            // Renewed (apply set it from the wall clock): on the lease clock instead.
+            if (job.record.status == job_status::running && job.state.lease_expires != lease_end)
+                job.state.lease_expires = lease_now() + lease.duration;
         });
         if (changed.status == job_status::running) lease.valid_until = sent + lease.duration;
         return changed;
@@ -1089,6 +1118,41 @@ private:
         }
         if (!rescued.empty()) wakeup().notify();
         return rescued;
+    }
+
+    // The lease clock's "now" (see the top of this file).
+    detail::job_clock::time_point lease_now() const {
+        if (lease_origin_ms_)
+            if (const std::optional<std::int64_t> boot = detail::boot_clock_millis()) return from_millis(*lease_origin_ms_ + *boot);
+        return detail::job_clock::now();
+    }
+
+    // Reads the lease clock's origin for this boot, or records it as the first process of the boot.
+    void start_lease_clock() {
+        const std::optional<std::int64_t> boot = detail::boot_clock_millis();
+        const std::string boot_id = detail::read_first_line("/proc/sys/kernel/random/boot_id");
+        if (!boot || boot_id.empty()) return;  // leases on the wall clock
+        write_transaction tx(*this);
+        std::optional<std::int64_t> origin;
+        {
+            const detail::sqlite_statement q(db_, "SELECT origin_ms FROM lease_clock WHERE boot_id = ?1");
+            q.bind(1, boot_id);
+            const reset_on_exit reset(q);
+            const int rc = step_rows(q, [&] { origin = q.integer(0); });
+            if (rc != SQLITE_DONE) fail_sqlite(rc, "read the lease clock");
+        }
+        if (!origin) {
+            origin = millis(detail::job_clock::now()) - *boot;
+            exec("DELETE FROM lease_clock", "reset the lease clock");
+            const detail::sqlite_statement insert(db_, "INSERT INTO lease_clock (boot_id, origin_ms) VALUES (?1, ?2)");
+            insert.bind(1, boot_id);
+            insert.bind(2, *origin);
+            const reset_on_exit reset(insert);
+            const int rc = sqlite3_step(insert.get());
+            if (rc != SQLITE_DONE) fail_sqlite(rc, "record the lease clock");
+        }
+        tx.commit();
+        lease_origin_ms_ = origin;
     }
 
     void exec(const char* sql, const char* what) {
@@ -1130,6 +1194,7 @@ private:
         stmt_.rollback = detail::sqlite_statement(db_, "ROLLBACK");
         if (query_integer("PRAGMA user_version", "read the schema version") != schema_version) create_schema();
         prepare();
+        start_lease_clock();
         const char* file = sqlite3_db_filename(db_, "main");
         owner_directory_ = detail::owner_lock_directory(file ? file : "");
     }
@@ -1173,13 +1238,16 @@ private:
             exec("ALTER TABLE jobs ADD COLUMN owner_lock TEXT;"
                  "PRAGMA user_version = 3;",
                  "add the owner lock column (schema version 3)");
-        // Version 3 -> 4: hand-backs in a row, the per-job run-time limit, and the index of the
-        // newest-first listing without a filter.
+        // Version 3 -> 4: hand-backs in a row, the per-job run-time limit, the index of the
+        // newest-first listing without a filter, and the lease clock's origin. Leases of running
+        // jobs were written on the wall clock, which the new origin continues (near enough: a
+        // lease ends at most by the wall clock's steps since boot early or late).
         exec("ALTER TABLE jobs ADD COLUMN releases INTEGER NOT NULL DEFAULT 0 CHECK (releases >= 0);"
              "ALTER TABLE jobs ADD COLUMN timeout_ms INTEGER NOT NULL DEFAULT 0 CHECK (timeout_ms >= 0);"
              "CREATE INDEX jobs_by_created ON jobs (created_at, id);"
+             "CREATE TABLE IF NOT EXISTS lease_clock (boot_id TEXT NOT NULL, origin_ms INTEGER NOT NULL);"
              "PRAGMA user_version = 4;",
-             "add hand-back counts and run-time limits (schema version 4)");
+             "add hand-back counts, run-time limits and the lease clock (schema version 4)");
         static_assert(schema_version == 4, "keep the schema SQL in step");
         tx.commit();
     }
@@ -1277,6 +1345,7 @@ private:
     mutable std::mutex mutex_;
     std::vector<job_record> recovered_;
     std::string owner_directory_;
+    std::optional<std::int64_t> lease_origin_ms_;  // the lease clock's origin; nullopt: the wall clock
 };
 
 }  // namespace jobs

@@ -656,14 +656,14 @@ def test_sigterm_grace():
     expect_golden(s.generate(token, "term", 2, a2["id"]), 409, "job_already_active")  # queued counts too
     s.stop(signal.SIGTERM, timeout=60)
     rows = stored_jobs(s)
-    assert rows[job_id]["status"] == "queued" and rows[job_id]["attempt"] == 0, rows[job_id]
+    assert rows[job_id]["status"] == "queued" and rows[job_id]["attempt"] == 1, rows[job_id]  # the next is attempt 2
     assert rows[job_id]["message"].startswith("Queued again"), rows[job_id]
     assert rows[queued]["status"] == "queued" and rows[queued]["attempt"] == 0, rows[queued]
     s.start()
     try:
-        for jid in (job_id, queued):
+        for jid, attempt in ((job_id, 2), (queued, 1)):
             job = s.wait_job(token, jid, timeout=300)
-            assert job["status"] == "completed" and job["attempt"] == 1, job
+            assert job["status"] == "completed" and job["attempt"] == attempt, job
             expect_complete_pyramid(s, token, job)
     finally:
         s.stop()
