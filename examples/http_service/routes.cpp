@@ -99,7 +99,7 @@ std::optional<json> json_body(const service_context& c, request_body& input, htt
 // storage keys, and which worker holds the lease until when).
 json job_json(const jobs::job_record& job) {
     json j = job;
-    for (const char* internal : {"payload", "worker", "lease_expires_at"}) j.erase(internal);
+    for (const char* internal : {"payload", "worker", "lease_expires_at", "releases", "timeout_ms"}) j.erase(internal);
     if (job.status == jobs::job_status::completed && job.result.is_object() && job.result.contains("tiles_path"))
     {
         j["result"]["tiles_url"] = "/tiles/" + job.result["tiles_path"].get<std::string>();
