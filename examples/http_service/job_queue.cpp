@@ -100,9 +100,22 @@ void sweep_scratch(const service_config& config, jobs::job_store& queue) {
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
         const std::string name = entry.path().filename().string();
-        if (name.compare(0, prefix.size(), prefix) != 0 || !jobs::is_uuid(name.substr(prefix.size()))) continue;
-        const std::optional<jobs::job_record> job = queue.get(name.substr(prefix.size()));
-        if (job && job->status == jobs::job_status::running) continue;
+        // "tilekit-job-<id>.<attempt>" (one per attempt), or "tilekit-job-<id>" from before.
+        if (name.compare(0, prefix.size(), prefix) != 0 || name.size() < prefix.size() + 36) continue;
+        const std::string id = name.substr(prefix.size(), 36);
+        const std::string suffix = name.substr(prefix.size() + 36);
+        if (!jobs::is_uuid(id)) continue;
+        int attempt = -1;
+        if (!suffix.empty()) {
+            if (suffix.size() < 2 || suffix.size() > 10 || suffix[0] != '.' ||
+                suffix.find_first_not_of("0123456789", 1) != std::string::npos)
+                continue;
+            attempt = std::stoi(suffix.substr(1));
+        }
+        // Kept only while its own attempt runs (another process on this host may be running it);
+        // an earlier attempt's directory is left over whatever the job does now.
+        const std::optional<jobs::job_record> job = queue.get(id);
+        if (job && job->status == jobs::job_status::running && (attempt < 0 || attempt == job->attempt)) continue;
         std::filesystem::remove_all(entry.path(), ec);
         std::fprintf(stderr, "tilekit: removed %s, left by a run that did not end%s\n", entry.path().c_str(),
                      ec ? (": " + ec.message()).c_str() : "");

@@ -952,7 +952,8 @@ private:
         sql_.write_back = "UPDATE " + t + " SET status = $2, progress = $3::integer, message = $4, result = $5::jsonb,"
                           " error = $6, started_at = $7::timestamptz, completed_at = $8::timestamptz, attempt = $9::integer,"
                           " run_at = $10::timestamptz, worker = $11, lease_token = $12::uuid,"
-                          " lease_expires_at = $13::timestamptz, releases = $15::integer WHERE id = $1::uuid AND xmin = $14::xid";
+                          " lease_expires_at = $13::timestamptz, releases = $15::integer, max_attempts = $16::integer"
+                          " WHERE id = $1::uuid AND xmin = $14::xid";
         sql_.expired = "SELECT " + with_now + " FROM " + t + " WHERE status = 'running' AND lease_expires_at < " + now_ms +
                        " ORDER BY created_at, seq FOR UPDATE SKIP LOCKED";
     }
@@ -1324,7 +1325,7 @@ private:
         params.add(r.error).add(r.started_at).add(r.completed_at).add(r.attempt).add(r.run_at).add(r.worker);
         params.add(leased ? std::optional<std::string>(job.state.token) : std::nullopt);
         params.add(leased ? r.lease_expires_at : std::nullopt);
-        params.add(job.row_version).add(r.releases);
+        params.add(job.row_version).add(r.releases).add(r.max_attempts);  // a hand-back or a retry grows the budget
         const auto result = run(session, sql_.write_back, params, "update a job");
         return std::string(PQcmdTuples(result.get())) == "1";
     }

@@ -335,7 +335,7 @@ def test_scratch_of_a_killed_run_is_swept():
     token = s.add_user("alice")
     try:
         job_id = base.start_slow_job(s, token, "scratch")
-        scratch = os.path.join(s.data_dir, "scratch", "tilekit-job-" + job_id)
+        scratch = os.path.join(s.data_dir, "scratch", "tilekit-job-" + job_id + ".1")  # per attempt
         assert os.path.isdir(scratch), os.listdir(os.path.join(s.data_dir, "scratch"))
     finally:
         s.stop(signal.SIGKILL)
