@@ -271,6 +271,35 @@ TEST_CASE("list requests are strictly encoded and signed for path and virtual-ho
 
 namespace {
 
+// The next connection on `listener`, or -1 after 50 ms without one (so that a server's loop can
+// look at its stop flag).
+int accept_briefly(int listener) {
+    pollfd p{listener, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) return -1;
+    return ::accept(listener, nullptr, nullptr);
+}
+
+// A request's line and header fields, read up to the blank line (or until the client stops).
+std::string read_request_head(int connection) {
+    std::string request;
+    char buffer[4096];
+    while (request.find("\r\n\r\n") == std::string::npos) {
+        const ssize_t got = ::recv(connection, buffer, sizeof buffer, 0);
+        if (got <= 0) break;
+        request.append(buffer, static_cast<std::size_t>(got));
+    }
+    return request;
+}
+
+// A loopback server as the client's S3 endpoint.
+s3::config loopback_config(int port) {
+    s3::config c;
+    c.bucket = "tiles";
+    c.creds = {"id", "secret", ""};
+    c.target = s3::parse_endpoint("http://127.0.0.1:" + std::to_string(port));
+    return c;
+}
+
 // A loopback HTTP server that answers each request with the next scripted body (the last one
 // again when the script runs out), status 200, and records the request lines.
 class scripted_server {
@@ -285,13 +314,7 @@ public:
         ::close(listener_);
     }
 
-    s3::config config() const {
-        s3::config c;
-        c.bucket = "tiles";
-        c.creds = {"id", "secret", ""};
-        c.target = s3::parse_endpoint("http://127.0.0.1:" + std::to_string(port_));
-        return c;
-    }
+    s3::config config() const { return loopback_config(port_); }
     std::vector<std::string> requests() const {
         std::lock_guard<std::mutex> lock(mutex_);
         return requests_;
@@ -301,17 +324,9 @@ private:
     void serve() {
         std::size_t next = 0;
         while (!stop_) {
-            pollfd p{listener_, POLLIN, 0};
-            if (::poll(&p, 1, 50) <= 0) continue;
-            const int connection = ::accept(listener_, nullptr, nullptr);
+            const int connection = accept_briefly(listener_);
             if (connection < 0) continue;
-            std::string request;
-            char buffer[4096];
-            while (request.find("\r\n\r\n") == std::string::npos) {
-                const ssize_t got = ::recv(connection, buffer, sizeof buffer, 0);
-                if (got <= 0) break;
-                request.append(buffer, static_cast<std::size_t>(got));
-            }
+            const std::string request = read_request_head(connection);
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 requests_.push_back(request.substr(0, request.find("\r\n")));
@@ -474,29 +489,15 @@ public:
         ::close(listener_);
     }
     std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/slow/source.png"; }
-    s3::config config() const {
-        s3::config c;
-        c.bucket = "tiles";
-        c.creds = {"id", "secret", ""};
-        c.target = s3::parse_endpoint("http://127.0.0.1:" + std::to_string(port_));
-        return c;
-    }
+    s3::config config() const { return loopback_config(port_); }
     bool client_left() const { return client_left_; }
 
 private:
     void serve() {
         while (!stop_) {
-            pollfd p{listener_, POLLIN, 0};
-            if (::poll(&p, 1, 50) <= 0) continue;
-            const int connection = ::accept(listener_, nullptr, nullptr);
+            const int connection = accept_briefly(listener_);
             if (connection < 0) continue;
-            std::string request;
-            char buffer[4096];
-            while (request.find("\r\n\r\n") == std::string::npos) {
-                const ssize_t got = ::recv(connection, buffer, sizeof buffer, 0);
-                if (got <= 0) break;
-                request.append(buffer, static_cast<std::size_t>(got));
-            }
+            read_request_head(connection);  // whatever it asks, the answer is the trickle
             const std::string head = "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 67108864\r\n\r\n";
             bool open = ::send(connection, head.data(), head.size(), MSG_NOSIGNAL) > 0;
             const std::string chunk(1024, 'x');

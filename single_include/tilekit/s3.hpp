@@ -2119,13 +2119,10 @@ std::string s3_fetch_with_limit(const std::string& key, std::uint64_t max_bytes,
     }
 }
 
-}  // namespace detail
-namespace s3 {
-
-class object_source final : public image_source {
+// A source that downloads the object to "<scratch>/source": fetch() and fetch_cancellable() for
+// both S3 sources below, which differ only in how they download.
+class s3_download_source : public image_source {
 public:
-    explicit object_source(client& storage) : client_(storage) {}
-
     std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
         return fetch_watching(key, scratch_dir, max_bytes, nullptr);
     }
@@ -2136,40 +2133,43 @@ public:
         return fetch_watching(key, scratch_dir, max_bytes, &cancel);
     }
 
+protected:
+    virtual void download(const std::string& key, const std::string& path, std::uint64_t max_bytes,
+                          const cancel_token* cancel) = 0;
+
 private:
     std::string fetch_watching(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes,
                                const cancel_token* cancel) {
         const std::string path = (scratch_dir / "source").string();
-        return detail::s3_fetch_with_limit(key, max_bytes, [&] {
-            client_.get_to_file(key, path, max_bytes, cancel);
+        return s3_fetch_with_limit(key, max_bytes, [&] {
+            download(key, path, max_bytes, cancel);
             return path;
         });
+    }
+};
+
+}  // namespace detail
+namespace s3 {
+
+class object_source final : public detail::s3_download_source {
+public:
+    explicit object_source(client& storage) : client_(storage) {}
+
+private:
+    void download(const std::string& key, const std::string& path, std::uint64_t max_bytes, const cancel_token* cancel) override {
+        client_.get_to_file(key, path, max_bytes, cancel);
     }
 
     client& client_;
 };
 
-class presigned_url_source final : public image_source {
+class presigned_url_source final : public detail::s3_download_source {
 public:
     presigned_url_source(client& downloader, std::string url) : client_(downloader), url_(std::move(url)) {}
 
-    std::string fetch(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes) override {
-        return fetch_watching(key, scratch_dir, max_bytes, nullptr);
-    }
-    std::string fetch_cancellable(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes,
-                                  const cancel_token& cancel) override {
-        if (cancel.is_cancelled()) throw cancelled_error();
-        return fetch_watching(key, scratch_dir, max_bytes, &cancel);
-    }
-
 private:
-    std::string fetch_watching(const std::string& key, const std::filesystem::path& scratch_dir, std::uint64_t max_bytes,
-                               const cancel_token* cancel) {
-        const std::string path = (scratch_dir / "source").string();
-        return detail::s3_fetch_with_limit(key, max_bytes, [&] {
-            client_.download_url_to_file(url_, path, max_bytes, cancel);
-            return path;
-        });
+    void download(const std::string&, const std::string& path, std::uint64_t max_bytes, const cancel_token* cancel) override {
+        client_.download_url_to_file(url_, path, max_bytes, cancel);
     }
 
     client& client_;

@@ -392,8 +392,9 @@ private:
             try {
                 claimed = store_.claim(worker_id, types_, options_.lease);
                 backoff = std::chrono::milliseconds(0);
-            } catch (const error& e) {
-                if (e.code() == errc::store_refused) {
+            } catch (const std::exception& e) {
+                const auto* refused = dynamic_cast<const error*>(&e);
+                if (refused && refused->code() == errc::store_refused) {
                     // The store refused this client for good (a password changed, a grant
                     // revoked): retrying cannot help. This thread stops claiming; refusal() says why.
                     {
@@ -403,11 +404,6 @@ private:
                     report_store_error(worker_id, e.what());
                     break;
                 }
-                backoff = std::min(std::max(backoff * 2, std::chrono::milliseconds(50)), options_.poll_interval);
-                report_store_error(worker_id, e.what());
-                sleep_unless_stopping(backoff);
-                continue;
-            } catch (const std::exception& e) {
                 // The store is down or busy: wait (longer each time, up to the poll interval) and retry.
                 backoff = std::min(std::max(backoff * 2, std::chrono::milliseconds(50)), options_.poll_interval);
                 report_store_error(worker_id, e.what());
