@@ -10,21 +10,21 @@
 
 namespace tilekit_service {
 
-std::string presented_token(const httplib::Request& request) {
+std::string presented_token(const http::route_request& request) {
     const bool has_token = request.has_param("token");
-    const std::string token = has_token ? request.get_param_value("token") : "";
-    return presented_token(request.get_header_value("Authorization"), request.method, has_token ? &token : nullptr,
-                           request.get_header_value("Cookie"), token_cookie);
+    const std::string token = has_token ? request.param("token") : "";
+    return presented_token(request.header("authorization"), request.r.method, has_token ? &token : nullptr,
+                           request.header("cookie"), token_cookie);
 }
 
-std::optional<user> require_user(const catalog& users, const httplib::Request& request, httplib::Response& response) {
+std::optional<user> require_user(const catalog& users, const http::route_request& request, http::response& response) {
     const std::string token = presented_token(request);
     std::optional<user> found = token.size() > 512 ? std::nullopt : users.authenticate(token);
     if (!found) {
         response.status = 401;
-        response.set_header("WWW-Authenticate", "Bearer");
-        response.set_content(nlohmann::json{{"detail", token.empty() ? "Not authenticated" : "Invalid token"}}.dump(),
-                             "application/json");
+        response.set("www-authenticate", "Bearer");
+        response.set("content-type", "application/json");
+        response.body = nlohmann::json{{"detail", token.empty() ? "Not authenticated" : "Invalid token"}}.dump();
     }
     return found;
 }

@@ -7,7 +7,7 @@
 
 #include "catalog.hpp"
 
-#include <httplib.h>
+#include "http/router.hpp"
 
 #include <optional>
 #include <string>
@@ -17,10 +17,10 @@ namespace tilekit_service {
 inline const char* const token_cookie = "tilekit_token";
 
 // The token a request presents ("" for none), by the rules above.
-std::string presented_token(const httplib::Request& request);
+std::string presented_token(const http::route_request& request);
 
 // The user, or nullopt after writing 401 {"detail": ...} with WWW-Authenticate: Bearer.
-std::optional<user> require_user(const catalog& users, const httplib::Request& request, httplib::Response& response);
+std::optional<user> require_user(const catalog& users, const http::route_request& request, http::response& response);
 
 // Mints a random token (256 bits, hex).
 std::string new_token();

@@ -7,6 +7,7 @@
 #include "config.hpp"
 #include "routes.hpp"
 #include "storage.hpp"
+#include "http/range.hpp"
 
 #include <tilekit/error.hpp>
 
@@ -44,47 +45,49 @@ bool read_whole(const std::filesystem::path& path, std::string& out) {
 
 }  // namespace
 
-void install_file_routes(httplib::Server& server, service_context& context) {
+void install_file_routes(http::router& routes, service_context& context) {
     service_context* const c = &context;
 
     // One page for a version's pyramid and for the project's live map (viewer.js tells them
     // apart by the URL).
-    const auto send_viewer_page = [c](const httplib::Request& req, httplib::Response& res) {
+    const auto send_viewer_page = [c](const http::route_request& req, http::response& res) {
         std::string page;
         if (!read_whole(std::filesystem::path(c->config.viewer_dir) / "index.html", page))
             return send_error(res, 404, "Viewer not installed (no index.html in " + c->config.viewer_dir + ")");
         if (req.has_param("token"))  // so the page's own requests (scripts, tiles) carry it
-            res.set_header("Set-Cookie", std::string(token_cookie) + "=" + presented_token(req) +
+            res.set("Set-Cookie", std::string(token_cookie) + "=" + presented_token(req) +
                                              "; Path=/; HttpOnly; SameSite=Strict");
-        res.set_header("Cache-Control", "no-store");
-        res.set_header("Referrer-Policy", "no-referrer");
-        res.set_content(page, "text/html; charset=utf-8");
+        res.set("cache-control", "no-store");
+        res.set("referrer-policy", "no-referrer");
+        res.set("content-type", "text/html; charset=utf-8");
+        res.body = std::move(page);
     };
-    server.Get("/projects/([^/]+)/versions/([^/]+)/viewer", [c, send_viewer_page](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects/{slug}/versions/{version}/viewer", [c, send_viewer_page](const http::route_request& req, http::response& res) {
         if (!version_target_of(*c, req, res)) return;
         send_viewer_page(req, res);
     });
     // The project's live map: the published version its live pointer names, at a stable URL.
-    server.Get("/projects/([^/]+)/viewer", [c, send_viewer_page](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects/{slug}/viewer", [c, send_viewer_page](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        if (!accessible_project(*c, *who, req.matches[1], res)) return;
+        if (!accessible_project(*c, *who, req.capture(0), res)) return;
         send_viewer_page(req, res);
     });
 
-    server.Get("/static/(.+)", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/static/{*path}", [c](const http::route_request& req, http::response& res) {
         if (!require_user(c->db, req, res)) return;
-        const auto path = file_under(c->config.viewer_dir, req.matches[1]);
+        const auto path = file_under(c->config.viewer_dir, req.capture(0));
         std::string body;
         if (path.empty() || !read_whole(path, body)) return send_error(res, 404, "Not found");
-        res.set_header("Cache-Control", "no-cache");
-        res.set_content(body, content_type_for(path.string(), content_types::viewer));
+        res.set("cache-control", "no-cache");
+        res.set("content-type", content_type_for(path.string(), content_types::viewer));
+        res.body = std::move(body);
     });
 
-    server.Get("/tiles/(.+)", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/tiles/{*key}", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const std::string key = req.matches[1];
+        const std::string key = req.capture(0);
         if (!tilekit::key_problem(key).empty()) return send_error(res, 400, "Invalid tile key");
         // Only what lies under the tile prefix of a version of the user's projects: never the
         // uploaded sources or anything else stored next to the tiles.
@@ -103,8 +106,25 @@ void install_file_routes(httplib::Server& server, service_context& context) {
         if (!tile) return send_error(res, 404, "Not found");
         const auto object = c->store.get(key);
         if (!object) return send_error(res, 404, "Not found");
-        res.set_header("Cache-Control", cache_control_for(key));
-        res.set_content(reinterpret_cast<const char*>(object->body.data()), object->body.size(), object->content_type);
+        res.set("cache-control", cache_control_for(key));
+        res.set("content-type", object->content_type);
+        // One range at most (http/range.hpp): several are refused with 416, not served as multipart.
+        const http::range_decision range = http::decide_range(req.r.header("range"), object->body.size());
+        res.set("accept-ranges", "bytes");
+        if (range.verdict == http::range_verdict::unsatisfiable) {
+            res.status = 416;
+            res.set("content-range", "bytes */" + std::to_string(object->body.size()));
+            return;
+        }
+        if (range.verdict == http::range_verdict::part) {
+            res.status = 206;
+            res.set("content-range", "bytes " + std::to_string(range.range.first) + "-" +
+                                         std::to_string(range.range.first + range.range.length - 1) + "/" +
+                                         std::to_string(object->body.size()));
+            res.body.assign(reinterpret_cast<const char*>(object->body.data()) + range.range.first, range.range.length);
+            return;
+        }
+        res.body.assign(reinterpret_cast<const char*>(object->body.data()), object->body.size());
     });
 }
 

@@ -9,7 +9,7 @@
 #include "auth.hpp"
 #include "catalog.hpp"
 #include "config.hpp"
-#include "connections.hpp"
+#include "http/multipart.hpp"
 #include "storage.hpp"
 
 #include <tilekit/fast_codecs.hpp>
@@ -25,18 +25,19 @@ namespace tilekit_service {
 using nlohmann::json;
 namespace jobs = tilekit::jobs;
 
-void send_json(httplib::Response& response, int status, const json& body) {
+void send_json(http::response& response, int status, const json& body) {
     response.status = status;
-    response.set_header("Cache-Control", "no-store");
-    response.set_content(body.dump(), "application/json");
+    response.set("cache-control", "no-store");
+    response.set("content-type", "application/json");
+    response.body = body.dump();
 }
 
-void send_error(httplib::Response& response, int status, const std::string& detail) {
+void send_error(http::response& response, int status, const std::string& detail) {
     send_json(response, status, json{{"detail", detail}});
 }
 
 std::optional<project> accessible_project(const service_context& c, const user& who, const std::string& slug,
-                                          httplib::Response& response) {
+                                          http::response& response) {
     if (!valid_slug(slug)) {
         send_error(response, 422, invalid_slug_detail);
         return std::nullopt;
@@ -49,11 +50,11 @@ std::optional<project> accessible_project(const service_context& c, const user& 
     return p;
 }
 
-std::optional<version_path> parse_version_path(const service_context& c, const httplib::Request& request,
-                                               httplib::Response& response) {
+std::optional<version_path> parse_version_path(const service_context& c, const http::route_request& request,
+                                               http::response& response) {
     std::optional<user> who = require_user(c.db, request, response);
     if (!who) return std::nullopt;
-    version_path path{std::move(*who), request.matches[1], parse_version_number(request.matches[2])};
+    version_path path{std::move(*who), request.capture(0), parse_version_number(request.capture(1))};
     if (!valid_slug(path.slug)) {
         send_error(response, 422, invalid_slug_detail);
         return std::nullopt;
@@ -66,7 +67,7 @@ std::optional<version_path> parse_version_path(const service_context& c, const h
 }
 
 std::optional<version_target> find_version_target(const service_context& c, const version_path& path,
-                                                  httplib::Response& response) {
+                                                  http::response& response) {
     std::optional<project> p = accessible_project(c, path.who, path.slug, response);
     if (!p) return std::nullopt;
     std::optional<version> v = c.db.find_version(p->id, path.number);
@@ -77,20 +78,19 @@ std::optional<version_target> find_version_target(const service_context& c, cons
     return version_target{path.who, std::move(*p), std::move(*v)};
 }
 
-std::optional<version_target> version_target_of(const service_context& c, const httplib::Request& request,
-                                                httplib::Response& response) {
+std::optional<version_target> version_target_of(const service_context& c, const http::route_request& request,
+                                                http::response& response) {
     const std::optional<version_path> path = parse_version_path(c, request, response);
     return path ? find_version_target(c, *path, response) : std::nullopt;
 }
 
 namespace {
 
-// The request body as a JSON object, or nullopt after writing 400/408/413/422.
-std::optional<json> json_body(const service_context& c, request_body& input, httplib::Response& response) {
-    const std::optional<request_body::content> content = input.read(response, c.config.max_json_bytes);
-    if (!content) return std::nullopt;
+// The request body as a JSON object, or nullopt after writing 400/422 (the server has already
+// refused a body over the route's limit with 413).
+std::optional<json> json_body(const service_context& c, const http::route_request& req, http::response& response) {
     parse_failure failure;
-    std::optional<json> body = parse_json_body(content->bytes, c.config.max_json_bytes, failure);
+    std::optional<json> body = parse_json_body(req.r.body, c.config.max_json_bytes, failure);
     if (!body) send_error(response, failure.status, failure.detail);
     return body;
 }
@@ -181,10 +181,15 @@ bool is_tiff(const std::string& b) {
 
 }  // namespace
 
-void install_api_routes(httplib::Server& server, service_context& context) {
+void install_api_routes(http::router& routes, service_context& context) {
     service_context* const c = &context;
+    // What every POST checks before its body is read: the token.
+    const http::precheck signed_in = [c](const http::route_request& req, http::response& res) {
+        return require_user(c->db, req, res).has_value();
+    };
+    const std::uint64_t json_limit = c->config.max_json_bytes;
 
-    server.Get("/health", [c](const httplib::Request&, httplib::Response& res) {
+    routes.get("/health", [c](const http::route_request&, http::response& res) {
         const bool stopping = c->stopping.load();
         // Whether it is up and what it does; nothing about where it keeps things (paths,
         // bucket, endpoint): /health needs no token.
@@ -197,17 +202,17 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         send_json(res, stopping ? 503 : 200, body);
     });
 
-    server.Get("/projects", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
         send_json(res, 200, c->db.projects_of(who->id));
     });
 
     // POST routes read their body themselves, after the token and the path (connections.hpp).
-    post_route(server, "/projects", [c](const httplib::Request& req, httplib::Response& res, request_body& input) {
+    routes.post("/projects", signed_in, json_limit, [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto body = json_body(*c, input, res);
+        const auto body = json_body(*c, req, res);
         if (!body) return;
         parse_failure failure;
         const auto fields = parse_project_fields(*body, failure);
@@ -219,26 +224,25 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         }
     });
 
-    server.Get("/projects/([^/]+)", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects/{slug}", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        const auto p = accessible_project(*c, *who, req.capture(0), res);
         if (!p) return;
         json out = *p;
         out["versions"] = c->db.versions_of(p->id);
         send_json(res, 200, out);
     });
 
-    post_route(server, "/projects/([^/]+)/versions", [c](const httplib::Request& req, httplib::Response& res,
-                                                         request_body& input) {
+    routes.post("/projects/{slug}/versions", signed_in, json_limit, [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto body = json_body(*c, input, res);
+        const auto body = json_body(*c, req, res);
         if (!body) return;
         parse_failure failure;
         const auto fields = parse_version_fields(*body, failure);
         if (!fields) return send_error(res, failure.status, failure.detail);
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        const auto p = accessible_project(*c, *who, req.capture(0), res);
         if (!p) return;
         try {
             send_json(res, 201, c->db.create_version(p->id, fields->number, fields->status));
@@ -249,14 +253,14 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         }
     });
 
-    server.Get("/projects/([^/]+)/versions/([^/]+)", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects/{slug}/versions/{version}", [c](const http::route_request& req, http::response& res) {
         const auto t = version_target_of(*c, req, res);
         if (!t) return;
         send_json(res, 200, version_view(*c, t->p, t->v));
     });
 
-    post_route(server, "/projects/([^/]+)/versions/([^/]+)/publish", [c](const httplib::Request& req,
-                                                                         httplib::Response& res, request_body&) {
+    routes.post("/projects/{slug}/versions/{version}/publish", signed_in, json_limit, [c](const http::route_request& req,
+                                                                                          http::response& res) {
         const auto t = version_target_of(*c, req, res);
         if (!t) return;
         if (t->v.status != "draft") return send_error(res, 409, "Only draft versions can be published");
@@ -290,10 +294,10 @@ void install_api_routes(httplib::Server& server, service_context& context) {
     });
 
     // The project's live map: the published version the live pointer names.
-    server.Get("/projects/([^/]+)/live", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects/{slug}/live", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        const auto p = accessible_project(*c, *who, req.capture(0), res);
         if (!p) return;
         const auto object = c->store.get(live_key_of(*c, p->slug));
         if (!object) return send_error(res, 404, "No version of this project has been published with tiles yet");
@@ -315,22 +319,36 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         send_json(res, 200, live);
     });
 
-    post_route(server, "/projects/([^/]+)/assets", [c](const httplib::Request& req, httplib::Response& res,
-                                                       request_body& input) {
+    // An upload is read only after the token, the type and the project check out, and refused
+    // unread beyond the limit.
+    const http::precheck upload_allowed = [c](const http::route_request& req, http::response& res) {
+        const auto who = require_user(c->db, req, res);
+        if (!who) return false;
+        if (!valid_asset_type(req.param("type"))) {
+            send_error(res, 422, "Query parameter 'type' is required ([a-z_], e.g. base_map)");
+            return false;
+        }
+        return accessible_project(*c, *who, req.capture(0), res).has_value();
+    };
+    routes.post("/projects/{slug}/assets", upload_allowed, c->config.max_upload_bytes, [c](const http::route_request& req,
+                                                                                           http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const std::string type = req.has_param("type") ? req.get_param_value("type") : "";
-        if (!valid_asset_type(type))
-            return send_error(res, 422, "Query parameter 'type' is required ([a-z_], e.g. base_map)");
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        const std::string type = req.param("type");
+        const auto p = accessible_project(*c, *who, req.capture(0), res);
         if (!p) return;
-        // A raw body (Content-Type image/png or image/jpeg), or the first part of a multipart form;
-        // read only now, after the token and the path, and refused unread beyond the limit.
-        const auto content = input.read(res, c->config.max_upload_bytes);
-        if (!content) return;
-        const std::string* bytes = &content->bytes;
+        // A raw body (Content-Type image/png, image/jpeg, ...), or the first file of a multipart form.
+        http::form_file content;
+        if (const auto boundary = http::multipart_boundary(req.header("content-type"))) {
+            auto file = http::first_form_file(req.r.body, *boundary);
+            if (!file) return send_error(res, 400, "Malformed multipart/form-data body");
+            content = std::move(*file);
+        } else {
+            content.bytes = std::move(req.r.body);
+        }
+        const std::string* bytes = &content.bytes;
         const std::string filename =
-            asset_filename(req.has_param("filename") ? req.get_param_value("filename") : "", content->filename);
+            asset_filename(req.has_param("filename") ? req.param("filename") : "", content.filename);
         if (bytes->empty()) return send_error(res, 422, "The request body (the image) is empty");
         const bool png = is_png(*bytes), jpeg = is_jpeg(*bytes), webp = is_webp(*bytes);
 #if TILEKIT_HAS_TIFF
@@ -359,21 +377,21 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         send_json(res, 201, c->db.add_asset(a));
     });
 
-    post_route(server, "/projects/([^/]+)/versions/([^/]+)/generate-tiles", [c](const httplib::Request& req,
-                                                                                 httplib::Response& res, request_body&) {
+    routes.post("/projects/{slug}/versions/{version}/generate-tiles", signed_in, json_limit, [c](const http::route_request& req,
+                                                                                                 http::response& res) {
         const auto path = parse_version_path(*c, req, res);
         if (!path) return;
-        const std::string asset_id = lower(req.has_param("asset_id") ? req.get_param_value("asset_id") : "");
+        const std::string asset_id = lower(req.has_param("asset_id") ? req.param("asset_id") : "");
         if (!jobs::is_uuid(asset_id)) return send_error(res, 422, "Query parameter 'asset_id' must be a UUID");
         // Per job, the layout and tile format may differ from the service's defaults.
         service_config job_config = c->config;
         if (req.has_param("layout")) {
-            job_config.layout = req.get_param_value("layout");
+            job_config.layout = req.param("layout");
             if (job_config.layout != "dz" && job_config.layout != "xyz" && job_config.layout != "iiif")
                 return send_error(res, 422, "Query parameter 'layout' must be dz, xyz or iiif");
         }
         if (req.has_param("format")) {
-            job_config.format = req.get_param_value("format");
+            job_config.format = req.param("format");
             if (job_config.format != "png" && job_config.format != "jpg" && job_config.format != "webp" &&
                 job_config.format != "webp-lossless")
                 return send_error(res, 422, "Query parameter 'format' must be png, jpg, webp or webp-lossless");
@@ -390,7 +408,7 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         if (c->stopping.load() ||
             c->jobs.count_jobs(jobs::job_filter{std::nullopt, std::nullopt, jobs::job_status::queued}) >=
                 static_cast<std::int64_t>(c->config.queue_capacity)) {
-            res.set_header("Retry-After", "5");
+            res.set("Retry-After", "5");
             return send_error(res, 503, "Too many tile generation jobs; try again later");
         }
         jobs::new_job request{jobs::tile_generation_job, p.id, v.id, t->who.id};
@@ -405,16 +423,16 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         send_json(res, 202, {{"job_id", job.id}, {"status", "queued"}, {"message", "Tile generation started"}});
     });
 
-    server.Get("/projects/([^/]+)/jobs", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects/{slug}/jobs", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        const auto p = accessible_project(*c, *who, req.capture(0), res);
         if (!p) return;
         // Newest first, a page at a time: ?limit=1..1000 (default 100) and ?after=CURSOR, the
         // X-Next-After header of the previous page (absent on the last page).
         std::size_t limit = 100;
         if (req.has_param("limit")) {
-            const std::string text = req.get_param_value("limit");
+            const std::string text = req.param("limit");
             char* end = nullptr;
             const long n = std::strtol(text.c_str(), &end, 10);
             if (text.empty() || *end != '\0' || n < 1 || n > 1000) return send_error(res, 422, "Query parameter 'limit' must be 1..1000");
@@ -422,27 +440,28 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         }
         std::optional<jobs::job_page_key> after;
         if (req.has_param("after")) {
-            after = jobs::parse_cursor(req.get_param_value("after"));
+            after = jobs::parse_cursor(req.param("after"));
             if (!after) return send_error(res, 422, "Query parameter 'after' must be the X-Next-After of a previous page");
         }
         const jobs::job_page page = c->jobs.list_jobs(jobs::job_filter{p->id, std::nullopt, std::nullopt}, limit, after);
         json out = json::array();
         for (const jobs::job_record& job : page.jobs) out.push_back(job_json(job));
-        if (page.next) res.set_header("X-Next-After", jobs::to_cursor(*page.next));
+        if (page.next) res.set("X-Next-After", jobs::to_cursor(*page.next));
         send_json(res, 200, out);
     });
 
     // The queue's health as Prometheus text exposition, for any authenticated user.
-    server.Get("/metrics", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/metrics", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        res.set_content(jobs_metrics_text(c->jobs.stats(std::chrono::hours(1)), c->workers), "text/plain; version=0.0.4");
+        res.set("content-type", "text/plain; version=0.0.4");
+        res.body = jobs_metrics_text(c->jobs.stats(std::chrono::hours(1)), c->workers);
     });
 
-    server.Get("/jobs/([^/]+)", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/jobs/{id}", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const std::string id = lower(req.matches[1]);
+        const std::string id = lower(req.capture(0));
         if (!jobs::is_uuid(id)) return send_error(res, 422, "Invalid job id: a UUID");
         const auto job = c->jobs.get(id);
         const auto p = job ? c->db.project_by_id(job->project_id) : std::nullopt;
@@ -451,10 +470,10 @@ void install_api_routes(httplib::Server& server, service_context& context) {
     });
 
     // Cancels a queued or running job; a running one stops within about a second, no manifest.
-    post_route(server, "/jobs/([^/]+)/cancel", [c](const httplib::Request& req, httplib::Response& res, request_body&) {
+    routes.post("/jobs/{id}/cancel", signed_in, json_limit, [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const std::string id = lower(req.matches[1]);
+        const std::string id = lower(req.capture(0));
         if (!jobs::is_uuid(id)) return send_error(res, 422, "Invalid job id: a UUID");
         const auto job = c->jobs.get(id);
         const auto p = job ? c->db.project_by_id(job->project_id) : std::nullopt;
@@ -464,29 +483,6 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         } catch (const jobs::job_state_error&) {
             send_error(res, 409, std::string("The job has already ended: it is ") + jobs::to_string(c->jobs.get(id)->status));
         }
-    });
-}
-
-void install_common_handlers(httplib::Server& server) {
-    // Requests httplib answered itself (no route, a malformed or slow request: connections.hpp).
-    server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-        if (!res.body.empty() || res.has_header("Content-Type")) return;
-        const std::string detail = refused_request_detail(req, res);
-        res.set_content(json{{"detail", detail}}.dump(), "application/json");
-    });
-    server.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-        std::string what = "unknown exception";
-        try {
-            if (ep) std::rethrow_exception(ep);
-        } catch (const std::exception& e) {
-            what = e.what();
-        } catch (...) {
-        }
-        std::fprintf(stderr, "tilekit-service: %s %s failed: %s\n", req.method.c_str(), req.path.c_str(), what.c_str());
-        send_error(res, 500, "Internal server error");
-    });
-    server.set_logger([](const httplib::Request& req, const httplib::Response& res) {
-        std::fprintf(stderr, "%s %s %d\n", req.method.c_str(), req.path.c_str(), res.status);
     });
 }
 
