@@ -76,14 +76,14 @@ public:
         if (allowed.empty()) {
             res.status = 404;
             res.set("content-type", "application/json");
-            res.body = "{\"detail\":\"Not Found\"}";
+            res.body = "{\"detail\":\"Not found\"}";
         } else {
             std::string allow;
             for (const std::string& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
             res.status = 405;
             res.set("allow", allow);
             res.set("content-type", "application/json");
-            res.body = "{\"detail\":\"Method Not Allowed\"}";
+            res.body = "{\"detail\":\"Method not allowed\"}";
         }
         out.answer = std::move(res);
         return out;

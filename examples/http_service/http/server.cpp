@@ -144,12 +144,13 @@ private:
         disarm();
         if (timed_out_) {
             if (!header_->got_some() && buffer_.size() == 0) return close();  // an idle connection: nothing to answer
-            return refuse(408, "the request's header did not arrive in time");
+            return refuse(408, "Request timeout: the request headers did not arrive within " +
+                                   std::to_string(s_.limits.header_deadline.count() / 1000) + " s");
         }
         if (ec == bhttp::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset) return close();
         if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow)
-            return refuse(431, "the request line and header fields are over " + std::to_string(s_.limits.header_bytes) + " bytes");
-        if (ec) return refuse(400, "malformed request (" + ec.message() + ")");
+            return refuse(431, "Request header fields too large (limit " + std::to_string(s_.limits.header_bytes) + " bytes in all)");
+        if (ec) return refuse(400, "Bad request: " + ec.message());
 
         const auto& message = header_->get();
         began_ = steady::now();
@@ -159,19 +160,23 @@ private:
         std::size_t count = 0;
         for (const auto& field : message) {
             if (++count > s_.limits.max_fields)
-                return refuse(431, "more than " + std::to_string(s_.limits.max_fields) + " header fields");
+                return refuse(431, "Request header fields too large (limit " + std::to_string(s_.limits.max_fields) + " fields)");
+            if (field.name_string().size() + field.value().size() + 2 > s_.limits.line_bytes)
+                return refuse(431, "Request header fields too large (limit " + std::to_string(s_.limits.line_bytes) + " bytes a line)");
             req_.headers.emplace_back(lower(std::string(field.name_string())), std::string(field.value()));
         }
-        if (message.version() != 11 && message.version() != 10) return refuse(505, "HTTP/1.1 only");
+        if (message.version() != 11 && message.version() != 10) return refuse(505, "HTTP version not supported: HTTP/1.1 only");
+        if (message.target().size() > s_.limits.line_bytes)
+            return refuse(414, "Request URI too long (limit " + std::to_string(s_.limits.line_bytes) + " bytes)");
         const bool has_te = message.find(bhttp::field::transfer_encoding) != message.end();
         // Beast 1.81 takes a Transfer-Encoding that does not end in chunked as "no body", and
         // accepts chunked on HTTP/1.0: both are refused (RFC 9112 §6.1).
-        if (has_te && message.version() == 10) return refuse(400, "Transfer-Encoding on HTTP/1.0");
-        if (has_te && !header_->chunked()) return refuse(501, "only the chunked transfer coding is supported");
+        if (has_te && message.version() == 10) return refuse(400, "Bad request: Transfer-Encoding on HTTP/1.0");
+        if (has_te && !header_->chunked()) return refuse(501, "Not implemented: only the chunked transfer coding");
         if (message.version() == 11 && message.find(bhttp::field::host) == message.end())
-            return refuse(400, "an HTTP/1.1 request needs a Host header");
+            return refuse(400, "Bad request: an HTTP/1.1 request needs a Host header");
         const std::optional<parsed_target> target = parse_target(req_.target);
-        if (!target) return refuse(400, "malformed request target");
+        if (!target) return refuse(400, "Bad request: a malformed request target");
         req_.segments = target->segments;
         req_.query = target->query;
         keep_alive_ = message.keep_alive();
@@ -199,8 +204,7 @@ private:
         }
         if (!has_body_) return run_handler();
         const auto length = header_->content_length();
-        if (length && *length > admission_.body_limit)
-            return refuse(413, "the body is over the limit of " + std::to_string(admission_.body_limit) + " bytes");
+        if (length && *length > admission_.body_limit) return refuse(413, too_large());
         // A large body gets time in proportion to its size, beyond the request's deadline.
         const std::uint64_t expected = length ? *length : admission_.body_limit;
         const auto extra = std::chrono::milliseconds(expected * 1000 / std::max<std::uint64_t>(1, s_.limits.min_upload_rate));
@@ -229,12 +233,11 @@ private:
 
     void on_body(beast::error_code ec) {
         disarm();
-        if (timed_out_) return refuse(408, "the body did not arrive in time");
+        if (timed_out_) return refuse(408, "Request timeout: the body stopped arriving");
         if (ec == bhttp::error::need_buffer) ec = {};
-        if (ec == bhttp::error::body_limit)
-            return refuse(413, "the body is over the limit of " + std::to_string(admission_.body_limit) + " bytes");
+        if (ec == bhttp::error::body_limit) return refuse(413, too_large());
         if (ec && ec.category() == bhttp::make_error_code(bhttp::error::bad_chunk).category())
-            return refuse(400, "malformed body (" + ec.message() + ")");
+            return refuse(400, "Bad request: a malformed body (" + ec.message() + ")");
         if (ec) return close();
         const std::size_t got = body_piece - body_->get().body().size;
         if (got > 0) {
@@ -271,6 +274,10 @@ private:
                 self->send();
             });
         });
+    }
+
+    std::string too_large() const {
+        return "Request body too large (limit " + std::to_string(admission_.body_limit) + " bytes)";
     }
 
     // An answer decided by the server itself; the connection ends after it.

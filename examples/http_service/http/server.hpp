@@ -33,6 +33,7 @@ namespace tilekit_service::http {
 
 struct server_limits {
     std::size_t header_bytes = 16 * 1024;  // request line + header fields (431 beyond)
+    std::size_t line_bytes = 8192;         // the request-target (414 beyond) and each header field (431)
     std::size_t max_fields = 100;          // header fields (431 beyond)
     std::chrono::milliseconds header_deadline{10000};   // from the first wait to the end of the header
     std::chrono::milliseconds request_deadline{60000};  // the header, the body and the answer
