@@ -50,7 +50,7 @@ response error_response(int status, const std::string& detail) {
     response r;
     r.status = status;
     r.set("content-type", "application/json");
-    r.body = "{\"detail\":\"" + json_escape(detail) + "\"}\n";
+    r.body = "{\"detail\":\"" + json_escape(detail) + "\"}";
     return r;
 }
 
@@ -72,6 +72,8 @@ struct server::impl {
     mutable std::mutex mutex;
     std::map<std::string, unsigned> per_address;
     unsigned open = 0;
+    // Every open session, so that stop() can close the ones waiting for a next request.
+    std::map<void*, std::function<void()>> closers;
 
     impl(server_limits l, admit_function a, log_function lg)
         : limits(l), admit(std::move(a)), log(std::move(lg)), io(static_cast<int>(std::max(1u, l.io_threads))),
@@ -96,6 +98,7 @@ struct server::impl {
     }
 
     void accept();
+    void stop_when_drained(std::chrono::steady_clock::time_point give_up);
 };
 
 namespace {
@@ -105,9 +108,27 @@ public:
     session(server::impl& owner, tcp::socket socket, std::string address)
         : s_(owner), stream_(std::move(socket)), buffer_(owner.limits.header_bytes + 4096), address_(std::move(address)),
           timer_(stream_.get_executor()) {}
-    ~session() { s_.give_back(address_); }
+    ~session() {
+        {
+            std::lock_guard<std::mutex> lock(s_.mutex);
+            s_.closers.erase(this);
+        }
+        s_.give_back(address_);
+    }
 
-    void start() { read_header(true); }
+    void start() {
+        {
+            std::weak_ptr<session> weak = shared_from_this();
+            std::lock_guard<std::mutex> lock(s_.mutex);
+            s_.closers[this] = [weak] {
+                if (auto self = weak.lock())
+                    net::post(self->stream_.get_executor(), [self] {
+                        if (self->waiting_) self->close();  // between requests: nothing is lost
+                    });
+            };
+        }
+        read_header(true);
+    }
 
 private:
     void read_header(bool first) {
@@ -122,6 +143,7 @@ private:
         // Reads run under a timer of ours that cancels them (tcp_stream's own timeout would close
         // the socket, and a client that stalled is owed a 408).
         stream_.expires_never();
+        waiting_ = true;
         arm(steady::now() + (first ? s_.limits.header_deadline : std::min(s_.limits.idle_timeout, s_.limits.header_deadline)));
         bhttp::async_read_header(stream_, buffer_, *header_,
                                  [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
@@ -142,6 +164,7 @@ private:
 
     void on_header(beast::error_code ec) {
         disarm();
+        waiting_ = false;
         if (timed_out_) {
             if (!header_->got_some() && buffer_.size() == 0) return close();  // an idle connection: nothing to answer
             return refuse(408, "Request timeout: the request headers did not arrive within " +
@@ -411,7 +434,7 @@ private:
     std::shared_ptr<bhttp::response_serializer<bhttp::empty_body>> serializer_;
     steady::time_point began_ = steady::now();
     steady::time_point body_deadline_ = steady::now();
-    bool keep_alive_ = false, has_body_ = false, keep_going_ = false, linger_ = false, timed_out_ = false;
+    bool keep_alive_ = false, has_body_ = false, keep_going_ = false, linger_ = false, timed_out_ = false, waiting_ = false;
     std::uint64_t sent_bytes_ = 0, lingered_ = 0;
 };
 
@@ -477,10 +500,27 @@ void server::stop(std::chrono::milliseconds grace) {
     net::post(impl_->io, [this, grace] {
         beast::error_code ec;
         impl_->acceptor.close(ec);
-        // Requests in progress get `grace`; then everything stops.
-        auto timer = std::make_shared<net::steady_timer>(impl_->io, grace);
-        timer->async_wait([this, timer](beast::error_code) { impl_->io.stop(); });
+        std::vector<std::function<void()>> closers;
+        {
+            std::lock_guard<std::mutex> lock(impl_->mutex);
+            for (const auto& entry : impl_->closers) closers.push_back(entry.second);
+        }
+        for (const auto& close_if_waiting : closers) close_if_waiting();
+        // Requests in progress get up to `grace`; run() returns as soon as none is left.
+        impl_->stop_when_drained(std::chrono::steady_clock::now() + grace);
     });
+}
+
+void server::impl::stop_when_drained(std::chrono::steady_clock::time_point give_up) {
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (open == 0 || std::chrono::steady_clock::now() >= give_up) {
+            io.stop();
+            return;
+        }
+    }
+    auto timer = std::make_shared<net::steady_timer>(io, std::chrono::milliseconds(20));
+    timer->async_wait([this, timer, give_up](beast::error_code) { stop_when_drained(give_up); });
 }
 
 unsigned server::open_connections() const {
