@@ -250,7 +250,9 @@ private:
         body_->get().body().data = piece_.get();
         body_->get().body().size = body_piece;
         body_->get().body().more = true;
-        arm(body_deadline_);
+        // The whole body within its deadline, and no wait for the next piece longer than the
+        // idle timeout (a client that stalls mid-body gets 408 then, not at the deadline).
+        arm(std::min(body_deadline_, steady::now() + s_.limits.idle_timeout));
         bhttp::async_read(stream_, buffer_, *body_, [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_body(ec); });
     }
 
@@ -440,9 +442,9 @@ private:
 
 // Beyond the connection limits: a short 503, then close (no session, no handler).
 void turn_away(tcp::socket socket) {
-    static const std::string busy =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 40\r\n"
-        "Connection: close\r\nRetry-After: 1\r\n\r\n{\"detail\":\"too many connections, retry\"}";
+    static const std::string body = "{\"detail\":\"Too many connections; retry shortly\"}";
+    static const std::string busy = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: " +
+                                    std::to_string(body.size()) + "\r\nConnection: close\r\nRetry-After: 1\r\n\r\n" + body;
     auto s = std::make_shared<tcp::socket>(std::move(socket));
     net::async_write(*s, net::buffer(busy), [s](beast::error_code, std::size_t) {
         beast::error_code ec;
