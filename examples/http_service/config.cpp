@@ -45,6 +45,7 @@ const char* const usage_text =
     "  --client-timeout N       seconds a client may stay silent while sending headers or a body,\n"
     "                           or between requests; then 408 (TILEKIT_CLIENT_TIMEOUT, default 5)\n"
     "  --max-upload-bytes N     larger uploads are 413, refused unread (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
+    "  --max-pixels N           uploads with more pixels (from the header) are 422 (TILEKIT_MAX_PIXELS, default 268435456)\n"
     "  --grace-seconds N        SIGTERM grace for running jobs (TILEKIT_GRACE_SECONDS, default 20)\n"
     "  --job-retention-days N   finished jobs are deleted N days after they ended (default 14; 0 never)\n"
     "  --job-keep-per-version N and beyond the newest N finished jobs per version (default 0: no cap)\n"
@@ -149,6 +150,10 @@ const setting settings[] = {
     {"--max-upload-bytes", "TILEKIT_MAX_UPLOAD_BYTES",
      [](service_config& c, const std::string& n, const std::string& v) {
          c.max_upload_bytes = static_cast<std::uint64_t>(number(n, v, 1024, 1L << 40));
+     }},
+    {"--max-pixels", "TILEKIT_MAX_PIXELS",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.max_pixels = static_cast<std::uint64_t>(number(n, v, 1, 1L << 40));
      }},
     {"--grace-seconds", "TILEKIT_GRACE_SECONDS",
      [](service_config& c, const std::string& n, const std::string& v) {

@@ -39,6 +39,7 @@ struct service_config {
     int client_timeout_seconds = 5;         // the longest wait for a client (headers, body, keep-alive)
     std::uint64_t max_upload_bytes = std::uint64_t{256} << 20;
     std::uint64_t max_json_bytes = 64 << 10;
+    std::uint64_t max_pixels = std::uint64_t{1} << 28;  // an upload's width x height (268 Mpx); beyond: 422
     int shutdown_grace_seconds = 20;
     std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";
     std::string layout = "dz";              // dz | xyz | iiif

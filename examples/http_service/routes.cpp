@@ -10,6 +10,7 @@
 #include "catalog.hpp"
 #include "config.hpp"
 #include "http/multipart.hpp"
+#include "http/upload_file.hpp"
 #include "storage.hpp"
 
 #include <tilekit/fast_codecs.hpp>
@@ -19,6 +20,8 @@
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 namespace tilekit_service {
 
@@ -179,6 +182,110 @@ bool is_tiff(const std::string& b) {
     return tilekit::detail::describe_format(reinterpret_cast<const std::uint8_t*>(b.data()), b.size()) == "tiff";
 }
 
+// An upload on its way to storage: written to a scratch file piece by piece, then stored.
+class asset_upload final : public http::body_sink {
+public:
+    asset_upload(service_context& c, std::string slug, std::string type, std::string filename_param,
+                 std::optional<std::string> boundary)
+        : c_(c), slug_(std::move(slug)), type_(std::move(type)), filename_param_(std::move(filename_param)),
+          file_(scratch_dir(c), std::move(boundary)) {}
+
+    bool write(const char* data, std::size_t size) override {
+        if (!file_.write(data, size)) return false;
+        if (!checked_ && file_.head().size() >= 12) {
+            checked_ = true;
+            if (type_ == "base_map" && !known_image(file_.head())) return false;  // refused: the rest is not read
+        }
+        return true;
+    }
+
+    http::response finish(http::request& r) override {
+        http::response res;
+        const http::route_request req{r, {slug_}};
+        const auto who = require_user(c_.db, req, res);
+        if (!who) return res;
+        const auto p = accessible_project(c_, *who, slug_, res);
+        if (!p) return res;
+        if (!file_.ok() || !file_.finish()) {
+            if (checked_ && type_ == "base_map" && !known_image(file_.head())) {
+                send_error(res, 415, base_map_formats);
+                return res;
+            }
+            send_error(res, 400, file_.ok() ? "Malformed multipart/form-data body" : "The upload could not be stored");
+            return res;
+        }
+        const std::string& head = file_.head();
+        if (file_.size() == 0) {
+            send_error(res, 422, "The request body (the image) is empty");
+            return res;
+        }
+        const bool png = is_png(head), jpeg = is_jpeg(head), webp = is_webp(head), tiff = is_tiff_head(head);
+        if (type_ == "base_map" && !known_image(head)) {
+            send_error(res, 415, base_map_formats);
+            return res;
+        }
+        // The dimensions from the header, against the service's pixel limit.
+        if (png || jpeg) {
+            std::uint64_t width = 0, height = 0;
+            if (tilekit::detail::header_dimensions(png ? "png" : "jpeg", reinterpret_cast<const std::uint8_t*>(head.data()),
+                                                   head.size(), width, height) &&
+                width * height > c_.config.max_pixels) {
+                send_error(res, 422, "The image is " + std::to_string(width) + "x" + std::to_string(height) +
+                                         " pixels, more than this service's limit of " + std::to_string(c_.config.max_pixels));
+                return res;
+            }
+        }
+        asset a;
+        a.id = new_uuid();
+        a.project_id = p->id;
+        a.type = type_;
+        a.storage_key = "mp/" + p->slug + "/uploads/assets/" + a.id + (png ? ".png" : jpeg ? ".jpg" : webp ? ".webp" : tiff ? ".tif" : ".bin");
+        a.content_type = content_type_for(a.storage_key);  // by the extension just chosen
+        a.filename = asset_filename(filename_param_, file_.filename());
+        a.size = file_.size();
+        a.created_at = now_iso8601();
+        tilekit::storage_object object;
+        object.key = a.storage_key;
+        // TODO(issue 23): storage::put_file (a rename on the filesystem, a multipart upload on S3)
+        // instead of reading the file back into memory here.
+        std::ifstream in(file_.path(), std::ios::binary);
+        object.body.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        object.content_type = a.content_type;
+        c_.store.put(std::move(object));
+        send_json(res, 201, c_.db.add_asset(a));
+        return res;
+    }
+
+private:
+    static std::string scratch_dir(const service_context& c) {
+        const std::filesystem::path dir = std::filesystem::path(c.config.data_dir) / "scratch";
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
+        return dir.string();
+    }
+    static bool is_tiff_head(const std::string& head) {
+#if TILEKIT_HAS_TIFF
+        return is_tiff(head);
+#else
+        static_cast<void>(head);
+        return false;
+#endif
+    }
+    static bool known_image(const std::string& head) {
+        return is_png(head) || is_jpeg(head) || is_webp(head) || is_tiff_head(head);
+    }
+#if TILEKIT_HAS_TIFF
+    static constexpr const char* base_map_formats = "A base map must be a PNG, JPEG, WebP or TIFF image";
+#else
+    static constexpr const char* base_map_formats = "A base map must be a PNG, JPEG or WebP image";
+#endif
+
+    service_context& c_;
+    std::string slug_, type_, filename_param_;
+    http::upload_file file_;
+    bool checked_ = false;
+};
+
 }  // namespace
 
 void install_api_routes(http::router& routes, service_context& context) {
@@ -330,51 +437,13 @@ void install_api_routes(http::router& routes, service_context& context) {
         }
         return accessible_project(*c, *who, req.capture(0), res).has_value();
     };
-    routes.post("/projects/{slug}/assets", upload_allowed, c->config.max_upload_bytes, [c](const http::route_request& req,
-                                                                                           http::response& res) {
-        const auto who = require_user(c->db, req, res);
-        if (!who) return;
-        const std::string type = req.param("type");
-        const auto p = accessible_project(*c, *who, req.capture(0), res);
-        if (!p) return;
-        // A raw body (Content-Type image/png, image/jpeg, ...), or the first file of a multipart form.
-        http::form_file content;
-        if (const auto boundary = http::multipart_boundary(req.header("content-type"))) {
-            auto file = http::first_form_file(req.r.body, *boundary);
-            if (!file) return send_error(res, 400, "Malformed multipart/form-data body");
-            content = std::move(*file);
-        } else {
-            content.bytes = std::move(req.r.body);
-        }
-        const std::string* bytes = &content.bytes;
-        const std::string filename =
-            asset_filename(req.has_param("filename") ? req.param("filename") : "", content.filename);
-        if (bytes->empty()) return send_error(res, 422, "The request body (the image) is empty");
-        const bool png = is_png(*bytes), jpeg = is_jpeg(*bytes), webp = is_webp(*bytes);
-#if TILEKIT_HAS_TIFF
-        const bool tiff = is_tiff(*bytes);
-        if (type == "base_map" && !png && !jpeg && !webp && !tiff)
-            return send_error(res, 415, "A base map must be a PNG, JPEG, WebP or TIFF image");
-#else
-        const bool tiff = false;
-        if (type == "base_map" && !png && !jpeg && !webp)
-            return send_error(res, 415, "A base map must be a PNG, JPEG or WebP image");
-#endif
-        asset a;
-        a.id = new_uuid();
-        a.project_id = p->id;
-        a.type = type;
-        a.storage_key = "mp/" + p->slug + "/uploads/assets/" + a.id + (png ? ".png" : jpeg ? ".jpg" : webp ? ".webp" : tiff ? ".tif" : ".bin");
-        a.content_type = content_type_for(a.storage_key);  // by the extension just chosen
-        a.filename = filename;
-        a.size = bytes->size();
-        a.created_at = now_iso8601();
-        tilekit::storage_object object;
-        object.key = a.storage_key;
-        object.body.assign(bytes->begin(), bytes->end());
-        object.content_type = a.content_type;
-        c->store.put(std::move(object));
-        send_json(res, 201, c->db.add_asset(a));
+    // The body goes to a file in the scratch directory as it arrives (http/upload_file.hpp); its
+    // first bytes decide the format at once, so a base map that is not an image is refused
+    // before the rest is read.
+    routes.post_stream("/projects/{slug}/assets", upload_allowed, c->config.max_upload_bytes, [c](const http::route_request& req) {
+        return std::make_shared<asset_upload>(*c, req.capture(0), req.param("type"),
+                                              req.has_param("filename") ? req.param("filename") : "",
+                                              http::multipart_boundary(req.header("content-type")));
     });
 
     routes.post("/projects/{slug}/versions/{version}/generate-tiles", signed_in, json_limit, [c](const http::route_request& req,

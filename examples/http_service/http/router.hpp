@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,8 @@ struct route_request {
 };
 
 using handler = std::function<void(const route_request&, response&)>;
+// A streamed body's destination, made once the header passed the route's precheck.
+using sink_factory = std::function<std::shared_ptr<body_sink>(const route_request&)>;
 // Runs on the header alone; false after writing the answer (no body is read then).
 using precheck = std::function<bool(const route_request&, response&)>;
 
@@ -37,6 +40,12 @@ public:
     // buffered in request::body), then `h`.
     void post(const std::string& pattern, precheck before, std::uint64_t body_limit, handler h) {
         add("POST", pattern, std::move(before), body_limit, std::move(h));
+    }
+    // A POST whose body goes to a sink piece by piece as it arrives (an upload), never whole into
+    // memory; the sink's finish() answers.
+    void post_stream(const std::string& pattern, precheck before, std::uint64_t body_limit, sink_factory make) {
+        add("POST", pattern, std::move(before), body_limit, nullptr);
+        routes_.back().make_sink = std::move(make);
     }
 
     // What the server does with a request whose header is in.
@@ -55,6 +64,11 @@ public:
             response early;
             if (candidate.before && !candidate.before(route_request{r, captures}, early)) {
                 out.answer = std::move(early);
+                return out;
+            }
+            if (candidate.method == "POST" && candidate.make_sink) {
+                out.body_limit = candidate.body_limit;
+                out.sink = candidate.make_sink(route_request{r, captures});
                 return out;
             }
             if (candidate.method == "POST") {
@@ -96,6 +110,7 @@ private:
         precheck before;
         std::uint64_t body_limit = 0;
         handler h;
+        sink_factory make_sink;
     };
 
     void add(std::string method, const std::string& pattern, precheck before, std::uint64_t body_limit, handler h) {
