@@ -106,7 +106,7 @@ namespace {
 class session : public std::enable_shared_from_this<session> {
 public:
     session(server::impl& owner, tcp::socket socket, std::string address)
-        : s_(owner), stream_(std::move(socket)), buffer_(owner.limits.header_bytes + 4096), address_(std::move(address)),
+        : s_(owner), stream_(std::move(socket)), buffer_(owner.limits.header_bytes + body_piece), address_(std::move(address)),
           timer_(stream_.get_executor()) {}
     ~session() {
         {
@@ -233,6 +233,9 @@ private:
         const auto extra = std::chrono::milliseconds(expected * 1000 / std::max<std::uint64_t>(1, s_.limits.min_upload_rate));
         body_deadline_ = began_ + s_.limits.request_deadline + extra;
         piece_.reset(new char[body_piece]);
+        // Room to read a body in large pieces (the buffer grows only as far as each read asks,
+        // 512 bytes at a time otherwise: 39,066 reads for a 20 MB upload); given back after it.
+        buffer_.reserve(body_piece);
         body_.emplace(std::move(*header_));
         body_->body_limit(admission_.body_limit);
         const auto expect = req_.header("expect");
@@ -277,6 +280,7 @@ private:
         }
         if (!body_->is_done()) return read_body();
         piece_.reset();
+        buffer_.shrink_to_fit();
         run_handler();
     }
 
