@@ -41,7 +41,9 @@ const char* const usage_text =
     "  --lease-seconds N        a silent worker loses its job after N s (TILEKIT_LEASE_SECONDS, default 30)\n"
     "  --max-attempts N         attempts per job, retryable errors only (TILEKIT_MAX_ATTEMPTS, default 3)\n"
     "  --tiler-threads N        encoder threads per job, 0 = cores (TILEKIT_TILER_THREADS)\n"
-    "  --max-connections N      connections served at once; beyond them 503 (TILEKIT_MAX_CONNECTIONS, default 64)\n"
+    "  --max-connections N      connections open at once; beyond them 503 (TILEKIT_MAX_CONNECTIONS, default 1024)\n"
+    "  --max-connections-per-address N\n"
+    "                           the same from one client address (TILEKIT_MAX_CONNECTIONS_PER_ADDRESS, default 64)\n"
     "  --client-timeout N       seconds a client may stay silent while sending headers or a body,\n"
     "                           or between requests; then 408 (TILEKIT_CLIENT_TIMEOUT, default 5)\n"
     "  --max-upload-bytes N     larger uploads are 413, refused unread (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
@@ -141,7 +143,11 @@ const setting settings[] = {
      }},
     {"--max-connections", "TILEKIT_MAX_CONNECTIONS",
      [](service_config& c, const std::string& n, const std::string& v) {
-         c.max_connections = static_cast<unsigned>(number(n, v, 1, 4096));
+         c.max_connections = static_cast<unsigned>(number(n, v, 1, 65536));
+     }},
+    {"--max-connections-per-address", "TILEKIT_MAX_CONNECTIONS_PER_ADDRESS",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.max_connections_per_address = static_cast<unsigned>(number(n, v, 1, 65536));
      }},
     {"--client-timeout", "TILEKIT_CLIENT_TIMEOUT",
      [](service_config& c, const std::string& n, const std::string& v) {
@@ -249,7 +255,8 @@ std::string describe(const service_config& c) {
         << "  workers / queue  " << c.workers << " / " << c.queue_capacity << "\n"
         << "  lease / attempts " << c.lease_seconds << " s / " << c.max_attempts << "\n"
         << "  tiler threads    " << c.tiler_threads << (c.tiler_threads ? "" : " (one per core)") << "\n"
-        << "  connections      " << c.max_connections << " at once, client timeout " << c.client_timeout_seconds << " s\n"
+        << "  connections      " << c.max_connections << " at once (" << c.max_connections_per_address
+      << " per address), client timeout " << c.client_timeout_seconds << " s\n"
         << "  max upload       " << c.max_upload_bytes << " bytes\n"
         << "  shutdown grace   " << c.shutdown_grace_seconds << " s\n"
         << "  tile prefix      " << c.prefix_template << "\n"

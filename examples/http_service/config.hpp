@@ -35,7 +35,9 @@ struct service_config {
     int gc_grace_seconds = 600;             // replaced tile runs are kept this long (viewers that loaded them)
     int max_attempts = 3;                   // per job: the first run and the retries of retryable errors
     unsigned tiler_threads = 0;             // encoder threads per job; 0 = one per core
-    unsigned max_connections = 64;          // open at once; beyond: 503 (http/server.hpp)
+    unsigned max_connections = 1024;        // open at once; beyond: 503 (http/server.hpp). An idle
+                                            // or slow connection costs a few KiB, not a thread
+    unsigned max_connections_per_address = 64;  // the same from one client address
     int client_timeout_seconds = 5;         // the longest wait for a client (headers, body, keep-alive)
     std::uint64_t max_upload_bytes = std::uint64_t{256} << 20;
     std::uint64_t max_json_bytes = 64 << 10;

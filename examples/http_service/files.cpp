@@ -12,6 +12,9 @@
 #include <tilekit/error.hpp>
 
 #include <filesystem>
+
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <fstream>
 #include <iterator>
 
@@ -41,6 +44,32 @@ bool read_whole(const std::filesystem::path& path, std::string& out) {
     if (!in) return false;
     out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     return true;
+}
+
+// The object as the answer: whole, or the one range asked for (http/range.hpp: several ranges
+// are refused with 416, never served as multipart), from its file where there is one (sendfile).
+void send_object(const http::route_request& req, object_to_send object, http::response& res) {
+    res.set("content-type", object.content_type);
+    res.set("accept-ranges", "bytes");
+    const http::range_decision range = http::decide_range(req.r.header("range"), object.size);
+    if (range.verdict == http::range_verdict::unsatisfiable) {
+        res.status = 416;
+        res.set("content-range", "bytes */" + std::to_string(object.size));
+        return;
+    }
+    std::uint64_t first = 0, length = object.size;
+    if (range.verdict == http::range_verdict::part) {
+        first = range.range.first;
+        length = range.range.length;
+        res.status = 206;
+        res.set("content-range", "bytes " + std::to_string(first) + "-" + std::to_string(first + length - 1) + "/" +
+                                     std::to_string(object.size));
+    }
+    if (object.fd >= 0) {
+        res.file = std::make_shared<http::file_part>(object.release_fd(), first, length);
+        return;
+    }
+    res.body.assign(reinterpret_cast<const char*>(object.body.data()) + first, length);
 }
 
 }  // namespace
@@ -77,11 +106,15 @@ void install_file_routes(http::router& routes, service_context& context) {
     routes.get("/static/{*path}", [c](const http::route_request& req, http::response& res) {
         if (!require_user(c->db, req, res)) return;
         const auto path = file_under(c->config.viewer_dir, req.capture(0));
-        std::string body;
-        if (path.empty() || !read_whole(path, body)) return send_error(res, 404, "Not found");
+        object_to_send file;
+        struct stat status {};
+        if (path.empty() || (file.fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+            ::fstat(file.fd, &status) != 0 || !S_ISREG(status.st_mode))
+            return send_error(res, 404, "Not found");
+        file.size = static_cast<std::uint64_t>(status.st_size);
+        file.content_type = content_type_for(path.string(), content_types::viewer);
         res.set("cache-control", "no-cache");
-        res.set("content-type", content_type_for(path.string(), content_types::viewer));
-        res.body = std::move(body);
+        send_object(req, std::move(file), res);
     });
 
     routes.get("/tiles/{*key}", [c](const http::route_request& req, http::response& res) {
@@ -104,27 +137,10 @@ void install_file_routes(http::router& routes, service_context& context) {
             for (const version& v : c->db.versions_of(p.id))
                 tile = tile || key_under_tile_prefix(c->config.prefix_template, p.slug, v.number, key);
         if (!tile) return send_error(res, 404, "Not found");
-        const auto object = c->store.get(key);
+        std::optional<object_to_send> object = c->store.open(key);
         if (!object) return send_error(res, 404, "Not found");
         res.set("cache-control", cache_control_for(key));
-        res.set("content-type", object->content_type);
-        // One range at most (http/range.hpp): several are refused with 416, not served as multipart.
-        const http::range_decision range = http::decide_range(req.r.header("range"), object->body.size());
-        res.set("accept-ranges", "bytes");
-        if (range.verdict == http::range_verdict::unsatisfiable) {
-            res.status = 416;
-            res.set("content-range", "bytes */" + std::to_string(object->body.size()));
-            return;
-        }
-        if (range.verdict == http::range_verdict::part) {
-            res.status = 206;
-            res.set("content-range", "bytes " + std::to_string(range.range.first) + "-" +
-                                         std::to_string(range.range.first + range.range.length - 1) + "/" +
-                                         std::to_string(object->body.size()));
-            res.body.assign(reinterpret_cast<const char*>(object->body.data()) + range.range.first, range.range.length);
-            return;
-        }
-        res.body.assign(reinterpret_cast<const char*>(object->body.data()), object->body.size());
+        send_object(req, std::move(*object), res);
     });
 }
 

@@ -12,6 +12,8 @@
 #include "job_queue.hpp"
 #include "storage.hpp"
 
+#include <sys/resource.h>
+
 #include <tilekit/sqlite.hpp>
 
 #include <chrono>
@@ -67,6 +69,13 @@ int serve(const std::vector<std::string>& args) {
 
     const service_config config = load_config(args);
     std::cerr << describe(config);
+    // Every connection is a descriptor: the soft limit (often 1024) would refuse accepts below
+    // --max-connections, so it is raised to the hard limit.
+    rlimit files{};
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &files);
+    }
     prepare_directories(config);
 
     catalog db(config.catalog_db);
@@ -81,6 +90,7 @@ int serve(const std::vector<std::string>& args) {
 
     http::server_limits limits;
     limits.max_connections = config.max_connections;
+    limits.max_per_address = config.max_connections_per_address;
     limits.idle_timeout = std::chrono::seconds(config.client_timeout_seconds);
     limits.header_deadline = std::chrono::seconds(std::max(1, config.client_timeout_seconds) * 2);
     http::router routes;

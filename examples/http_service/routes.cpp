@@ -244,14 +244,8 @@ public:
         a.filename = asset_filename(filename_param_, file_.filename());
         a.size = file_.size();
         a.created_at = now_iso8601();
-        tilekit::storage_object object;
-        object.key = a.storage_key;
-        // TODO(issue 23): storage::put_file (a rename on the filesystem, a multipart upload on S3)
-        // instead of reading the file back into memory here.
-        std::ifstream in(file_.path(), std::ios::binary);
-        object.body.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-        object.content_type = a.content_type;
-        c_.store.put(std::move(object));
+        c_.store.put_file(a.storage_key, file_.path(), a.content_type);  // moved, not copied
+        file_.keep();
         send_json(res, 201, c_.db.add_asset(a));
         return res;
     }
@@ -431,8 +425,10 @@ void install_api_routes(http::router& routes, service_context& context) {
     const http::precheck upload_allowed = [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return false;
-        if (!valid_asset_type(req.param("type"))) {
-            send_error(res, 422, "Query parameter 'type' is required ([a-z_], e.g. base_map)");
+        // Base maps only: each is checked as an image as it arrives. Another type would store
+        // whatever bytes a client sends, which nothing here reads.
+        if (req.param("type") != "base_map") {
+            send_error(res, 422, "Query parameter 'type' must be base_map");
             return false;
         }
         return accessible_project(*c, *who, req.capture(0), res).has_value();

@@ -114,7 +114,7 @@ private:
     };
 
     void add(std::string method, const std::string& pattern, precheck before, std::uint64_t body_limit, handler h) {
-        route r{std::move(method), split(pattern), std::move(before), body_limit, std::move(h)};
+        route r{std::move(method), split(pattern), std::move(before), body_limit, std::move(h), {}};
         routes_.push_back(std::move(r));
     }
 

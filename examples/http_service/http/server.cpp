@@ -408,10 +408,16 @@ private:
         if (ec) return close();
         lingered_ = 0;
         piece_.reset(new char[body_piece]);
-        stream_.expires_after(s_.limits.linger_time);
+        linger_until_ = std::chrono::steady_clock::now() + s_.limits.linger_time;
         drain();
     }
+    // Each read waits at most linger_idle, and all of them end by linger_until_ (nginx's
+    // lingering_timeout and lingering_time).
     void drain() {
+        if (s_.stopping) return close();
+        const auto left = linger_until_ - std::chrono::steady_clock::now();
+        if (left <= std::chrono::steady_clock::duration::zero()) return close();
+        stream_.expires_after(std::min<std::chrono::steady_clock::duration>(left, s_.limits.linger_idle));
         stream_.async_read_some(net::buffer(piece_.get(), body_piece), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
             self->lingered_ += n;
             if (ec || self->lingered_ >= self->s_.limits.linger_bytes) return self->close();
@@ -442,6 +448,7 @@ private:
     steady::time_point body_deadline_ = steady::now();
     bool keep_alive_ = false, has_body_ = false, keep_going_ = false, linger_ = false, timed_out_ = false, waiting_ = false;
     std::uint64_t sent_bytes_ = 0, lingered_ = 0;
+    std::chrono::steady_clock::time_point linger_until_;
 };
 
 // Beyond the connection limits: a short 503, then close (no session, no handler).

@@ -39,8 +39,12 @@ struct server_limits {
     std::chrono::milliseconds request_deadline{60000};  // the header, the body and the answer
     std::uint64_t min_upload_rate = 256 * 1024;         // bytes/s a large body is given time for
     std::chrono::milliseconds idle_timeout{5000};       // a kept-alive connection's wait for its next request
-    std::uint64_t linger_bytes = 1 << 20;
-    std::chrono::milliseconds linger_time{2000};
+    // After a refusal (413, 401 to a POST with a body, ...): the body a client still sends is read
+    // and dropped, so that it sees the answer instead of a reset; at most this much, this long,
+    // and this long silent. It costs a connection slot and bandwidth, never memory.
+    std::uint64_t linger_bytes = std::uint64_t{1} << 30;
+    std::chrono::milliseconds linger_time{30000};
+    std::chrono::milliseconds linger_idle{5000};
     unsigned max_connections = 1024;
     unsigned max_per_address = 64;
     unsigned io_threads = 1;
