@@ -313,7 +313,7 @@ std::uint64_t catalog::stored_bytes(const std::string& owner_id) const {
 
 std::string stored_bytes_detail(std::uint64_t stored, std::uint64_t adding, std::uint64_t limit) {
     return "You store " + std::to_string(stored) + " bytes of uploads; " +
-           (adding ? "this one's " + std::to_string(adding) + " would pass" : std::string("that reaches")) +
+           (adding ? "this upload's " + std::to_string(adding) + " bytes would pass" : std::string("that reaches")) +
            " the limit of this service (--max-stored-bytes " + std::to_string(limit) + ")";
 }
 
