@@ -531,7 +531,8 @@ def test_auth():
 
 
 def test_twenty_jobs():
-    s = Service(args=["--workers", "4", "--queue", "32", "--tiler-threads", "2"]).start()
+    # One user's 20 jobs at once: the per-user share (test_per_user_job_queue) is lifted here.
+    s = Service(args=["--workers", "4", "--queue", "32", "--tiler-threads", "2", "--max-queued-jobs", "0"]).start()
     try:
         token = s.add_user("alice")
         a = s.project_with_versions(token, "many", 20, sample("400x300"))
