@@ -105,6 +105,25 @@ version read_version(const statement& s) {
     return {s.text(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4), s.text(5)};
 }
 
+// One number from a query with one ? bound to `value`; the caller holds the lock.
+std::uint64_t count_where(sqlite3* db, const char* sql, const std::string& value) {
+    statement s(db, sql);
+    s.bind(1, value);
+    s.row();
+    return static_cast<std::uint64_t>(s.integer(0));
+}
+
+std::uint64_t projects_owned(sqlite3* db, const std::string& owner_id) {
+    return count_where(db, "SELECT count(*) FROM projects WHERE owner_id = ?", owner_id);
+}
+std::uint64_t versions_in(sqlite3* db, const std::string& project_id) {
+    return count_where(db, "SELECT count(*) FROM versions WHERE project_id = ?", project_id);
+}
+std::uint64_t bytes_owned(sqlite3* db, const std::string& owner_id) {
+    return count_where(db, "SELECT COALESCE(SUM(a.size), 0) FROM assets a JOIN projects p ON p.id = a.project_id "
+                           "WHERE p.owner_id = ?", owner_id);
+}
+
 }  // namespace
 
 catalog::catalog(const std::string& path) {
@@ -171,8 +190,15 @@ std::optional<user> catalog::find_user(const std::string& name) const {
     return user{s.text(0), s.text(1)};
 }
 
-project catalog::create_project(const std::string& slug, const std::string& name, const std::string& owner_id) {
+project catalog::create_project(const std::string& slug, const std::string& name, const std::string& owner_id,
+                                unsigned max_projects) {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (max_projects) {
+        const std::uint64_t have = projects_owned(db_, owner_id);
+        if (have >= max_projects)
+            throw catalog_quota("You have " + std::to_string(have) + " projects, the limit of this service (--max-projects " +
+                                std::to_string(max_projects) + ")");
+    }
     project p{new_uuid(), slug, name, owner_id, now_iso8601()};
     statement(db_, "INSERT INTO projects (id, slug, name, owner_id, created_at) VALUES (?, ?, ?, ?, ?)")
         .bind(1, p.id).bind(2, p.slug).bind(3, p.name).bind(4, p.owner_id).bind(5, p.created_at).row();
@@ -199,8 +225,15 @@ std::vector<project> catalog::all_projects() const {
     return select_projects(db_, "slug <> ? ORDER BY slug", "");
 }
 
-version catalog::create_version(const std::string& project_id, int number, const std::string& status) {
+version catalog::create_version(const std::string& project_id, int number, const std::string& status,
+                                unsigned max_versions) {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (max_versions) {
+        const std::uint64_t have = versions_in(db_, project_id);
+        if (have >= max_versions)
+            throw catalog_quota("This project has " + std::to_string(have) +
+                                " versions, the limit of this service (--max-versions " + std::to_string(max_versions) + ")");
+    }
     if (number == 0) {
         statement s(db_, "SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE project_id = ?");
         s.bind(1, project_id);
@@ -248,13 +281,40 @@ version catalog::publish(const version& v) {
     return out;
 }
 
-asset catalog::add_asset(const asset& a) {
+asset catalog::add_asset(const asset& a, std::uint64_t max_stored_bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (max_stored_bytes) {
+        statement owner(db_, "SELECT owner_id FROM projects WHERE id = ?");
+        owner.bind(1, a.project_id);
+        const std::uint64_t have = owner.row() ? bytes_owned(db_, owner.text(0)) : 0;
+        if (have + a.size > max_stored_bytes) throw catalog_quota(stored_bytes_detail(have, a.size, max_stored_bytes));
+    }
     statement(db_, "INSERT INTO assets (id, project_id, type, storage_key, content_type, filename, size, created_at) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         .bind(1, a.id).bind(2, a.project_id).bind(3, a.type).bind(4, a.storage_key).bind(5, a.content_type)
         .bind(6, a.filename).bind(7, static_cast<long long>(a.size)).bind(8, a.created_at).row();
     return a;
+}
+
+std::uint64_t catalog::count_projects(const std::string& owner_id) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return projects_owned(db_, owner_id);
+}
+
+std::uint64_t catalog::count_versions(const std::string& project_id) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return versions_in(db_, project_id);
+}
+
+std::uint64_t catalog::stored_bytes(const std::string& owner_id) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return bytes_owned(db_, owner_id);
+}
+
+std::string stored_bytes_detail(std::uint64_t stored, std::uint64_t adding, std::uint64_t limit) {
+    return "You store " + std::to_string(stored) + " bytes of uploads; " +
+           (adding ? "this upload's " + std::to_string(adding) + " bytes would pass" : std::string("that reaches")) +
+           " the limit of this service (--max-stored-bytes " + std::to_string(limit) + ")";
 }
 
 std::optional<asset> catalog::find_asset(const std::string& id) const {
@@ -268,3 +328,4 @@ std::optional<asset> catalog::find_asset(const std::string& id) const {
 }
 
 }  // namespace tilekit_service
+

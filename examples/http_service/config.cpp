@@ -40,14 +40,27 @@ const char* const usage_text =
     "  --queue N                queued jobs before 503 (TILEKIT_QUEUE, default 64)\n"
     "  --lease-seconds N        a silent worker loses its job after N s (TILEKIT_LEASE_SECONDS, default 30)\n"
     "  --max-attempts N         attempts per job, retryable errors only (TILEKIT_MAX_ATTEMPTS, default 3)\n"
-    "  --tiler-threads N        encoder threads per job, 0 = cores (TILEKIT_TILER_THREADS)\n"
+    "  --tiler-threads N        encoder threads per job (TILEKIT_TILER_THREADS, default: the cores but one,\n"
+    "                           at least 1, so the HTTP side stays responsive; 0 = every core)\n"
     "  --max-connections N      connections open at once; beyond them 503 (TILEKIT_MAX_CONNECTIONS, default 1024)\n"
     "  --max-connections-per-address N\n"
     "                           the same from one client address (TILEKIT_MAX_CONNECTIONS_PER_ADDRESS, default 64)\n"
     "  --client-timeout N       seconds a client may stay silent while sending headers or a body,\n"
     "                           or between requests; then 408 (TILEKIT_CLIENT_TIMEOUT, default 5)\n"
     "  --max-upload-bytes N     larger uploads are 413, refused unread (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
-    "  --max-pixels N           uploads with more pixels (from the header) are 422 (TILEKIT_MAX_PIXELS, default 268435456)\n"
+    "  --max-pixels N           uploads with more pixels (from the header) are 422, and a job whose image\n"
+    "                           has more fails (TILEKIT_MAX_PIXELS, default 268435456)\n"
+    "per-user quotas and per-job caps (0 = no limit; README \"Limits\"):\n"
+    "  --max-projects N         projects a user may create; beyond: 403 (TILEKIT_MAX_PROJECTS, default 100)\n"
+    "  --max-versions N         versions per project; beyond: 403 (TILEKIT_MAX_VERSIONS, default 100)\n"
+    "  --max-stored-bytes N     the sum of a user's uploaded assets; an upload past it is 403\n"
+    "                           (TILEKIT_MAX_STORED_BYTES, default 10 GiB; tiles are not counted)\n"
+    "  --max-queued-jobs N      a user's queued jobs; beyond: 429 (TILEKIT_MAX_QUEUED_JOBS, default 8)\n"
+    "  --max-running-jobs N     a user's running share: a job is refused (429) while the user's queued\n"
+    "                           and running jobs reach both limits together (TILEKIT_MAX_RUNNING_JOBS, default 2)\n"
+    "  --max-job-tiles N        objects one job may write; past it the job fails, nothing committed\n"
+    "                           (TILEKIT_MAX_JOB_TILES, default 200000)\n"
+    "  --max-job-bytes N        bytes one job may write, likewise (TILEKIT_MAX_JOB_BYTES, default 4 GiB)\n"
     "  --grace-seconds N        SIGTERM grace for running jobs (TILEKIT_GRACE_SECONDS, default 20)\n"
     "  --job-retention-days N   finished jobs are deleted N days after they ended (default 14; 0 never)\n"
     "  --job-keep-per-version N and beyond the newest N finished jobs per version (default 0: no cap)\n"
@@ -161,6 +174,26 @@ const setting settings[] = {
      [](service_config& c, const std::string& n, const std::string& v) {
          c.max_pixels = static_cast<std::uint64_t>(number(n, v, 1, 1L << 40));
      }},
+    {"--max-projects", "TILEKIT_MAX_PROJECTS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.max_projects = static_cast<unsigned>(number(n, v, 0, 1000000)); }},
+    {"--max-versions", "TILEKIT_MAX_VERSIONS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.max_versions = static_cast<unsigned>(number(n, v, 0, 1000000)); }},
+    {"--max-stored-bytes", "TILEKIT_MAX_STORED_BYTES",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.max_stored_bytes = static_cast<std::uint64_t>(number(n, v, 0, 1L << 50));
+     }},
+    {"--max-queued-jobs", "TILEKIT_MAX_QUEUED_JOBS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.max_queued_jobs = static_cast<unsigned>(number(n, v, 0, 100000)); }},
+    {"--max-running-jobs", "TILEKIT_MAX_RUNNING_JOBS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.max_running_jobs = static_cast<unsigned>(number(n, v, 0, 100000)); }},
+    {"--max-job-tiles", "TILEKIT_MAX_JOB_TILES",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.max_job_tiles = static_cast<std::uint64_t>(number(n, v, 0, 1L << 40));
+     }},
+    {"--max-job-bytes", "TILEKIT_MAX_JOB_BYTES",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.max_job_bytes = static_cast<std::uint64_t>(number(n, v, 0, 1L << 50));
+     }},
     {"--grace-seconds", "TILEKIT_GRACE_SECONDS",
      [](service_config& c, const std::string& n, const std::string& v) {
          c.shutdown_grace_seconds = static_cast<int>(number(n, v, 0, 3600));
@@ -183,6 +216,11 @@ const setting settings[] = {
          c.format = v;
      }},
 };
+
+// A limit as describe() shows it: "100 projects", or "no limit on projects" for 0.
+std::string limit_text(std::uint64_t value, const std::string& what) {
+    return value ? std::to_string(value) + what : "no limit on" + what;
+}
 
 }  // namespace
 
@@ -255,6 +293,11 @@ std::string describe(const service_config& c) {
         << "  workers / queue  " << c.workers << " / " << c.queue_capacity << "\n"
         << "  lease / attempts " << c.lease_seconds << " s / " << c.max_attempts << "\n"
         << "  tiler threads    " << c.tiler_threads << (c.tiler_threads ? "" : " (one per core)") << "\n"
+        << "  per user         " << limit_text(c.max_projects, " projects") << ", " << limit_text(c.max_versions, " versions")
+        << " per project, " << limit_text(c.max_stored_bytes, " bytes stored") << ", "
+        << limit_text(c.max_queued_jobs, " queued") << " + " << limit_text(c.max_running_jobs, " running jobs") << "\n"
+        << "  per job          " << limit_text(c.max_job_tiles, " tiles") << ", " << limit_text(c.max_job_bytes, " bytes")
+        << ", " << c.max_pixels << " pixels\n"
         << "  connections      " << c.max_connections << " at once (" << c.max_connections_per_address
       << " per address), client timeout " << c.client_timeout_seconds << " s\n"
         << "  max upload       " << c.max_upload_bytes << " bytes\n"

@@ -1,6 +1,7 @@
 // The JSON API. Every handler checks in the same order: token (401), the shape of the path and
 // query (422), then existence and access (404: another user's project is "not found" too),
-// then the state rules (400/409), then capacity (503).
+// then the state rules (400/409), then the user's quotas (403 for projects, versions and
+// stored bytes; 429 for jobs), then capacity (503).
 
 #include "routes.hpp"
 
@@ -22,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 
 namespace tilekit_service {
 
@@ -235,6 +237,13 @@ public:
                 return res;
             }
         }
+        if (c_.config.max_stored_bytes) {
+            const std::uint64_t stored = c_.db.stored_bytes(who->id);
+            if (stored + file_.size() > c_.config.max_stored_bytes) {
+                send_error(res, 403, stored_bytes_detail(stored, file_.size(), c_.config.max_stored_bytes));
+                return res;
+            }
+        }
         asset a;
         a.id = new_uuid();
         a.project_id = p->id;
@@ -246,7 +255,13 @@ public:
         a.created_at = now_iso8601();
         c_.store.put_file(a.storage_key, file_.path(), a.content_type);  // moved, not copied
         file_.keep();
-        send_json(res, 201, c_.db.add_asset(a));
+        try {
+            send_json(res, 201, c_.db.add_asset(a, c_.config.max_stored_bytes));
+        } catch (const catalog_quota& e) {
+            // Another upload of the user's passed the check above meanwhile: this one is withdrawn.
+            c_.store.make_sink()->remove(a.storage_key);
+            send_error(res, 403, e.what());
+        }
         return res;
     }
 
@@ -279,6 +294,46 @@ private:
     http::upload_file file_;
     bool checked_ = false;
 };
+
+// Why the user may not queue another job (their share of the queue, so that one tenant cannot
+// fill it for everyone), or nothing. Jobs are counted over the user's projects: only a
+// project's owner enqueues its jobs, and the job store filters by project, not by user.
+std::optional<std::string> user_jobs_refusal(const service_context& c, const user& who) {
+    const unsigned max_queued = c.config.max_queued_jobs, max_running = c.config.max_running_jobs;
+    if (!max_queued && !max_running) return std::nullopt;
+    std::int64_t queued = 0, running = 0;
+    for (const project& p : c.db.projects_of(who.id)) {
+        queued += c.jobs.count_jobs(jobs::job_filter{p.id, std::nullopt, jobs::job_status::queued});
+        running += c.jobs.count_jobs(jobs::job_filter{p.id, std::nullopt, jobs::job_status::running});
+    }
+    if (max_queued && queued >= max_queued)
+        return "You have " + std::to_string(queued) + " queued tile generation jobs, the limit of this service (--max-queued-jobs " +
+               std::to_string(max_queued) + "); try again when one has started";
+    // The running share: the workers take jobs in order whoever queued them, so it is held here
+    // instead. Beyond its running share a user's running jobs take from their queued ones.
+    if (max_queued && max_running && queued + running >= max_queued + max_running)
+        return "You have " + std::to_string(running) + " running and " + std::to_string(queued) +
+               " queued tile generation jobs, the limit of this service (--max-running-jobs " + std::to_string(max_running) +
+               " plus --max-queued-jobs " + std::to_string(max_queued) + "); try again when one has finished";
+    return std::nullopt;
+}
+
+// Held from the job checks to the enqueue, so that concurrent requests to this process cannot
+// all pass the same count. Several processes on one job store can still each pass it once.
+std::mutex enqueue_mutex;
+
+// Refuses an upload before its body is read when it cannot fit the user's stored-bytes quota:
+// the quota is reached already, or a raw body's declared length passes it.
+bool upload_fits_quota(const service_context& c, const user& who, const http::route_request& req, http::response& res) {
+    if (!c.config.max_stored_bytes) return true;
+    const std::uint64_t stored = c.db.stored_bytes(who.id);
+    // A multipart body's length is more than its file's: only a raw body's is the asset's size.
+    const std::uint64_t declared =
+        http::multipart_boundary(req.header("content-type")) ? 0 : std::strtoull(req.header("content-length").c_str(), nullptr, 10);
+    if (stored < c.config.max_stored_bytes && stored + declared <= c.config.max_stored_bytes) return true;
+    send_error(res, 403, stored_bytes_detail(stored, declared, c.config.max_stored_bytes));
+    return false;
+}
 
 }  // namespace
 
@@ -319,9 +374,11 @@ void install_api_routes(http::router& routes, service_context& context) {
         const auto fields = parse_project_fields(*body, failure);
         if (!fields) return send_error(res, failure.status, failure.detail);
         try {
-            send_json(res, 201, c->db.create_project(fields->slug, fields->name, who->id));
+            send_json(res, 201, c->db.create_project(fields->slug, fields->name, who->id, c->config.max_projects));
         } catch (const catalog_conflict&) {
             send_error(res, 409, "Project slug already exists");
+        } catch (const catalog_quota& e) {
+            send_error(res, 403, e.what());
         }
     });
 
@@ -346,9 +403,11 @@ void install_api_routes(http::router& routes, service_context& context) {
         const auto p = accessible_project(*c, *who, req.capture(0), res);
         if (!p) return;
         try {
-            send_json(res, 201, c->db.create_version(p->id, fields->number, fields->status));
+            send_json(res, 201, c->db.create_version(p->id, fields->number, fields->status, c->config.max_versions));
         } catch (const catalog_conflict&) {
             send_error(res, 409, "Version already exists");
+        } catch (const catalog_quota& e) {
+            send_error(res, 403, e.what());
         } catch (const catalog_limit& e) {
             send_error(res, 409, e.what());
         }
@@ -431,7 +490,7 @@ void install_api_routes(http::router& routes, service_context& context) {
             send_error(res, 422, "Query parameter 'type' must be base_map");
             return false;
         }
-        return accessible_project(*c, *who, req.capture(0), res).has_value();
+        return accessible_project(*c, *who, req.capture(0), res).has_value() && upload_fits_quota(*c, *who, req, res);
     };
     // The body goes to a file in the scratch directory as it arrives (http/upload_file.hpp); its
     // first bytes decide the format at once, so a base map that is not an image is refused
@@ -468,6 +527,11 @@ void install_api_routes(http::router& routes, service_context& context) {
         if (!jobs::is_draft({v.number, v.status})) return send_error(res, 400, "Can only generate tiles for draft versions");
         const auto a = c->db.find_asset(asset_id);
         if (!a || a->project_id != p.id || a->type != "base_map") return send_error(res, 400, "Invalid base map asset");
+        const std::lock_guard<std::mutex> lock(enqueue_mutex);
+        if (const auto refusal = user_jobs_refusal(*c, t->who)) {
+            res.set("Retry-After", "10");
+            return send_error(res, 429, *refusal);
+        }
         // The queue is durable, but not unbounded: beyond the capacity a client is asked to come back.
         // A COUNT in the store, not a listing of the queue.
         if (c->stopping.load() ||

@@ -532,7 +532,8 @@ def test_auth():
 
 
 def test_twenty_jobs():
-    s = Service(args=["--workers", "4", "--queue", "32", "--tiler-threads", "2"]).start()
+    # One user's 20 jobs at once: the per-user share (test_per_user_job_queue) is lifted here.
+    s = Service(args=["--workers", "4", "--queue", "32", "--tiler-threads", "2", "--max-queued-jobs", "0"]).start()
     try:
         token = s.add_user("alice")
         a = s.project_with_versions(token, "many", 20, sample("400x300"))
@@ -753,8 +754,117 @@ def test_s3_flow():
         s.stop()
 
 
+def test_project_and_version_quotas():
+    """Hard quotas are 403 with a detail naming the limit; they are per user and per project."""
+    s = Service(args=["--max-projects", "2", "--max-versions", "2"]).start()
+    try:
+        alice, bob = s.add_user("alice"), s.add_user("bob")
+        s.project(alice, "one")
+        s.project(alice, "two")
+        expect_golden(s.request("POST", "/projects", alice, {"slug": "three"}), 403, "project_quota", count=2, limit=2)
+        assert [p["slug"] for p in expect(s.request("GET", "/projects", alice), 200)] == ["one", "two"]
+        s.project(bob, "bobs")  # another user's count
+        s.version(alice, "one")
+        s.version(alice, "one", number=7)
+        expect_golden(s.request("POST", "/projects/one/versions", alice, {"status": "draft"}), 403, "version_quota",
+                      count=2, limit=2)
+        s.version(alice, "two")  # per project
+    finally:
+        s.stop()
+
+
+def multipart(image, filename="map.png"):
+    boundary = "quota-test-boundary"
+    body = ("--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\nContent-Type: image/png\r\n\r\n"
+            % (boundary, filename)).encode() + image + ("\r\n--%s--\r\n" % boundary).encode()
+    return body, {"Content-Type": "multipart/form-data; boundary=" + boundary}
+
+
+def test_stored_bytes_quota():
+    """A user's uploads, summed, against --max-stored-bytes: a raw body is refused from its
+    Content-Length before it is read; a multipart one once its file's size is known."""
+    small = sample("300x200")
+    limit = 2 * len(small)
+    s = Service(args=["--max-stored-bytes", str(limit)]).start()
+    try:
+        alice, bob = s.add_user("alice"), s.add_user("bob")
+        s.project(alice, "full")
+        s.asset(alice, "full", small)
+        s.asset(alice, "full", small)  # exactly at the limit
+        raw = s.request("POST", "/projects/full/assets?type=base_map", alice, small, {"Content-Type": "image/png"})
+        expect_golden(raw, 403, "stored_bytes_quota", stored=limit, adding=len(small), limit=limit)
+        body, headers = multipart(small)
+        form = s.request("POST", "/projects/full/assets?type=base_map", alice, body, headers)
+        expect_golden(form, 403, "stored_bytes_full", stored=limit, limit=limit)
+        # Bob has room for one more small image, not for a larger one; the refused file is not kept.
+        s.project(bob, "roomy")
+        s.asset(bob, "roomy", small)
+        large = sample("600x400")
+        assert len(large) > len(small), (len(large), len(small))
+        body, headers = multipart(large)
+        form = s.request("POST", "/projects/roomy/assets?type=base_map", bob, body, headers)
+        expect_golden(form, 403, "stored_bytes_quota", stored=len(small), adding=len(large), limit=limit)
+        assets = os.listdir(os.path.join(s.data_dir, "storage", "mp", "roomy", "uploads", "assets"))
+        assert len(assets) == 1, assets
+    finally:
+        s.stop()
+
+
+def test_per_user_job_queue():
+    """One user's queued jobs are capped (429, Retry-After) while another user still gets in:
+    one tenant cannot fill the queue for everyone."""
+    s = Service(args=["--workers", "1", "--tiler-threads", "1", "--grace-seconds", "0", "--queue", "64",
+                      "--max-queued-jobs", "2", "--max-running-jobs", "1"]).start()
+    try:
+        alice, bob = s.add_user("alice"), s.add_user("bob")
+        running = start_slow_job(s, alice, "hog")  # holds the only worker
+        a = s.project_with_versions(alice, "hog-2", 3, sample("300x200"))
+        queued = [expect(s.generate(alice, "hog-2", n, a["id"]), 202)["job_id"] for n in (1, 2)]
+        expect_golden(s.generate(alice, "hog-2", 3, a["id"]), 429, "queued_jobs_quota", headers={"Retry-After": "10"},
+                      count=2, limit=2)
+        b = s.project_with_versions(bob, "fair", 1, sample("300x200"))
+        bobs = expect(s.generate(bob, "fair", 1, b["id"]), 202)["job_id"]
+        # Once one of alice's jobs has left the queue, she may queue again.
+        expect(s.request("POST", "/jobs/%s/cancel" % queued[0], alice), 200)
+        expect(s.generate(alice, "hog-2", 3, a["id"]), 202)
+        for job_id in (running, bobs):
+            token = alice if job_id == running else bob
+            s.request("POST", "/jobs/%s/cancel" % job_id, token)
+    finally:
+        s.stop()
+
+
+def test_job_output_caps():
+    """A job whose output passes --max-job-tiles fails for good with the reason, and nothing is
+    committed; a job whose image passes --max-pixels (a TIFF, not checked at upload) fails too."""
+    s = Service(args=["--max-job-tiles", "5", "--max-pixels", "100000"]).start()
+    try:
+        token = s.add_user("alice")
+        a = s.project_with_versions(token, "capped", 2, sample("300x200"))
+        job = s.wait_job(token, expect(s.generate(token, "capped", 1, a["id"]), 202)["job_id"])
+        assert job["status"] == "failed" and job["attempt"] == 1, job
+        assert "passed this service's limit of 5 tiles (--max-job-tiles)" in job["error"], job
+        print("  over --max-job-tiles: " + job["error"])
+        view = expect(s.request("GET", "/projects/capped/versions/1", token), 200)
+        assert view["tiles"] is None and view["job_status"] == "failed", view
+        code, _, _ = s.request("GET", "/tiles/mp/capped/uploads/tiles/1/current.json", token, raw=True)
+        assert code == 404, code
+        runs = os.path.join(s.data_dir, "storage", "mp", "capped", "uploads", "tiles", "1", "runs")
+        assert not os.path.isdir(runs) or not any(files for _, _, files in os.walk(runs)), list(os.walk(runs))
+        code, tiff = s.request("POST", "/projects/capped/assets?type=base_map", token, tiff_bytes(700, 300),
+                               {"Content-Type": "image/tiff"})
+        assert code == 201, (code, tiff)
+        job = s.wait_job(token, expect(s.generate(token, "capped", 2, tiff["id"]), 202)["job_id"])
+        assert job["status"] == "failed" and job["attempt"] == 1, job
+        assert "210000" in job["error"] and "100000" in job["error"], job
+        print("  over --max-pixels: " + job["error"])
+    finally:
+        s.stop()
+
+
 TESTS = [test_full_flow, test_formats_per_job, test_error_paths, test_auth, test_twenty_jobs, test_queue_full, test_restart_mid_job,
-         test_sigterm_grace, test_roles, test_roles_postgresql, test_s3_flow]
+         test_sigterm_grace, test_roles, test_roles_postgresql, test_s3_flow, test_project_and_version_quotas,
+         test_stored_bytes_quota, test_per_user_job_queue, test_job_output_caps]
 
 
 def run_tests(tests):
