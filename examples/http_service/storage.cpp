@@ -8,8 +8,13 @@
 #include <tilekit/sinks/filesystem_sink.hpp>
 #include <tilekit/tiler.hpp>
 
+#include <cerrno>
 #include <fstream>
 #include <iterator>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace tilekit_service {
 
@@ -32,13 +37,41 @@ public:
     tilekit::image_source& source() override { return source_; }
     std::optional<stored_object> get(const std::string& key) override {
         tilekit::validate_key(key);  // throws for "..", absolute paths, empty segments
-        const std::filesystem::path path = std::filesystem::path(root_) / key;
-        std::error_code ec;
-        if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;
-        std::ifstream in(path, std::ios::binary);
-        if (!in) return std::nullopt;
+        // The sink never writes a symbolic link, so one under the root was put there by someone
+        // else (and could point anywhere: /etc, another user's pyramid). Each segment is opened
+        // with O_NOFOLLOW relative to the one before, so no link is followed, nor can one be
+        // swapped in between a check and the open.
+        int dir = ::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);  // the root itself may be a link
+        if (dir < 0) return std::nullopt;
+        std::size_t at = 0;
+        for (;;) {
+            const std::size_t slash = key.find('/', at);
+            const bool last = slash == std::string::npos;
+            const std::string segment = key.substr(at, last ? std::string::npos : slash - at);
+            const int next = ::openat(dir, segment.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (last ? O_NONBLOCK : O_DIRECTORY));
+            ::close(dir);
+            if (next < 0) return std::nullopt;  // missing, or a link (ELOOP / ENOTDIR); O_NONBLOCK: a FIFO cannot stall us
+            dir = next;
+            if (last) break;
+            at = slash + 1;
+        }
+        const int fd = dir;
+        struct stat st {};
+        if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            ::close(fd);
+            return std::nullopt;
+        }
         stored_object out;
-        out.body.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        out.body.resize(static_cast<std::size_t>(st.st_size));
+        std::size_t got = 0;
+        while (got < out.body.size()) {
+            const ssize_t n = ::read(fd, out.body.data() + got, out.body.size() - got);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            got += static_cast<std::size_t>(n);
+        }
+        ::close(fd);
+        out.body.resize(got);
         out.content_type = content_type_for(key);
         return out;
     }
