@@ -53,6 +53,7 @@ const char* const usage_text =
     "  --gc-grace-seconds N     a replaced or abandoned tile run is deleted N s after it ended\n"
     "                           (TILEKIT_GC_GRACE_SECONDS, default 600)\n"
     "  --prefix-template T      (TILEKIT_PREFIX_TEMPLATE, default mp/{slug}/uploads/tiles/{version}/)\n"
+    "                           must contain {slug} and {version}, end in '/', and have no '..'\n"
     "  --layout dz|xyz|iiif     (TILEKIT_LAYOUT)   --format png|jpg|webp|webp-lossless (TILEKIT_FORMAT)\n"
     "  --iiif-base-url URL      IIIF: info.json's id is URL/<tile prefix> (TILEKIT_IIIF_BASE_URL;\n"
     "                           default: the relative id \".\")\n"
@@ -160,7 +161,18 @@ const setting settings[] = {
          c.shutdown_grace_seconds = static_cast<int>(number(n, v, 0, 3600));
      }},
     {"--prefix-template", "TILEKIT_PREFIX_TEMPLATE",
-     [](service_config& c, const std::string&, const std::string& v) { c.prefix_template = v; }},
+     [](service_config& c, const std::string& n, const std::string& v) {
+         // Each version's tiles must have a prefix of their own: a job sweeps its prefix (old
+         // runs, a failed run's leftovers), so with "tiles/{version}/" one user's job deleted
+         // another user's pyramid of the same version number.
+         if (v.find("{slug}") == std::string::npos || v.find("{version}") == std::string::npos)
+             throw config_error{n + " must contain {slug} and {version} (each version's tiles need a prefix of their own), got '" + v + "'"};
+         if (v.back() != '/') throw config_error{n + " must end in '/', got '" + v + "'"};
+         if (v.front() == '/' || v.find("//") != std::string::npos || v.find('\\') != std::string::npos ||
+             ("/" + v).find("/../") != std::string::npos || ("/" + v).find("/./") != std::string::npos)
+             throw config_error{n + " must be a relative key prefix without '.', '..' or empty segments, got '" + v + "'"};
+         c.prefix_template = v;
+     }},
     {"--layout", "TILEKIT_LAYOUT",
      [](service_config& c, const std::string& n, const std::string& v) {
          if (v != "dz" && v != "xyz" && v != "iiif") throw config_error{n + " must be dz, xyz or iiif, got '" + v + "'"};

@@ -530,6 +530,19 @@ def test_auth():
         s.stop()
 
 
+def test_prefix_template_checked():
+    """A tile prefix template that would let versions share a prefix (one job's sweep deleting
+    another's pyramid) or leave the store is refused at start, exit status 2."""
+    for template in ("tiles/{version}/", "mp/{slug}/", "mp/{slug}/{version}", "mp/{slug}/../{version}/",
+                     "/mp/{slug}/{version}/", "mp//{slug}/{version}/"):
+        out = subprocess.run([SERVICE, "--data-dir", os.path.join(WORK, "never"), "--port", "0", "--prefix-template", template],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2, (template, out.returncode, out.stderr)
+        assert "--prefix-template must" in out.stderr, (template, out.stderr)
+    s = Service(args=["--prefix-template", "p/{slug}/v{version}/"]).start()
+    s.stop()
+
+
 def test_twenty_jobs():
     s = Service(args=["--workers", "4", "--queue", "32", "--tiler-threads", "2"]).start()
     try:
@@ -752,7 +765,8 @@ def test_s3_flow():
         s.stop()
 
 
-TESTS = [test_full_flow, test_formats_per_job, test_error_paths, test_auth, test_twenty_jobs, test_queue_full, test_restart_mid_job,
+TESTS = [test_full_flow, test_formats_per_job, test_error_paths, test_auth, test_prefix_template_checked,
+         test_twenty_jobs, test_queue_full, test_restart_mid_job,
          test_sigterm_grace, test_roles, test_roles_postgresql, test_s3_flow]
 
 
