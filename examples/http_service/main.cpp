@@ -9,6 +9,7 @@
 #include "config.hpp"
 #include "http/server.hpp"
 #include "routes.hpp"
+#include "security_headers.hpp"
 #include "job_queue.hpp"
 #include "storage.hpp"
 
@@ -79,6 +80,8 @@ int serve(const std::vector<std::string>& args) {
     std::atomic<bool> stopping{false};
     service_context context{config, db, *jobs, *store, workers.get(), stopping};
 
+    viewer_sessions::configure(std::chrono::seconds(config.viewer_code_seconds), std::chrono::hours(config.session_hours));
+
     http::server_limits limits;
     limits.max_connections = config.max_connections;
     limits.idle_timeout = std::chrono::seconds(config.client_timeout_seconds);
@@ -87,7 +90,7 @@ int serve(const std::vector<std::string>& args) {
     install_api_routes(routes, context);
     install_file_routes(routes, context);
     http::server server(
-        limits, [&routes](http::request& r) { return routes.admit(r); },
+        limits, [&routes](http::request& r) { return with_security_headers(routes.admit(r)); },
         [](const http::exchange& x) {
             // The target as sent, with anything outside printable ASCII escaped: a request
             // cannot write a line of its own into the log.
