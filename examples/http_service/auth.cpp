@@ -59,6 +59,10 @@ struct session_entry {
     clock::time_point expires;
 };
 
+// Unspent codes at once: each lives a minute, but a client with a token could mint them in a
+// loop; beyond this many, minting answers 503 rather than growing without bound.
+constexpr std::size_t max_codes = 100000;
+
 struct registry {
     std::mutex mutex;
     std::chrono::seconds code_lifetime{60};
@@ -109,6 +113,7 @@ std::string mint_code(const user& who, const std::string& path) {
     const std::lock_guard<std::mutex> lock(r.mutex);
     const auto now = clock::now();
     r.prune(now);
+    if (r.codes.size() >= max_codes) return "";
     r.codes[sha256_hex(code)] = code_entry{who, path, now + r.code_lifetime};
     return code;
 }

@@ -50,7 +50,8 @@ void configure(std::chrono::seconds code_lifetime, std::chrono::seconds session_
 std::chrono::seconds code_lifetime();
 std::chrono::seconds session_lifetime();
 
-// A new code for `who`, redeemable once, only at `path`, until it expires.
+// A new code for `who`, redeemable once, only at `path`, until it expires ("" when too many
+// codes are outstanding).
 std::string mint_code(const user& who, const std::string& path);
 // The code's user if it is known, unused, unexpired and was minted for `path`; it is spent
 // either way (a wrong path burns it too).

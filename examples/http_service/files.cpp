@@ -124,6 +124,10 @@ void install_file_routes(http::router& routes, service_context& context) {
     // relative to the service's address.
     const auto send_link = [](http::response& res, const user& who, const std::string& path) {
         const std::string code = viewer_sessions::mint_code(who, path);
+        if (code.empty()) {
+            res.set("retry-after", "60");
+            return send_error(res, 503, "Too many viewer links outstanding; try again later");
+        }
         send_json(res, 201, {{"code", code}, {"viewer_url", path + "?code=" + code},
                              {"expires_in", viewer_sessions::code_lifetime().count()}});
     };
