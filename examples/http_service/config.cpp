@@ -68,6 +68,12 @@ const char* const usage_text =
     "  --gc-grace-seconds N     a replaced or abandoned tile run is deleted N s after it ended\n"
     "                           (TILEKIT_GC_GRACE_SECONDS, default 600)\n"
     "  --prefix-template T      (TILEKIT_PREFIX_TEMPLATE, default mp/{slug}/uploads/tiles/{version}/)\n"
+    "                           must contain {slug} and {version}, end in '/', and have no '..'\n"
+    "  --viewer-code-seconds N  a viewer link's one-time code expires after N s (TILEKIT_VIEWER_CODE_SECONDS, default 60)\n"
+    "  --session-hours N        a viewer session (cookie) lasts N hours (TILEKIT_SESSION_HOURS, default 12)\n"
+    "  --cookie-secure 0|1      mark the session cookie Secure (TILEKIT_COOKIE_SECURE, default 0); set 1\n"
+    "                           when browsers reach the service over https (a TLS proxy in front of it:\n"
+    "                           the service speaks plain HTTP and trusts no X-Forwarded-Proto)\n"
     "  --layout dz|xyz|iiif     (TILEKIT_LAYOUT)   --format png|jpg|webp|webp-lossless (TILEKIT_FORMAT)\n"
     "  --iiif-base-url URL      IIIF: info.json's id is URL/<tile prefix> (TILEKIT_IIIF_BASE_URL;\n"
     "                           default: the relative id \".\")\n"
@@ -199,7 +205,29 @@ const setting settings[] = {
          c.shutdown_grace_seconds = static_cast<int>(number(n, v, 0, 3600));
      }},
     {"--prefix-template", "TILEKIT_PREFIX_TEMPLATE",
-     [](service_config& c, const std::string&, const std::string& v) { c.prefix_template = v; }},
+     [](service_config& c, const std::string& n, const std::string& v) {
+         // Each version's tiles must have a prefix of their own: a job sweeps its prefix (old
+         // runs, a failed run's leftovers), so with "tiles/{version}/" one user's job deleted
+         // another user's pyramid of the same version number.
+         if (v.find("{slug}") == std::string::npos || v.find("{version}") == std::string::npos)
+             throw config_error{n + " must contain {slug} and {version} (each version's tiles need a prefix of their own), got '" + v + "'"};
+         if (v.back() != '/') throw config_error{n + " must end in '/', got '" + v + "'"};
+         if (v.front() == '/' || v.find("//") != std::string::npos || v.find('\\') != std::string::npos ||
+             ("/" + v).find("/../") != std::string::npos || ("/" + v).find("/./") != std::string::npos)
+             throw config_error{n + " must be a relative key prefix without '.', '..' or empty segments, got '" + v + "'"};
+         c.prefix_template = v;
+     }},
+    {"--viewer-code-seconds", "TILEKIT_VIEWER_CODE_SECONDS",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         c.viewer_code_seconds = static_cast<int>(number(n, v, 1, 3600));
+     }},
+    {"--session-hours", "TILEKIT_SESSION_HOURS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.session_hours = static_cast<int>(number(n, v, 1, 24 * 30)); }},
+    {"--cookie-secure", "TILEKIT_COOKIE_SECURE",
+     [](service_config& c, const std::string& n, const std::string& v) {
+         if (v != "0" && v != "1") throw config_error{n + " must be 0 or 1, got '" + v + "'"};
+         c.cookie_secure = v == "1";
+     }},
     {"--layout", "TILEKIT_LAYOUT",
      [](service_config& c, const std::string& n, const std::string& v) {
          if (v != "dz" && v != "xyz" && v != "iiif") throw config_error{n + " must be dz, xyz or iiif, got '" + v + "'"};
@@ -303,6 +331,8 @@ std::string describe(const service_config& c) {
         << "  max upload       " << c.max_upload_bytes << " bytes\n"
         << "  shutdown grace   " << c.shutdown_grace_seconds << " s\n"
         << "  tile prefix      " << c.prefix_template << "\n"
+        << "  viewer sessions  codes " << c.viewer_code_seconds << " s, sessions " << c.session_hours << " h, cookie "
+        << (c.cookie_secure ? "Secure" : "not Secure (--cookie-secure 0)") << "\n"
         << "  layout / format  " << c.layout << " / " << c.format << "\n";
     if (c.layout == "iiif") out << "  IIIF base URL    " << (c.iiif_base_url.empty() ? "(none: id \".\")" : c.iiif_base_url) << "\n";
     return out.str();

@@ -59,7 +59,10 @@ struct service_config {
     std::uint64_t max_job_tiles = 200000;   // objects written (tiles and manifests)
     std::uint64_t max_job_bytes = std::uint64_t{4} << 30;
     int shutdown_grace_seconds = 20;
-    std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";
+    std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";  // checked: {slug}, {version}, '/' at the end, no ".."
+    int viewer_code_seconds = 60;           // a viewer link's one-time code (auth.hpp)
+    int session_hours = 12;                 // the viewer session it opens
+    bool cookie_secure = false;             // the session cookie is Secure (browsers reach us over https)
     std::string layout = "dz";              // dz | xyz | iiif
     std::string iiif_base_url;              // IIIF: info.json's id is this + "/" + the tile prefix
     std::string public_base_url;            // where the store's keys are served (the stable manifests'

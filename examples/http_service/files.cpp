@@ -1,6 +1,6 @@
 // The viewer page, its static files (from --viewer-dir) and the tiles (from storage). All of
-// them need a token like the API; a browser presents it as ?token= or as the cookie that the
-// viewer page sets (see auth.hpp).
+// them need a user like the API; a browser presents the session cookie that opening a viewer
+// link sets (see auth.hpp), an API client its bearer token. Also the viewer links themselves.
 
 #include "auth.hpp"
 #include "catalog.hpp"
@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 
 namespace tilekit_service {
@@ -77,31 +78,106 @@ void send_object(const http::route_request& req, object_to_send object, http::re
 void install_file_routes(http::router& routes, service_context& context) {
     service_context* const c = &context;
 
+    // The viewer page's policy: its scripts, styles and images come from here only (index.html
+    // has no inline script), fetches go back here only, and no other site may frame it.
+    // Inline styles stay allowed: OpenSeadragon and Leaflet position their elements with them.
+    static const char* const viewer_csp =
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
     // One page for a version's pyramid and for the project's live map (viewer.js tells them
     // apart by the URL).
-    const auto send_viewer_page = [c](const http::route_request& req, http::response& res) {
+    const auto send_viewer_page = [c](const http::route_request&, http::response& res) {
         std::string page;
-        if (!read_whole(std::filesystem::path(c->config.viewer_dir) / "index.html", page))
-            return send_error(res, 404, "Viewer not installed (no index.html in " + c->config.viewer_dir + ")");
-        if (req.has_param("token"))  // so the page's own requests (scripts, tiles) carry it
-            res.set("Set-Cookie", std::string(token_cookie) + "=" + presented_token(req) +
-                                             "; Path=/; HttpOnly; SameSite=Strict");
+        if (!read_whole(std::filesystem::path(c->config.viewer_dir) / "index.html", page)) {
+            // Where it was looked for is for the operator, not for the client.
+            std::cerr << "tilekit-service: viewer not installed: no index.html in " << c->config.viewer_dir << "\n";
+            return send_error(res, 404, "Viewer not installed");
+        }
         res.set("cache-control", "no-store");
         res.set("referrer-policy", "no-referrer");
+        res.set("content-security-policy", viewer_csp);
+        res.set("x-frame-options", "DENY");  // frame-ancestors for older browsers
         res.set("content-type", "text/html; charset=utf-8");
         res.body = std::move(page);
     };
-    routes.get("/projects/{slug}/versions/{version}/viewer", [c, send_viewer_page](const http::route_request& req, http::response& res) {
+    // ?code= on a viewer URL: the one-time code of a viewer link (auth.hpp). A good code opens a
+    // session in the cookie and sends the browser to the same page without the code (out of the
+    // address bar and the history); a bad one changes nothing. True when it answered.
+    const auto redeem_code = [c](const http::route_request& req, http::response& res, const std::string& path) {
+        if (!req.has_param("code")) return false;
+        res.set("referrer-policy", "no-referrer");
+        const auto who = viewer_sessions::redeem_code(req.param("code"), path);
+        if (!who) {
+            send_error(res, 401, "This viewer link is invalid, expired or already used; ask for a new one "
+                                 "(POST " + path + "-link with your token)");
+            return true;
+        }
+        // Lax, not Strict: a link opened from another site (a mail, a chat) is a cross-site
+        // navigation, and browsers withhold a Strict cookie from the whole redirect chain that
+        // follows it. Lax cookies ride only on top-level GET navigations, and a cookie here
+        // authenticates GET and HEAD only (reads; the answer goes to the user's own tab).
+        std::string cookie = std::string(session_cookie_name) + "=" + viewer_sessions::open_session(*who) +
+                             "; Path=/; HttpOnly; SameSite=Lax; Max-Age=" +
+                             std::to_string(viewer_sessions::session_lifetime().count());
+        if (c->config.cookie_secure) cookie += "; Secure";
+        res.status = 303;
+        res.set("set-cookie", cookie);
+        res.set("location", path);  // built from a minted path: a checked slug and a number
+        res.set("cache-control", "no-store");
+        return true;
+    };
+    const auto version_viewer_path = [](const std::string& slug, int number) {
+        return "/projects/" + slug + "/versions/" + std::to_string(number) + "/viewer";
+    };
+    const auto live_viewer_path = [](const std::string& slug) { return "/projects/" + slug + "/viewer"; };
+
+    routes.get("/projects/{slug}/versions/{version}/viewer", [c, send_viewer_page, redeem_code, version_viewer_path](
+                                                                 const http::route_request& req, http::response& res) {
+        if (redeem_code(req, res, version_viewer_path(req.capture(0), parse_version_number(req.capture(1))))) return;
         if (!version_target_of(*c, req, res)) return;
         send_viewer_page(req, res);
     });
     // The project's live map: the published version its live pointer names, at a stable URL.
-    routes.get("/projects/{slug}/viewer", [c, send_viewer_page](const http::route_request& req, http::response& res) {
+    routes.get("/projects/{slug}/viewer", [c, send_viewer_page, redeem_code, live_viewer_path](const http::route_request& req,
+                                                                                               http::response& res) {
+        if (redeem_code(req, res, live_viewer_path(req.capture(0)))) return;
         const auto who = require_user(c->db, req, res);
         if (!who) return;
         if (!accessible_project(*c, *who, req.capture(0), res)) return;
         send_viewer_page(req, res);
     });
+
+    // A viewer link: a one-time code for the page, minted for the bearer of the token (header
+    // only: a POST never takes the cookie). {"code", "viewer_url", "expires_in"}; viewer_url is
+    // relative to the service's address.
+    const auto send_link = [](http::response& res, const user& who, const std::string& path) {
+        const std::string code = viewer_sessions::mint_code(who, path);
+        if (code.empty()) {
+            res.set("retry-after", "60");
+            return send_error(res, 503, "Too many viewer links outstanding; try again later");
+        }
+        send_json(res, 201, {{"code", code}, {"viewer_url", path + "?code=" + code},
+                             {"expires_in", viewer_sessions::code_lifetime().count()}});
+    };
+    const http::precheck signed_in = [c](const http::route_request& req, http::response& res) {
+        return require_user(c->db, req, res).has_value();
+    };
+    const std::uint64_t json_limit = c->config.max_json_bytes;
+    routes.post("/projects/{slug}/versions/{version}/viewer-link", signed_in, json_limit,
+                [c, send_link, version_viewer_path](const http::route_request& req, http::response& res) {
+                    const auto t = version_target_of(*c, req, res);
+                    if (!t) return;
+                    send_link(res, t->who, version_viewer_path(t->p.slug, t->v.number));
+                });
+    routes.post("/projects/{slug}/viewer-link", signed_in, json_limit,
+                [c, send_link, live_viewer_path](const http::route_request& req, http::response& res) {
+                    const auto who = require_user(c->db, req, res);
+                    if (!who) return;
+                    const auto p = accessible_project(*c, *who, req.capture(0), res);
+                    if (!p) return;
+                    send_link(res, *who, live_viewer_path(p->slug));
+                });
 
     routes.get("/static/{*path}", [c](const http::route_request& req, http::response& res) {
         if (!require_user(c->db, req, res)) return;

@@ -376,7 +376,9 @@ void install_api_routes(http::router& routes, service_context& context) {
         try {
             send_json(res, 201, c->db.create_project(fields->slug, fields->name, who->id, c->config.max_projects));
         } catch (const catalog_conflict&) {
-            send_error(res, 409, "Project slug already exists");
+            // Slugs are one namespace for all users (URLs and storage keys are per slug), so a
+            // taken slug is refused whoever took it, with one answer that says no more.
+            send_error(res, 409, "Project slug is taken (slugs are shared by all users of this service)");
         } catch (const catalog_quota& e) {
             send_error(res, 403, e.what());
         }

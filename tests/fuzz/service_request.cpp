@@ -10,8 +10,8 @@
 //     text that is 9 digits or fewer and not all zeros always parses;
 //   - valid_slug accepts only 1..64 of [a-z0-9-]; a slug_of_key of a valid key is the segment
 //     after the template's prefix;
-//   - the presented token is a piece of the Authorization header, the ?token= value or the
-//     Cookie header, never taken from a parameter or cookie for POST, never from another scheme;
+//   - the presented token is a piece of the Authorization header; the session id a piece of the
+//     Cookie header, never taken for POST or beside an Authorization header;
 //   - a parsed JSON body is an object; parsed project and version fields keep their ranges;
 //   - whatever the parsers accept can be answered: the JSON the service would send for it
 //     (the recorded asset filename included) dumps without throwing.
@@ -167,17 +167,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (filename.size() > 200) violated("an asset filename over 200 bytes", filename);
     dump_or_die(nlohmann::json{{"filename", filename}}, "the recorded asset filename cannot be sent back as JSON");
 
-    // The presented token.
-    const std::string token = svc::presented_token(authorization, method, param("token"), cookie, "tilekit_token");
-    if (!token.empty()) {
-        const bool bearer = authorization.size() > 7 &&
-                            (authorization.compare(0, 7, "Bearer ") == 0 || authorization.compare(0, 7, "bearer ") == 0);
-        if (!bearer && !authorization.empty()) violated("a token was taken despite another Authorization scheme", authorization);
-        if (!bearer && method != "GET" && method != "HEAD") violated("a token was taken from the query or a cookie for another method than GET or HEAD", method);
-        const std::string* from_query = param("token");
-        if (bearer ? token != authorization.substr(7)
-                   : !(from_query ? token == *from_query : is_piece_of(token, cookie)))
-            violated("the token is not a piece of what was presented", token);
+    // The presented credentials: a bearer token from the header only (never the query), a
+    // session id from the cookie for GET and HEAD without an Authorization header.
+    const std::string token = svc::bearer_token(authorization);
+    if (!token.empty() && token != authorization.substr(7)) violated("the token is not the header's", token);
+    const std::string session = svc::session_cookie(authorization, method, cookie, "tilekit_session");
+    if (!session.empty()) {
+        if (!authorization.empty()) violated("a session was taken despite an Authorization header", authorization);
+        if (method != "GET" && method != "HEAD") violated("a session cookie was taken for another method than GET or HEAD", method);
+        if (!is_piece_of(session, cookie)) violated("the session is not a piece of the cookie", session);
     }
 
     // The JSON body and the fields the handlers take from it.

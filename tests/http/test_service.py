@@ -296,22 +296,27 @@ def test_full_flow():
         code, headers, payload = s.request("GET", result["tiles_url"] + "image_files/0/0_0.png", token, raw=True)
         assert code == 200 and headers["content-type"] == "image/png" and payload[:4] == b"\x89PNG", (code, headers)
         assert headers["cache-control"] == "public, max-age=31536000, immutable", headers
-        # Browser-style token (query) works for GET.
-        code, _, _ = s.request("GET", result["tiles_url"] + "pyramid.json?token=" + token, raw=True)
-        assert code == 200
-        # The viewer page (when the viewer is installed) sets the token cookie that its scripts
-        # and tile requests then carry.
-        code, headers, page = s.request("GET", "/projects/flow-map/versions/1/viewer?token=" + token, raw=True)
+        # A token in the query is refused: tokens travel in the Authorization header only.
+        expect_golden(s.request("GET", result["tiles_url"] + "pyramid.json?token=" + token), 401, "not_authenticated")
+        # A browser signs in with a viewer link: a one-time code exchanged for the session cookie,
+        # then redirected to the page without the code.
+        link = expect(s.request("POST", "/projects/flow-map/versions/1/viewer-link", token), 201)
+        assert link["viewer_url"] == "/projects/flow-map/versions/1/viewer?code=" + link["code"], link
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        assert code == 303 and headers["location"] == "/projects/flow-map/versions/1/viewer", (code, headers)
+        cookie = headers["set-cookie"].split(";")[0]
+        assert cookie.startswith("tilekit_session=") and token not in headers["set-cookie"], headers
+        code, headers, page = s.request("GET", "/projects/flow-map/versions/1/viewer", headers={"Cookie": cookie}, raw=True)
         if code == 200:
             assert headers["content-type"].startswith("text/html"), headers
-            cookie = headers["set-cookie"].split(";")[0]
-            assert cookie == "tilekit_token=" + token and "HttpOnly" in headers["set-cookie"], headers
             code, headers, _ = s.request("GET", "/static/viewer.js", headers={"Cookie": cookie}, raw=True)
             assert code == 200 and "javascript" in headers["content-type"], (code, headers)
-            code, _, _ = s.request("GET", result["tiles_url"] + "image.dzi", headers={"Cookie": cookie}, raw=True)
-            assert code == 200, code
         else:
             assert code == 404, code  # no viewer/index.html in this checkout
+        # The cookie carries the viewer's reads: tiles and the API's GETs.
+        code, _, _ = s.request("GET", result["tiles_url"] + "image.dzi", headers={"Cookie": cookie}, raw=True)
+        assert code == 200, code
+        expect(s.request("GET", "/projects/flow-map/versions/1", headers={"Cookie": cookie}), 200)
         # Jobs of the project.
         jobs = expect(s.request("GET", "/projects/flow-map/jobs", token), 200)
         assert [j["id"] for j in jobs] == [job["id"]]
@@ -507,7 +512,7 @@ def test_auth():
                              ("GET", "/projects/alice-map/versions/1/viewer")):
             expect_golden(s.request(method, path), 401, "not_authenticated")  # missing
             expect_golden(s.request(method, path, "x" * 64), 401, "invalid_token")  # wrong
-            # Another scheme counts as no token at all (never mixed with the ?token= fallback).
+            # Another scheme counts as no token at all (never mixed with the cookie fallback).
             expect_golden(s.request(method, path, headers={"Authorization": "Basic " + alice}), 401, "not_authenticated")
         # Bob's token: alice's things are "not found".
         expect_golden(s.request("GET", "/jobs/" + job["job_id"], bob), 404, "job_not_found")
@@ -522,13 +527,150 @@ def test_auth():
         s.version(bob, "bob-map")
         expect_golden(s.generate(bob, "bob-map", 1, a["id"]), 400, "invalid_base_map_asset")
         assert [p["slug"] for p in expect(s.request("GET", "/projects", bob), 200)] == ["bob-map"]
-        # POST does not take the token from the query string.
+        # No method takes the token from the query string.
         expect_golden(s.request("POST", "/projects?token=" + alice, None, {"slug": "via-query"}), 401, "not_authenticated")
         # Tokens are stored hashed: the raw token is not in the catalog file.
         with open(os.path.join(s.data_dir, "catalog.db"), "rb") as f:
             assert alice.encode() not in f.read()
     finally:
         s.stop()
+
+
+def test_viewer_links():
+    """Issue 23: tokens only in the Authorization header; a browser signs in with a one-time
+    viewer code exchanged for an HttpOnly session cookie; the smaller hardening items."""
+    s = Service().start()
+    try:
+        alice = s.add_user("alice")
+        bob = s.add_user("bob")
+        s.project(alice, "alice-map")
+        s.version(alice, "alice-map")
+        s.project(bob, "b-map")
+        s.version(bob, "b-map")
+        # ?token= is no credential anywhere (as if absent), on pages, tiles and the API.
+        for path in ("/projects/alice-map/versions/1/viewer", "/projects/alice-map/viewer", "/projects",
+                     "/projects/alice-map/versions/1", "/tiles/mp/alice-map/uploads/tiles/1/pyramid.json",
+                     "/static/viewer.js"):
+            reply = s.request("GET", path + "?token=" + alice)
+            expect_golden(reply, 401, "not_authenticated")
+            assert "set-cookie" not in reply.headers, (path, reply.headers)
+        # A code: minted with the header, exchanged once for a session cookie (not the token),
+        # answered with a redirect to the same page without the code.
+        link = expect(s.request("POST", "/projects/alice-map/versions/1/viewer-link", alice), 201)
+        assert len(link["code"]) == 64 and link["expires_in"] == 60, link
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        assert code == 303 and headers["location"] == "/projects/alice-map/versions/1/viewer", (code, headers)
+        attributes = [a.strip() for a in headers["set-cookie"].split(";")]
+        name, _, session = attributes[0].partition("=")
+        assert name == "tilekit_session" and len(session) == 64 and session != alice, headers
+        assert {"HttpOnly", "Path=/", "SameSite=Lax"} <= set(attributes) and "Secure" not in attributes, attributes
+        assert headers["cache-control"] == "no-store" and headers["x-content-type-options"] == "nosniff", headers
+        cookie = {"Cookie": "tilekit_session=" + session}
+        # The page, with its policy: nothing inline, nothing from elsewhere, no framing.
+        code, headers, page = s.request("GET", "/projects/alice-map/versions/1/viewer", headers=cookie, raw=True)
+        assert code == 200 and headers["content-type"].startswith("text/html"), (code, headers)
+        csp = [d.strip() for d in headers["content-security-policy"].split(";")]
+        for directive in ("default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "img-src 'self' data: blob:"):
+            assert directive in csp, (directive, csp)
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-tilekit-user"] == "alice", headers
+        # Once only: a second use is refused and sets no cookie.
+        reply = s.request("GET", link["viewer_url"])
+        assert reply[0] == 401 and "invalid, expired or already used" in reply[1]["detail"], reply
+        assert "set-cookie" not in reply.headers, reply.headers
+        # Bound to the page it was minted for: elsewhere it is refused (and spent).
+        link = expect(s.request("POST", "/projects/alice-map/versions/1/viewer-link", alice), 201)
+        assert expect(s.request("GET", "/projects/alice-map/viewer?code=" + link["code"]), 401)
+        assert expect(s.request("GET", link["viewer_url"]), 401)
+        expect(s.request("GET", "/projects/alice-map/versions/1/viewer?code=" + "0" * 64), 401)
+        # The live map's link.
+        link = expect(s.request("POST", "/projects/alice-map/viewer-link", alice), 201)
+        assert link["viewer_url"].startswith("/projects/alice-map/viewer?code="), link
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        assert code == 303 and headers["location"] == "/projects/alice-map/viewer", (code, headers)
+        # A code opens a session of whoever minted it, for that user's projects only: bob's
+        # link (the fixation attempt of the issue) signs a browser in as bob, who sees no
+        # project of alice's, and the page says whose session it is (X-Tilekit-User).
+        expect_golden(s.request("POST", "/projects/alice-map/versions/1/viewer-link", bob), 404, "project_not_found")
+        link = expect(s.request("POST", "/projects/b-map/versions/1/viewer-link", bob), 201)
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        bob_cookie = {"Cookie": headers["set-cookie"].split(";")[0]}
+        expect_golden(s.request("GET", "/projects/alice-map/versions/1", headers=bob_cookie), 404, "project_not_found")
+        reply = s.request("GET", "/projects/b-map/versions/1", headers=bob_cookie)
+        assert reply[0] == 200 and reply.headers["x-tilekit-user"] == "bob", reply.headers
+        # The cookie never authenticates a write (CSRF): POST takes the header only.
+        expect_golden(s.request("POST", "/projects", None, {"slug": "by-cookie"}, headers=cookie), 401, "not_authenticated")
+        expect_golden(s.request("POST", "/projects/alice-map/versions/1/viewer-link", headers=cookie), 401, "not_authenticated")
+        # A session id that was never opened is nothing.
+        expect_golden(s.request("GET", "/projects", headers={"Cookie": "tilekit_session=" + "a" * 64}), 401, "invalid_token")
+        # nosniff on every answer the routes give: JSON, the router's own 404, errors.
+        for method, path, tok in (("GET", "/health", None), ("GET", "/nope", None), ("POST", "/nope", alice),
+                                  ("GET", "/projects", alice), ("GET", "/projects", None),
+                                  ("POST", "/projects", alice)):
+            reply = s.request(method, path, tok)
+            assert reply.headers.get("x-content-type-options") == "nosniff", (method, path, reply.headers)
+        # One answer for a taken slug, whoever took it: it says nothing about the owner.
+        mine = s.request("POST", "/projects", alice, {"slug": "alice-map"})
+        theirs = s.request("POST", "/projects", bob, {"slug": "alice-map"})
+        expect_golden(mine, 409, "project_exists")
+        expect_golden(theirs, 409, "project_exists")
+        assert mine.payload == theirs.payload
+        # Tile reads follow no symbolic link (the sink never writes one): a link to a file
+        # outside the store, and a linked directory, are "not found".
+        secret = os.path.join(s.data_dir, "secret.png")
+        with open(secret, "wb") as f:
+            f.write(b"\x89PNG secret")
+        os.makedirs(os.path.join(s.data_dir, "elsewhere"), exist_ok=True)
+        shutil.copy(secret, os.path.join(s.data_dir, "elsewhere", "0.png"))
+        prefix = os.path.join(s.data_dir, "storage", "mp", "alice-map", "uploads", "tiles", "1")
+        os.makedirs(prefix, exist_ok=True)
+        with open(os.path.join(prefix, "real.png"), "wb") as f:
+            f.write(b"\x89PNG real")
+        os.symlink(secret, os.path.join(prefix, "link.png"))
+        os.symlink(os.path.join(s.data_dir, "elsewhere"), os.path.join(prefix, "linkdir"))
+        code, _, payload = s.request("GET", "/tiles/mp/alice-map/uploads/tiles/1/real.png", alice, raw=True)
+        assert code == 200 and payload == b"\x89PNG real", (code, payload)
+        for key in ("mp/alice-map/uploads/tiles/1/link.png", "mp/alice-map/uploads/tiles/1/linkdir/0.png"):
+            reply = s.request("GET", "/tiles/" + key, alice)
+            assert b"secret" not in reply.payload, key
+            expect_golden(reply, 404, "not_found")
+    finally:
+        s.stop()
+    # Short-lived codes (--viewer-code-seconds), Secure cookies (--cookie-secure 1), and a
+    # missing viewer that does not tell where it was looked for.
+    s = Service(args=["--viewer-code-seconds", "1", "--cookie-secure", "1", "--viewer-dir", os.path.join(WORK, "no-viewer")]).start()
+    try:
+        alice = s.add_user("alice")
+        s.project(alice, "alice-map")
+        s.version(alice, "alice-map")
+        link = expect(s.request("POST", "/projects/alice-map/versions/1/viewer-link", alice), 201)
+        assert link["expires_in"] == 1, link
+        time.sleep(1.5)
+        reply = s.request("GET", link["viewer_url"])
+        assert reply[0] == 401 and "set-cookie" not in reply.headers, reply
+        link = expect(s.request("POST", "/projects/alice-map/versions/1/viewer-link", alice), 201)
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        assert code == 303 and "Secure" in [a.strip() for a in headers["set-cookie"].split(";")], headers
+        cookie = {"Cookie": headers["set-cookie"].split(";")[0]}
+        reply = s.request("GET", "/projects/alice-map/versions/1/viewer", headers=cookie)
+        assert reply[0] == 404 and reply[1] == {"detail": "Viewer not installed"}, reply
+        assert b"no-viewer" not in reply.payload
+    finally:
+        s.stop()
+    with open(os.path.join(s.data_dir, "service.log"), "rb") as f:
+        assert b"no-viewer" in f.read()  # the operator learns where
+
+
+def test_prefix_template_checked():
+    """A tile prefix template that would let versions share a prefix (one job's sweep deleting
+    another's pyramid) or leave the store is refused at start, exit status 2."""
+    for template in ("tiles/{version}/", "mp/{slug}/", "mp/{slug}/{version}", "mp/{slug}/../{version}/",
+                     "/mp/{slug}/{version}/", "mp//{slug}/{version}/"):
+        out = subprocess.run([SERVICE, "--data-dir", os.path.join(WORK, "never"), "--port", "0", "--prefix-template", template],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2, (template, out.returncode, out.stderr)
+        assert "--prefix-template must" in out.stderr, (template, out.stderr)
+    s = Service(args=["--prefix-template", "p/{slug}/v{version}/"]).start()
+    s.stop()
 
 
 def test_twenty_jobs():
@@ -862,7 +1004,8 @@ def test_job_output_caps():
         s.stop()
 
 
-TESTS = [test_full_flow, test_formats_per_job, test_error_paths, test_auth, test_twenty_jobs, test_queue_full, test_restart_mid_job,
+TESTS = [test_full_flow, test_formats_per_job, test_error_paths, test_auth, test_viewer_links, test_prefix_template_checked,
+         test_twenty_jobs, test_queue_full, test_restart_mid_job,
          test_sigterm_grace, test_roles, test_roles_postgresql, test_s3_flow, test_project_and_version_quotas,
          test_stored_bytes_quota, test_per_user_job_queue, test_job_output_caps]
 

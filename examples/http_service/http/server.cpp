@@ -326,6 +326,9 @@ private:
         h.result(static_cast<unsigned>(res_.status));
         h.version(11);
         for (const auto& f : res_.headers) h.set(f.first, f.second);
+        // On every answer, the server's own refusals included: a tile, an upload or an error
+        // answered with its content type is never sniffed into HTML or script by a browser.
+        h.set("x-content-type-options", "nosniff");
         const std::uint64_t length = res_.file ? res_.file->length : res_.body.size();
         h.content_length(length);
         h.keep_alive(keep);
