@@ -119,9 +119,10 @@ std::uint64_t projects_owned(sqlite3* db, const std::string& owner_id) {
 std::uint64_t versions_in(sqlite3* db, const std::string& project_id) {
     return count_where(db, "SELECT count(*) FROM versions WHERE project_id = ?", project_id);
 }
+// A running total per user (kept with each insert), not a SUM over the user's assets: that would
+// make every upload cost as much as all the uploads before it.
 std::uint64_t bytes_owned(sqlite3* db, const std::string& owner_id) {
-    return count_where(db, "SELECT COALESCE(SUM(a.size), 0) FROM assets a JOIN projects p ON p.id = a.project_id "
-                           "WHERE p.owner_id = ?", owner_id);
+    return count_where(db, "SELECT COALESCE((SELECT stored_bytes FROM usage WHERE user_id = ?), 0)", owner_id);
 }
 
 }  // namespace
@@ -146,6 +147,13 @@ catalog::catalog(const std::string& path) {
     exec("CREATE TABLE IF NOT EXISTS assets (id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id), "
          "type TEXT NOT NULL, storage_key TEXT NOT NULL, content_type TEXT NOT NULL, filename TEXT NOT NULL, "
          "size INTEGER NOT NULL, created_at TEXT NOT NULL)");
+    // What the quotas count, by indexes (a count per owner or project is not a table scan), and
+    // each user's stored bytes as a running total; a catalog from before the total gets it once.
+    exec("CREATE INDEX IF NOT EXISTS projects_by_owner ON projects(owner_id)");
+    exec("CREATE INDEX IF NOT EXISTS assets_by_project ON assets(project_id)");
+    exec("CREATE TABLE IF NOT EXISTS usage (user_id TEXT PRIMARY KEY REFERENCES users(id), stored_bytes INTEGER NOT NULL)");
+    exec("INSERT OR IGNORE INTO usage (user_id, stored_bytes) SELECT p.owner_id, SUM(a.size) FROM assets a "
+         "JOIN projects p ON p.id = a.project_id GROUP BY p.owner_id");
 }
 
 catalog::~catalog() { sqlite3_close(db_); }
@@ -283,16 +291,29 @@ version catalog::publish(const version& v) {
 
 asset catalog::add_asset(const asset& a, std::uint64_t max_stored_bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (max_stored_bytes) {
+    const std::string owner_id = [&] {
         statement owner(db_, "SELECT owner_id FROM projects WHERE id = ?");
         owner.bind(1, a.project_id);
-        const std::uint64_t have = owner.row() ? bytes_owned(db_, owner.text(0)) : 0;
-        if (have + a.size > max_stored_bytes) throw catalog_quota(stored_bytes_detail(have, a.size, max_stored_bytes));
+        if (!owner.row()) throw std::runtime_error("catalog: no project " + a.project_id);
+        return owner.text(0);
+    }();  // finalized before the transaction begins
+    const std::uint64_t have = bytes_owned(db_, owner_id);
+    if (max_stored_bytes && have + a.size > max_stored_bytes)
+        throw catalog_quota(stored_bytes_detail(have, a.size, max_stored_bytes));
+    exec("BEGIN IMMEDIATE");  // the asset and the owner's total together
+    try {
+        statement(db_, "INSERT INTO assets (id, project_id, type, storage_key, content_type, filename, size, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(1, a.id).bind(2, a.project_id).bind(3, a.type).bind(4, a.storage_key).bind(5, a.content_type)
+            .bind(6, a.filename).bind(7, static_cast<long long>(a.size)).bind(8, a.created_at).row();
+        statement(db_, "INSERT INTO usage (user_id, stored_bytes) VALUES (?, ?) "
+                       "ON CONFLICT(user_id) DO UPDATE SET stored_bytes = stored_bytes + excluded.stored_bytes")
+            .bind(1, owner_id).bind(2, static_cast<long long>(a.size)).row();
+        exec("COMMIT");
+    } catch (...) {
+        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
     }
-    statement(db_, "INSERT INTO assets (id, project_id, type, storage_key, content_type, filename, size, created_at) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        .bind(1, a.id).bind(2, a.project_id).bind(3, a.type).bind(4, a.storage_key).bind(5, a.content_type)
-        .bind(6, a.filename).bind(7, static_cast<long long>(a.size)).bind(8, a.created_at).row();
     return a;
 }
 

@@ -336,15 +336,20 @@ private:
         sent_bytes_ = head ? 0 : length;
         // Writing the answer: tcp_stream's timeout (closing the socket) is right here.
         stream_.expires_at(std::max(began_ + s_.limits.request_deadline, steady::now() + std::chrono::seconds(5)));
+        if (!head && !res_.file) {
+            // Header and body in one gathered write.
+            auto whole = std::make_shared<bhttp::response<bhttp::string_body>>(std::move(h.base()), std::move(res_.body));
+            whole_msg_ = whole;
+            return bhttp::async_write(stream_, *whole, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                if (ec) return self->close();
+                self->after_write();
+            });
+        }
         serializer_ = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(h);
         bhttp::async_write_header(stream_, *serializer_, [self = shared_from_this(), head](beast::error_code ec, std::size_t) {
             if (ec) return self->close();
             if (head) return self->after_write();
-            if (self->res_.file) return self->send_file();
-            net::async_write(self->stream_, net::buffer(self->res_.body), [self](beast::error_code e, std::size_t) {
-                if (e) return self->close();
-                self->after_write();
-            });
+            self->send_file();
         });
     }
 
@@ -398,6 +403,7 @@ private:
             }
         }
         res_.file.reset();
+        whole_msg_.reset();
         if (keep_going_) return read_header(false);
         if (linger_) return linger_close();
         close();
@@ -447,6 +453,7 @@ private:
     response res_;
     std::shared_ptr<bhttp::response<bhttp::empty_body>> header_msg_;
     std::shared_ptr<bhttp::response_serializer<bhttp::empty_body>> serializer_;
+    std::shared_ptr<bhttp::response<bhttp::string_body>> whole_msg_;
     steady::time_point began_ = steady::now();
     steady::time_point body_deadline_ = steady::now();
     bool keep_alive_ = false, has_body_ = false, keep_going_ = false, linger_ = false, timed_out_ = false, waiting_ = false;
@@ -476,6 +483,9 @@ void server::impl::accept() {
             beast::error_code e;
             const auto endpoint = socket.remote_endpoint(e);
             const std::string address = e ? std::string("?") : endpoint.address().to_string();
+            // Answers go out as soon as they are written: with Nagle's algorithm, the file part
+            // that follows a header waits for the client's delayed ACK (40 ms a request).
+            socket.set_option(tcp::no_delay(true), e);
             if (take_connection(address))
                 std::make_shared<session>(*this, std::move(socket), address)->start();
             else
