@@ -154,6 +154,9 @@ catalog::catalog(const std::string& path) {
     exec("CREATE TABLE IF NOT EXISTS usage (user_id TEXT PRIMARY KEY REFERENCES users(id), stored_bytes INTEGER NOT NULL)");
     exec("INSERT OR IGNORE INTO usage (user_id, stored_bytes) SELECT p.owner_id, SUM(a.size) FROM assets a "
          "JOIN projects p ON p.id = a.project_id GROUP BY p.owner_id");
+    // The bytes of each version's committed pyramid (a new run replaces the last one's count).
+    exec("CREATE TABLE IF NOT EXISTS version_tiles (version_id TEXT PRIMARY KEY REFERENCES versions(id), "
+         "bytes INTEGER NOT NULL)");
 }
 
 catalog::~catalog() { sqlite3_close(db_); }
@@ -317,6 +320,31 @@ asset catalog::add_asset(const asset& a, std::uint64_t max_stored_bytes) {
     return a;
 }
 
+void catalog::record_tiles(const std::string& version_id, std::uint64_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::string owner_id = [&] {
+        statement owner(db_, "SELECT p.owner_id FROM versions v JOIN projects p ON p.id = v.project_id WHERE v.id = ?");
+        owner.bind(1, version_id);
+        return owner.row() ? owner.text(0) : std::string();
+    }();
+    if (owner_id.empty()) return;  // the version is gone
+    const std::uint64_t before = count_where(db_, "SELECT COALESCE((SELECT bytes FROM version_tiles WHERE version_id = ?), 0)",
+                                             version_id);
+    exec("BEGIN IMMEDIATE");  // the version's count and the owner's total together
+    try {
+        statement(db_, "INSERT INTO version_tiles (version_id, bytes) VALUES (?, ?) "
+                       "ON CONFLICT(version_id) DO UPDATE SET bytes = excluded.bytes")
+            .bind(1, version_id).bind(2, static_cast<long long>(bytes)).row();
+        statement(db_, "INSERT INTO usage (user_id, stored_bytes) VALUES (?, ?) "
+                       "ON CONFLICT(user_id) DO UPDATE SET stored_bytes = MAX(0, stored_bytes + excluded.stored_bytes)")
+            .bind(1, owner_id).bind(2, static_cast<long long>(bytes) - static_cast<long long>(before)).row();
+        exec("COMMIT");
+    } catch (...) {
+        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+    }
+}
+
 std::uint64_t catalog::count_projects(const std::string& owner_id) const {
     std::lock_guard<std::mutex> lock(mutex_);
     return projects_owned(db_, owner_id);
@@ -333,7 +361,7 @@ std::uint64_t catalog::stored_bytes(const std::string& owner_id) const {
 }
 
 std::string stored_bytes_detail(std::uint64_t stored, std::uint64_t adding, std::uint64_t limit) {
-    return "You store " + std::to_string(stored) + " bytes of uploads; " +
+    return "You store " + std::to_string(stored) + " bytes of uploads and pyramids; " +
            (adding ? "this upload's " + std::to_string(adding) + " bytes would pass" : std::string("that reaches")) +
            " the limit of this service (--max-stored-bytes " + std::to_string(limit) + ")";
 }

@@ -94,7 +94,10 @@ public:
     // What the quotas count.
     std::uint64_t count_projects(const std::string& owner_id) const;
     std::uint64_t count_versions(const std::string& project_id) const;
-    std::uint64_t stored_bytes(const std::string& owner_id) const;  // the sizes of the owner's assets
+    // What the owner stores: the sizes of their assets and of each version's committed pyramid.
+    std::uint64_t stored_bytes(const std::string& owner_id) const;
+    // A job committed a pyramid of `bytes` for the version: it replaces the version's last one.
+    void record_tiles(const std::string& version_id, std::uint64_t bytes);
 
 private:
     void exec(const char* sql);

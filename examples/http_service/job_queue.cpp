@@ -208,7 +208,15 @@ std::unique_ptr<jobs::worker_pool> start_workers(const service_config& config, j
     const auto make_sink = [&store, max_tiles = config.max_job_tiles, max_bytes = config.max_job_bytes] {
         return std::unique_ptr<tilekit::storage_sink>(std::make_unique<capped_sink>(store.make_sink(), max_tiles, max_bytes));
     };
-    pool->handle(jobs::tile_generation_job, jobs::tile_generation_handler(store.source(), make_sink, current_version, settings));
+    // A committed pyramid counts toward its owner's --max-stored-bytes, as the uploads do.
+    pool->handle(jobs::tile_generation_job, [&db, generate = jobs::tile_generation_handler(store.source(), make_sink,
+                                                                                          current_version, settings)](
+                                                jobs::job_context& context) {
+        nlohmann::json result = generate(context);
+        if (result.is_object() && result.contains("total_bytes") && result["total_bytes"].is_number_unsigned())
+            db.record_tiles(context.job().version_id, result["total_bytes"].get<std::uint64_t>());
+        return result;
+    });
     pool->start();
     return pool;
 }

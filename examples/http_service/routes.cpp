@@ -529,6 +529,13 @@ void install_api_routes(http::router& routes, service_context& context) {
         if (!jobs::is_draft({v.number, v.status})) return send_error(res, 400, "Can only generate tiles for draft versions");
         const auto a = c->db.find_asset(asset_id);
         if (!a || a->project_id != p.id || a->type != "base_map") return send_error(res, 400, "Invalid base map asset");
+        // Pyramids count toward the stored bytes: a user at the limit makes no new one (one job
+        // can pass it by at most --max-job-bytes).
+        if (c->config.max_stored_bytes) {
+            const std::uint64_t stored = c->db.stored_bytes(t->who.id);
+            if (stored >= c->config.max_stored_bytes)
+                return send_error(res, 403, stored_bytes_detail(stored, 0, c->config.max_stored_bytes));
+        }
         const std::lock_guard<std::mutex> lock(enqueue_mutex);
         if (const auto refusal = user_jobs_refusal(*c, t->who)) {
             res.set("Retry-After", "10");

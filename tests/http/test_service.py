@@ -950,6 +950,18 @@ def test_stored_bytes_quota():
         assert len(assets) == 1, assets
     finally:
         s.stop()
+    # A committed pyramid counts too: once a job's tiles take carol over the limit, her next job
+    # is refused (a crafted image cannot make one user store without bound).
+    s = Service(args=["--max-stored-bytes", str(len(small) + 100)]).start()
+    try:
+        carol = s.add_user("carol")
+        a = s.project_with_versions(carol, "tiles", 2, small)
+        job = s.wait_job(carol, expect(s.generate(carol, "tiles", 1, a["id"]), 202)["job_id"])
+        assert job["status"] == "completed" and job["result"]["total_bytes"] > 100, job
+        stored = len(small) + job["result"]["total_bytes"]
+        expect_golden(s.generate(carol, "tiles", 2, a["id"]), 403, "stored_bytes_full", stored=stored, limit=len(small) + 100)
+    finally:
+        s.stop()
 
 
 def test_per_user_job_queue():
