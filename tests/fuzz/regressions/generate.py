@@ -141,7 +141,7 @@ def filename_ill_formed():
 
 @regression("service_request", "encoded-slash-in-tile-key")
 def encoded_slash_tile_key():
-    """Not a finding: pinned when the service moved from cpp-httplib to its own HTTP layer
+    """Not a finding: pinned when the service moved to its own HTTP layer
     (http/target.hpp). "%2F" decodes into a character of its segment, never a separator: the
     request has the segments {"tiles", "mp/demo/../x", "y.png"}, and "/tiles/{*key}" joins
     them into "mp/demo/../x/y.png", which key_problem refuses (the handler answers 400)."""
