@@ -33,13 +33,9 @@ done
 
 say() { printf 'serve-demo: %s\n' "$*" >&2; }
 
-# 1. Dependencies (install-deps.sh does nothing when everything is there).
+# 1. Dependencies (install-deps.sh does nothing when everything is there; it installs Boost 1.81
+#    for the service's HTTP layer).
 "$root/scripts/install-deps.sh"
-if ! pkg-config --exists cpp-httplib; then
-    say "installing libcpp-httplib-dev"
-    sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcpp-httplib-dev
-fi
 
 # 2. Build.
 say "building in $build"

@@ -362,6 +362,7 @@ TILEKIT_NAMESPACE_END
 // #include <tilekit/error.hpp>
 // #include <tilekit/s3/sigv4.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <string>

@@ -17,8 +17,8 @@
 //   - no control character (< 0x20, 0x7f) in a decoded segment, query name or query value;
 //   - the router agrees with a plain segment matcher over the same patterns: the first route
 //     whose pattern and method (HEAD for GET) match is the one taken, with the segments
-//     ("{name}": one non-empty segment; "{*rest}": the rest, at least one segment, joined by
-//     '/') as captures; no such route but a pattern that matches: 405 with Allow listing the
+//     ("{name}": one non-empty segment; "{*rest}": the rest, at least one segment, none with
+//     an encoded '/', joined by '/') as captures; no such route but a pattern that matches: 405 with Allow listing the
 //     methods; no pattern: 404;
 //   - a parsed version number n is 1..999999999, its text is digits only and equals
 //     std::to_string(n) after leading zeros, and parse_version_number(std::to_string(n)) == n;
@@ -155,6 +155,8 @@ bool mirror_match(const std::string& pattern, const std::vector<std::string>& se
                 return false;
             }
         }
+        for (std::size_t j = fixed; j < segments.size(); ++j)
+            if (segments[j].find('/') != std::string::npos) return false;  // "%2F" never adds a level
         std::string rest = segments[fixed];
         for (std::size_t j = fixed + 1; j < segments.size(); ++j) rest += "/" + segments[j];
         captures.push_back(rest);

@@ -313,6 +313,21 @@ def test_one_range():
         s.stop()
 
 
+def test_encoded_slash_is_no_separator():
+    # "%2F" is a character of its segment: it never adds a level to a tile key or a static path.
+    s = Service().start()
+    try:
+        token, tile = user_with_tile(s, "slashes")
+        code, _, _ = s.request("GET", tile, token, raw=True)
+        assert code == 200, code
+        head, rest = tile.rsplit("/", 1)
+        for path in (head + "%2F" + rest, "/static%2Fviewer.js", "/static/x%2F..%2Fviewer.js"):
+            code, _, body = s.request("GET", path, token, raw=True)
+            assert code == 404, (path, code, body)
+    finally:
+        s.stop()
+
+
 def test_crafted_png_is_refused_at_upload():
     s = Service().start()
     try:
@@ -366,7 +381,8 @@ def test_refused_bodies_are_read_before_closing():
 
 
 TESTS = [test_unbounded_request_line_and_headers, test_strict_framing, test_log_injection,
-         test_slow_clients_cost_no_thread, test_one_range, test_crafted_png_is_refused_at_upload,
+         test_slow_clients_cost_no_thread, test_one_range, test_encoded_slash_is_no_separator,
+         test_crafted_png_is_refused_at_upload,
          test_uploads_are_streamed, test_refused_bodies_are_read_before_closing]
 
 

@@ -1,6 +1,7 @@
 #pragma once
 // Routes: a method and a path pattern over the decoded segments ("/projects/{slug}/jobs";
-// "{*rest}" as the last segment takes the remaining segments joined by '/'), mapped to handlers
+// "{*rest}" as the last segment takes the remaining segments joined by '/', none of which may
+// hold an encoded '/'), mapped to handlers
 // that see the service's request and response. 404 for no path, 405 (with Allow) for another
 // method. A POST route says what it checks before any byte of its body is read (the token, the
 // path, the query) and how large a body it takes; the server enforces that limit while reading.
@@ -138,7 +139,11 @@ private:
             if (p.rfind("{*", 0) == 0) {  // the rest, at least one segment
                 if (i >= segments.size()) return false;
                 std::string rest;
-                for (std::size_t j = i; j < segments.size(); ++j) rest += (j > i ? "/" : "") + segments[j];
+                for (std::size_t j = i; j < segments.size(); ++j) {
+                    // A segment with an encoded '/' ("%2F") would gain a level once joined: no match.
+                    if (segments[j].find('/') != std::string::npos) return false;
+                    rest += (j > i ? "/" : "") + segments[j];
+                }
                 captures.push_back(rest);
                 return true;
             }

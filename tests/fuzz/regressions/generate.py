@@ -143,8 +143,8 @@ def filename_ill_formed():
 def encoded_slash_tile_key():
     """Not a finding: pinned when the service moved to its own HTTP layer
     (http/target.hpp). "%2F" decodes into a character of its segment, never a separator: the
-    request has the segments {"tiles", "mp/demo/../x", "y.png"}, and "/tiles/{*key}" joins
-    them into "mp/demo/../x/y.png", which key_problem refuses (the handler answers 400)."""
+    request has the segments {"tiles", "mp/demo/../x", "y.png"}, and "/tiles/{*key}" does not
+    match a segment holding a '/' (404): encoding cannot add a level to a key."""
     return b"GET /tiles/mp%2Fdemo%2F..%2Fx/y.png?token=t\n\ntilekit_session=s\n"
 
 
