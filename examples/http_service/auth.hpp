@@ -8,14 +8,15 @@
 // (POST .../viewer-link, files.cpp): a one-time code, valid for --viewer-code-seconds (60 s),
 // bound to the user and to that one viewer path. Opening the link redeems the code: the answer
 // sets the `tilekit_session` cookie (a random session id, never the token; HttpOnly,
-// SameSite=Lax (files.cpp says why not Strict), Path=/, Secure with --cookie-secure 1) and
+// SameSite=Lax (files.cpp says why not Strict), Path=/, Secure at an https address) and
 // redirects (303) to the same path without the code, so the code leaves the address bar. The cookie authenticates GET and HEAD
 // only (the viewer page, /static/, /tiles/ and the API reads the viewer makes); a write (POST)
 // takes the header only, so a cross-site form cannot act with a visitor's cookie (CSRF).
 //
-// Codes and sessions live in this process's memory: a restart signs viewers out, and with
-// several `--role serve` processes behind a balancer a code must be redeemed where it was minted
-// (sticky sessions) -- acceptable for an example.
+// Codes and sessions are kept in the catalog (by their SHA-256, as tokens are), so every process
+// sharing it knows them and a restart or a redeploy signs nobody out. At most 100,000 unspent
+// codes exist at once (minting beyond: 503); expired codes and sessions are deleted as new ones
+// are made.
 //
 // What remains: whoever holds a link can sign a browser in as the link's user ("login CSRF": an
 // attacker may send a victim a link with the attacker's own code; the victim then sees the
@@ -42,25 +43,8 @@ std::optional<user> require_user(const catalog& users, const http::route_request
 // Mints a random token (256 bits, hex).
 std::string new_token();
 
-// The viewer's one-time codes and the sessions they open. One per process (see above); the
-// lifetimes are set once at start (main.cpp).
-namespace viewer_sessions {
-
-void configure(std::chrono::seconds code_lifetime, std::chrono::seconds session_lifetime);
-std::chrono::seconds code_lifetime();
-std::chrono::seconds session_lifetime();
-
-// A new code for `who`, redeemable once, only at `path`, until it expires ("" when too many
-// codes are outstanding).
-std::string mint_code(const user& who, const std::string& path);
-// The code's user if it is known, unused, unexpired and was minted for `path`; it is spent
-// either way (a wrong path burns it too).
-std::optional<user> redeem_code(const std::string& code, const std::string& path);
-// A new session for `who`: its id, for the cookie.
-std::string open_session(const user& who);
-// The session's user, while it lasts.
-std::optional<user> session_user(const std::string& id);
-
-}  // namespace viewer_sessions
+// Unspent viewer codes at once: each lives a minute, but a client with a token could mint them
+// in a loop.
+constexpr std::size_t max_viewer_codes = 100000;
 
 }  // namespace tilekit_service

@@ -154,6 +154,13 @@ catalog::catalog(const std::string& path) {
     exec("CREATE TABLE IF NOT EXISTS usage (user_id TEXT PRIMARY KEY REFERENCES users(id), stored_bytes INTEGER NOT NULL)");
     exec("INSERT OR IGNORE INTO usage (user_id, stored_bytes) SELECT p.owner_id, SUM(a.size) FROM assets a "
          "JOIN projects p ON p.id = a.project_id GROUP BY p.owner_id");
+    // Viewer links' one-time codes and the sessions they open, by the SHA-256 of the secret;
+    // expiry in Unix seconds (several processes, maybe several hosts, read them).
+    exec("CREATE TABLE IF NOT EXISTS viewer_codes (code_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), "
+         "path TEXT NOT NULL, expires_at INTEGER NOT NULL)");
+    exec("CREATE TABLE IF NOT EXISTS sessions (id_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), "
+         "expires_at INTEGER NOT NULL)");
+    exec("CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expires_at)");
     // The bytes of each version's committed pyramid (a new run replaces the last one's count).
     exec("CREATE TABLE IF NOT EXISTS version_tiles (version_id TEXT PRIMARY KEY REFERENCES versions(id), "
          "bytes INTEGER NOT NULL)");
@@ -318,6 +325,69 @@ asset catalog::add_asset(const asset& a, std::uint64_t max_stored_bytes) {
         throw;
     }
     return a;
+}
+
+namespace {
+long long unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+std::optional<user> user_by_id(sqlite3* db, const std::string& id) {
+    statement s(db, "SELECT id, name FROM users WHERE id = ?");
+    s.bind(1, id);
+    if (!s.row()) return std::nullopt;
+    return user{s.text(0), s.text(1)};
+}
+}  // namespace
+
+bool catalog::add_viewer_code(const std::string& code, const user& who, const std::string& path,
+                              std::chrono::seconds lifetime, std::size_t max_outstanding) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const long long now = unix_now();
+    statement(db_, "DELETE FROM viewer_codes WHERE expires_at <= ?").bind(1, now).row();
+    {
+        statement outstanding(db_, "SELECT count(*) FROM viewer_codes");
+        outstanding.row();
+        if (static_cast<std::size_t>(outstanding.integer(0)) >= max_outstanding) return false;
+    }
+    statement(db_, "INSERT INTO viewer_codes (code_sha256, user_id, path, expires_at) VALUES (?, ?, ?, ?)")
+        .bind(1, sha256_hex(code)).bind(2, who.id).bind(3, path).bind(4, now + lifetime.count()).row();
+    return true;
+}
+
+std::optional<user> catalog::take_viewer_code(const std::string& code, const std::string& path) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::string user_id, minted_for;
+    long long expires_at = 0;
+    {
+        // One statement: of two processes redeeming the same code, one gets the row.
+        statement s(db_, "DELETE FROM viewer_codes WHERE code_sha256 = ? RETURNING user_id, path, expires_at");
+        s.bind(1, sha256_hex(code));
+        if (!s.row()) return std::nullopt;
+        user_id = s.text(0);
+        minted_for = s.text(1);
+        expires_at = s.integer(2);
+        while (s.row()) {
+        }
+    }
+    if (minted_for != path || expires_at <= unix_now()) return std::nullopt;
+    return user_by_id(db_, user_id);
+}
+
+void catalog::add_session(const std::string& id, const user& who, std::chrono::seconds lifetime) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const long long now = unix_now();
+    statement(db_, "DELETE FROM sessions WHERE expires_at <= ?").bind(1, now).row();
+    statement(db_, "INSERT INTO sessions (id_sha256, user_id, expires_at) VALUES (?, ?, ?)")
+        .bind(1, sha256_hex(id)).bind(2, who.id).bind(3, now + lifetime.count()).row();
+}
+
+std::optional<user> catalog::session_user(const std::string& id) const {
+    if (id.empty()) return std::nullopt;
+    std::lock_guard<std::mutex> lock(mutex_);
+    statement s(db_, "SELECT user_id FROM sessions WHERE id_sha256 = ? AND expires_at > ?");
+    s.bind(1, sha256_hex(id)).bind(2, unix_now());
+    if (!s.row()) return std::nullopt;
+    return user_by_id(db_, s.text(0));
 }
 
 void catalog::record_tiles(const std::string& version_id, std::uint64_t bytes) {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <chrono>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -90,6 +91,17 @@ public:
     std::optional<asset> find_asset(const std::string& id) const;
 
     std::optional<project> project_by_id(const std::string& id) const;
+
+    // Viewer links and the sessions they open (auth.hpp), here so that every process sharing the
+    // catalog knows them and a restart signs nobody out. Secrets are kept as their SHA-256.
+    // Stores a one-time code for `who` at `path`; false when `max_outstanding` unexpired codes exist.
+    bool add_viewer_code(const std::string& code, const user& who, const std::string& path, std::chrono::seconds lifetime,
+                         std::size_t max_outstanding);
+    // The code's user if it exists, is unexpired and was minted for `path`; spent either way.
+    std::optional<user> take_viewer_code(const std::string& code, const std::string& path);
+    void add_session(const std::string& id, const user& who, std::chrono::seconds lifetime);
+    // The session's user while it lasts.
+    std::optional<user> session_user(const std::string& id) const;
 
     // What the quotas count.
     std::uint64_t count_projects(const std::string& owner_id) const;

@@ -71,7 +71,8 @@ const char* const usage_text =
     "                           must contain {slug} and {version}, end in '/', and have no '..'\n"
     "  --viewer-code-seconds N  a viewer link's one-time code expires after N s (TILEKIT_VIEWER_CODE_SECONDS, default 60)\n"
     "  --session-hours N        a viewer session (cookie) lasts N hours (TILEKIT_SESSION_HOURS, default 12)\n"
-    "  --cookie-secure 0|1      mark the session cookie Secure (TILEKIT_COOKIE_SECURE, default 0); set 1\n"
+    "  --cookie-secure 0|1      mark the session cookie Secure (TILEKIT_COOKIE_SECURE; default 1 when\n"
+    "                           --public-base-url is https://, else 0); set 1\n"
     "                           when browsers reach the service over https (a TLS proxy in front of it:\n"
     "                           the service speaks plain HTTP and trusts no X-Forwarded-Proto)\n"
     "  --layout dz|xyz|iiif     (TILEKIT_LAYOUT)   --format png|jpg|webp|webp-lossless (TILEKIT_FORMAT)\n"
@@ -227,6 +228,7 @@ const setting settings[] = {
      [](service_config& c, const std::string& n, const std::string& v) {
          if (v != "0" && v != "1") throw config_error{n + " must be 0 or 1, got '" + v + "'"};
          c.cookie_secure = v == "1";
+         c.cookie_secure_chosen = true;
      }},
     {"--layout", "TILEKIT_LAYOUT",
      [](service_config& c, const std::string& n, const std::string& v) {
@@ -291,6 +293,8 @@ service_config load_config(const std::vector<std::string>& args) {
     if (c.jobs_db.empty()) c.jobs_db = (data / "jobs.db").string();
     if (c.storage_root.empty()) c.storage_root = (data / "storage").string();
     if (c.viewer_dir.empty()) c.viewer_dir = TILEKIT_SERVICE_VIEWER_DIR;
+    // Served at an https address (behind a TLS proxy): the cookie is Secure unless told otherwise.
+    if (!c.cookie_secure_chosen && c.public_base_url.rfind("https://", 0) == 0) c.cookie_secure = true;
     return c;
 }
 

@@ -63,6 +63,7 @@ struct service_config {
     int viewer_code_seconds = 60;           // a viewer link's one-time code (auth.hpp)
     int session_hours = 12;                 // the viewer session it opens
     bool cookie_secure = false;             // the session cookie is Secure (browsers reach us over https)
+    bool cookie_secure_chosen = false;      // set by --cookie-secure; else Secure follows an https public URL
     std::string layout = "dz";              // dz | xyz | iiif
     std::string iiif_base_url;              // IIIF: info.json's id is this + "/" + the tile prefix
     std::string public_base_url;            // where the store's keys are served (the stable manifests'

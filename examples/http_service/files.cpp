@@ -107,7 +107,7 @@ void install_file_routes(http::router& routes, service_context& context) {
     const auto redeem_code = [c](const http::route_request& req, http::response& res, const std::string& path) {
         if (!req.has_param("code")) return false;
         res.set("referrer-policy", "no-referrer");
-        const auto who = viewer_sessions::redeem_code(req.param("code"), path);
+        const auto who = c->db.take_viewer_code(req.param("code"), path);
         if (!who) {
             send_error(res, 401, "This viewer link is invalid, expired or already used; ask for a new one "
                                  "(POST " + path + "-link with your token)");
@@ -117,9 +117,11 @@ void install_file_routes(http::router& routes, service_context& context) {
         // navigation, and browsers withhold a Strict cookie from the whole redirect chain that
         // follows it. Lax cookies ride only on top-level GET navigations, and a cookie here
         // authenticates GET and HEAD only (reads; the answer goes to the user's own tab).
-        std::string cookie = std::string(session_cookie_name) + "=" + viewer_sessions::open_session(*who) +
-                             "; Path=/; HttpOnly; SameSite=Lax; Max-Age=" +
-                             std::to_string(viewer_sessions::session_lifetime().count());
+        const std::string session = new_token();
+        const std::chrono::seconds lifetime = std::chrono::hours(c->config.session_hours);
+        c->db.add_session(session, *who, lifetime);
+        std::string cookie = std::string(session_cookie_name) + "=" + session + "; Path=/; HttpOnly; SameSite=Lax; Max-Age=" +
+                             std::to_string(lifetime.count());
         if (c->config.cookie_secure) cookie += "; Secure";
         res.status = 303;
         res.set("set-cookie", cookie);
@@ -151,14 +153,15 @@ void install_file_routes(http::router& routes, service_context& context) {
     // A viewer link: a one-time code for the page, minted for the bearer of the token (header
     // only: a POST never takes the cookie). {"code", "viewer_url", "expires_in"}; viewer_url is
     // relative to the service's address.
-    const auto send_link = [](http::response& res, const user& who, const std::string& path) {
-        const std::string code = viewer_sessions::mint_code(who, path);
-        if (code.empty()) {
+    const auto send_link = [c](http::response& res, const user& who, const std::string& path) {
+        const std::string code = new_token();
+        const std::chrono::seconds lifetime(c->config.viewer_code_seconds);
+        if (!c->db.add_viewer_code(code, who, path, lifetime, max_viewer_codes)) {
             res.set("retry-after", "60");
             return send_error(res, 503, "Too many viewer links outstanding; try again later");
         }
         send_json(res, 201, {{"code", code}, {"viewer_url", path + "?code=" + code},
-                             {"expires_in", viewer_sessions::code_lifetime().count()}});
+                             {"expires_in", lifetime.count()}});
     };
     const http::precheck signed_in = [c](const http::route_request& req, http::response& res) {
         return require_user(c->db, req, res).has_value();

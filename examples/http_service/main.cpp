@@ -88,8 +88,6 @@ int serve(const std::vector<std::string>& args) {
     std::atomic<bool> stopping{false};
     service_context context{config, db, *jobs, *store, workers.get(), stopping};
 
-    viewer_sessions::configure(std::chrono::seconds(config.viewer_code_seconds), std::chrono::hours(config.session_hours));
-
     http::server_limits limits;
     limits.max_connections = config.max_connections;
     limits.max_per_address = config.max_connections_per_address;

@@ -597,6 +597,15 @@ def test_viewer_links():
         expect_golden(s.request("GET", "/projects/alice-map/versions/1", headers=bob_cookie), 404, "project_not_found")
         reply = s.request("GET", "/projects/b-map/versions/1", headers=bob_cookie)
         assert reply[0] == 200 and reply.headers["x-tilekit-user"] == "bob", reply.headers
+        # Codes and sessions are kept in the catalog: a restart (a redeploy) signs nobody out, and
+        # a code minted before it is redeemed after it.
+        link = expect(s.request("POST", "/projects/alice-map/versions/1/viewer-link", alice), 201)
+        s.stop()
+        s.start()
+        reply = s.request("GET", "/projects/b-map/versions/1", headers=bob_cookie)
+        assert reply[0] == 200 and reply.headers["x-tilekit-user"] == "bob", reply.headers
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        assert code == 303 and headers["set-cookie"].startswith("tilekit_session="), (code, headers)
         # The cookie never authenticates a write (CSRF): POST takes the header only.
         expect_golden(s.request("POST", "/projects", None, {"slug": "by-cookie"}, headers=cookie), 401, "not_authenticated")
         expect_golden(s.request("POST", "/projects/alice-map/versions/1/viewer-link", headers=cookie), 401, "not_authenticated")
@@ -635,9 +644,11 @@ def test_viewer_links():
             expect_golden(reply, 404, "not_found")
     finally:
         s.stop()
-    # Short-lived codes (--viewer-code-seconds), Secure cookies (--cookie-secure 1), and a
-    # missing viewer that does not tell where it was looked for.
-    s = Service(args=["--viewer-code-seconds", "1", "--cookie-secure", "1", "--viewer-dir", os.path.join(WORK, "no-viewer")]).start()
+    # Short-lived codes (--viewer-code-seconds), Secure cookies (served at an https address:
+    # --public-base-url https://..., no --cookie-secure needed), and a missing viewer that does
+    # not tell where it was looked for.
+    s = Service(args=["--viewer-code-seconds", "1", "--public-base-url", "https://maps.example",
+                      "--viewer-dir", os.path.join(WORK, "no-viewer")]).start()
     try:
         alice = s.add_user("alice")
         s.project(alice, "alice-map")
