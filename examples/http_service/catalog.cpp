@@ -301,17 +301,19 @@ version catalog::publish(const version& v) {
 
 asset catalog::add_asset(const asset& a, std::uint64_t max_stored_bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const std::string owner_id = [&] {
-        statement owner(db_, "SELECT owner_id FROM projects WHERE id = ?");
-        owner.bind(1, a.project_id);
-        if (!owner.row()) throw std::runtime_error("catalog: no project " + a.project_id);
-        return owner.text(0);
-    }();  // finalized before the transaction begins
-    const std::uint64_t have = bytes_owned(db_, owner_id);
-    if (max_stored_bytes && have + a.size > max_stored_bytes)
-        throw catalog_quota(stored_bytes_detail(have, a.size, max_stored_bytes));
-    exec("BEGIN IMMEDIATE");  // the asset and the owner's total together
+    // One write transaction from the count to the inserts: another process sharing the catalog
+    // cannot pass the same count either.
+    exec("BEGIN IMMEDIATE");
     try {
+        const std::string owner_id = [&] {
+            statement owner(db_, "SELECT owner_id FROM projects WHERE id = ?");
+            owner.bind(1, a.project_id);
+            if (!owner.row()) throw std::runtime_error("catalog: no project " + a.project_id);
+            return owner.text(0);
+        }();
+        const std::uint64_t have = bytes_owned(db_, owner_id);
+        if (max_stored_bytes && have + a.size > max_stored_bytes)
+            throw catalog_quota(stored_bytes_detail(have, a.size, max_stored_bytes));
         statement(db_, "INSERT INTO assets (id, project_id, type, storage_key, content_type, filename, size, created_at) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
             .bind(1, a.id).bind(2, a.project_id).bind(3, a.type).bind(4, a.storage_key).bind(5, a.content_type)

@@ -1,9 +1,11 @@
 #include "config.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 
 #ifndef TILEKIT_SERVICE_VIEWER_DIR
 #define TILEKIT_SERVICE_VIEWER_DIR "examples/http_service/viewer"
@@ -45,6 +47,9 @@ const char* const usage_text =
     "  --max-connections N      connections open at once; beyond them 503 (TILEKIT_MAX_CONNECTIONS, default 1024)\n"
     "  --max-connections-per-address N\n"
     "                           the same from one client address (TILEKIT_MAX_CONNECTIONS_PER_ADDRESS, default 64)\n"
+    "  --http-threads N         I/O threads (TILEKIT_HTTP_THREADS, default one per core, at least 2)\n"
+    "  --handler-threads N      0: handlers run on the I/O threads; N: on a pool of N (TILEKIT_HANDLER_THREADS,\n"
+    "                           default 8 with --s3-bucket, where handlers wait on the network, else 0)\n"
     "  --client-timeout N       seconds a client may stay silent while sending headers or a body,\n"
     "                           or between requests; then 408 (TILEKIT_CLIENT_TIMEOUT, default 5)\n"
     "  --max-upload-bytes N     larger uploads are 413, refused unread (TILEKIT_MAX_UPLOAD_BYTES, default 256 MiB)\n"
@@ -169,6 +174,10 @@ const setting settings[] = {
      [](service_config& c, const std::string& n, const std::string& v) {
          c.max_connections_per_address = static_cast<unsigned>(number(n, v, 1, 65536));
      }},
+    {"--http-threads", "TILEKIT_HTTP_THREADS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.http_threads = static_cast<unsigned>(number(n, v, 1, 256)); }},
+    {"--handler-threads", "TILEKIT_HANDLER_THREADS",
+     [](service_config& c, const std::string& n, const std::string& v) { c.handler_threads = static_cast<int>(number(n, v, 0, 1024)); }},
     {"--client-timeout", "TILEKIT_CLIENT_TIMEOUT",
      [](service_config& c, const std::string& n, const std::string& v) {
          c.client_timeout_seconds = static_cast<int>(number(n, v, 1, 3600));
@@ -293,6 +302,8 @@ service_config load_config(const std::vector<std::string>& args) {
     if (c.jobs_db.empty()) c.jobs_db = (data / "jobs.db").string();
     if (c.storage_root.empty()) c.storage_root = (data / "storage").string();
     if (c.viewer_dir.empty()) c.viewer_dir = TILEKIT_SERVICE_VIEWER_DIR;
+    if (c.http_threads == 0) c.http_threads = std::max(2u, std::thread::hardware_concurrency());
+    if (c.handler_threads < 0) c.handler_threads = c.s3_bucket.empty() ? 0 : 8;
     // Served at an https address (behind a TLS proxy): the cookie is Secure unless told otherwise.
     if (!c.cookie_secure_chosen && c.public_base_url.rfind("https://", 0) == 0) c.cookie_secure = true;
     return c;
@@ -331,7 +342,9 @@ std::string describe(const service_config& c) {
         << "  per job          " << limit_text(c.max_job_tiles, " tiles") << ", " << limit_text(c.max_job_bytes, " bytes")
         << ", " << c.max_pixels << " pixels\n"
         << "  connections      " << c.max_connections << " at once (" << c.max_connections_per_address
-      << " per address), client timeout " << c.client_timeout_seconds << " s\n"
+      << " per address), " << c.http_threads << " I/O threads, handlers "
+      << (c.handler_threads ? "on a pool of " + std::to_string(c.handler_threads) : std::string("on the I/O threads"))
+      << ", client timeout " << c.client_timeout_seconds << " s\n"
         << "  max upload       " << c.max_upload_bytes << " bytes\n"
         << "  shutdown grace   " << c.shutdown_grace_seconds << " s\n"
         << "  tile prefix      " << c.prefix_template << "\n"

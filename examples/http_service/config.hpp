@@ -45,6 +45,9 @@ struct service_config {
     unsigned max_connections = 1024;        // open at once; beyond: 503 (http/server.hpp). An idle
                                             // or slow connection costs a few KiB, not a thread
     unsigned max_connections_per_address = 64;  // the same from one client address
+    unsigned http_threads = 0;              // I/O threads; 0: one per core, at least 2
+    int handler_threads = -1;               // 0: handlers on the I/O threads; N: a pool of N; -1: 8 with
+                                            // S3 storage (handlers wait on the network), else 0
     int client_timeout_seconds = 5;         // the longest wait for a client (headers, body, keep-alive)
     std::uint64_t max_upload_bytes = std::uint64_t{256} << 20;
     std::uint64_t max_json_bytes = 64 << 10;

@@ -91,6 +91,8 @@ int serve(const std::vector<std::string>& args) {
     http::server_limits limits;
     limits.max_connections = config.max_connections;
     limits.max_per_address = config.max_connections_per_address;
+    limits.io_threads = config.http_threads;
+    limits.handler_threads = config.handler_threads;
     limits.idle_timeout = std::chrono::seconds(config.client_timeout_seconds);
     limits.header_deadline = std::chrono::seconds(std::max(1, config.client_timeout_seconds) * 2);
     http::router routes;

@@ -187,29 +187,25 @@ bool is_tiff(const std::string& b) {
 // An upload on its way to storage: written to a scratch file piece by piece, then stored.
 class asset_upload final : public http::body_sink {
 public:
-    asset_upload(service_context& c, std::string slug, std::string type, std::string filename_param,
-                 std::optional<std::string> boundary)
-        : c_(c), slug_(std::move(slug)), type_(std::move(type)), filename_param_(std::move(filename_param)),
+    // `who` may upload to `p` (checked from the header, before any byte of the body).
+    asset_upload(service_context& c, user who, project p, std::string filename_param, std::optional<std::string> boundary)
+        : c_(c), who_(std::move(who)), p_(std::move(p)), filename_param_(std::move(filename_param)),
           file_(scratch_dir(c), std::move(boundary)) {}
 
     bool write(const char* data, std::size_t size) override {
         if (!file_.write(data, size)) return false;
         if (!checked_ && file_.head().size() >= 12) {
             checked_ = true;
-            if (type_ == "base_map" && !known_image(file_.head())) return false;  // refused: the rest is not read
+            if (!known_image(file_.head())) return false;  // refused: the rest is not read
         }
         return true;
     }
 
-    http::response finish(http::request& r) override {
+    http::response finish(http::request&) override {
         http::response res;
-        const http::route_request req{r, {slug_}};
-        const auto who = require_user(c_.db, req, res);
-        if (!who) return res;
-        const auto p = accessible_project(c_, *who, slug_, res);
-        if (!p) return res;
+        res.set("x-tilekit-user", who_.name);  // as require_user sets it
         if (!file_.ok() || !file_.finish()) {
-            if (checked_ && type_ == "base_map" && !known_image(file_.head())) {
+            if (checked_ && !known_image(file_.head())) {
                 send_error(res, 415, base_map_formats);
                 return res;
             }
@@ -222,7 +218,7 @@ public:
             return res;
         }
         const bool png = is_png(head), jpeg = is_jpeg(head), webp = is_webp(head), tiff = is_tiff_head(head);
-        if (type_ == "base_map" && !known_image(head)) {
+        if (!known_image(head)) {
             send_error(res, 415, base_map_formats);
             return res;
         }
@@ -237,18 +233,11 @@ public:
                 return res;
             }
         }
-        if (c_.config.max_stored_bytes) {
-            const std::uint64_t stored = c_.db.stored_bytes(who->id);
-            if (stored + file_.size() > c_.config.max_stored_bytes) {
-                send_error(res, 403, stored_bytes_detail(stored, file_.size(), c_.config.max_stored_bytes));
-                return res;
-            }
-        }
         asset a;
         a.id = new_uuid();
-        a.project_id = p->id;
-        a.type = type_;
-        a.storage_key = "mp/" + p->slug + "/uploads/assets/" + a.id + (png ? ".png" : jpeg ? ".jpg" : webp ? ".webp" : tiff ? ".tif" : ".bin");
+        a.project_id = p_.id;
+        a.type = "base_map";
+        a.storage_key = "mp/" + p_.slug + "/uploads/assets/" + a.id + (png ? ".png" : jpeg ? ".jpg" : webp ? ".webp" : tiff ? ".tif" : ".bin");
         a.content_type = content_type_for(a.storage_key);  // by the extension just chosen
         a.filename = asset_filename(filename_param_, file_.filename());
         a.size = file_.size();
@@ -258,7 +247,8 @@ public:
         try {
             send_json(res, 201, c_.db.add_asset(a, c_.config.max_stored_bytes));
         } catch (const catalog_quota& e) {
-            // Another upload of the user's passed the check above meanwhile: this one is withdrawn.
+            // Over the user's stored bytes (counted with the insert, under the catalog's lock):
+            // the file just stored is withdrawn.
             c_.store.make_sink()->remove(a.storage_key);
             send_error(res, 403, e.what());
         }
@@ -290,7 +280,9 @@ private:
 #endif
 
     service_context& c_;
-    std::string slug_, type_, filename_param_;
+    const user who_;
+    const project p_;
+    std::string filename_param_;
     http::upload_file file_;
     bool checked_ = false;
 };
@@ -483,25 +475,26 @@ void install_api_routes(http::router& routes, service_context& context) {
 
     // An upload is read only after the token, the type and the project check out, and refused
     // unread beyond the limit.
-    const http::precheck upload_allowed = [c](const http::route_request& req, http::response& res) {
-        const auto who = require_user(c->db, req, res);
-        if (!who) return false;
-        // Base maps only: each is checked as an image as it arrives. Another type would store
-        // whatever bytes a client sends, which nothing here reads.
-        if (req.param("type") != "base_map") {
-            send_error(res, 422, "Query parameter 'type' must be base_map");
-            return false;
-        }
-        return accessible_project(*c, *who, req.capture(0), res).has_value() && upload_fits_quota(*c, *who, req, res);
-    };
-    // The body goes to a file in the scratch directory as it arrives (http/upload_file.hpp); its
-    // first bytes decide the format at once, so a base map that is not an image is refused
-    // before the rest is read.
-    routes.post_stream("/projects/{slug}/assets", upload_allowed, c->config.max_upload_bytes, [c](const http::route_request& req) {
-        return std::make_shared<asset_upload>(*c, req.capture(0), req.param("type"),
-                                              req.has_param("filename") ? req.param("filename") : "",
-                                              http::multipart_boundary(req.header("content-type")));
-    });
+    // An upload is read only after the token, the type, the project and the quota check out (from
+    // the header), and refused unread beyond the limit. The body goes to a file in the scratch
+    // directory as it arrives (http/upload_file.hpp); its first bytes decide the format at once,
+    // so a base map that is not an image is refused before the rest is read.
+    routes.post_stream("/projects/{slug}/assets", c->config.max_upload_bytes,
+                       [c](const http::route_request& req, http::response& res) -> std::shared_ptr<http::body_sink> {
+                           auto who = require_user(c->db, req, res);
+                           if (!who) return nullptr;
+                           // Base maps only: each is checked as an image as it arrives. Another type
+                           // would store whatever bytes a client sends, which nothing here reads.
+                           if (req.param("type") != "base_map") {
+                               send_error(res, 422, "Query parameter 'type' must be base_map");
+                               return nullptr;
+                           }
+                           auto p = accessible_project(*c, *who, req.capture(0), res);
+                           if (!p || !upload_fits_quota(*c, *who, req, res)) return nullptr;
+                           return std::make_shared<asset_upload>(*c, std::move(*who), std::move(*p),
+                                                                 req.has_param("filename") ? req.param("filename") : "",
+                                                                 http::multipart_boundary(req.header("content-type")));
+                       });
 
     routes.post("/projects/{slug}/versions/{version}/generate-tiles", signed_in, json_limit, [c](const http::route_request& req,
                                                                                                  http::response& res) {

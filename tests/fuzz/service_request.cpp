@@ -117,7 +117,11 @@ const http::router& service_router() {
                     return false;
                 };
                 if (routes[i].stream)
-                    out.post_stream(routes[i].pattern, before, 1, [](const http::route_request&) { return nullptr; });
+                    out.post_stream(routes[i].pattern, 1, [record](const http::route_request& req, http::response& res) {
+                        record(req);  // the factory runs on the header alone too
+                        res.status = 299;
+                        return std::shared_ptr<http::body_sink>();
+                    });
                 else
                     out.post(routes[i].pattern, before, 1, [](const http::route_request&, http::response&) {});
             }

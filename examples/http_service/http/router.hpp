@@ -29,8 +29,9 @@ struct route_request {
 };
 
 using handler = std::function<void(const route_request&, response&)>;
-// A streamed body's destination, made once the header passed the route's precheck.
-using sink_factory = std::function<std::shared_ptr<body_sink>(const route_request&)>;
+// A streamed body's destination, made from the header alone; null after writing the answer (no
+// body is read then). It checks what a precheck would, and keeps what it found for finish().
+using sink_factory = std::function<std::shared_ptr<body_sink>(const route_request&, response&)>;
 // Runs on the header alone; false after writing the answer (no body is read then).
 using precheck = std::function<bool(const route_request&, response&)>;
 
@@ -44,8 +45,8 @@ public:
     }
     // A POST whose body goes to a sink piece by piece as it arrives (an upload), never whole into
     // memory; the sink's finish() answers.
-    void post_stream(const std::string& pattern, precheck before, std::uint64_t body_limit, sink_factory make) {
-        add("POST", pattern, std::move(before), body_limit, nullptr);
+    void post_stream(const std::string& pattern, std::uint64_t body_limit, sink_factory make) {
+        add("POST", pattern, nullptr, body_limit, nullptr);
         routes_.back().make_sink = std::move(make);
     }
 
@@ -68,8 +69,9 @@ public:
                 return out;
             }
             if (candidate.method == "POST" && candidate.make_sink) {
+                out.sink = candidate.make_sink(route_request{r, captures}, early);
+                if (!out.sink) out.answer = std::move(early);
                 out.body_limit = candidate.body_limit;
-                out.sink = candidate.make_sink(route_request{r, captures});
                 return out;
             }
             if (candidate.method == "POST") {

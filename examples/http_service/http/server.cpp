@@ -67,7 +67,7 @@ struct server::impl {
     log_function log;
     net::io_context io;
     tcp::acceptor acceptor{io};
-    net::thread_pool handlers;
+    std::optional<net::thread_pool> handlers;  // none: handlers run on the I/O threads
     std::atomic<bool> stopping{false};
     mutable std::mutex mutex;
     std::map<std::string, unsigned> per_address;
@@ -76,8 +76,9 @@ struct server::impl {
     std::map<void*, std::function<void()>> closers;
 
     impl(server_limits l, admit_function a, log_function lg)
-        : limits(l), admit(std::move(a)), log(std::move(lg)), io(static_cast<int>(std::max(1u, l.io_threads))),
-          handlers(std::max(1u, l.handler_threads)) {}
+        : limits(l), admit(std::move(a)), log(std::move(lg)), io(static_cast<int>(std::max(1u, l.io_threads))) {
+        if (l.handler_threads) handlers.emplace(l.handler_threads);
+    }
 
     bool take_connection(const std::string& address) {
         std::lock_guard<std::mutex> lock(mutex);
@@ -204,15 +205,15 @@ private:
         req_.query = target->query;
         keep_alive_ = message.keep_alive();
         has_body_ = header_->chunked() || (header_->content_length() && *header_->content_length() > 0);
-        net::post(s_.handlers, [self = shared_from_this()] {
+        handle([self = shared_from_this()] {
             admission decided;
             try {
                 decided = self->s_.admit(self->req_);
             } catch (const std::exception&) {
                 decided.answer = error_response(500, "internal error");
             }
-            net::post(self->stream_.get_executor(), [self, decided = std::move(decided)]() mutable { self->on_admitted(std::move(decided)); });
-        });
+            return decided;
+        }, [self = shared_from_this()](admission decided) { self->on_admitted(std::move(decided)); });
     }
 
     void on_admitted(admission decided) {
@@ -284,8 +285,18 @@ private:
         run_handler();
     }
 
+    // Runs the service's code (`work`, which may block), then `then` with its result on this
+    // session's strand: inline on this I/O thread, or on the handler pool when there is one.
+    template <class Work, class Then>
+    void handle(Work work, Then then) {
+        if (s_.limits.handler_threads == 0) return then(work());
+        net::post(*s_.handlers, [self = shared_from_this(), work = std::move(work), then = std::move(then)]() mutable {
+            net::post(self->stream_.get_executor(), [then = std::move(then), result = work()]() mutable { then(std::move(result)); });
+        });
+    }
+
     void run_handler() {
-        net::post(s_.handlers, [self = shared_from_this()] {
+        handle([self = shared_from_this()] {
             response answer;
             try {
                 if (self->admission_.sink)
@@ -297,11 +308,11 @@ private:
             } catch (const std::exception&) {
                 answer = error_response(500, "internal error");
             }
-            net::post(self->stream_.get_executor(), [self, answer = std::move(answer)]() mutable {
-                self->res_ = std::move(answer);
-                if (self->linger_) self->res_.close = true;
-                self->send();
-            });
+            return answer;
+        }, [self = shared_from_this()](response answer) {
+            self->res_ = std::move(answer);
+            if (self->linger_) self->res_.close = true;
+            self->send();
         });
     }
 
@@ -500,7 +511,7 @@ server::server(server_limits limits, admit_function admit, log_function log)
 
 server::~server() {
     impl_->io.stop();
-    impl_->handlers.join();
+    if (impl_->handlers) impl_->handlers->join();
 }
 
 void server::listen(const std::string& address, unsigned short port) {

@@ -13,8 +13,10 @@
 // - Framing is strict (RFC 9112): CRLF only, strict chunk syntax, Content-Length together with
 //   Transfer-Encoding refused, a Transfer-Encoding other than chunked refused (501), header
 //   values never decoded.
-// - Idle and slow connections cost no thread: I/O is asynchronous on `io_threads`; handlers run
-//   on `handler_threads`. A deadline covers the whole header (`header_deadline`) and the whole
+// - Idle and slow connections cost no thread: I/O is asynchronous on `io_threads`. Handlers run
+//   on those threads too (`handler_threads` 0: no hand-off between threads, the fastest where
+//   handlers wait only on local files and SQLite), or on a pool of `handler_threads` (where they
+//   wait on the network, S3: the I/O threads stay free for accepts, refusals and timeouts). A deadline covers the whole header (`header_deadline`) and the whole
 //   request (`request_deadline`, longer for a large upload at `min_upload_rate`).
 // - Connections are capped in total and per client address (503 and close beyond).
 // - A refused body does not kill the answer: the answer is written, the sending side shut, and
@@ -47,8 +49,8 @@ struct server_limits {
     std::chrono::milliseconds linger_idle{5000};
     unsigned max_connections = 1024;
     unsigned max_per_address = 64;
-    unsigned io_threads = 1;
-    unsigned handler_threads = 8;
+    unsigned io_threads = 2;
+    unsigned handler_threads = 0;
 };
 
 // One line per answered request: the caller writes the access log (with the target escaped).
