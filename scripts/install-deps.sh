@@ -21,7 +21,7 @@ test_packages=(
     libsqlite3-dev                                              # tilekit::sqlite (the durable job store)
     postgresql libpq-dev                                        # tilekit::postgresql (libpq) and its live tests' private server
     faketime                                                    # queue process tests: a worker whose wall clock is off
-    libcpp-httplib-dev chromium curl                            # examples/http_service, its viewer test in headless Chromium, curl for its scripts
+    libboost1.81-dev chromium curl                              # examples/http_service (Boost.Beast; conflicts with libboost1.74-dev), its viewer test in headless Chromium, curl for its scripts
     nodejs npm python3-botocore                                 # S3 test peer: s3rver (npm) behind a botocore verifier; playwright-core
 )
 packages=(
@@ -39,7 +39,7 @@ if [ "${1:-}" = "--demo" ]; then
         g++ cmake ninja-build pkg-config python3
         nlohmann-json3-dev libstb-dev
         libdeflate-dev libturbojpeg0-dev libpng-dev libjpeg62-turbo-dev libwebp-dev libtiff-dev
-        libssl-dev libcurl4-openssl-dev libsqlite3-dev libcpp-httplib-dev
+        libssl-dev libcurl4-openssl-dev libsqlite3-dev
     )
 fi
 # awscli, the other upload baseline, is not listed: Debian 12's is the v2 line (2.9.19-1, with

@@ -8,8 +8,9 @@
 #   scripts/serve-demo.sh [--port N] [--data-dir DIR] [--build-dir DIR] [--size WxH] [--background]
 #
 # Environment: PORT, TILEKIT_DEMO_DATA, TILEKIT_DEMO_BUILD, TILEKIT_DEMO_SIZE (same meaning).
-# The viewer URL carries the demo user's bearer token as ?token= : fine for a local demo, not
-# for anything shared (URLs end up in browser history and logs).
+# The viewer URL carries a one-time code (valid 60 s, for that page only), never the token: the
+# service exchanges it for an HttpOnly session cookie and drops it from the address bar. The
+# script prints how to mint a new link.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,13 +33,9 @@ done
 
 say() { printf 'serve-demo: %s\n' "$*" >&2; }
 
-# 1. Dependencies (install-deps.sh does nothing when everything is there).
+# 1. Dependencies (install-deps.sh does nothing when everything is there; it installs Boost 1.81
+#    for the service's HTTP layer).
 "$root/scripts/install-deps.sh"
-if ! pkg-config --exists cpp-httplib; then
-    say "installing libcpp-httplib-dev"
-    sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libcpp-httplib-dev
-fi
 
 # 2. Build.
 say "building in $build"
@@ -99,9 +96,11 @@ while :; do
 done
 case $state in completed*) ;; *) say "the job did not complete: ${state#*| }"; stop_service; exit 1 ;; esac
 
-url="http://127.0.0.1:$port/projects/demo/versions/$version/viewer?token=$token"
+link_path="/projects/demo/versions/$version/viewer-link"
+url="http://127.0.0.1:$port$(api POST "$link_path" | field viewer_url)"
 echo
-echo "Viewer: $url"
+echo "Viewer (open within 60 s; the link works once): $url"
+echo "A new link: curl -X POST -H \"Authorization: Bearer \$(cat $data/demo-token)\" http://127.0.0.1:$port$link_path"
 echo
 if [ "$background" -eq 1 ]; then
     trap - INT TERM

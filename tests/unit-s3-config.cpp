@@ -46,9 +46,15 @@ TEST_CASE("plain http is refused except to loopback unless allowed", "[s3]") {
     c.allow_insecure_http = true;
     CHECK_NOTHROW(s3::request_signer(c));
     c.allow_insecure_http = false;
-    for (const char* loopback : {"http://127.0.0.1:9000", "http://localhost:9000"}) {
+    for (const char* loopback : {"http://127.0.0.1:9000", "http://localhost:9000", "http://127.255.0.9", "http://[::1]:9000"}) {
         c.target = s3::parse_endpoint(loopback);
         CHECK_NOTHROW(s3::request_signer(c));
+    }
+    // Names that only look like loopback resolve wherever their owner wants.
+    for (const char* name : {"http://127.attacker.example", "http://127.0.0.1.attacker.example", "http://127.0.0.256",
+                             "http://127.0.0", "http://127.0.0.1.", "http://1270.0.0.1", "http://128.0.0.1"}) {
+        c.target = s3::parse_endpoint(name);
+        CHECK_THROWS_AS(s3::request_signer(c), tilekit::error);
     }
     c.bucket.clear();
     CHECK_THROWS_AS(s3::request_signer(c), tilekit::error);

@@ -32,12 +32,13 @@ TEST_CASE("version numbers round-trip to text; slugs and tokens keep their rules
     CHECK(svc::valid_slug("demo-1"));
     CHECK_FALSE(svc::valid_slug("Demo"));
     CHECK_FALSE(svc::valid_slug(std::string(65, 'a')));
-    const std::string query_token = "q";
-    CHECK(svc::presented_token("Bearer abc", "POST", nullptr, "", "tilekit_token") == "abc");
-    CHECK(svc::presented_token("Basic abc", "GET", &query_token, "tilekit_token=c", "tilekit_token").empty());
-    CHECK(svc::presented_token("", "POST", &query_token, "tilekit_token=c", "tilekit_token").empty());
-    CHECK(svc::presented_token("", "GET", &query_token, "tilekit_token=c", "tilekit_token") == "q");
-    CHECK(svc::presented_token("", "GET", nullptr, "a=1; tilekit_token=c", "tilekit_token") == "c");
+    CHECK(svc::bearer_token("Bearer abc") == "abc");
+    CHECK(svc::bearer_token("bearer abc") == "abc");
+    CHECK(svc::bearer_token("Basic abc").empty());
+    CHECK(svc::session_cookie("Basic abc", "GET", "tilekit_session=c", "tilekit_session").empty());
+    CHECK(svc::session_cookie("", "POST", "tilekit_session=c", "tilekit_session").empty());
+    CHECK(svc::session_cookie("", "GET", "a=1; tilekit_session=c", "tilekit_session") == "c");
+    CHECK(svc::session_cookie("", "HEAD", "tilekit_token=t", "tilekit_session").empty());
 }
 
 TEST_CASE("/tiles/ serves what lies under a version's tile prefix, nothing next to it", "[service]") {

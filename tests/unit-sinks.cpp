@@ -117,6 +117,55 @@ TEST_CASE("filesystem_sink writes files under its root", "[sink][fs]") {
     }
 }
 
+TEST_CASE("filesystem_sink::put_file moves a file into place; open finds objects, never through links", "[sink][fs]") {
+    tkt::temp_dir dir;
+    const tkt::fs::path root = dir.path() / "root";
+    filesystem_sink sink(root);
+    const auto scratch_file = [](const tkt::fs::path& where, const std::string& text) {
+        std::ofstream(where, std::ios::binary) << text;
+        return where;
+    };
+
+    SECTION("on the same filesystem (a rename) and from another one (a copy), the source is gone") {
+        std::vector<tkt::fs::path> sources{scratch_file(dir.path() / "upload-1", std::string(3 << 20, 'u'))};
+        // /dev/shm is tmpfs where it exists: rename() answers EXDEV and the copy path runs.
+        if (tkt::fs::is_directory("/dev/shm")) sources.push_back(scratch_file("/dev/shm/tilekit-put-file-test", "from tmpfs"));
+        for (std::size_t i = 0; i < sources.size(); ++i) {
+            const std::string expected = tkt::as_string(tkt::read_file(sources[i]));
+            const std::string key = "assets/a/" + std::to_string(i) + ".png";
+            sink.put_file(key, sources[i]);
+            CHECK_FALSE(tkt::fs::exists(sources[i]));
+            CHECK(tkt::as_string(tkt::read_file(root / key)) == expected);
+        }
+        CHECK(tkt::list_files(root).size() == sources.size());  // no temporary file left
+    }
+
+    SECTION("a link on the key's path is refused, and nothing is written through it") {
+        tkt::fs::create_directories(dir.path() / "elsewhere");
+        tkt::fs::create_directory_symlink(dir.path() / "elsewhere", root / "linked");
+        const tkt::fs::path source = scratch_file(dir.path() / "upload-2", "x");
+        CHECK_THROWS_AS(sink.put_file("linked/file.png", source), tilekit::error);
+        CHECK(tkt::fs::is_empty(dir.path() / "elsewhere"));
+        CHECK(tkt::fs::exists(source));  // still the caller's
+    }
+
+    SECTION("open: a descriptor for an object; nothing for a missing key, a directory or a link") {
+        sink.put(object_of("tiles/0/0_0.png", "tile bytes"));
+        tilekit::detail::unique_fd file = sink.open("tiles/0/0_0.png");
+        REQUIRE(file);
+        char buffer[32] = {};
+        CHECK(::read(file.get(), buffer, sizeof buffer) == 10);
+        CHECK(std::string(buffer) == "tile bytes");
+        CHECK_FALSE(sink.open("tiles/0/missing.png"));
+        CHECK_FALSE(sink.open("tiles/0"));
+        scratch_file(dir.path() / "secret", "not an object");
+        tkt::fs::create_symlink(dir.path() / "secret", root / "tiles" / "0" / "1_0.png");
+        CHECK_FALSE(sink.open("tiles/0/1_0.png"));
+        tkt::fs::create_directory_symlink(root / "tiles", root / "alias");
+        CHECK_FALSE(sink.open("alias/0/0_0.png"));
+    }
+}
+
 TEST_CASE("filesystem_sink lists the keys under a prefix, and nothing that is not an object", "[sink][fs]") {
     tkt::temp_dir dir;
     const tkt::fs::path root = dir.path() / "root";

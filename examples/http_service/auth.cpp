@@ -8,24 +8,30 @@
 
 #include <nlohmann/json.hpp>
 
+
 namespace tilekit_service {
 
-std::string presented_token(const httplib::Request& request) {
-    const bool has_token = request.has_param("token");
-    const std::string token = has_token ? request.get_param_value("token") : "";
-    return presented_token(request.get_header_value("Authorization"), request.method, has_token ? &token : nullptr,
-                           request.get_header_value("Cookie"), token_cookie);
-}
-
-std::optional<user> require_user(const catalog& users, const httplib::Request& request, httplib::Response& response) {
-    const std::string token = presented_token(request);
-    std::optional<user> found = token.size() > 512 ? std::nullopt : users.authenticate(token);
+std::optional<user> require_user(const catalog& users, const http::route_request& request, http::response& response) {
+    const std::string authorization = request.header("authorization");
+    const std::string token = bearer_token(authorization);
+    std::optional<user> found;
+    bool presented = !token.empty();
+    if (presented) {
+        found = token.size() > 512 ? std::nullopt : users.authenticate(token);
+    } else {
+        const std::string session = session_cookie(authorization, request.r.method, request.header("cookie"), session_cookie_name);
+        presented = !session.empty();
+        if (presented) found = users.session_user(session);
+    }
     if (!found) {
         response.status = 401;
-        response.set_header("WWW-Authenticate", "Bearer");
-        response.set_content(nlohmann::json{{"detail", token.empty() ? "Not authenticated" : "Invalid token"}}.dump(),
-                             "application/json");
+        response.set("www-authenticate", "Bearer");
+        response.set("content-type", "application/json");
+        response.body = nlohmann::json{{"detail", presented ? "Invalid token" : "Not authenticated"}}.dump();
+        return found;
     }
+    // Which user a browser is signed in as, for the viewer to show (see auth.hpp: login CSRF).
+    response.set("x-tilekit-user", found->name);
     return found;
 }
 
@@ -34,5 +40,6 @@ std::string new_token() {
     if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("no cryptographic random source (OpenSSL RAND_bytes)");
     return to_hex(bytes, sizeof bytes);
 }
+
 
 }  // namespace tilekit_service

@@ -105,6 +105,26 @@ version read_version(const statement& s) {
     return {s.text(0), s.text(1), static_cast<int>(s.integer(2)), s.text(3), s.text(4), s.text(5)};
 }
 
+// One number from a query with one ? bound to `value`; the caller holds the lock.
+std::uint64_t count_where(sqlite3* db, const char* sql, const std::string& value) {
+    statement s(db, sql);
+    s.bind(1, value);
+    s.row();
+    return static_cast<std::uint64_t>(s.integer(0));
+}
+
+std::uint64_t projects_owned(sqlite3* db, const std::string& owner_id) {
+    return count_where(db, "SELECT count(*) FROM projects WHERE owner_id = ?", owner_id);
+}
+std::uint64_t versions_in(sqlite3* db, const std::string& project_id) {
+    return count_where(db, "SELECT count(*) FROM versions WHERE project_id = ?", project_id);
+}
+// A running total per user (kept with each insert), not a SUM over the user's assets: that would
+// make every upload cost as much as all the uploads before it.
+std::uint64_t bytes_owned(sqlite3* db, const std::string& owner_id) {
+    return count_where(db, "SELECT COALESCE((SELECT stored_bytes FROM usage WHERE user_id = ?), 0)", owner_id);
+}
+
 }  // namespace
 
 catalog::catalog(const std::string& path) {
@@ -127,6 +147,23 @@ catalog::catalog(const std::string& path) {
     exec("CREATE TABLE IF NOT EXISTS assets (id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id), "
          "type TEXT NOT NULL, storage_key TEXT NOT NULL, content_type TEXT NOT NULL, filename TEXT NOT NULL, "
          "size INTEGER NOT NULL, created_at TEXT NOT NULL)");
+    // What the quotas count, by indexes (a count per owner or project is not a table scan), and
+    // each user's stored bytes as a running total; a catalog from before the total gets it once.
+    exec("CREATE INDEX IF NOT EXISTS projects_by_owner ON projects(owner_id)");
+    exec("CREATE INDEX IF NOT EXISTS assets_by_project ON assets(project_id)");
+    exec("CREATE TABLE IF NOT EXISTS usage (user_id TEXT PRIMARY KEY REFERENCES users(id), stored_bytes INTEGER NOT NULL)");
+    exec("INSERT OR IGNORE INTO usage (user_id, stored_bytes) SELECT p.owner_id, SUM(a.size) FROM assets a "
+         "JOIN projects p ON p.id = a.project_id GROUP BY p.owner_id");
+    // Viewer links' one-time codes and the sessions they open, by the SHA-256 of the secret;
+    // expiry in Unix seconds (several processes, maybe several hosts, read them).
+    exec("CREATE TABLE IF NOT EXISTS viewer_codes (code_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), "
+         "path TEXT NOT NULL, expires_at INTEGER NOT NULL)");
+    exec("CREATE TABLE IF NOT EXISTS sessions (id_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), "
+         "expires_at INTEGER NOT NULL)");
+    exec("CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expires_at)");
+    // The bytes of each version's committed pyramid (a new run replaces the last one's count).
+    exec("CREATE TABLE IF NOT EXISTS version_tiles (version_id TEXT PRIMARY KEY REFERENCES versions(id), "
+         "bytes INTEGER NOT NULL)");
 }
 
 catalog::~catalog() { sqlite3_close(db_); }
@@ -171,8 +208,15 @@ std::optional<user> catalog::find_user(const std::string& name) const {
     return user{s.text(0), s.text(1)};
 }
 
-project catalog::create_project(const std::string& slug, const std::string& name, const std::string& owner_id) {
+project catalog::create_project(const std::string& slug, const std::string& name, const std::string& owner_id,
+                                unsigned max_projects) {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (max_projects) {
+        const std::uint64_t have = projects_owned(db_, owner_id);
+        if (have >= max_projects)
+            throw catalog_quota("You have " + std::to_string(have) + " projects, the limit of this service (--max-projects " +
+                                std::to_string(max_projects) + ")");
+    }
     project p{new_uuid(), slug, name, owner_id, now_iso8601()};
     statement(db_, "INSERT INTO projects (id, slug, name, owner_id, created_at) VALUES (?, ?, ?, ?, ?)")
         .bind(1, p.id).bind(2, p.slug).bind(3, p.name).bind(4, p.owner_id).bind(5, p.created_at).row();
@@ -199,8 +243,15 @@ std::vector<project> catalog::all_projects() const {
     return select_projects(db_, "slug <> ? ORDER BY slug", "");
 }
 
-version catalog::create_version(const std::string& project_id, int number, const std::string& status) {
+version catalog::create_version(const std::string& project_id, int number, const std::string& status,
+                                unsigned max_versions) {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (max_versions) {
+        const std::uint64_t have = versions_in(db_, project_id);
+        if (have >= max_versions)
+            throw catalog_quota("This project has " + std::to_string(have) +
+                                " versions, the limit of this service (--max-versions " + std::to_string(max_versions) + ")");
+    }
     if (number == 0) {
         statement s(db_, "SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE project_id = ?");
         s.bind(1, project_id);
@@ -248,13 +299,143 @@ version catalog::publish(const version& v) {
     return out;
 }
 
-asset catalog::add_asset(const asset& a) {
+asset catalog::add_asset(const asset& a, std::uint64_t max_stored_bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    statement(db_, "INSERT INTO assets (id, project_id, type, storage_key, content_type, filename, size, created_at) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        .bind(1, a.id).bind(2, a.project_id).bind(3, a.type).bind(4, a.storage_key).bind(5, a.content_type)
-        .bind(6, a.filename).bind(7, static_cast<long long>(a.size)).bind(8, a.created_at).row();
+    // One write transaction from the count to the inserts: another process sharing the catalog
+    // cannot pass the same count either.
+    exec("BEGIN IMMEDIATE");
+    try {
+        const std::string owner_id = [&] {
+            statement owner(db_, "SELECT owner_id FROM projects WHERE id = ?");
+            owner.bind(1, a.project_id);
+            if (!owner.row()) throw std::runtime_error("catalog: no project " + a.project_id);
+            return owner.text(0);
+        }();
+        const std::uint64_t have = bytes_owned(db_, owner_id);
+        if (max_stored_bytes && have + a.size > max_stored_bytes)
+            throw catalog_quota(stored_bytes_detail(have, a.size, max_stored_bytes));
+        statement(db_, "INSERT INTO assets (id, project_id, type, storage_key, content_type, filename, size, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(1, a.id).bind(2, a.project_id).bind(3, a.type).bind(4, a.storage_key).bind(5, a.content_type)
+            .bind(6, a.filename).bind(7, static_cast<long long>(a.size)).bind(8, a.created_at).row();
+        statement(db_, "INSERT INTO usage (user_id, stored_bytes) VALUES (?, ?) "
+                       "ON CONFLICT(user_id) DO UPDATE SET stored_bytes = stored_bytes + excluded.stored_bytes")
+            .bind(1, owner_id).bind(2, static_cast<long long>(a.size)).row();
+        exec("COMMIT");
+    } catch (...) {
+        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+    }
     return a;
+}
+
+namespace {
+long long unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+std::optional<user> user_by_id(sqlite3* db, const std::string& id) {
+    statement s(db, "SELECT id, name FROM users WHERE id = ?");
+    s.bind(1, id);
+    if (!s.row()) return std::nullopt;
+    return user{s.text(0), s.text(1)};
+}
+}  // namespace
+
+bool catalog::add_viewer_code(const std::string& code, const user& who, const std::string& path,
+                              std::chrono::seconds lifetime, std::size_t max_outstanding) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const long long now = unix_now();
+    statement(db_, "DELETE FROM viewer_codes WHERE expires_at <= ?").bind(1, now).row();
+    {
+        statement outstanding(db_, "SELECT count(*) FROM viewer_codes");
+        outstanding.row();
+        if (static_cast<std::size_t>(outstanding.integer(0)) >= max_outstanding) return false;
+    }
+    statement(db_, "INSERT INTO viewer_codes (code_sha256, user_id, path, expires_at) VALUES (?, ?, ?, ?)")
+        .bind(1, sha256_hex(code)).bind(2, who.id).bind(3, path).bind(4, now + lifetime.count()).row();
+    return true;
+}
+
+std::optional<user> catalog::take_viewer_code(const std::string& code, const std::string& path) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::string user_id, minted_for;
+    long long expires_at = 0;
+    {
+        // One statement: of two processes redeeming the same code, one gets the row.
+        statement s(db_, "DELETE FROM viewer_codes WHERE code_sha256 = ? RETURNING user_id, path, expires_at");
+        s.bind(1, sha256_hex(code));
+        if (!s.row()) return std::nullopt;
+        user_id = s.text(0);
+        minted_for = s.text(1);
+        expires_at = s.integer(2);
+        while (s.row()) {
+        }
+    }
+    if (minted_for != path || expires_at <= unix_now()) return std::nullopt;
+    return user_by_id(db_, user_id);
+}
+
+void catalog::add_session(const std::string& id, const user& who, std::chrono::seconds lifetime) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const long long now = unix_now();
+    statement(db_, "DELETE FROM sessions WHERE expires_at <= ?").bind(1, now).row();
+    statement(db_, "INSERT INTO sessions (id_sha256, user_id, expires_at) VALUES (?, ?, ?)")
+        .bind(1, sha256_hex(id)).bind(2, who.id).bind(3, now + lifetime.count()).row();
+}
+
+std::optional<user> catalog::session_user(const std::string& id) const {
+    if (id.empty()) return std::nullopt;
+    std::lock_guard<std::mutex> lock(mutex_);
+    statement s(db_, "SELECT user_id FROM sessions WHERE id_sha256 = ? AND expires_at > ?");
+    s.bind(1, sha256_hex(id)).bind(2, unix_now());
+    if (!s.row()) return std::nullopt;
+    return user_by_id(db_, s.text(0));
+}
+
+void catalog::record_tiles(const std::string& version_id, std::uint64_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::string owner_id = [&] {
+        statement owner(db_, "SELECT p.owner_id FROM versions v JOIN projects p ON p.id = v.project_id WHERE v.id = ?");
+        owner.bind(1, version_id);
+        return owner.row() ? owner.text(0) : std::string();
+    }();
+    if (owner_id.empty()) return;  // the version is gone
+    const std::uint64_t before = count_where(db_, "SELECT COALESCE((SELECT bytes FROM version_tiles WHERE version_id = ?), 0)",
+                                             version_id);
+    exec("BEGIN IMMEDIATE");  // the version's count and the owner's total together
+    try {
+        statement(db_, "INSERT INTO version_tiles (version_id, bytes) VALUES (?, ?) "
+                       "ON CONFLICT(version_id) DO UPDATE SET bytes = excluded.bytes")
+            .bind(1, version_id).bind(2, static_cast<long long>(bytes)).row();
+        statement(db_, "INSERT INTO usage (user_id, stored_bytes) VALUES (?, ?) "
+                       "ON CONFLICT(user_id) DO UPDATE SET stored_bytes = MAX(0, stored_bytes + excluded.stored_bytes)")
+            .bind(1, owner_id).bind(2, static_cast<long long>(bytes) - static_cast<long long>(before)).row();
+        exec("COMMIT");
+    } catch (...) {
+        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+    }
+}
+
+std::uint64_t catalog::count_projects(const std::string& owner_id) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return projects_owned(db_, owner_id);
+}
+
+std::uint64_t catalog::count_versions(const std::string& project_id) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return versions_in(db_, project_id);
+}
+
+std::uint64_t catalog::stored_bytes(const std::string& owner_id) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return bytes_owned(db_, owner_id);
+}
+
+std::string stored_bytes_detail(std::uint64_t stored, std::uint64_t adding, std::uint64_t limit) {
+    return "You store " + std::to_string(stored) + " bytes of uploads and pyramids; " +
+           (adding ? "this upload's " + std::to_string(adding) + " bytes would pass" : std::string("that reaches")) +
+           " the limit of this service (--max-stored-bytes " + std::to_string(limit) + ")";
 }
 
 std::optional<asset> catalog::find_asset(const std::string& id) const {
@@ -268,3 +449,4 @@ std::optional<asset> catalog::find_asset(const std::string& id) const {
 }
 
 }  // namespace tilekit_service
+

@@ -4,9 +4,16 @@
 
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace tilekit_service {
+
+// Every core but one, so that the HTTP threads stay responsive while a job encodes tiles.
+inline unsigned default_tiler_threads() {
+    const unsigned cores = std::thread::hardware_concurrency();
+    return cores > 1 ? cores - 1 : 1;
+}
 
 struct service_config {
     std::string host = "127.0.0.1";
@@ -34,13 +41,32 @@ struct service_config {
     int job_timeout_seconds = 0;            // run-time limit of an attempt (0: none)
     int gc_grace_seconds = 600;             // replaced tile runs are kept this long (viewers that loaded them)
     int max_attempts = 3;                   // per job: the first run and the retries of retryable errors
-    unsigned tiler_threads = 0;             // encoder threads per job; 0 = one per core
-    unsigned max_connections = 64;          // served at once; beyond: 503 (see connections.hpp)
+    unsigned tiler_threads = default_tiler_threads();  // encoder threads per job; 0 = one per core
+    unsigned max_connections = 1024;        // open at once; beyond: 503 (http/server.hpp). An idle
+                                            // or slow connection costs a few KiB, not a thread
+    unsigned max_connections_per_address = 64;  // the same from one client address
+    unsigned http_threads = 0;              // I/O threads; 0: one per core, at least 2
+    int handler_threads = -1;               // 0: handlers on the I/O threads; N: a pool of N; -1: 8 with
+                                            // S3 storage (handlers wait on the network), else 0
     int client_timeout_seconds = 5;         // the longest wait for a client (headers, body, keep-alive)
     std::uint64_t max_upload_bytes = std::uint64_t{256} << 20;
     std::uint64_t max_json_bytes = 64 << 10;
+    std::uint64_t max_pixels = std::uint64_t{1} << 28;  // an upload's width x height (268 Mpx); beyond: 422
+    // Per-user quotas (0: no limit). Hard ones answer 403, the job ones 429 (README "Limits").
+    unsigned max_projects = 100;            // projects per user
+    unsigned max_versions = 100;            // versions per project
+    std::uint64_t max_stored_bytes = std::uint64_t{10} << 30;  // a user's uploaded assets, summed
+    unsigned max_queued_jobs = 8;           // a user's queued jobs
+    unsigned max_running_jobs = 2;          // a user's running jobs (queued + running <= both limits)
+    // Per-job output caps (0: no limit): a job whose tiles pass either fails, nothing committed.
+    std::uint64_t max_job_tiles = 200000;   // objects written (tiles and manifests)
+    std::uint64_t max_job_bytes = std::uint64_t{4} << 30;
     int shutdown_grace_seconds = 20;
-    std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";
+    std::string prefix_template = "mp/{slug}/uploads/tiles/{version}/";  // checked: {slug}, {version}, '/' at the end, no ".."
+    int viewer_code_seconds = 60;           // a viewer link's one-time code (auth.hpp)
+    int session_hours = 12;                 // the viewer session it opens
+    bool cookie_secure = false;             // the session cookie is Secure (browsers reach us over https)
+    bool cookie_secure_chosen = false;      // set by --cookie-secure; else Secure follows an https public URL
     std::string layout = "dz";              // dz | xyz | iiif
     std::string iiif_base_url;              // IIIF: info.json's id is this + "/" + the tile prefix
     std::string public_base_url;            // where the store's keys are served (the stable manifests'

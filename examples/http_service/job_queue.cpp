@@ -14,6 +14,7 @@
 #include <tilekit/postgresql.hpp>
 #endif
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -41,6 +42,50 @@ jobs::postgresql_store_options postgresql_options(const service_config& config) 
 
 }  // namespace
 #endif
+
+namespace {
+
+// One job's sink, counting what the job writes: past --max-job-tiles objects or --max-job-bytes
+// bytes every put() fails, so the job fails for good (image_too_large is not retried) and its
+// run is discarded before anything commits it. A job cannot know its output before it tiles:
+// a small file can decode to a huge image, or to tiles that compress far worse than it did.
+class capped_sink final : public tilekit::storage_sink {
+public:
+    capped_sink(std::unique_ptr<tilekit::storage_sink> inner, std::uint64_t max_objects, std::uint64_t max_bytes)
+        : inner_(std::move(inner)), max_objects_(max_objects), max_bytes_(max_bytes) {}
+
+    void put(tilekit::storage_object object) override {
+        const std::uint64_t objects = ++objects_;
+        const std::uint64_t bytes = bytes_ += object.body.size();
+        if (max_objects_ && objects > max_objects_)
+            throw over_cap(std::to_string(max_objects_) + " tiles (--max-job-tiles)");
+        if (max_bytes_ && bytes > max_bytes_) throw over_cap(std::to_string(max_bytes_) + " bytes (--max-job-bytes)");
+        inner_->put(std::move(object));
+    }
+    void flush() override { inner_->flush(); }
+    bool remove(const std::string& key) override { return inner_->remove(key); }
+    bool can_list() const override { return inner_->can_list(); }
+    void list(const std::string& prefix, const std::function<void(const std::string&)>& on_key) override {
+        inner_->list(prefix, on_key);
+    }
+    // The pointer and the manifests' conditional writes are the commit, not the output.
+    bool can_compare_and_put() const override { return inner_->can_compare_and_put(); }
+    std::optional<tilekit::versioned_object> read(const std::string& key) override { return inner_->read(key); }
+    tilekit::conditional_put_result put_if(tilekit::storage_object object, const std::string& expected_version) override {
+        return inner_->put_if(std::move(object), expected_version);
+    }
+
+private:
+    static tilekit::error over_cap(const std::string& limit) {
+        return tilekit::error(tilekit::errc::image_too_large, "the job's output passed this service's limit of " + limit);
+    }
+
+    std::unique_ptr<tilekit::storage_sink> inner_;
+    const std::uint64_t max_objects_, max_bytes_;
+    std::atomic<std::uint64_t> objects_{0}, bytes_{0};
+};
+
+}  // namespace
 
 std::string job_store_schema_sql(const service_config& config, int from_version) {
 #ifdef TILEKIT_HAS_POSTGRESQL
@@ -143,6 +188,9 @@ std::unique_ptr<jobs::worker_pool> start_workers(const service_config& config, j
     settings.max_source_bytes = config.max_upload_bytes;
     settings.scratch_root = std::filesystem::path(config.data_dir) / "scratch";
     settings.threads = config.tiler_threads;
+    // The upload's header was checked against --max-pixels; the decoder checks the image it
+    // really opens (a file whose header lied, a TIFF, a WebP), before decoding it.
+    settings.limits.max_pixels = config.max_pixels;
     // Replaced and abandoned runs are collected at each commit, a grace period after they ended.
     settings.gc_grace = std::chrono::seconds(config.gc_grace_seconds);
     settings.run_ended_at = jobs::run_ended_from_store(queue);
@@ -157,8 +205,18 @@ std::unique_ptr<jobs::worker_pool> start_workers(const service_config& config, j
         return jobs::version_info{v->number, v->status};
     };
     auto pool = std::make_unique<jobs::worker_pool>(queue, options);
-    pool->handle(jobs::tile_generation_job,
-                 jobs::tile_generation_handler(store.source(), [&store] { return store.make_sink(); }, current_version, settings));
+    const auto make_sink = [&store, max_tiles = config.max_job_tiles, max_bytes = config.max_job_bytes] {
+        return std::unique_ptr<tilekit::storage_sink>(std::make_unique<capped_sink>(store.make_sink(), max_tiles, max_bytes));
+    };
+    // A committed pyramid counts toward its owner's --max-stored-bytes, as the uploads do.
+    pool->handle(jobs::tile_generation_job, [&db, generate = jobs::tile_generation_handler(store.source(), make_sink,
+                                                                                          current_version, settings)](
+                                                jobs::job_context& context) {
+        nlohmann::json result = generate(context);
+        if (result.is_object() && result.contains("total_bytes") && result["total_bytes"].is_number_unsigned())
+            db.record_tiles(context.job().version_id, result["total_bytes"].get<std::uint64_t>());
+        return result;
+    });
     pool->start();
     return pool;
 }

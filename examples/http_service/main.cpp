@@ -7,14 +7,14 @@
 #include "auth.hpp"
 #include "catalog.hpp"
 #include "config.hpp"
-#include "connections.hpp"
+#include "http/server.hpp"
 #include "routes.hpp"
 #include "job_queue.hpp"
 #include "storage.hpp"
 
-#include <tilekit/sqlite.hpp>
+#include <sys/resource.h>
 
-#include <httplib.h>
+#include <tilekit/sqlite.hpp>
 
 #include <chrono>
 #include <csignal>
@@ -69,6 +69,13 @@ int serve(const std::vector<std::string>& args) {
 
     const service_config config = load_config(args);
     std::cerr << describe(config);
+    // Every connection is a descriptor: the soft limit (often 1024) would refuse accepts below
+    // --max-connections, so it is raised to the hard limit.
+    rlimit files{};
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &files);
+    }
     prepare_directories(config);
 
     catalog db(config.catalog_db);
@@ -81,14 +88,41 @@ int serve(const std::vector<std::string>& args) {
     std::atomic<bool> stopping{false};
     service_context context{config, db, *jobs, *store, workers.get(), stopping};
 
-    httplib::Server server;
+    http::server_limits limits;
+    limits.max_connections = config.max_connections;
+    limits.max_per_address = config.max_connections_per_address;
+    limits.io_threads = config.http_threads;
+    limits.handler_threads = config.handler_threads;
+    limits.idle_timeout = std::chrono::seconds(config.client_timeout_seconds);
+    limits.header_deadline = std::chrono::seconds(std::max(1, config.client_timeout_seconds) * 2);
+    http::router routes;
+    install_api_routes(routes, context);
+    install_file_routes(routes, context);
+    http::server server(
+        limits, [&routes](http::request& r) { return routes.admit(r); },
+        [](const http::exchange& x) {
+            // The target as sent, with anything outside printable ASCII escaped: a request
+            // cannot write a line of its own into the log.
+            std::string target;
+            for (const unsigned char ch : x.target) {
+                if (ch < 0x21 || ch > 0x7e || ch == '\\') {
+                    char hex[5];
+                    std::snprintf(hex, sizeof hex, "\\x%02x", ch);
+                    target += hex;
+                } else {
+                    target.push_back(static_cast<char>(ch));
+                }
+            }
+            std::fprintf(stderr, "%s %s %s %d %llu %lldms\n", x.remote_address.c_str(), x.method.c_str(), target.c_str(),
+                         x.status, static_cast<unsigned long long>(x.body_bytes), static_cast<long long>(x.took.count()));
+        });
     std::thread signal_waiter([&] {
         int received = 0;
         sigwait(&stop_signals, &received);
         std::cerr << "tilekit-service: signal " << received << ", stopping (grace " << config.shutdown_grace_seconds
                   << " s)\n";
         stopping = true;
-        server.stop();
+        server.stop(std::chrono::seconds(2));
     });
     // A store that refuses the workers for good (a password rotated, a grant revoked while running:
     // errc::store_refused) stops the service, as if SIGTERM came, and the exit status is 1.
@@ -109,22 +143,15 @@ int serve(const std::vector<std::string>& args) {
         std::cout << "working" << std::endl;
         signal_waiter.join();
     } else {
-        install_connection_limits(server, config);
-        install_common_handlers(server);
-        install_api_routes(server, context);
-        install_file_routes(server, context);
-        install_fallback_routes(server);
-
-        int port = config.port;
-        if (port == 0) {
-            port = server.bind_to_any_port(config.host);
-            if (port < 0) throw std::runtime_error("cannot bind " + config.host);
-        } else if (!server.bind_to_port(config.host, port)) {
-            throw std::runtime_error("cannot bind " + config.host + ":" + std::to_string(port));
+        try {
+            server.listen(config.host, static_cast<unsigned short>(config.port));
+        } catch (const std::exception& e) {
+            throw std::runtime_error("cannot bind " + config.host + ":" + std::to_string(config.port) + ": " + e.what());
         }
+        const unsigned port = server.port();
         std::cerr << "tilekit-service: listening on http://" << config.host << ":" << port << "\n";
         std::cout << "listening " << port << std::endl;
-        server.listen_after_bind();
+        server.run();
     }
     stopping = true;
     // Stop claiming; running jobs get the grace period, then are handed back to the queue.

@@ -1,6 +1,6 @@
 #pragma once
 // The service's request parsing with no I/O, no database and no httplib: path pieces, query
-// values, JSON bodies and the presented token, each a pure function of its text. The handlers
+// values, JSON bodies and the presented credentials, each a pure function of its text. The handlers
 // (routes.cpp, files.cpp, auth.cpp) call these in the order their checks run;
 // tests/fuzz/service_request.cpp fuzzes them.
 
@@ -137,17 +137,22 @@ inline std::string cookie_value(const std::string& header, const std::string& na
     return "";
 }
 
-// The token a request presents ("" for none), by the rules of auth.hpp: the Authorization
-// header ("Bearer T"); without one, for GET and HEAD only, ?token= (null: no such parameter),
-// then the cookie `cookie_name`.
-inline std::string presented_token(const std::string& authorization, const std::string& method,
-                                   const std::string* token_parameter, const std::string& cookie_header,
-                                   const std::string& cookie_name) {
+// The bearer token of an `Authorization: Bearer T` header ("" for none or another scheme). A
+// token is taken from this header only, never from the query: a URL ends up in browser history
+// and proxy logs (auth.hpp).
+inline std::string bearer_token(const std::string& authorization) {
     if (authorization.size() > 7 && (authorization.compare(0, 7, "Bearer ") == 0 || authorization.compare(0, 7, "bearer ") == 0))
         return authorization.substr(7);
-    if (!authorization.empty()) return "";  // some other scheme: refused, never mixed with the fallbacks
+    return "";
+}
+
+// The session id a request presents in cookie `cookie_name` ("" for none), by the rules of
+// auth.hpp: GET and HEAD only (a cookie never authenticates a write: CSRF), and only without an
+// Authorization header (another scheme is refused, never mixed with the cookie).
+inline std::string session_cookie(const std::string& authorization, const std::string& method,
+                                  const std::string& cookie_header, const std::string& cookie_name) {
+    if (!authorization.empty()) return "";
     if (method != "GET" && method != "HEAD") return "";
-    if (token_parameter) return *token_parameter;
     return cookie_value(cookie_header, cookie_name);
 }
 

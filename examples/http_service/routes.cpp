@@ -1,6 +1,7 @@
 // The JSON API. Every handler checks in the same order: token (401), the shape of the path and
 // query (422), then existence and access (404: another user's project is "not found" too),
-// then the state rules (400/409), then capacity (503).
+// then the state rules (400/409), then the user's quotas (403 for projects, versions and
+// stored bytes; 429 for jobs), then capacity (503).
 
 #include "routes.hpp"
 
@@ -9,7 +10,8 @@
 #include "auth.hpp"
 #include "catalog.hpp"
 #include "config.hpp"
-#include "connections.hpp"
+#include "http/multipart.hpp"
+#include "http/upload_file.hpp"
 #include "storage.hpp"
 
 #include <tilekit/fast_codecs.hpp>
@@ -19,24 +21,28 @@
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <mutex>
 
 namespace tilekit_service {
 
 using nlohmann::json;
 namespace jobs = tilekit::jobs;
 
-void send_json(httplib::Response& response, int status, const json& body) {
+void send_json(http::response& response, int status, const json& body) {
     response.status = status;
-    response.set_header("Cache-Control", "no-store");
-    response.set_content(body.dump(), "application/json");
+    response.set("cache-control", "no-store");
+    response.set("content-type", "application/json");
+    response.body = body.dump();
 }
 
-void send_error(httplib::Response& response, int status, const std::string& detail) {
+void send_error(http::response& response, int status, const std::string& detail) {
     send_json(response, status, json{{"detail", detail}});
 }
 
 std::optional<project> accessible_project(const service_context& c, const user& who, const std::string& slug,
-                                          httplib::Response& response) {
+                                          http::response& response) {
     if (!valid_slug(slug)) {
         send_error(response, 422, invalid_slug_detail);
         return std::nullopt;
@@ -49,11 +55,11 @@ std::optional<project> accessible_project(const service_context& c, const user& 
     return p;
 }
 
-std::optional<version_path> parse_version_path(const service_context& c, const httplib::Request& request,
-                                               httplib::Response& response) {
+std::optional<version_path> parse_version_path(const service_context& c, const http::route_request& request,
+                                               http::response& response) {
     std::optional<user> who = require_user(c.db, request, response);
     if (!who) return std::nullopt;
-    version_path path{std::move(*who), request.matches[1], parse_version_number(request.matches[2])};
+    version_path path{std::move(*who), request.capture(0), parse_version_number(request.capture(1))};
     if (!valid_slug(path.slug)) {
         send_error(response, 422, invalid_slug_detail);
         return std::nullopt;
@@ -66,7 +72,7 @@ std::optional<version_path> parse_version_path(const service_context& c, const h
 }
 
 std::optional<version_target> find_version_target(const service_context& c, const version_path& path,
-                                                  httplib::Response& response) {
+                                                  http::response& response) {
     std::optional<project> p = accessible_project(c, path.who, path.slug, response);
     if (!p) return std::nullopt;
     std::optional<version> v = c.db.find_version(p->id, path.number);
@@ -77,20 +83,19 @@ std::optional<version_target> find_version_target(const service_context& c, cons
     return version_target{path.who, std::move(*p), std::move(*v)};
 }
 
-std::optional<version_target> version_target_of(const service_context& c, const httplib::Request& request,
-                                                httplib::Response& response) {
+std::optional<version_target> version_target_of(const service_context& c, const http::route_request& request,
+                                                http::response& response) {
     const std::optional<version_path> path = parse_version_path(c, request, response);
     return path ? find_version_target(c, *path, response) : std::nullopt;
 }
 
 namespace {
 
-// The request body as a JSON object, or nullopt after writing 400/408/413/422.
-std::optional<json> json_body(const service_context& c, request_body& input, httplib::Response& response) {
-    const std::optional<request_body::content> content = input.read(response, c.config.max_json_bytes);
-    if (!content) return std::nullopt;
+// The request body as a JSON object, or nullopt after writing 400/422 (the server has already
+// refused a body over the route's limit with 413).
+std::optional<json> json_body(const service_context& c, const http::route_request& req, http::response& response) {
     parse_failure failure;
-    std::optional<json> body = parse_json_body(content->bytes, c.config.max_json_bytes, failure);
+    std::optional<json> body = parse_json_body(req.r.body, c.config.max_json_bytes, failure);
     if (!body) send_error(response, failure.status, failure.detail);
     return body;
 }
@@ -179,12 +184,160 @@ bool is_tiff(const std::string& b) {
     return tilekit::detail::describe_format(reinterpret_cast<const std::uint8_t*>(b.data()), b.size()) == "tiff";
 }
 
+// An upload on its way to storage: written to a scratch file piece by piece, then stored.
+class asset_upload final : public http::body_sink {
+public:
+    // `who` may upload to `p` (checked from the header, before any byte of the body).
+    asset_upload(service_context& c, user who, project p, std::string filename_param, std::optional<std::string> boundary)
+        : c_(c), who_(std::move(who)), p_(std::move(p)), filename_param_(std::move(filename_param)),
+          file_(scratch_dir(c), std::move(boundary)) {}
+
+    bool write(const char* data, std::size_t size) override {
+        if (!file_.write(data, size)) return false;
+        if (!checked_ && file_.head().size() >= 12) {
+            checked_ = true;
+            if (!known_image(file_.head())) return false;  // refused: the rest is not read
+        }
+        return true;
+    }
+
+    http::response finish(http::request&) override {
+        http::response res;
+        res.set("x-tilekit-user", who_.name);  // as require_user sets it
+        if (!file_.ok() || !file_.finish()) {
+            if (checked_ && !known_image(file_.head())) {
+                send_error(res, 415, base_map_formats);
+                return res;
+            }
+            send_error(res, 400, file_.ok() ? "Malformed multipart/form-data body" : "The upload could not be stored");
+            return res;
+        }
+        const std::string& head = file_.head();
+        if (file_.size() == 0) {
+            send_error(res, 422, "The request body (the image) is empty");
+            return res;
+        }
+        const bool png = is_png(head), jpeg = is_jpeg(head), webp = is_webp(head), tiff = is_tiff_head(head);
+        if (!known_image(head)) {
+            send_error(res, 415, base_map_formats);
+            return res;
+        }
+        // The dimensions from the header, against the service's pixel limit.
+        if (png || jpeg) {
+            std::uint64_t width = 0, height = 0;
+            if (tilekit::detail::header_dimensions(png ? "png" : "jpeg", reinterpret_cast<const std::uint8_t*>(head.data()),
+                                                   head.size(), width, height) &&
+                width * height > c_.config.max_pixels) {
+                send_error(res, 422, "The image is " + std::to_string(width) + "x" + std::to_string(height) +
+                                         " pixels, more than this service's limit of " + std::to_string(c_.config.max_pixels));
+                return res;
+            }
+        }
+        asset a;
+        a.id = new_uuid();
+        a.project_id = p_.id;
+        a.type = "base_map";
+        a.storage_key = "mp/" + p_.slug + "/uploads/assets/" + a.id + (png ? ".png" : jpeg ? ".jpg" : webp ? ".webp" : tiff ? ".tif" : ".bin");
+        a.content_type = content_type_for(a.storage_key);  // by the extension just chosen
+        a.filename = asset_filename(filename_param_, file_.filename());
+        a.size = file_.size();
+        a.created_at = now_iso8601();
+        c_.store.put_file(a.storage_key, file_.path(), a.content_type);  // moved, not copied
+        file_.keep();
+        try {
+            send_json(res, 201, c_.db.add_asset(a, c_.config.max_stored_bytes));
+        } catch (const catalog_quota& e) {
+            // Over the user's stored bytes (counted with the insert, under the catalog's lock):
+            // the file just stored is withdrawn.
+            c_.store.make_sink()->remove(a.storage_key);
+            send_error(res, 403, e.what());
+        }
+        return res;
+    }
+
+private:
+    static std::string scratch_dir(const service_context& c) {
+        const std::filesystem::path dir = std::filesystem::path(c.config.data_dir) / "scratch";
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
+        return dir.string();
+    }
+    static bool is_tiff_head(const std::string& head) {
+#if TILEKIT_HAS_TIFF
+        return is_tiff(head);
+#else
+        static_cast<void>(head);
+        return false;
+#endif
+    }
+    static bool known_image(const std::string& head) {
+        return is_png(head) || is_jpeg(head) || is_webp(head) || is_tiff_head(head);
+    }
+#if TILEKIT_HAS_TIFF
+    static constexpr const char* base_map_formats = "A base map must be a PNG, JPEG, WebP or TIFF image";
+#else
+    static constexpr const char* base_map_formats = "A base map must be a PNG, JPEG or WebP image";
+#endif
+
+    service_context& c_;
+    const user who_;
+    const project p_;
+    std::string filename_param_;
+    http::upload_file file_;
+    bool checked_ = false;
+};
+
+// Why the user may not queue another job (their share of the queue, so that one tenant cannot
+// fill it for everyone), or nothing. Jobs are counted over the user's projects: only a
+// project's owner enqueues its jobs, and the job store filters by project, not by user.
+std::optional<std::string> user_jobs_refusal(const service_context& c, const user& who) {
+    const unsigned max_queued = c.config.max_queued_jobs, max_running = c.config.max_running_jobs;
+    if (!max_queued && !max_running) return std::nullopt;
+    std::int64_t queued = 0, running = 0;
+    for (const project& p : c.db.projects_of(who.id)) {
+        queued += c.jobs.count_jobs(jobs::job_filter{p.id, std::nullopt, jobs::job_status::queued});
+        running += c.jobs.count_jobs(jobs::job_filter{p.id, std::nullopt, jobs::job_status::running});
+    }
+    if (max_queued && queued >= max_queued)
+        return "You have " + std::to_string(queued) + " queued tile generation jobs, the limit of this service (--max-queued-jobs " +
+               std::to_string(max_queued) + "); try again when one has started";
+    // The running share: the workers take jobs in order whoever queued them, so it is held here
+    // instead. Beyond its running share a user's running jobs take from their queued ones.
+    if (max_queued && max_running && queued + running >= max_queued + max_running)
+        return "You have " + std::to_string(running) + " running and " + std::to_string(queued) +
+               " queued tile generation jobs, the limit of this service (--max-running-jobs " + std::to_string(max_running) +
+               " plus --max-queued-jobs " + std::to_string(max_queued) + "); try again when one has finished";
+    return std::nullopt;
+}
+
+// Held from the job checks to the enqueue, so that concurrent requests to this process cannot
+// all pass the same count. Several processes on one job store can still each pass it once.
+std::mutex enqueue_mutex;
+
+// Refuses an upload before its body is read when it cannot fit the user's stored-bytes quota:
+// the quota is reached already, or a raw body's declared length passes it.
+bool upload_fits_quota(const service_context& c, const user& who, const http::route_request& req, http::response& res) {
+    if (!c.config.max_stored_bytes) return true;
+    const std::uint64_t stored = c.db.stored_bytes(who.id);
+    // A multipart body's length is more than its file's: only a raw body's is the asset's size.
+    const std::uint64_t declared =
+        http::multipart_boundary(req.header("content-type")) ? 0 : std::strtoull(req.header("content-length").c_str(), nullptr, 10);
+    if (stored < c.config.max_stored_bytes && stored + declared <= c.config.max_stored_bytes) return true;
+    send_error(res, 403, stored_bytes_detail(stored, declared, c.config.max_stored_bytes));
+    return false;
+}
+
 }  // namespace
 
-void install_api_routes(httplib::Server& server, service_context& context) {
+void install_api_routes(http::router& routes, service_context& context) {
     service_context* const c = &context;
+    // What every POST checks before its body is read: the token.
+    const http::precheck signed_in = [c](const http::route_request& req, http::response& res) {
+        return require_user(c->db, req, res).has_value();
+    };
+    const std::uint64_t json_limit = c->config.max_json_bytes;
 
-    server.Get("/health", [c](const httplib::Request&, httplib::Response& res) {
+    routes.get("/health", [c](const http::route_request&, http::response& res) {
         const bool stopping = c->stopping.load();
         // Whether it is up and what it does; nothing about where it keeps things (paths,
         // bucket, endpoint): /health needs no token.
@@ -197,66 +350,71 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         send_json(res, stopping ? 503 : 200, body);
     });
 
-    server.Get("/projects", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
         send_json(res, 200, c->db.projects_of(who->id));
     });
 
     // POST routes read their body themselves, after the token and the path (connections.hpp).
-    post_route(server, "/projects", [c](const httplib::Request& req, httplib::Response& res, request_body& input) {
+    routes.post("/projects", signed_in, json_limit, [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto body = json_body(*c, input, res);
+        const auto body = json_body(*c, req, res);
         if (!body) return;
         parse_failure failure;
         const auto fields = parse_project_fields(*body, failure);
         if (!fields) return send_error(res, failure.status, failure.detail);
         try {
-            send_json(res, 201, c->db.create_project(fields->slug, fields->name, who->id));
+            send_json(res, 201, c->db.create_project(fields->slug, fields->name, who->id, c->config.max_projects));
         } catch (const catalog_conflict&) {
-            send_error(res, 409, "Project slug already exists");
+            // Slugs are one namespace for all users (URLs and storage keys are per slug), so a
+            // taken slug is refused whoever took it, with one answer that says no more.
+            send_error(res, 409, "Project slug is taken (slugs are shared by all users of this service)");
+        } catch (const catalog_quota& e) {
+            send_error(res, 403, e.what());
         }
     });
 
-    server.Get("/projects/([^/]+)", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects/{slug}", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        const auto p = accessible_project(*c, *who, req.capture(0), res);
         if (!p) return;
         json out = *p;
         out["versions"] = c->db.versions_of(p->id);
         send_json(res, 200, out);
     });
 
-    post_route(server, "/projects/([^/]+)/versions", [c](const httplib::Request& req, httplib::Response& res,
-                                                         request_body& input) {
+    routes.post("/projects/{slug}/versions", signed_in, json_limit, [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto body = json_body(*c, input, res);
+        const auto body = json_body(*c, req, res);
         if (!body) return;
         parse_failure failure;
         const auto fields = parse_version_fields(*body, failure);
         if (!fields) return send_error(res, failure.status, failure.detail);
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        const auto p = accessible_project(*c, *who, req.capture(0), res);
         if (!p) return;
         try {
-            send_json(res, 201, c->db.create_version(p->id, fields->number, fields->status));
+            send_json(res, 201, c->db.create_version(p->id, fields->number, fields->status, c->config.max_versions));
         } catch (const catalog_conflict&) {
             send_error(res, 409, "Version already exists");
+        } catch (const catalog_quota& e) {
+            send_error(res, 403, e.what());
         } catch (const catalog_limit& e) {
             send_error(res, 409, e.what());
         }
     });
 
-    server.Get("/projects/([^/]+)/versions/([^/]+)", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects/{slug}/versions/{version}", [c](const http::route_request& req, http::response& res) {
         const auto t = version_target_of(*c, req, res);
         if (!t) return;
         send_json(res, 200, version_view(*c, t->p, t->v));
     });
 
-    post_route(server, "/projects/([^/]+)/versions/([^/]+)/publish", [c](const httplib::Request& req,
-                                                                         httplib::Response& res, request_body&) {
+    routes.post("/projects/{slug}/versions/{version}/publish", signed_in, json_limit, [c](const http::route_request& req,
+                                                                                          http::response& res) {
         const auto t = version_target_of(*c, req, res);
         if (!t) return;
         if (t->v.status != "draft") return send_error(res, 409, "Only draft versions can be published");
@@ -290,10 +448,10 @@ void install_api_routes(httplib::Server& server, service_context& context) {
     });
 
     // The project's live map: the published version the live pointer names.
-    server.Get("/projects/([^/]+)/live", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects/{slug}/live", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        const auto p = accessible_project(*c, *who, req.capture(0), res);
         if (!p) return;
         const auto object = c->store.get(live_key_of(*c, p->slug));
         if (!object) return send_error(res, 404, "No version of this project has been published with tiles yet");
@@ -315,65 +473,44 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         send_json(res, 200, live);
     });
 
-    post_route(server, "/projects/([^/]+)/assets", [c](const httplib::Request& req, httplib::Response& res,
-                                                       request_body& input) {
-        const auto who = require_user(c->db, req, res);
-        if (!who) return;
-        const std::string type = req.has_param("type") ? req.get_param_value("type") : "";
-        if (!valid_asset_type(type))
-            return send_error(res, 422, "Query parameter 'type' is required ([a-z_], e.g. base_map)");
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
-        if (!p) return;
-        // A raw body (Content-Type image/png or image/jpeg), or the first part of a multipart form;
-        // read only now, after the token and the path, and refused unread beyond the limit.
-        const auto content = input.read(res, c->config.max_upload_bytes);
-        if (!content) return;
-        const std::string* bytes = &content->bytes;
-        const std::string filename =
-            asset_filename(req.has_param("filename") ? req.get_param_value("filename") : "", content->filename);
-        if (bytes->empty()) return send_error(res, 422, "The request body (the image) is empty");
-        const bool png = is_png(*bytes), jpeg = is_jpeg(*bytes), webp = is_webp(*bytes);
-#if TILEKIT_HAS_TIFF
-        const bool tiff = is_tiff(*bytes);
-        if (type == "base_map" && !png && !jpeg && !webp && !tiff)
-            return send_error(res, 415, "A base map must be a PNG, JPEG, WebP or TIFF image");
-#else
-        const bool tiff = false;
-        if (type == "base_map" && !png && !jpeg && !webp)
-            return send_error(res, 415, "A base map must be a PNG, JPEG or WebP image");
-#endif
-        asset a;
-        a.id = new_uuid();
-        a.project_id = p->id;
-        a.type = type;
-        a.storage_key = "mp/" + p->slug + "/uploads/assets/" + a.id + (png ? ".png" : jpeg ? ".jpg" : webp ? ".webp" : tiff ? ".tif" : ".bin");
-        a.content_type = content_type_for(a.storage_key);  // by the extension just chosen
-        a.filename = filename;
-        a.size = bytes->size();
-        a.created_at = now_iso8601();
-        tilekit::storage_object object;
-        object.key = a.storage_key;
-        object.body.assign(bytes->begin(), bytes->end());
-        object.content_type = a.content_type;
-        c->store.put(std::move(object));
-        send_json(res, 201, c->db.add_asset(a));
-    });
+    // An upload is read only after the token, the type and the project check out, and refused
+    // unread beyond the limit.
+    // An upload is read only after the token, the type, the project and the quota check out (from
+    // the header), and refused unread beyond the limit. The body goes to a file in the scratch
+    // directory as it arrives (http/upload_file.hpp); its first bytes decide the format at once,
+    // so a base map that is not an image is refused before the rest is read.
+    routes.post_stream("/projects/{slug}/assets", c->config.max_upload_bytes,
+                       [c](const http::route_request& req, http::response& res) -> std::shared_ptr<http::body_sink> {
+                           auto who = require_user(c->db, req, res);
+                           if (!who) return nullptr;
+                           // Base maps only: each is checked as an image as it arrives. Another type
+                           // would store whatever bytes a client sends, which nothing here reads.
+                           if (req.param("type") != "base_map") {
+                               send_error(res, 422, "Query parameter 'type' must be base_map");
+                               return nullptr;
+                           }
+                           auto p = accessible_project(*c, *who, req.capture(0), res);
+                           if (!p || !upload_fits_quota(*c, *who, req, res)) return nullptr;
+                           return std::make_shared<asset_upload>(*c, std::move(*who), std::move(*p),
+                                                                 req.has_param("filename") ? req.param("filename") : "",
+                                                                 http::multipart_boundary(req.header("content-type")));
+                       });
 
-    post_route(server, "/projects/([^/]+)/versions/([^/]+)/generate-tiles", [c](const httplib::Request& req,
-                                                                                 httplib::Response& res, request_body&) {
+    routes.post("/projects/{slug}/versions/{version}/generate-tiles", signed_in, json_limit, [c](const http::route_request& req,
+                                                                                                 http::response& res) {
         const auto path = parse_version_path(*c, req, res);
         if (!path) return;
-        const std::string asset_id = lower(req.has_param("asset_id") ? req.get_param_value("asset_id") : "");
+        const std::string asset_id = lower(req.has_param("asset_id") ? req.param("asset_id") : "");
         if (!jobs::is_uuid(asset_id)) return send_error(res, 422, "Query parameter 'asset_id' must be a UUID");
         // Per job, the layout and tile format may differ from the service's defaults.
         service_config job_config = c->config;
         if (req.has_param("layout")) {
-            job_config.layout = req.get_param_value("layout");
+            job_config.layout = req.param("layout");
             if (job_config.layout != "dz" && job_config.layout != "xyz" && job_config.layout != "iiif")
                 return send_error(res, 422, "Query parameter 'layout' must be dz, xyz or iiif");
         }
         if (req.has_param("format")) {
-            job_config.format = req.get_param_value("format");
+            job_config.format = req.param("format");
             if (job_config.format != "png" && job_config.format != "jpg" && job_config.format != "webp" &&
                 job_config.format != "webp-lossless")
                 return send_error(res, 422, "Query parameter 'format' must be png, jpg, webp or webp-lossless");
@@ -385,12 +522,24 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         if (!jobs::is_draft({v.number, v.status})) return send_error(res, 400, "Can only generate tiles for draft versions");
         const auto a = c->db.find_asset(asset_id);
         if (!a || a->project_id != p.id || a->type != "base_map") return send_error(res, 400, "Invalid base map asset");
+        // Pyramids count toward the stored bytes: a user at the limit makes no new one (one job
+        // can pass it by at most --max-job-bytes).
+        if (c->config.max_stored_bytes) {
+            const std::uint64_t stored = c->db.stored_bytes(t->who.id);
+            if (stored >= c->config.max_stored_bytes)
+                return send_error(res, 403, stored_bytes_detail(stored, 0, c->config.max_stored_bytes));
+        }
+        const std::lock_guard<std::mutex> lock(enqueue_mutex);
+        if (const auto refusal = user_jobs_refusal(*c, t->who)) {
+            res.set("Retry-After", "10");
+            return send_error(res, 429, *refusal);
+        }
         // The queue is durable, but not unbounded: beyond the capacity a client is asked to come back.
         // A COUNT in the store, not a listing of the queue.
         if (c->stopping.load() ||
             c->jobs.count_jobs(jobs::job_filter{std::nullopt, std::nullopt, jobs::job_status::queued}) >=
                 static_cast<std::int64_t>(c->config.queue_capacity)) {
-            res.set_header("Retry-After", "5");
+            res.set("Retry-After", "5");
             return send_error(res, 503, "Too many tile generation jobs; try again later");
         }
         jobs::new_job request{jobs::tile_generation_job, p.id, v.id, t->who.id};
@@ -405,16 +554,16 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         send_json(res, 202, {{"job_id", job.id}, {"status", "queued"}, {"message", "Tile generation started"}});
     });
 
-    server.Get("/projects/([^/]+)/jobs", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/projects/{slug}/jobs", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const auto p = accessible_project(*c, *who, req.matches[1], res);
+        const auto p = accessible_project(*c, *who, req.capture(0), res);
         if (!p) return;
         // Newest first, a page at a time: ?limit=1..1000 (default 100) and ?after=CURSOR, the
         // X-Next-After header of the previous page (absent on the last page).
         std::size_t limit = 100;
         if (req.has_param("limit")) {
-            const std::string text = req.get_param_value("limit");
+            const std::string text = req.param("limit");
             char* end = nullptr;
             const long n = std::strtol(text.c_str(), &end, 10);
             if (text.empty() || *end != '\0' || n < 1 || n > 1000) return send_error(res, 422, "Query parameter 'limit' must be 1..1000");
@@ -422,27 +571,28 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         }
         std::optional<jobs::job_page_key> after;
         if (req.has_param("after")) {
-            after = jobs::parse_cursor(req.get_param_value("after"));
+            after = jobs::parse_cursor(req.param("after"));
             if (!after) return send_error(res, 422, "Query parameter 'after' must be the X-Next-After of a previous page");
         }
         const jobs::job_page page = c->jobs.list_jobs(jobs::job_filter{p->id, std::nullopt, std::nullopt}, limit, after);
         json out = json::array();
         for (const jobs::job_record& job : page.jobs) out.push_back(job_json(job));
-        if (page.next) res.set_header("X-Next-After", jobs::to_cursor(*page.next));
+        if (page.next) res.set("X-Next-After", jobs::to_cursor(*page.next));
         send_json(res, 200, out);
     });
 
     // The queue's health as Prometheus text exposition, for any authenticated user.
-    server.Get("/metrics", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/metrics", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        res.set_content(jobs_metrics_text(c->jobs.stats(std::chrono::hours(1)), c->workers), "text/plain; version=0.0.4");
+        res.set("content-type", "text/plain; version=0.0.4");
+        res.body = jobs_metrics_text(c->jobs.stats(std::chrono::hours(1)), c->workers);
     });
 
-    server.Get("/jobs/([^/]+)", [c](const httplib::Request& req, httplib::Response& res) {
+    routes.get("/jobs/{id}", [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const std::string id = lower(req.matches[1]);
+        const std::string id = lower(req.capture(0));
         if (!jobs::is_uuid(id)) return send_error(res, 422, "Invalid job id: a UUID");
         const auto job = c->jobs.get(id);
         const auto p = job ? c->db.project_by_id(job->project_id) : std::nullopt;
@@ -451,10 +601,10 @@ void install_api_routes(httplib::Server& server, service_context& context) {
     });
 
     // Cancels a queued or running job; a running one stops within about a second, no manifest.
-    post_route(server, "/jobs/([^/]+)/cancel", [c](const httplib::Request& req, httplib::Response& res, request_body&) {
+    routes.post("/jobs/{id}/cancel", signed_in, json_limit, [c](const http::route_request& req, http::response& res) {
         const auto who = require_user(c->db, req, res);
         if (!who) return;
-        const std::string id = lower(req.matches[1]);
+        const std::string id = lower(req.capture(0));
         if (!jobs::is_uuid(id)) return send_error(res, 422, "Invalid job id: a UUID");
         const auto job = c->jobs.get(id);
         const auto p = job ? c->db.project_by_id(job->project_id) : std::nullopt;
@@ -464,29 +614,6 @@ void install_api_routes(httplib::Server& server, service_context& context) {
         } catch (const jobs::job_state_error&) {
             send_error(res, 409, std::string("The job has already ended: it is ") + jobs::to_string(c->jobs.get(id)->status));
         }
-    });
-}
-
-void install_common_handlers(httplib::Server& server) {
-    // Requests httplib answered itself (no route, a malformed or slow request: connections.hpp).
-    server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-        if (!res.body.empty() || res.has_header("Content-Type")) return;
-        const std::string detail = refused_request_detail(req, res);
-        res.set_content(json{{"detail", detail}}.dump(), "application/json");
-    });
-    server.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-        std::string what = "unknown exception";
-        try {
-            if (ep) std::rethrow_exception(ep);
-        } catch (const std::exception& e) {
-            what = e.what();
-        } catch (...) {
-        }
-        std::fprintf(stderr, "tilekit-service: %s %s failed: %s\n", req.method.c_str(), req.path.c_str(), what.c_str());
-        send_error(res, 500, "Internal server error");
-    });
-    server.set_logger([](const httplib::Request& req, const httplib::Response& res) {
-        std::fprintf(stderr, "%s %s %d\n", req.method.c_str(), req.path.c_str(), res.status);
     });
 }
 

@@ -7,7 +7,7 @@
 
 #include <tilekit/jobs.hpp>
 
-#include <httplib.h>
+#include "http/router.hpp"
 #include <nlohmann/json.hpp>
 
 #include <atomic>
@@ -28,14 +28,12 @@ struct service_context {
     std::atomic<bool>& stopping;
 };
 
-void install_api_routes(httplib::Server& server, service_context& context);
-void install_file_routes(httplib::Server& server, service_context& context);
-// 404/405 bodies as JSON, exceptions as 500 {"detail"}, a one-line access log.
-void install_common_handlers(httplib::Server& server);
+void install_api_routes(http::router& routes, service_context& context);
+void install_file_routes(http::router& routes, service_context& context);
 
 // Shared by both files.
-void send_json(httplib::Response& response, int status, const nlohmann::json& body);
-void send_error(httplib::Response& response, int status, const std::string& detail);
+void send_json(http::response& response, int status, const nlohmann::json& body);
+void send_error(http::response& response, int status, const std::string& detail);
 
 // The request preamble of the project and version routes, in the order every handler checks:
 // the token (401), the shape of the path (422), then existence and access (404; another user's
@@ -43,7 +41,7 @@ void send_error(httplib::Response& response, int status, const std::string& deta
 
 // The project behind `slug` if `who` owns it (422 for a malformed slug, else 404).
 std::optional<project> accessible_project(const service_context& c, const user& who, const std::string& slug,
-                                          httplib::Response& response);
+                                          http::response& response);
 
 // /projects/{slug}/versions/{number}/...: who asks, and a well-formed slug and number (the
 // regex groups 1 and 2). 401, then 422; nothing is looked up yet.
@@ -52,8 +50,8 @@ struct version_path {
     std::string slug;
     int number = 0;
 };
-std::optional<version_path> parse_version_path(const service_context& c, const httplib::Request& request,
-                                               httplib::Response& response);
+std::optional<version_path> parse_version_path(const service_context& c, const http::route_request& request,
+                                               http::response& response);
 
 // The project (404) and the version (404) that a parsed path names.
 struct version_target {
@@ -62,10 +60,10 @@ struct version_target {
     version v;
 };
 std::optional<version_target> find_version_target(const service_context& c, const version_path& path,
-                                                  httplib::Response& response);
+                                                  http::response& response);
 
 // Both steps, for handlers that check nothing of their own in between.
-std::optional<version_target> version_target_of(const service_context& c, const httplib::Request& request,
-                                                httplib::Response& response);
+std::optional<version_target> version_target_of(const service_context& c, const http::route_request& request,
+                                                http::response& response);
 
 }  // namespace tilekit_service

@@ -8,8 +8,14 @@
 #include <tilekit/sinks/filesystem_sink.hpp>
 #include <tilekit/tiler.hpp>
 
-#include <fstream>
-#include <iterator>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace tilekit_service {
 
@@ -30,15 +36,25 @@ public:
     }
     std::unique_ptr<tilekit::storage_sink> make_sink() override { return std::make_unique<tilekit::filesystem_sink>(root_); }
     tilekit::image_source& source() override { return source_; }
+    void put_file(const std::string& key, const std::string& path, const std::string&) override {
+        sink_.put_file(key, path);  // the content type follows from the key's extension here
+    }
+    // Reads go through the sink too, so a symbolic link below the root is never followed: the
+    // sink never writes one, and one placed there is not an object.
     std::optional<stored_object> get(const std::string& key) override {
         tilekit::validate_key(key);  // throws for "..", absolute paths, empty segments
-        const std::filesystem::path path = std::filesystem::path(root_) / key;
-        std::error_code ec;
-        if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;
-        std::ifstream in(path, std::ios::binary);
-        if (!in) return std::nullopt;
-        stored_object out;
-        out.body.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        auto found = sink_.read(key);
+        if (!found) return std::nullopt;
+        return stored_object{std::move(found->object.body), content_type_for(key)};
+    }
+    std::optional<object_to_send> open(const std::string& key) override {
+        tilekit::validate_key(key);
+        tilekit::detail::unique_fd file = sink_.open(key);
+        struct stat status {};
+        if (!file || ::fstat(file.get(), &status) != 0) return std::nullopt;
+        object_to_send out;
+        out.fd = file.release();
+        out.size = static_cast<std::uint64_t>(status.st_size);
         out.content_type = content_type_for(key);
         return out;
     }
@@ -60,6 +76,25 @@ public:
         options.cache_control = object.cache_control;
         client_.put(object.key, object.body, options);
     }
+    // The file is mapped, not read: its pages come from the page cache as the request sends them
+    // (one PUT: S3 takes up to 5 GiB that way; the service's upload limit is far below).
+    void put_file(const std::string& key, const std::string& path, const std::string& content_type) override {
+        tilekit::detail::unique_fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        struct stat status {};
+        if (!file || ::fstat(file.get(), &status) != 0)
+            throw tilekit::error(tilekit::errc::io_error, "cannot read the upload '" + path + "': " + std::strerror(errno));
+        const std::size_t size = static_cast<std::size_t>(status.st_size);
+        void* mapped = size ? ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, file.get(), 0) : nullptr;
+        if (mapped == MAP_FAILED)
+            throw tilekit::error(tilekit::errc::io_error, "cannot map the upload '" + path + "': " + std::strerror(errno));
+        const std::unique_ptr<void, std::function<void(void*)>> unmap(mapped, [size](void* at) {
+            if (at) ::munmap(at, size);
+        });
+        tilekit::s3::put_options options;
+        options.content_type = content_type;
+        client_.put(key, static_cast<const std::uint8_t*>(mapped), size, options);
+        ::unlink(path.c_str());
+    }
     std::unique_ptr<tilekit::storage_sink> make_sink() override { return std::make_unique<tilekit::s3::s3_sink>(config_); }
     tilekit::image_source& source() override { return source_; }
     std::optional<stored_object> get(const std::string& key) override {
@@ -73,6 +108,15 @@ public:
             if (e.http_status() == 404) return std::nullopt;
             throw;
         }
+    }
+    std::optional<object_to_send> open(const std::string& key) override {
+        auto found = get(key);
+        if (!found) return std::nullopt;
+        object_to_send out;
+        out.size = found->body.size();
+        out.body = std::move(found->body);
+        out.content_type = std::move(found->content_type);
+        return out;
     }
 
 private:

@@ -9,7 +9,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 namespace tilekit_service {
 
@@ -20,17 +23,43 @@ struct stored_object {
     std::string content_type;
 };
 
+// An object to send as it is stored: an open descriptor of its file (filesystem storage: sent
+// with sendfile, never read into memory), or else its bytes.
+struct object_to_send {
+    object_to_send() = default;
+    object_to_send(object_to_send&& other) noexcept
+        : fd(std::exchange(other.fd, -1)), size(other.size), body(std::move(other.body)), content_type(std::move(other.content_type)) {}
+    object_to_send(const object_to_send&) = delete;
+    object_to_send& operator=(const object_to_send&) = delete;
+    object_to_send& operator=(object_to_send&&) = delete;
+    ~object_to_send() {
+        if (fd >= 0) ::close(fd);
+    }
+    int release_fd() { return std::exchange(fd, -1); }
+
+    int fd = -1;  // owned; -1: the bytes are in `body`
+    std::uint64_t size = 0;
+    std::vector<std::uint8_t> body;
+    std::string content_type;
+};
+
 class storage {
 public:
     virtual ~storage() = default;
     virtual std::string describe() const = 0;
-    // Stores one object (an uploaded asset) and waits until it is stored.
+    // Stores one object and waits until it is stored.
     virtual void put(tilekit::storage_object object) = 0;
+    // Stores the file at `path` (an upload in the scratch directory) as `key`, without reading it
+    // into memory: a rename on the filesystem, the mapped file's pages on S3. The file is gone
+    // afterwards.
+    virtual void put_file(const std::string& key, const std::string& path, const std::string& content_type) = 0;
     // A fresh sink for one job (each job flushes its own).
     virtual std::unique_ptr<tilekit::storage_sink> make_sink() = 0;
     virtual tilekit::image_source& source() = 0;
     // Reads an object back for /tiles/; nullopt when it does not exist.
     virtual std::optional<stored_object> get(const std::string& key) = 0;
+    // The same, to send as a response body (/tiles/): see object_to_send.
+    virtual std::optional<object_to_send> open(const std::string& key) = 0;
 };
 
 std::unique_ptr<storage> make_storage(const service_config& config);

@@ -2,10 +2,12 @@
 // A stand-in for the example service, for testing the viewer on its own: the same routes and
 // JSON the viewer relies on, over real pyramids made by the tilekit CLI. Node's http only.
 //
-//   GET /projects/{slug}/versions/{version}/viewer   viewer/index.html (no auth: the page reads ?token=)
+//   POST /projects/{slug}/versions/{version}/viewer-link  {code, viewer_url, expires_in} (bearer)
+//   GET /projects/{slug}/versions/{version}/viewer?code=C  the code for a session cookie, 303 to the page
+//   GET /projects/{slug}/versions/{version}/viewer   viewer/index.html (session cookie)
 //   GET /static/<path>                               examples/http_service/viewer/<path>
-//   GET /projects/{slug}/versions/{version}          version JSON with latest_job and tiles (bearer)
-//   GET /jobs/{id}                                   job JSON (bearer)
+//   GET /projects/{slug}/versions/{version}          version JSON with latest_job and tiles (bearer or cookie)
+//   GET /jobs/{id}                                   job JSON (bearer or cookie)
 //   GET /tiles/mp/{slug}/uploads/tiles/{version}/... the pyramid files (public, no auth)
 //   GET /health
 //
@@ -22,6 +24,7 @@
 // Env: MOCK_TOKEN (default "test-token").
 'use strict';
 const http = require('http');
+const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
 
@@ -141,17 +144,43 @@ function sendFile(res, root, rel, cache) {
     });
   });
 }
-function authorized(req) {
+// The service's sign-in (auth.hpp), simplified: one-time codes bound to a page, and sessions.
+const codes = new Map();     // code -> viewer path
+const sessions = new Set();  // session ids
+function bearer(req) {
   return (req.headers.authorization || '') === `Bearer ${TOKEN}`;
+}
+function authorized(req) {
+  if (bearer(req)) return true;
+  if (req.headers.authorization || (req.method !== 'GET' && req.method !== 'HEAD')) return false;
+  const m = /(?:^|;\s*)tilekit_session=([^;]*)/.exec(req.headers.cookie || '');
+  return !!m && sessions.has(m[1]);
 }
 
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://localhost');
   const p = decodeURIComponent(url.pathname);
   let m;
+  if (req.method === 'POST' && (m = /^\/projects\/([a-z0-9-]+)\/versions\/(\d+)\/viewer-link$/.exec(p))) {
+    if (!bearer(req)) return json(res, 401, { detail: 'Not authenticated' });
+    const page = `/projects/${m[1]}/versions/${m[2]}/viewer`;
+    const code = crypto.randomBytes(32).toString('hex');
+    codes.set(code, page);
+    return json(res, 201, { code, viewer_url: `${page}?code=${code}`, expires_in: 60 });
+  }
   if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { detail: 'Method not allowed' });
   if (p === '/health') return json(res, 200, { status: 'ok' });
   if ((m = /^\/projects\/([a-z0-9-]+)\/versions\/(\d+)\/viewer\/?$/.exec(p))) {
+    const code = url.searchParams.get('code');
+    if (code !== null) {
+      const page = codes.get(code);
+      codes.delete(code);
+      if (page !== `/projects/${m[1]}/versions/${m[2]}/viewer`) return json(res, 401, { detail: 'Invalid viewer link' });
+      const session = crypto.randomBytes(32).toString('hex');
+      sessions.add(session);
+      return send(res, 303, '', { Location: page, 'Set-Cookie': `tilekit_session=${session}; Path=/; HttpOnly; SameSite=Lax` });
+    }
+    if (!authorized(req)) return json(res, 401, { detail: 'Not authenticated' });
     return sendFile(res, VIEWER_DIR, 'index.html', 'no-cache');
   }
   if ((m = /^\/static\/(.+)$/.exec(p))) return sendFile(res, VIEWER_DIR, m[1], 'no-cache');

@@ -1,15 +1,17 @@
 #!/usr/bin/env node
 // Headless-Chromium test of the example service's viewer page (playwright-core + Debian's
 // chromium). Runs against whatever VIEWER_BASE_URL serves: the mock (run.sh starts it) or the
-// real service. For each target version it opens /projects/{slug}/versions/{v}/viewer?token=...
-// and checks: no console errors or page errors, no failed requests (network errors or HTTP
+// real service. For each target version it asks for a viewer link with the token
+// (POST .../viewer-link), opens it (/projects/{slug}/versions/{v}/viewer?code=..., exchanged for
+// a session cookie and redirected to the page without the code) and checks: the code is gone
+// from the address bar, no token or code is visible to the page's scripts, no console errors or page errors, no failed requests (network errors or HTTP
 // >= 400), tile requests under /tiles/ answered 200 (at least VIEWER_MIN_TILES), the progress
 // bar seen in the running state (when required), and a screenshot of the viewer that is not
 // blank. A failing version must show its job's error.
 //
 // Environment:
 //   VIEWER_BASE_URL        e.g. http://127.0.0.1:8080 (required)
-//   VIEWER_TOKEN           bearer token put in ?token= (required)
+//   VIEWER_TOKEN           bearer token that asks for the viewer links (required; never put in a URL)
 //   VIEWER_TARGETS         "slug/version[:dz|xyz|iiif[:FORMAT]] ..." versions whose job completes (default
 //                          "demo/1:dz demo/2:xyz"); FORMAT (png, jpg, webp): every tile drawn has that suffix
 //   VIEWER_EXPECT_PROGRESS 1: each target must show the progress bar running before completion (default 0)
@@ -76,11 +78,29 @@ const RECORDER = `
   });
 `;
 
-function viewerUrl(target) {
+// A one-time viewer link for the target, asked for with the token in the header.
+async function viewerUrl(target) {
   const [slug, version] = target.split('/');
-  if (version === 'live')  // the project's live map
-    return `${BASE}/projects/${encodeURIComponent(slug)}/viewer?token=${encodeURIComponent(TOKEN)}`;
-  return `${BASE}/projects/${encodeURIComponent(slug)}/versions/${encodeURIComponent(version)}/viewer?token=${encodeURIComponent(TOKEN)}`;
+  const page = version === 'live'  // the project's live map
+    ? `/projects/${encodeURIComponent(slug)}/viewer`
+    : `/projects/${encodeURIComponent(slug)}/versions/${encodeURIComponent(version)}/viewer`;
+  const res = await fetch(`${BASE}${page}-link`, { method: 'POST', headers: { Authorization: `Bearer ${TOKEN}` } });
+  const body = await res.json().catch(() => ({}));
+  if (res.status !== 201 || !body.viewer_url) throw new Error(`POST ${page}-link: HTTP ${res.status} ${JSON.stringify(body)}`);
+  return { url: BASE + body.viewer_url, page: BASE + page, code: body.code };
+}
+
+// After the code exchange: the address bar holds the page without the code, and nothing the
+// page's scripts can read holds the token or the code (the session cookie is HttpOnly).
+async function checkNoSecrets(page, target, link) {
+  check(`${target}: the code left the address bar`, page.url() === link.page, `url=${page.url().split(link.code).join('<code>')}`);
+  const seen = await page.evaluate(() => JSON.stringify({
+    href: window.location.href, cookie: document.cookie,
+    state: Object.keys(window.tilekitViewer || {}).reduce(function (o, k) {
+      var v = window.tilekitViewer[k]; if (typeof v !== 'object') o[k] = v; return o; }, {}),
+  }));
+  check(`${target}: no token or code visible to the page`, !seen.includes(TOKEN) && !seen.includes(link.code),
+        redact(seen.split(link.code).join('<code>')));
 }
 
 function watch(page) {
@@ -132,7 +152,9 @@ async function testCompleted(browser, spec) {
   if (STATE_DIR) await reportStates(page, label);
   const started = Date.now();
   try {
-    await page.goto(viewerUrl(target), { waitUntil: 'load' });
+    const link = await viewerUrl(target);
+    await page.goto(link.url, { waitUntil: 'load' });
+    await checkNoSecrets(page, target, link);
     if (EXPECT_PROGRESS) {
       // A picture of the progress bar for the record (the check itself uses the status log).
       await page.waitForFunction(() => document.body.getAttribute('data-state') === 'running' &&
@@ -220,7 +242,9 @@ async function testFailed(browser, target) {
   await page.addInitScript(RECORDER);
   const w = watch(page);
   try {
-    await page.goto(viewerUrl(target), { waitUntil: 'load' });
+    const link = await viewerUrl(target);
+    await page.goto(link.url, { waitUntil: 'load' });
+    await checkNoSecrets(page, target, link);
     await page.waitForSelector('#error:not([hidden])', { timeout: TIMEOUT });
     const r = await page.evaluate(() => ({
       state: document.body.getAttribute('data-state'),

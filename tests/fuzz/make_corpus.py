@@ -342,16 +342,52 @@ SERVICE_SEEDS = {
     "version-bad": b"POST /projects/demo/versions/1e3/publish\nBearer x\n\n",
     "assets": b"POST /projects/demo/assets?type=base_map&filename=a%20b.png\nBearer t\n\n\x89PNG\r\n\x1a\n",
     "generate": b"POST /projects/demo/versions/2/generate-tiles?asset_id=0123ABCD-0000-4000-8000-000000000000\nBearer t\n\n",
-    "job": b"GET /jobs/0123abcd-0000-4000-8000-00000000000F\n\ntilekit_token=abc; other=1\n",
+    "job": b"GET /jobs/0123abcd-0000-4000-8000-00000000000F\n\ntilekit_session=abc; other=1\n",
     "tiles": b"GET /tiles/mp/demo/uploads/tiles/1/tilekit_files/0/0_0.png?token=t\n\n\n",
     "tiles-escape": b"GET /tiles/mp/demo/../../etc/passwd\n\n tilekit_token=x\n",
     "static": b"GET /static/%2e%2e/secret\n\n\n",
-    "cookie-only": b"GET /projects\n\n a=1;tilekit_token=tok;b\n",
+    "cookie-only": b"GET /projects\n\n a=1;tilekit_session=tok;b\n",
     "basic": b"GET /projects\nBasic dXNlcjpwYXNz\n\n",
     "json-deep": b"POST /projects\nBearer t\n\n" + b"[" * 200 + b"]" * 200,
     "json-bad": b"POST /projects\nBearer t\n\n{\"slug\":",
     "filename-utf8": b"POST /projects/demo/assets?type=base_map&filename=" + b"a" * 199 + b"%C3%A9.png\nBearer t\n\n\xff\xd8\xff",
     "query-weird": b"GET /projects/demo?=&&a==b&%ZZ=1&token=%00\n\n\n",
+    "encoded-slash": b"GET /tiles/mp%2Fdemo%2F..%2Fother/x.png\n\ntilekit_session=s\n",
+    "static-rest": b"HEAD /static/a//b/%2e%2E/c%2f\n\n\n",
+    "method-405": b"DELETE /projects/demo/versions/7\nBearer t\n\n",
+    "viewer-link": b"POST /projects/demo/versions/1/viewer-link\nBearer t\ntilekit_session=s\n{}",
+    "cancel": b"POST /jobs/0123abcd-0000-4000-8000-00000000000f/cancel\nBearer t\n\n",
+    "plus-query": b"GET /projects/demo/jobs?type=a+b&asset_id=%41%42&filename=%E2%82%AC\n\n\n",
+    "root": b"GET /\n\n\n",
+    "absolute-form": b"GET http://h/projects\n\n\n",
+}
+
+
+def http_body_seed(cuts, range_header, size, content_type, body):
+    """http_body input: the number of cuts, each cut as 2 bytes (little-endian), then the Range
+    header, the file size, the Content-Type (one a line), then the body."""
+    return (bytes([len(cuts)]) + b"".join(struct.pack("<H", c) for c in cuts) + range_header + b"\n" + size + b"\n" +
+            content_type + b"\n" + body)
+
+
+FORM_BOUNDARY = b"----tilekit7MA4YWxk"
+FORM_BODY = (b"--" + FORM_BOUNDARY + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"map.png\"\r\n"
+             b"Content-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n\r\n--not-it\r\n--" + FORM_BOUNDARY[:5] + b"x\r\n--" +
+             FORM_BOUNDARY + b"\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nv\r\n--" + FORM_BOUNDARY + b"--\r\n")
+FORM_TYPE = b"multipart/form-data; boundary=" + FORM_BOUNDARY
+HTTP_BODY_SEEDS = {
+    "form-whole": http_body_seed([], b"bytes=0-99", b"1000", FORM_TYPE, FORM_BODY),
+    "form-pieces": http_body_seed([1, 20, 23, 129, 150, 151, 152, 170], b"bytes=-5", b"3", FORM_TYPE, FORM_BODY),
+    "form-byte-by-byte": http_body_seed(list(range(0, 30, 2)), b"bytes=5-", b"6", FORM_TYPE, FORM_BODY),
+    "form-quoted": http_body_seed([60], b"bytes=0-", b"0", b'Multipart/Form-Data; boundary="' + FORM_BOUNDARY + b'"; x=1',
+                                  FORM_BODY),
+    "form-no-end": http_body_seed([9], b"bytes=1-0", b"10", FORM_TYPE, FORM_BODY[:140]),
+    "form-preamble": http_body_seed([], b"bytes=0-0,1-1", b"10", FORM_TYPE, b"preamble\r\n" + FORM_BODY),
+    "form-empty": http_body_seed([3], b"", b"5", b"multipart/form-data; boundary=a", b"--a\r\n\r\n\r\n--a--"),
+    "raw": http_body_seed([3, 7], b"bytes=2-4", b"18446744073709551615", b"image/png", b"\x89PNG\r\n\x1a\nrest"),
+    "range-units": http_body_seed([], b"items=0-1", b"100", b"", b""),
+    "range-spaces": http_body_seed([], b"bytes=0-9 \t", b"9999999999999999999", b"", b"x"),
+    "range-suffix-big": http_body_seed([], b"bytes=-18446744073709551615", b"7", b"", b""),
 }
 
 
@@ -379,9 +415,11 @@ def main():
     write_dir(os.path.join(out, "key_sink"), KEY_SEEDS)
     write_dir(os.path.join(out, "sigv4"), SIGV4_SEEDS)
     write_dir(os.path.join(out, "service_request"), SERVICE_SEEDS)
+    write_dir(os.path.join(out, "http_body"), HTTP_BODY_SEEDS)
     jpegs = sum(1 for n in images if n.startswith("jpeg"))
-    print("make_corpus: %d image seeds (%d JPEG), %d TIFF, %d WebP, %d key, %d sigv4, %d service seeds in %s" %
-          (len(images), jpegs, len(tiffs), len(webps), len(KEY_SEEDS), len(SIGV4_SEEDS), len(SERVICE_SEEDS), out))
+    print("make_corpus: %d image seeds (%d JPEG), %d TIFF, %d WebP, %d key, %d sigv4, %d service, %d HTTP body seeds in %s" %
+          (len(images), jpegs, len(tiffs), len(webps), len(KEY_SEEDS), len(SIGV4_SEEDS), len(SERVICE_SEEDS),
+           len(HTTP_BODY_SEEDS), out))
 
 
 if __name__ == "__main__":

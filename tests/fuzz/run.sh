@@ -19,7 +19,7 @@ seconds=${FUZZ_SECONDS:-60}
 jobs=1
 mode=fuzz
 targets=()
-all_targets=(decode_memory streaming_decode tiff_decode webp_decode key_sink sigv4 service_request)
+all_targets=(decode_memory streaming_decode tiff_decode webp_decode key_sink sigv4 service_request http_body)
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -52,13 +52,16 @@ extra[tiff_decode]="-DTILEKIT_STB_IMPLEMENTATION"
 libs[tiff_decode]=$(pkg-config --libs libtiff-4 libpng libturbojpeg libjpeg libdeflate)
 extra[sigv4]=""
 libs[sigv4]=$(pkg-config --libs libcrypto)
-extra[service_request]="-I$source_root/examples/http_service $(pkg-config --cflags cpp-httplib)"
-libs[service_request]="$(pkg-config --libs cpp-httplib) $(pkg-config --libs libssl libcrypto)"
+# The service's HTTP layer (examples/http_service/http/): target.hpp, router.hpp, range.hpp,
+# multipart.hpp and upload_file.hpp are header-only, without Boost (Beast is in server.cpp only),
+# and request_parsing.hpp needs nlohmann/json only; auth.cpp (the catalog) is not compiled in.
+extra[service_request]="-I$source_root/examples/http_service"
+extra[http_body]="-I$source_root/examples/http_service"
 # The WebP part; stb (for the core headers it includes) compiled in, as above.
 extra[webp_decode]="-DTILEKIT_STB_IMPLEMENTATION"
 libs[webp_decode]=$(pkg-config --libs libwebp)
 max_len=([decode_memory]=65536 [streaming_decode]=65536 [tiff_decode]=65536 [key_sink]=2048 [sigv4]=4096
-         [service_request]=8192 [webp_decode]=65536)
+         [service_request]=8192 [webp_decode]=65536 [http_body]=16384)
 
 mkdir -p "$build/bin" "$build/artifacts" "$build/tmp"
 echo "run.sh: building ${targets[*]} with $cxx into $build/bin"
@@ -70,7 +73,7 @@ done
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-export TILEKIT_FUZZ_TMP="$build/tmp"  # key_sink's root and outside directories
+export TILEKIT_FUZZ_TMP="$build/tmp"  # key_sink's root and outside directories, http_body's uploads
 
 failed=()
 reproducer() {

@@ -8,7 +8,8 @@ For S seconds: N clients send GET /jobs/{id} back to back (one kept-alive connec
 clients upload a small PNG base map back to back, K slow clients hold connections (half dribble
 request headers, a byte a second; half announce a 10 MB upload with a valid token and send a
 byte of it a second), and a probe asks GET /health on a new connection every 0.25 s. Prints
-requests/s, median and p99 latency and the error rate of each kind. --check (ctest) then
+requests/s, median and p99 latency and the error rate of each kind, and the service's peak
+resident memory over the whole run. --check (ctest) then
 asserts no GET or upload failed, every /health probe was answered, and the probes' p99 stayed
 under 1 s (the stall this guards against was 30 s). Python 3 standard library only; the client
 shares the machine's cores with the service, so the rates are the pair's, not the service's.
@@ -198,6 +199,10 @@ def main():
         gets.report(elapsed)
         uploads.report(elapsed)
         health_p99 = health.report(elapsed)
+        with open("/proc/%d/status" % s.process.pid) as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        print("service: peak RSS %.1f MiB (VmHWM), %s threads" % (int(fields["VmHWM"].split()[0]) / 1024,
+                                                                 fields["Threads"].strip()), flush=True)
         for t in threads:
             t.join()
         if options.check:

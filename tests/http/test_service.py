@@ -296,22 +296,27 @@ def test_full_flow():
         code, headers, payload = s.request("GET", result["tiles_url"] + "image_files/0/0_0.png", token, raw=True)
         assert code == 200 and headers["content-type"] == "image/png" and payload[:4] == b"\x89PNG", (code, headers)
         assert headers["cache-control"] == "public, max-age=31536000, immutable", headers
-        # Browser-style token (query) works for GET.
-        code, _, _ = s.request("GET", result["tiles_url"] + "pyramid.json?token=" + token, raw=True)
-        assert code == 200
-        # The viewer page (when the viewer is installed) sets the token cookie that its scripts
-        # and tile requests then carry.
-        code, headers, page = s.request("GET", "/projects/flow-map/versions/1/viewer?token=" + token, raw=True)
+        # A token in the query is refused: tokens travel in the Authorization header only.
+        expect_golden(s.request("GET", result["tiles_url"] + "pyramid.json?token=" + token), 401, "not_authenticated")
+        # A browser signs in with a viewer link: a one-time code exchanged for the session cookie,
+        # then redirected to the page without the code.
+        link = expect(s.request("POST", "/projects/flow-map/versions/1/viewer-link", token), 201)
+        assert link["viewer_url"] == "/projects/flow-map/versions/1/viewer?code=" + link["code"], link
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        assert code == 303 and headers["location"] == "/projects/flow-map/versions/1/viewer", (code, headers)
+        cookie = headers["set-cookie"].split(";")[0]
+        assert cookie.startswith("tilekit_session=") and token not in headers["set-cookie"], headers
+        code, headers, page = s.request("GET", "/projects/flow-map/versions/1/viewer", headers={"Cookie": cookie}, raw=True)
         if code == 200:
             assert headers["content-type"].startswith("text/html"), headers
-            cookie = headers["set-cookie"].split(";")[0]
-            assert cookie == "tilekit_token=" + token and "HttpOnly" in headers["set-cookie"], headers
             code, headers, _ = s.request("GET", "/static/viewer.js", headers={"Cookie": cookie}, raw=True)
             assert code == 200 and "javascript" in headers["content-type"], (code, headers)
-            code, _, _ = s.request("GET", result["tiles_url"] + "image.dzi", headers={"Cookie": cookie}, raw=True)
-            assert code == 200, code
         else:
             assert code == 404, code  # no viewer/index.html in this checkout
+        # The cookie carries the viewer's reads: tiles and the API's GETs.
+        code, _, _ = s.request("GET", result["tiles_url"] + "image.dzi", headers={"Cookie": cookie}, raw=True)
+        assert code == 200, code
+        expect(s.request("GET", "/projects/flow-map/versions/1", headers={"Cookie": cookie}), 200)
         # Jobs of the project.
         jobs = expect(s.request("GET", "/projects/flow-map/jobs", token), 200)
         assert [j["id"] for j in jobs] == [job["id"]]
@@ -404,9 +409,11 @@ def test_error_paths():
         s.version(token, "errs", status="published")   # 2 published
         a = s.asset(token, "errs", sample("300x200"))
         foreign = s.asset(token, "other-proj", sample("300x200"))
+        # Only base maps are taken (each checked as an image): any other type would store
+        # arbitrary bytes.
         code, notmap = s.request("POST", "/projects/errs/assets?type=overlay", token, b"hello",
                                  {"Content-Type": "application/octet-stream"})
-        assert code == 201, (code, notmap)
+        assert code == 422 and "base_map" in notmap["detail"], (code, notmap)
         missing = "00000000-0000-4000-8000-000000000000"
         gen = lambda slug, number, asset, tok=token: s.generate(tok, slug, number, asset)
         # 401 first, even for malformed input.
@@ -436,7 +443,6 @@ def test_error_paths():
         expect_golden(gen("errs", 2, a["id"]), 400, "not_a_draft")
         expect_golden(gen("errs", 1, missing), 400, "invalid_base_map_asset")
         expect_golden(gen("errs", 1, foreign["id"]), 400, "invalid_base_map_asset")
-        expect_golden(gen("errs", 1, notmap["id"]), 400, "invalid_base_map_asset")
         # Jobs.
         expect_golden(s.request("GET", "/jobs/" + missing), 401, "not_authenticated")
         expect_golden(s.request("GET", "/jobs/" + missing, token), 404, "job_not_found")
@@ -506,7 +512,7 @@ def test_auth():
                              ("GET", "/projects/alice-map/versions/1/viewer")):
             expect_golden(s.request(method, path), 401, "not_authenticated")  # missing
             expect_golden(s.request(method, path, "x" * 64), 401, "invalid_token")  # wrong
-            # Another scheme counts as no token at all (never mixed with the ?token= fallback).
+            # Another scheme counts as no token at all (never mixed with the cookie fallback).
             expect_golden(s.request(method, path, headers={"Authorization": "Basic " + alice}), 401, "not_authenticated")
         # Bob's token: alice's things are "not found".
         expect_golden(s.request("GET", "/jobs/" + job["job_id"], bob), 404, "job_not_found")
@@ -521,7 +527,7 @@ def test_auth():
         s.version(bob, "bob-map")
         expect_golden(s.generate(bob, "bob-map", 1, a["id"]), 400, "invalid_base_map_asset")
         assert [p["slug"] for p in expect(s.request("GET", "/projects", bob), 200)] == ["bob-map"]
-        # POST does not take the token from the query string.
+        # No method takes the token from the query string.
         expect_golden(s.request("POST", "/projects?token=" + alice, None, {"slug": "via-query"}), 401, "not_authenticated")
         # Tokens are stored hashed: the raw token is not in the catalog file.
         with open(os.path.join(s.data_dir, "catalog.db"), "rb") as f:
@@ -530,8 +536,157 @@ def test_auth():
         s.stop()
 
 
+def test_viewer_links():
+    """Issue 23: tokens only in the Authorization header; a browser signs in with a one-time
+    viewer code exchanged for an HttpOnly session cookie; the smaller hardening items."""
+    s = Service().start()
+    try:
+        alice = s.add_user("alice")
+        bob = s.add_user("bob")
+        s.project(alice, "alice-map")
+        s.version(alice, "alice-map")
+        s.project(bob, "b-map")
+        s.version(bob, "b-map")
+        # ?token= is no credential anywhere (as if absent), on pages, tiles and the API.
+        for path in ("/projects/alice-map/versions/1/viewer", "/projects/alice-map/viewer", "/projects",
+                     "/projects/alice-map/versions/1", "/tiles/mp/alice-map/uploads/tiles/1/pyramid.json",
+                     "/static/viewer.js"):
+            reply = s.request("GET", path + "?token=" + alice)
+            expect_golden(reply, 401, "not_authenticated")
+            assert "set-cookie" not in reply.headers, (path, reply.headers)
+        # A code: minted with the header, exchanged once for a session cookie (not the token),
+        # answered with a redirect to the same page without the code.
+        link = expect(s.request("POST", "/projects/alice-map/versions/1/viewer-link", alice), 201)
+        assert len(link["code"]) == 64 and link["expires_in"] == 60, link
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        assert code == 303 and headers["location"] == "/projects/alice-map/versions/1/viewer", (code, headers)
+        attributes = [a.strip() for a in headers["set-cookie"].split(";")]
+        name, _, session = attributes[0].partition("=")
+        assert name == "tilekit_session" and len(session) == 64 and session != alice, headers
+        assert {"HttpOnly", "Path=/", "SameSite=Lax"} <= set(attributes) and "Secure" not in attributes, attributes
+        assert headers["cache-control"] == "no-store" and headers["x-content-type-options"] == "nosniff", headers
+        cookie = {"Cookie": "tilekit_session=" + session}
+        # The page, with its policy: nothing inline, nothing from elsewhere, no framing.
+        code, headers, page = s.request("GET", "/projects/alice-map/versions/1/viewer", headers=cookie, raw=True)
+        assert code == 200 and headers["content-type"].startswith("text/html"), (code, headers)
+        csp = [d.strip() for d in headers["content-security-policy"].split(";")]
+        for directive in ("default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "img-src 'self' data: blob:"):
+            assert directive in csp, (directive, csp)
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-tilekit-user"] == "alice", headers
+        # Once only: a second use is refused and sets no cookie.
+        reply = s.request("GET", link["viewer_url"])
+        assert reply[0] == 401 and "invalid, expired or already used" in reply[1]["detail"], reply
+        assert "set-cookie" not in reply.headers, reply.headers
+        # Bound to the page it was minted for: elsewhere it is refused (and spent).
+        link = expect(s.request("POST", "/projects/alice-map/versions/1/viewer-link", alice), 201)
+        assert expect(s.request("GET", "/projects/alice-map/viewer?code=" + link["code"]), 401)
+        assert expect(s.request("GET", link["viewer_url"]), 401)
+        expect(s.request("GET", "/projects/alice-map/versions/1/viewer?code=" + "0" * 64), 401)
+        # The live map's link.
+        link = expect(s.request("POST", "/projects/alice-map/viewer-link", alice), 201)
+        assert link["viewer_url"].startswith("/projects/alice-map/viewer?code="), link
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        assert code == 303 and headers["location"] == "/projects/alice-map/viewer", (code, headers)
+        # A code opens a session of whoever minted it, for that user's projects only: bob's
+        # link (the fixation attempt of the issue) signs a browser in as bob, who sees no
+        # project of alice's, and the page says whose session it is (X-Tilekit-User).
+        expect_golden(s.request("POST", "/projects/alice-map/versions/1/viewer-link", bob), 404, "project_not_found")
+        link = expect(s.request("POST", "/projects/b-map/versions/1/viewer-link", bob), 201)
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        bob_cookie = {"Cookie": headers["set-cookie"].split(";")[0]}
+        expect_golden(s.request("GET", "/projects/alice-map/versions/1", headers=bob_cookie), 404, "project_not_found")
+        reply = s.request("GET", "/projects/b-map/versions/1", headers=bob_cookie)
+        assert reply[0] == 200 and reply.headers["x-tilekit-user"] == "bob", reply.headers
+        # Codes and sessions are kept in the catalog: a restart (a redeploy) signs nobody out, and
+        # a code minted before it is redeemed after it.
+        link = expect(s.request("POST", "/projects/alice-map/versions/1/viewer-link", alice), 201)
+        s.stop()
+        s.start()
+        reply = s.request("GET", "/projects/b-map/versions/1", headers=bob_cookie)
+        assert reply[0] == 200 and reply.headers["x-tilekit-user"] == "bob", reply.headers
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        assert code == 303 and headers["set-cookie"].startswith("tilekit_session="), (code, headers)
+        # The cookie never authenticates a write (CSRF): POST takes the header only.
+        expect_golden(s.request("POST", "/projects", None, {"slug": "by-cookie"}, headers=cookie), 401, "not_authenticated")
+        expect_golden(s.request("POST", "/projects/alice-map/versions/1/viewer-link", headers=cookie), 401, "not_authenticated")
+        # A session id that was never opened is nothing.
+        expect_golden(s.request("GET", "/projects", headers={"Cookie": "tilekit_session=" + "a" * 64}), 401, "invalid_token")
+        # nosniff on every answer the routes give: JSON, the router's own 404, errors.
+        for method, path, tok in (("GET", "/health", None), ("GET", "/nope", None), ("POST", "/nope", alice),
+                                  ("GET", "/projects", alice), ("GET", "/projects", None),
+                                  ("POST", "/projects", alice)):
+            reply = s.request(method, path, tok)
+            assert reply.headers.get("x-content-type-options") == "nosniff", (method, path, reply.headers)
+        # One answer for a taken slug, whoever took it: it says nothing about the owner.
+        mine = s.request("POST", "/projects", alice, {"slug": "alice-map"})
+        theirs = s.request("POST", "/projects", bob, {"slug": "alice-map"})
+        expect_golden(mine, 409, "project_exists")
+        expect_golden(theirs, 409, "project_exists")
+        assert mine.payload == theirs.payload
+        # Tile reads follow no symbolic link (the sink never writes one): a link to a file
+        # outside the store, and a linked directory, are "not found".
+        secret = os.path.join(s.data_dir, "secret.png")
+        with open(secret, "wb") as f:
+            f.write(b"\x89PNG secret")
+        os.makedirs(os.path.join(s.data_dir, "elsewhere"), exist_ok=True)
+        shutil.copy(secret, os.path.join(s.data_dir, "elsewhere", "0.png"))
+        prefix = os.path.join(s.data_dir, "storage", "mp", "alice-map", "uploads", "tiles", "1")
+        os.makedirs(prefix, exist_ok=True)
+        with open(os.path.join(prefix, "real.png"), "wb") as f:
+            f.write(b"\x89PNG real")
+        os.symlink(secret, os.path.join(prefix, "link.png"))
+        os.symlink(os.path.join(s.data_dir, "elsewhere"), os.path.join(prefix, "linkdir"))
+        code, _, payload = s.request("GET", "/tiles/mp/alice-map/uploads/tiles/1/real.png", alice, raw=True)
+        assert code == 200 and payload == b"\x89PNG real", (code, payload)
+        for key in ("mp/alice-map/uploads/tiles/1/link.png", "mp/alice-map/uploads/tiles/1/linkdir/0.png"):
+            reply = s.request("GET", "/tiles/" + key, alice)
+            assert b"secret" not in reply.payload, key
+            expect_golden(reply, 404, "not_found")
+    finally:
+        s.stop()
+    # Short-lived codes (--viewer-code-seconds), Secure cookies (served at an https address:
+    # --public-base-url https://..., no --cookie-secure needed), and a missing viewer that does
+    # not tell where it was looked for.
+    s = Service(args=["--viewer-code-seconds", "1", "--public-base-url", "https://maps.example",
+                      "--viewer-dir", os.path.join(WORK, "no-viewer")]).start()
+    try:
+        alice = s.add_user("alice")
+        s.project(alice, "alice-map")
+        s.version(alice, "alice-map")
+        link = expect(s.request("POST", "/projects/alice-map/versions/1/viewer-link", alice), 201)
+        assert link["expires_in"] == 1, link
+        time.sleep(1.5)
+        reply = s.request("GET", link["viewer_url"])
+        assert reply[0] == 401 and "set-cookie" not in reply.headers, reply
+        link = expect(s.request("POST", "/projects/alice-map/versions/1/viewer-link", alice), 201)
+        code, headers, _ = s.request("GET", link["viewer_url"], raw=True)
+        assert code == 303 and "Secure" in [a.strip() for a in headers["set-cookie"].split(";")], headers
+        cookie = {"Cookie": headers["set-cookie"].split(";")[0]}
+        reply = s.request("GET", "/projects/alice-map/versions/1/viewer", headers=cookie)
+        assert reply[0] == 404 and reply[1] == {"detail": "Viewer not installed"}, reply
+        assert b"no-viewer" not in reply.payload
+    finally:
+        s.stop()
+    with open(os.path.join(s.data_dir, "service.log"), "rb") as f:
+        assert b"no-viewer" in f.read()  # the operator learns where
+
+
+def test_prefix_template_checked():
+    """A tile prefix template that would let versions share a prefix (one job's sweep deleting
+    another's pyramid) or leave the store is refused at start, exit status 2."""
+    for template in ("tiles/{version}/", "mp/{slug}/", "mp/{slug}/{version}", "mp/{slug}/../{version}/",
+                     "/mp/{slug}/{version}/", "mp//{slug}/{version}/"):
+        out = subprocess.run([SERVICE, "--data-dir", os.path.join(WORK, "never"), "--port", "0", "--prefix-template", template],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2, (template, out.returncode, out.stderr)
+        assert "--prefix-template must" in out.stderr, (template, out.stderr)
+    s = Service(args=["--prefix-template", "p/{slug}/v{version}/"]).start()
+    s.stop()
+
+
 def test_twenty_jobs():
-    s = Service(args=["--workers", "4", "--queue", "32", "--tiler-threads", "2"]).start()
+    # One user's 20 jobs at once: the per-user share (test_per_user_job_queue) is lifted here.
+    s = Service(args=["--workers", "4", "--queue", "32", "--tiler-threads", "2", "--max-queued-jobs", "0"]).start()
     try:
         token = s.add_user("alice")
         a = s.project_with_versions(token, "many", 20, sample("400x300"))
@@ -752,8 +907,130 @@ def test_s3_flow():
         s.stop()
 
 
-TESTS = [test_full_flow, test_formats_per_job, test_error_paths, test_auth, test_twenty_jobs, test_queue_full, test_restart_mid_job,
-         test_sigterm_grace, test_roles, test_roles_postgresql, test_s3_flow]
+def test_project_and_version_quotas():
+    """Hard quotas are 403 with a detail naming the limit; they are per user and per project."""
+    s = Service(args=["--max-projects", "2", "--max-versions", "2"]).start()
+    try:
+        alice, bob = s.add_user("alice"), s.add_user("bob")
+        s.project(alice, "one")
+        s.project(alice, "two")
+        expect_golden(s.request("POST", "/projects", alice, {"slug": "three"}), 403, "project_quota", count=2, limit=2)
+        assert [p["slug"] for p in expect(s.request("GET", "/projects", alice), 200)] == ["one", "two"]
+        s.project(bob, "bobs")  # another user's count
+        s.version(alice, "one")
+        s.version(alice, "one", number=7)
+        expect_golden(s.request("POST", "/projects/one/versions", alice, {"status": "draft"}), 403, "version_quota",
+                      count=2, limit=2)
+        s.version(alice, "two")  # per project
+    finally:
+        s.stop()
+
+
+def multipart(image, filename="map.png"):
+    boundary = "quota-test-boundary"
+    body = ("--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\nContent-Type: image/png\r\n\r\n"
+            % (boundary, filename)).encode() + image + ("\r\n--%s--\r\n" % boundary).encode()
+    return body, {"Content-Type": "multipart/form-data; boundary=" + boundary}
+
+
+def test_stored_bytes_quota():
+    """A user's uploads, summed, against --max-stored-bytes: a raw body is refused from its
+    Content-Length before it is read; a multipart one once its file's size is known."""
+    small = sample("300x200")
+    limit = 2 * len(small)
+    s = Service(args=["--max-stored-bytes", str(limit)]).start()
+    try:
+        alice, bob = s.add_user("alice"), s.add_user("bob")
+        s.project(alice, "full")
+        s.asset(alice, "full", small)
+        s.asset(alice, "full", small)  # exactly at the limit
+        raw = s.request("POST", "/projects/full/assets?type=base_map", alice, small, {"Content-Type": "image/png"})
+        expect_golden(raw, 403, "stored_bytes_quota", stored=limit, adding=len(small), limit=limit)
+        body, headers = multipart(small)
+        form = s.request("POST", "/projects/full/assets?type=base_map", alice, body, headers)
+        expect_golden(form, 403, "stored_bytes_full", stored=limit, limit=limit)
+        # Bob has room for one more small image, not for a larger one; the refused file is not kept.
+        s.project(bob, "roomy")
+        s.asset(bob, "roomy", small)
+        large = sample("600x400")
+        assert len(large) > len(small), (len(large), len(small))
+        body, headers = multipart(large)
+        form = s.request("POST", "/projects/roomy/assets?type=base_map", bob, body, headers)
+        expect_golden(form, 403, "stored_bytes_quota", stored=len(small), adding=len(large), limit=limit)
+        assets = os.listdir(os.path.join(s.data_dir, "storage", "mp", "roomy", "uploads", "assets"))
+        assert len(assets) == 1, assets
+    finally:
+        s.stop()
+    # A committed pyramid counts too: once a job's tiles take carol over the limit, her next job
+    # is refused (a crafted image cannot make one user store without bound).
+    s = Service(args=["--max-stored-bytes", str(len(small) + 100)]).start()
+    try:
+        carol = s.add_user("carol")
+        a = s.project_with_versions(carol, "tiles", 2, small)
+        job = s.wait_job(carol, expect(s.generate(carol, "tiles", 1, a["id"]), 202)["job_id"])
+        assert job["status"] == "completed" and job["result"]["total_bytes"] > 100, job
+        stored = len(small) + job["result"]["total_bytes"]
+        expect_golden(s.generate(carol, "tiles", 2, a["id"]), 403, "stored_bytes_full", stored=stored, limit=len(small) + 100)
+    finally:
+        s.stop()
+
+
+def test_per_user_job_queue():
+    """One user's queued jobs are capped (429, Retry-After) while another user still gets in:
+    one tenant cannot fill the queue for everyone."""
+    s = Service(args=["--workers", "1", "--tiler-threads", "1", "--grace-seconds", "0", "--queue", "64",
+                      "--max-queued-jobs", "2", "--max-running-jobs", "1"]).start()
+    try:
+        alice, bob = s.add_user("alice"), s.add_user("bob")
+        running = start_slow_job(s, alice, "hog")  # holds the only worker
+        a = s.project_with_versions(alice, "hog-2", 3, sample("300x200"))
+        queued = [expect(s.generate(alice, "hog-2", n, a["id"]), 202)["job_id"] for n in (1, 2)]
+        expect_golden(s.generate(alice, "hog-2", 3, a["id"]), 429, "queued_jobs_quota", headers={"Retry-After": "10"},
+                      count=2, limit=2)
+        b = s.project_with_versions(bob, "fair", 1, sample("300x200"))
+        bobs = expect(s.generate(bob, "fair", 1, b["id"]), 202)["job_id"]
+        # Once one of alice's jobs has left the queue, she may queue again.
+        expect(s.request("POST", "/jobs/%s/cancel" % queued[0], alice), 200)
+        expect(s.generate(alice, "hog-2", 3, a["id"]), 202)
+        for job_id in (running, bobs):
+            token = alice if job_id == running else bob
+            s.request("POST", "/jobs/%s/cancel" % job_id, token)
+    finally:
+        s.stop()
+
+
+def test_job_output_caps():
+    """A job whose output passes --max-job-tiles fails for good with the reason, and nothing is
+    committed; a job whose image passes --max-pixels (a TIFF, not checked at upload) fails too."""
+    s = Service(args=["--max-job-tiles", "5", "--max-pixels", "100000"]).start()
+    try:
+        token = s.add_user("alice")
+        a = s.project_with_versions(token, "capped", 2, sample("300x200"))
+        job = s.wait_job(token, expect(s.generate(token, "capped", 1, a["id"]), 202)["job_id"])
+        assert job["status"] == "failed" and job["attempt"] == 1, job
+        assert "passed this service's limit of 5 tiles (--max-job-tiles)" in job["error"], job
+        print("  over --max-job-tiles: " + job["error"])
+        view = expect(s.request("GET", "/projects/capped/versions/1", token), 200)
+        assert view["tiles"] is None and view["job_status"] == "failed", view
+        code, _, _ = s.request("GET", "/tiles/mp/capped/uploads/tiles/1/current.json", token, raw=True)
+        assert code == 404, code
+        runs = os.path.join(s.data_dir, "storage", "mp", "capped", "uploads", "tiles", "1", "runs")
+        assert not os.path.isdir(runs) or not any(files for _, _, files in os.walk(runs)), list(os.walk(runs))
+        code, tiff = s.request("POST", "/projects/capped/assets?type=base_map", token, tiff_bytes(700, 300),
+                               {"Content-Type": "image/tiff"})
+        assert code == 201, (code, tiff)
+        job = s.wait_job(token, expect(s.generate(token, "capped", 2, tiff["id"]), 202)["job_id"])
+        assert job["status"] == "failed" and job["attempt"] == 1, job
+        assert "210000" in job["error"] and "100000" in job["error"], job
+        print("  over --max-pixels: " + job["error"])
+    finally:
+        s.stop()
+
+
+TESTS = [test_full_flow, test_formats_per_job, test_error_paths, test_auth, test_viewer_links, test_prefix_template_checked,
+         test_twenty_jobs, test_queue_full, test_restart_mid_job,
+         test_sigterm_grace, test_roles, test_roles_postgresql, test_s3_flow, test_project_and_version_quotas,
+         test_stored_bytes_quota, test_per_user_job_queue, test_job_output_caps]
 
 
 def run_tests(tests):

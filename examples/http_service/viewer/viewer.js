@@ -1,11 +1,15 @@
 // The viewer page of the tilekit example service.
 //
-// Served as /projects/{slug}/versions/{version}/viewer?token=... (a version), and as
-// /projects/{slug}/viewer?token=... (the project's live map: GET /projects/{slug}/live, then as
-// in 3. below); everything else comes from
-// /static/ (this file, viewer.css, vendor/ = OpenSeadragon and Leaflet copied from npm).
+// Served as /projects/{slug}/versions/{version}/viewer (a version), and as
+// /projects/{slug}/viewer (the project's live map: GET /projects/{slug}/live, then as in 3.
+// below); everything else comes from /static/ (this file, viewer.css, vendor/ = OpenSeadragon
+// and Leaflet copied from npm).
 //
-//   1. GET {base}/projects/{slug}/versions/{version}  (Authorization: Bearer <token>)
+// The page never sees a token. It is opened through a viewer link (POST .../viewer-link with
+// the token: a one-time ?code=), which the service exchanges for an HttpOnly session cookie
+// before it sends this page; every request below is same-origin and carries that cookie.
+//
+//   1. GET {base}/projects/{slug}/versions/{version}
 //        -> { ..., latest_job: {id, status, progress, message, error} | null,
 //                  tiles: {tiles_url, layout: "dz"|"xyz", format, width, height, levels,
 //                          tile_size, overlap, manifest, ...} | null }
@@ -16,7 +20,8 @@
 //      (tiles_url + "{z}/{x}/{y}.{format}", max zoom = levels - 1); OpenSeadragon's IIIF tile
 //      source for IIIF (tiles_url + "info.json", its id set to where it was fetched from);
 //      failed/cancelled: show the job's error.
-// Tiles are public (like a public bucket): tile requests carry no token.
+// Tile requests carry the cookie too. The user the session belongs to (X-Tilekit-User) is
+// shown in the header: a link someone else minted signs the browser in as them.
 //
 // The page state is mirrored in data-state on #status and <body> (loading, queued, running,
 // completed, failed, cancelled, empty, error) and data-tiles on <body> ("loading", then
@@ -37,9 +42,11 @@
     message: document.getElementById('message'),
     error: document.getElementById('error'),
     viewer: document.getElementById('viewer'),
+    user: document.getElementById('user'),
   };
 
-  var state = { base: '', slug: '', version: '', token: '', viewer: null, kind: null };
+  // For tests and the console: what the page shows (no credential is ever kept here).
+  var state = { base: '', slug: '', version: '', user: '', viewer: null, kind: null };
   window.tilekitViewer = state;
 
   function setState(name) {
@@ -75,19 +82,24 @@
     state.slug = decodeURIComponent((m || live)[2]);
     state.version = m ? decodeURIComponent(m[3]) : '';
     state.live = !m;
-    state.token = new URLSearchParams(window.location.search).get('token') || '';
     return true;
   }
 
   function api(path) {
     var headers = { Accept: 'application/json' };
-    if (state.token) headers.Authorization = 'Bearer ' + state.token;
-    return fetch(state.base + path, { headers: headers, cache: 'no-store' }).then(function (res) {
+    return fetch(state.base + path, { headers: headers, cache: 'no-store', credentials: 'same-origin' }).then(function (res) {
+      var who = res.headers.get('X-Tilekit-User');
+      if (who && who !== state.user) {
+        state.user = who;
+        el.user.textContent = 'Signed in as ' + who;
+        el.user.hidden = false;
+      }
       return res.text().then(function (body) {
         var data = null;
         try { data = body ? JSON.parse(body) : null; } catch (e) { data = null; }
         if (!res.ok) {
           var detail = data && data.detail ? data.detail : (res.statusText || 'request failed');
+          if (res.status === 401) detail += ': open this page through a new viewer link (POST ' + (state.live ? '/projects/' + encodeURIComponent(state.slug) : versionPath()) + '/viewer-link with your token)';
           var err = new Error(res.status + ' ' + (typeof detail === 'string' ? detail : JSON.stringify(detail)));
           err.status = res.status;
           throw err;
@@ -118,17 +130,13 @@
 
   function start() {
     if (!parseLocation()) {
-      fail('This page expects a URL like /projects/{slug}/versions/{version}/viewer?token=... ' +
-           'or /projects/{slug}/viewer?token=... (the live map)');
+      fail('This page expects a URL like /projects/{slug}/versions/{version}/viewer ' +
+           'or /projects/{slug}/viewer (the live map)');
       return;
     }
     if (state.live) { startLive(); return; }
     el.title.textContent = state.slug + ' \u00b7 version ' + state.version;
     document.title = state.slug + ' v' + state.version + ' \u2014 tilekit viewer';
-    if (!state.token) {
-      fail('No token: open this page with ?token=<your API token>.');
-      return;
-    }
     api(versionPath()).then(handleVersion, function (e) {
       fail('Could not load the version: ' + e.message);
     });
@@ -139,10 +147,6 @@
   function startLive() {
     el.title.textContent = state.slug + ' \u00b7 live';
     document.title = state.slug + ' (live) \u2014 tilekit viewer';
-    if (!state.token) {
-      fail('No token: open this page with ?token=<your API token>.');
-      return;
-    }
     api('/projects/' + encodeURIComponent(state.slug) + '/live').then(function (live) {
       if (!live.tiles) { fail('The live pointer names no pyramid.'); return; }
       el.title.textContent = state.slug + ' \u00b7 live: version ' + live.version;

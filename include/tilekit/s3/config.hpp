@@ -7,6 +7,7 @@
 #include <tilekit/error.hpp>
 #include <tilekit/s3/sigv4.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <string>
@@ -64,8 +65,22 @@ struct timeouts {
 }  // namespace s3
 namespace detail {
 
+// Whether an endpoint's host is this machine: "localhost", ::1, or a literal IPv4 address in
+// 127.0.0.0/8 (four decimal parts of 0..255). A name that merely starts with "127." (such as
+// 127.attacker.example) is a name like any other, resolved by DNS to anywhere.
 inline bool is_loopback(const std::string& host) {
-    return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
+    if (host == "localhost" || host == "::1" || host == "[::1]") return true;
+    int parts = 0;
+    std::size_t at = 0;
+    while (at <= host.size()) {
+        const std::size_t dot = std::min(host.find('.', at), host.size());
+        const std::string part = host.substr(at, dot - at);
+        if (part.empty() || part.size() > 3 || part.find_first_not_of("0123456789") != std::string::npos) return false;
+        if (std::stoi(part) > 255 || (parts == 0 && part != "127")) return false;
+        ++parts;
+        at = dot + 1;
+    }
+    return parts == 4;
 }
 
 inline std::string getenv_string(const char* name) {

@@ -113,6 +113,64 @@ public:
         }
     }
 
+    // Stores the file at `file` as the object `key`, moving it (the file is gone afterwards). A
+    // rename when both are on one filesystem, so a large upload is never read back into memory;
+    // otherwise a copy, in 1 MiB pieces, to a temporary name, renamed when complete.
+    void put_file(const std::string& key, const std::filesystem::path& file) {
+        const split_key parts = split(key);
+        const std::shared_ptr<detail::unique_fd> directory = open_directory("store", key, parts.directories, true);
+        if (::renameat(AT_FDCWD, file.c_str(), directory->get(), parts.name.c_str()) == 0) return;
+        if (errno != EXDEV) throw error(errc::io_error, "cannot store '" + key + "': rename failed: " + describe(errno));
+        detail::unique_fd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!in) throw error(errc::io_error, "cannot store '" + key + "': cannot open '" + file.string() + "': " + std::strerror(errno));
+        const std::string temporary = ".tk" + instance_tag_ + std::to_string(next_temp_id_++) + ".tmp";
+        detail::unique_fd out(::openat(directory->get(), temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666));
+        if (!out) throw error(errc::io_error, "cannot store '" + key + "': " + describe(errno));
+        std::vector<char> buffer(std::size_t{1} << 20);
+        for (;;) {
+            ssize_t n = ::read(in.get(), buffer.data(), buffer.size());
+            if (n < 0 && errno == EINTR) continue;
+            if (n == 0) break;
+            for (ssize_t written = 0; n > 0 && written < n;) {
+                const ssize_t w = ::write(out.get(), buffer.data() + written, static_cast<std::size_t>(n - written));
+                if (w < 0 && errno == EINTR) continue;
+                if (w <= 0) n = -1;
+                else written += w;
+            }
+            if (n < 0) {
+                const int failure = errno ? errno : EIO;
+                out.reset();
+                ::unlinkat(directory->get(), temporary.c_str(), 0);
+                throw error(errc::io_error, "cannot store '" + key + "': " + std::strerror(failure));
+            }
+        }
+        const int closed = ::close(out.release());
+        if (closed != 0 || ::renameat(directory->get(), temporary.c_str(), directory->get(), parts.name.c_str()) != 0) {
+            const int failure = errno;
+            ::unlinkat(directory->get(), temporary.c_str(), 0);
+            throw error(errc::io_error, "cannot store '" + key + "': " + describe(failure));
+        }
+        ::unlink(file.c_str());
+    }
+
+    // The object's file opened for reading (its descriptor, for sendfile or ranged reads), found
+    // as writes find it: never through a link below the root. An empty descriptor when there is
+    // no such object; a link in its place or on its path counts as none.
+    detail::unique_fd open(const std::string& key) {
+        const split_key parts = split(key);
+        std::shared_ptr<detail::unique_fd> directory;
+        try {
+            directory = open_directory("read", key, parts.directories, false);
+        } catch (const error&) {
+            return {};  // a link or a file where a directory should be
+        }
+        if (!directory) return {};
+        detail::unique_fd file(::openat(directory->get(), parts.name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        struct stat status {};
+        if (!file || ::fstat(file.get(), &status) != 0 || !S_ISREG(status.st_mode)) return {};
+        return file;
+    }
+
     // Writes are synchronous, so there is nothing left to wait for.
     void flush() override {}
 

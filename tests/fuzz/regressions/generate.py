@@ -139,6 +139,48 @@ def filename_ill_formed():
     return b"POST /projects/demo/assets?type=base_map&filename=x%80y%C0%AFz%ED%A0%80.png\nBearer t\n\n\x89PNG"
 
 
+@regression("service_request", "encoded-slash-in-tile-key")
+def encoded_slash_tile_key():
+    """Not a finding: pinned when the service moved to its own HTTP layer
+    (http/target.hpp). "%2F" decodes into a character of its segment, never a separator: the
+    request has the segments {"tiles", "mp/demo/../x", "y.png"}, and "/tiles/{*key}" does not
+    match a segment holding a '/' (404): encoding cannot add a level to a key."""
+    return b"GET /tiles/mp%2Fdemo%2F..%2Fx/y.png?token=t\n\ntilekit_session=s\n"
+
+
+@regression("service_request", "token-in-query-only")
+def token_in_query_only():
+    """Not a finding: `?token=` is no longer accepted (auth.hpp). A POST with the token in the
+    query only and a session cookie presents no credentials at all."""
+    return b"POST /projects/demo/versions?token=abc\n\ntilekit_session=abc\n{}"
+
+
+def http_body_input(cuts, range_header, size, content_type, body):
+    """The http_body layout (tests/fuzz/http_body.cpp): cut count, 2-byte cuts, then lines."""
+    return (bytes([len(cuts)]) + b"".join(struct.pack("<H", c) for c in cuts) + range_header + b"\n" + size +
+            b"\n" + content_type + b"\n" + body)
+
+
+@regression("http_body", "delimiter-across-pieces")
+def delimiter_across_pieces():
+    """Not a finding: pinned with the target. A multipart upload whose closing delimiter
+    "\\r\\n--b0undary" is cut after "\\r\\n-" (one piece ends inside it), after a false start
+    "\\r\\n--b0und" that ends another piece; the file must hold exactly "AB\\r\\n--b0undX", and the
+    range "bytes=2-" over 5 bytes is bytes 2..4."""
+    body = (b"--b0undary\r\nContent-Disposition: form-data; name=\"f\"; filename=\"t.png\"\r\n\r\n"
+            b"AB\r\n--b0undX\r\n--b0undary\r\n")
+    start = body.index(b"AB")
+    return http_body_input([start + 11, start + 15, start + 18], b"bytes=2-", b"5",
+                           b"multipart/form-data; boundary=b0undary", body)
+
+
+@regression("http_body", "several-ranges")
+def several_ranges():
+    """Not a finding: two ranges are one 416 (range.hpp: 4,000 overlapping ranges once made an
+    8 KB request a 788 MB answer); a raw upload cut into three pieces."""
+    return http_body_input([1, 2], b"bytes=0-0,0-0", b"100", b"image/png", b"\xff\xd8\xff\xe0")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: generate.py OUT")
