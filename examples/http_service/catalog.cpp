@@ -113,6 +113,27 @@ std::uint64_t count_where(sqlite3* db, const char* sql, const std::string& value
     return static_cast<std::uint64_t>(s.integer(0));
 }
 
+// Runs `body` in one write transaction (BEGIN IMMEDIATE: the write lock from the first read, so
+// another process sharing the catalog cannot read the same counts meanwhile); rolled back if it
+// throws. The caller holds the lock.
+template <class Body>
+void write_transaction(sqlite3* db, Body body) {
+    char* message = nullptr;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, &message) != SQLITE_OK) {
+        const std::string text = message ? message : "unknown error";
+        sqlite3_free(message);
+        throw std::runtime_error("catalog: " + text);
+    }
+    try {
+        body();
+        if (sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK)
+            throw std::runtime_error(std::string("catalog: ") + sqlite3_errmsg(db));
+    } catch (...) {
+        sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+    }
+}
+
 std::uint64_t projects_owned(sqlite3* db, const std::string& owner_id) {
     return count_where(db, "SELECT count(*) FROM projects WHERE owner_id = ?", owner_id);
 }
@@ -303,8 +324,7 @@ asset catalog::add_asset(const asset& a, std::uint64_t max_stored_bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     // One write transaction from the count to the inserts: another process sharing the catalog
     // cannot pass the same count either.
-    exec("BEGIN IMMEDIATE");
-    try {
+    write_transaction(db_, [&] {
         const std::string owner_id = [&] {
             statement owner(db_, "SELECT owner_id FROM projects WHERE id = ?");
             owner.bind(1, a.project_id);
@@ -321,11 +341,7 @@ asset catalog::add_asset(const asset& a, std::uint64_t max_stored_bytes) {
         statement(db_, "INSERT INTO usage (user_id, stored_bytes) VALUES (?, ?) "
                        "ON CONFLICT(user_id) DO UPDATE SET stored_bytes = stored_bytes + excluded.stored_bytes")
             .bind(1, owner_id).bind(2, static_cast<long long>(a.size)).row();
-        exec("COMMIT");
-    } catch (...) {
-        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-        throw;
-    }
+    });
     return a;
 }
 
@@ -394,27 +410,23 @@ std::optional<user> catalog::session_user(const std::string& id) const {
 
 void catalog::record_tiles(const std::string& version_id, std::uint64_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const std::string owner_id = [&] {
-        statement owner(db_, "SELECT p.owner_id FROM versions v JOIN projects p ON p.id = v.project_id WHERE v.id = ?");
-        owner.bind(1, version_id);
-        return owner.row() ? owner.text(0) : std::string();
-    }();
-    if (owner_id.empty()) return;  // the version is gone
-    const std::uint64_t before = count_where(db_, "SELECT COALESCE((SELECT bytes FROM version_tiles WHERE version_id = ?), 0)",
-                                             version_id);
-    exec("BEGIN IMMEDIATE");  // the version's count and the owner's total together
-    try {
+    // The version's count and the owner's total together, read and written in one transaction.
+    write_transaction(db_, [&] {
+        const std::string owner_id = [&] {
+            statement owner(db_, "SELECT p.owner_id FROM versions v JOIN projects p ON p.id = v.project_id WHERE v.id = ?");
+            owner.bind(1, version_id);
+            return owner.row() ? owner.text(0) : std::string();
+        }();
+        if (owner_id.empty()) return;  // the version is gone
+        const std::uint64_t before =
+            count_where(db_, "SELECT COALESCE((SELECT bytes FROM version_tiles WHERE version_id = ?), 0)", version_id);
         statement(db_, "INSERT INTO version_tiles (version_id, bytes) VALUES (?, ?) "
                        "ON CONFLICT(version_id) DO UPDATE SET bytes = excluded.bytes")
             .bind(1, version_id).bind(2, static_cast<long long>(bytes)).row();
         statement(db_, "INSERT INTO usage (user_id, stored_bytes) VALUES (?, ?) "
                        "ON CONFLICT(user_id) DO UPDATE SET stored_bytes = MAX(0, stored_bytes + excluded.stored_bytes)")
             .bind(1, owner_id).bind(2, static_cast<long long>(bytes) - static_cast<long long>(before)).row();
-        exec("COMMIT");
-    } catch (...) {
-        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-        throw;
-    }
+    });
 }
 
 std::uint64_t catalog::count_projects(const std::string& owner_id) const {
